@@ -1,0 +1,106 @@
+"""Conventions shared by every command: options, exit codes, error lines, JSON output.
+
+Exit codes: 0 success, 2 bad usage or bad input (one ``error: <path>: <what>`` line on stderr,
+no traceback unless ``--debug``), 1 internal failure, 130 interrupted.
+Only typer, rich and the standard library are imported here so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated, Any, Iterator, Optional
+
+import typer
+
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or tables.")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")]
+JsonOpt = Annotated[Optional[str], typer.Option(
+    "--json", metavar="PATH", help="Write the figures as one JSON object to PATH ('-' = stdout).")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")]
+SchedulerOpt = Annotated[str, typer.Option(
+    "--scheduler", metavar="NAME",
+    help="threads, processes, distributed (a local cluster) or tcp://HOST:PORT (an existing Dask cluster).")]
+WorkersOpt = Annotated[Optional[int], typer.Option(
+    "--workers", min=1, help="Worker threads/processes (default: all cores).")]
+PartOpt = Annotated[Optional[str], typer.Option(
+    "--part", metavar="I/N", help="Run only part I of N of the blocks (job arrays; I is 1-based).")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+
+
+def fail(message: str, code: int = 2) -> "typer.Exit":
+    """Print ``error: <message>`` on stderr and return the exit to raise."""
+    print(f"error: {message}", file=sys.stderr)
+    return typer.Exit(code)
+
+
+@contextlib.contextmanager
+def cli_errors(debug: bool = False) -> Iterator[None]:
+    """Turn library errors into the CLI's exit codes at the command boundary.
+
+    ``VolsegError`` -> exit 2 with its one-line message; ``KeyboardInterrupt`` -> 130;
+    any other exception -> exit 1 (``error: internal: ...``), with the traceback under ``--debug``.
+    """
+    from volseg.errors import VolsegError
+
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except VolsegError as exc:
+        if debug:
+            traceback.print_exc()
+        raise fail(str(exc), 2) from None
+    except KeyboardInterrupt:
+        raise fail("interrupted; rerun the same command to resume", 130) from None
+    except Exception as exc:  # an internal failure: say so, keep the traceback for --debug
+        if debug:
+            traceback.print_exc()
+        text = " ".join(f"{type(exc).__name__}: {exc}".split())
+        raise fail(f"internal: {text} (rerun with --debug for the traceback)", 1) from None
+
+
+def emit_json(obj: Any, dest: str | None) -> None:
+    """Write ``obj`` as one JSON object to ``dest`` (a path, or '-' for stdout); None: nothing.
+
+    A file is written to a temporary sibling and renamed, so it is never half-written.
+    """
+    if dest is None:
+        return
+    text = json.dumps(obj, indent=2, default=_json_default) + "\n"
+    if dest == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    path = Path(dest)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _json_default(value: Any):
+    try:
+        import numpy as np
+    except ImportError:  # pragma: no cover
+        np = None
+    if np is not None:
+        if isinstance(value, np.generic):
+            return value.item()
+        if isinstance(value, np.ndarray):
+            return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def console(quiet: bool = False):
+    """A rich Console on stdout for tables and summaries (quiet: one that prints nothing)."""
+    from rich.console import Console
+
+    return Console(quiet=quiet, highlight=False)
