@@ -1,0 +1,181 @@
+"""Synthetic generators (``volseg.data.synth``) and ``volseg synth scroll|scan``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from volseg.cli import app
+from volseg.data.phantom import synth_scan
+from volseg.data.synth import _parse_shape, psnr, synth_scroll, write_synth
+from volseg.errors import VolsegError
+
+runner = CliRunner()
+
+
+def _dice(pred, labels):
+    keep = labels != 2
+    pred, truth = pred[keep], labels[keep] == 1
+    return 2.0 * np.sum(pred & truth) / (np.sum(pred) + np.sum(truth))
+
+
+@pytest.fixture(scope="module")
+def scroll96():
+    return synth_scroll(96, seed=0)
+
+
+def test_scroll_is_seeded_and_typed(scroll96):
+    ct, labels = scroll96
+    assert ct.shape == labels.shape == (96, 96, 96)
+    assert ct.dtype == np.uint8 and labels.dtype == np.uint8
+    small = synth_scroll((32, 48, 40), seed=0)
+    again = synth_scroll((32, 48, 40), seed=0)
+    assert np.array_equal(small[0], again[0]) and np.array_equal(small[1], again[1])
+    other = synth_scroll((32, 48, 40), seed=1)
+    assert not np.array_equal(small[0], other[0]) and not np.array_equal(small[1], other[1])
+
+
+def test_scroll_labels_and_fractions(scroll96):
+    ct, labels = scroll96
+    assert set(np.unique(labels).tolist()) == {0, 1, 2}
+    fg, ignore = np.mean(labels == 1), np.mean(labels == 2)
+    assert 0.08 <= fg <= 0.25, fg
+    assert 0.02 <= ignore <= fg, ignore
+    # Sheets are brighter than the background, but the classes overlap (noise, texture).
+    assert ct[labels == 1].mean() > ct[labels == 0].mean() + 60
+    assert np.percentile(ct[labels == 1], 10) < np.percentile(ct[labels == 0], 90)
+
+
+def test_scroll_is_truly_3d(scroll96):
+    _, labels = scroll96
+    first, last = labels[5] == 1, labels[-5] == 1
+    assert 2 * np.sum(first & last) / (np.sum(first) + np.sum(last)) < 0.8
+
+
+def test_scroll_learnable_but_not_a_threshold(scroll96):
+    from scipy.ndimage import gaussian_filter
+    from skimage.filters import threshold_otsu
+
+    ct, labels = scroll96
+    raw = ct.astype(np.float32)
+    raw_dice = _dice(raw > threshold_otsu(raw), labels)
+    smooth = gaussian_filter(raw, 1.0)
+    smooth_dice = _dice(smooth > threshold_otsu(smooth), labels)
+    assert raw_dice < 0.75, raw_dice            # a plain global threshold is clearly not enough
+    assert smooth_dice >= 0.7, smooth_dice      # ... but the sheets are visible: learnable
+    assert smooth_dice > raw_dice + 0.1
+
+
+@pytest.mark.parametrize("shape", [(37, 53, 41), (16, 16, 16), "16x40x24"])
+def test_scroll_odd_shapes(shape):
+    ct, labels = synth_scroll(shape, seed=3)
+    expected = _parse_shape(shape)
+    assert ct.shape == labels.shape == expected
+    assert set(np.unique(labels).tolist()) <= {0, 1, 2}
+    assert np.any(labels == 1)
+
+
+def test_scan_pair():
+    degraded, clean = synth_scan((37, 53, 41), seed=0)
+    assert degraded.shape == clean.shape == (37, 53, 41)
+    assert degraded.dtype == clean.dtype == np.float32
+    assert clean.min() >= 0.0 and clean.max() <= 1.0 and clean.max() > 0.5
+    assert 18.0 <= psnr(degraded, clean) <= 24.0
+    again = synth_scan((37, 53, 41), seed=0)
+    assert np.array_equal(again[0], degraded) and np.array_equal(again[1], clean)
+    assert not np.array_equal(synth_scan((37, 53, 41), seed=1)[1], clean)
+
+
+def test_scan_default_psnr_range():
+    degraded, clean = synth_scan(seed=2)
+    assert clean.shape == (96, 96, 96)
+    assert 18.0 <= psnr(degraded, clean) <= 24.0
+
+
+@pytest.mark.parametrize("text,expected", [("32", (32, 32, 32)), (40, (40, 40, 40)),
+                                           ("16x40X24", (16, 40, 24)), ((20, 21, 22), (20, 21, 22))])
+def test_parse_shape_ok(text, expected):
+    assert _parse_shape(text) == expected
+
+
+@pytest.mark.parametrize("text", ["15", "0", "-32", "32x32", "32x32x32x32", "abc", "3.5", (16, 16)])
+def test_parse_shape_bad(text):
+    with pytest.raises(VolsegError) as err:
+        _parse_shape(text)
+    assert err.value.path == "--shape"
+
+
+def test_write_synth_scroll_layout(tmp_path):
+    from volseg.io import find_labels, open_volume
+
+    out = write_synth("scroll", tmp_path / "s.zarr", shape=(24, 40, 36), seed=2, chunks=16)
+    ct, labels = synth_scroll((24, 40, 36), seed=2)
+    assert np.array_equal(np.asarray(open_volume(out)), ct)
+    assert np.array_equal(np.asarray(open_volume(out / "labels" / "surface")), labels)
+    assert find_labels(out) == out / "labels" / "surface"
+    with pytest.raises(VolsegError):
+        write_synth("scroll", out, shape=16)
+    with pytest.raises(VolsegError):
+        write_synth("volcano", tmp_path / "v.zarr", shape=16)
+    with pytest.raises(VolsegError, match="seed"):
+        write_synth("scan", tmp_path / "v.zarr", shape=16, seed=-1)
+    assert not (tmp_path / "v.zarr").exists()
+
+
+def test_cli_scan_json(tmp_path):
+    from volseg.io import open_volume
+
+    out = tmp_path / "scan.zarr"
+    result = runner.invoke(app, ["synth", "scan", "-o", str(out), "--shape", "20x24x28", "--seed", "1",
+                                 "--chunks", "16", "--json", "-", "--quiet"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["shape"] == [20, 24, 28] and summary["seed"] == 1
+    assert 18.0 <= summary["psnr_db"] <= 24.0
+    degraded, clean = synth_scan((20, 24, 28), seed=1)
+    assert np.array_equal(np.asarray(open_volume(summary["image"])), degraded)
+    assert np.array_equal(np.asarray(open_volume(summary["target"])), clean)
+
+
+def test_cli_bad_shape_and_existing_output(tmp_path):
+    out = tmp_path / "s.zarr"
+    bad = runner.invoke(app, ["synth", "scroll", "-o", str(out), "--shape", "8x64x64"])
+    assert bad.exit_code == 2
+    assert bad.stderr.startswith("error: --shape:") and len(bad.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    exists = runner.invoke(app, ["synth", "scroll", "-o", str(out), "--shape", "16"])
+    assert exists.exit_code == 2 and "exists" in exists.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.zarr"]     # no temp leftovers
+
+
+def test_cli_subprocess_scroll(tmp_path):
+    from volseg.io import open_volume
+
+    exe = Path(sys.executable).with_name("volseg")
+    out, report = tmp_path / "scroll.zarr", tmp_path / "scroll.json"
+    cmd = [str(exe), "synth", "scroll", "-o", str(out), "--shape", "37x53x41", "--seed", "4",
+           "--chunks", "32", "--json", str(report)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "COLUMNS": "200"})
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(report.read_text())
+    assert summary["labels"] == str(out / "labels" / "surface")
+    ct = open_volume(out)
+    labels = open_volume(summary["labels"])
+    assert ct.shape == labels.shape == (37, 53, 41) and ct.dtype == np.uint8
+    values = np.unique(np.asarray(labels))
+    assert set(values.tolist()) <= {0, 1, 2}
+    assert summary["foreground_fraction"] == pytest.approx(float(np.mean(np.asarray(labels) == 1)))
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 2 and again.stderr.startswith("error: ")
+    assert "Traceback" not in again.stderr

@@ -1,0 +1,1 @@
+"""Data: synthetic volumes, patch stores, patchify, datasets and augmentation."""
