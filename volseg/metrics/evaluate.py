@@ -1,0 +1,353 @@
+"""Score a prediction volume against the truth, streamed block by block with Dask.
+
+Every block of the volume is one task (:func:`volseg.parallel.run_tasks`): it reads the block
+with the halo its metrics need, and returns counts, sums, the labels on its faces and its
+contingency pairs. Blocks are submitted one group of z-layers at a time and the component
+labels are merged across faces as layers arrive (:class:`~volseg.metrics.components.FaceMerger`),
+so memory is bounded by the blocks in flight and one layer of faces, never by the volume.
+
+Segmentation metrics see binary masks: an integer volume must hold only 0 (background),
+1 (foreground) and the ignore label; a float volume (probabilities) is foreground where it is
+``> threshold``. Voxels where the truth has the ignore label are background in both masks
+before every metric. Axis order (z, y, x); distances in voxels.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import os
+from typing import Any, Sequence
+
+import numpy as np
+
+from volseg.errors import VolsegError
+from volseg.metrics import components as cc
+from volseg.metrics import intensity, overlap, topology, voi
+
+METRICS = ("dice", "surface_dice", "voi", "betti", "topology", "score", "psnr", "ssim")
+SEGMENTATION_METRICS = METRICS[:6]
+INTENSITY_METRICS = METRICS[6:]
+SCORE_WEIGHTS = {"topology": 0.30, "surface_dice": 0.35, "voi_score": 0.35}
+_NEEDS = {"score": {"topology", "surface_dice", "voi"}, "topology": {"betti"}}
+_BATCH_BLOCKS = 256
+
+
+def combined_score(topology_score: float, surface_dice: float, voi_bits: float) -> float:
+    """Leaderboard-style score 0.30 topology + 0.35 surface Dice + 0.35 / (1 + 0.3 VOI).
+
+    Summed in percent so that a perfect result is exactly 1.0.
+    """
+    parts = (topology_score, surface_dice, voi.voi_score(voi_bits))
+    weights = (SCORE_WEIGHTS["topology"], SCORE_WEIGHTS["surface_dice"], SCORE_WEIGHTS["voi_score"])
+    return sum(round(100 * w) * v for w, v in zip(weights, parts)) / 100
+
+
+def parse_metrics(text: str | Sequence[str] | None, *, truth_dtype=None) -> tuple[str, ...]:
+    """``--metrics a,b,c`` -> names in canonical order; default by the truth's dtype.
+
+    Default: the segmentation metrics for an integer/bool truth, ``psnr, ssim`` for a float one.
+    """
+    if text is None or (isinstance(text, str) and not text.strip()):
+        kind = np.dtype(truth_dtype).kind if truth_dtype is not None else "u"
+        return INTENSITY_METRICS if kind == "f" else SEGMENTATION_METRICS
+    names = [n.strip().lower() for n in (text.split(",") if isinstance(text, str) else text)]
+    names = [n for n in names if n]
+    unknown = [n for n in names if n not in METRICS]
+    if unknown or not names:
+        raise VolsegError("--metrics", f"unknown metric {', '.join(map(repr, unknown)) or '(none)'}; "
+                          f"choose from {', '.join(METRICS)}")
+    return tuple(m for m in METRICS if m in names)
+
+
+def parse_ignore_label(value) -> int | None:
+    """``--ignore-label``: an integer label, or ``none`` to disable."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "off")):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise VolsegError("--ignore-label",
+                          f"expected an integer label such as 2 or 'none', got {value!r}") from None
+
+
+def evaluate(pred, truth, *, metrics: str | Sequence[str] | None = None, threshold: float = 0.5,
+             tolerance: float = 2.0, ignore_label: int | str | None = 2,
+             data_range: float | None = None, block: int | Sequence[int] | None = None,
+             scheduler: str = "threads", workers: int | None = None, quiet: bool = False,
+             image=None, preview: str | os.PathLike | None = None,
+             preview_slice: str | Sequence[int] | None = None) -> dict[str, Any]:
+    """Compute the chosen metrics of ``pred`` against ``truth``, streamed block by block.
+
+    Parameters
+    ----------
+    pred, truth : path or array_like, shape (z, y, x)
+        Volumes volseg opens (paths) or numpy/dask arrays of the same shape.
+    metrics : str or sequence of str, optional
+        Names from ``dice, surface_dice, voi, betti, topology, score, psnr, ssim``; default
+        the segmentation metrics for an integer truth, ``psnr, ssim`` for a float truth.
+    threshold : float
+        Float (probability) volumes are foreground where ``> threshold``.
+    tolerance : float
+        Surface Dice tolerance in voxels.
+    ignore_label : int or None
+        Truth voxels with this label are background in both masks; None disables.
+    data_range : float, optional
+        PSNR/SSIM data range; default the dtype's range for integer truth, else its max - min.
+    block : int or 3 ints, optional
+        Block size in voxels (default: the truth's chunks, grown to >= 64 voxels, or 128
+        where a chunk is over 256); at least 2 per axis.
+    scheduler, workers, quiet
+        As for :func:`volseg.parallel.run_tasks`.
+    image : path or array_like, optional
+        The input image, shown in the preview.
+    preview : path, optional
+        Write a PNG of orthogonal slices (:func:`volseg.metrics.preview.write_preview`).
+    preview_slice : "z,y,x" or 3 ints, optional
+        Voxel the preview's planes pass through (default: the centre).
+
+    Returns
+    -------
+    dict
+        Metric name -> float; ``betti`` -> ``{"pred": [b0, b1, b2], "truth": [b0, b1, b2]}``.
+    """
+    from volseg.geometry import chunk_counts, parse_size3
+    from volseg.metrics.overlap import parse_tolerance
+
+    pred, pred_name = _open(pred, "prediction")
+    truth, truth_name = _open(truth, "truth")
+    if tuple(pred.shape) != tuple(truth.shape):
+        raise VolsegError(truth_name, f"shape {tuple(truth.shape)} differs from the prediction's "
+                          f"{tuple(pred.shape)} ({pred_name}); both volumes must cover the same voxels")
+    if pred.ndim != 3:
+        raise VolsegError(truth_name, f"expected a 3D (z, y, x) volume, got shape {tuple(pred.shape)}")
+    if image is not None:
+        image, image_name = _open(image, "image")
+        if tuple(image.shape) != tuple(truth.shape):
+            raise VolsegError(image_name, f"shape {tuple(image.shape)} differs from the truth's "
+                              f"{tuple(truth.shape)} ({truth_name})")
+    chosen = parse_metrics(metrics, truth_dtype=truth.dtype)
+    needed = set(chosen)
+    for name in chosen:
+        needed |= _NEEDS.get(name, set())
+    for name in list(needed):
+        needed |= _NEEDS.get(name, set())
+    settings = {
+        "threshold": float(threshold), "tolerance": parse_tolerance(tolerance),
+        "ignore": parse_ignore_label(ignore_label), "needed": frozenset(needed),
+        "data_range": intensity.parse_data_range(data_range),
+        "pred_name": pred_name, "truth_name": truth_name,
+    }
+    if needed & set(INTENSITY_METRICS):
+        if settings["data_range"] is None:
+            lo = hi = None
+            if np.dtype(truth.dtype).kind == "f":
+                lo, hi = _min_max(truth)
+            settings["data_range"] = intensity.default_data_range(truth.dtype, lo, hi)
+        if "ssim" in needed:
+            intensity.ssim_counted(truth.shape)
+    if preview is not None:
+        from volseg.metrics.preview import parse_slice
+
+        parse_slice(preview_slice, truth.shape)
+    if block is None:
+        block = _default_block(truth)
+    block = tuple(max(2, b) for b in parse_size3(block, name="--block"))
+    counts = chunk_counts(truth.shape, block)
+    task = functools.partial(_block_task, pred=pred, truth=truth, block=block, settings=settings)
+    totals = _run(task, counts, needed, scheduler=scheduler, workers=workers, quiet=quiet)
+    values = _finish(totals, chosen, needed, settings)
+    if preview is not None:
+        from volseg.metrics.preview import write_preview
+
+        write_preview(preview, pred, truth, image=image, centre=preview_slice,
+                      threshold=settings["threshold"], ignore_label=settings["ignore"],
+                      segmentation=bool(set(chosen) & set(SEGMENTATION_METRICS)))
+    return values
+
+
+def _default_block(arr) -> tuple[int, int, int]:
+    """Whole source chunks, at least 64 voxels per axis (slice-chunked TIFFs: 64 slices);
+    chunks over 256 voxels (whole TIFF slices) are cut into 128-voxel blocks."""
+    chunks = [int(c[0]) for c in arr.chunks] if getattr(arr, "chunks", None) else [64] * 3
+    block = [-(-64 // c) * c if c < 64 else (c if c <= 256 else 128) for c in chunks]
+    return block[0], block[1], block[2]
+
+
+def _open(value, what: str):
+    if isinstance(value, (str, os.PathLike)):
+        from volseg.io import open_volume
+
+        return open_volume(value), os.fspath(value)
+    if not hasattr(value, "shape"):
+        value = np.asarray(value)
+    return value, what
+
+
+def _min_max(arr) -> tuple[float, float]:
+    if hasattr(arr, "dask"):
+        import dask
+
+        lo, hi = dask.compute(arr.min(), arr.max())
+        return float(lo), float(hi)
+    arr = np.asarray(arr)
+    return float(arr.min()), float(arr.max())
+
+
+def _read(arr, lo, hi) -> np.ndarray:
+    region = arr[tuple(slice(a, b) for a, b in zip(lo, hi))]
+    if hasattr(region, "dask"):
+        return np.asarray(region.compute(scheduler="synchronous"))
+    return np.asarray(region)
+
+
+def binary_mask(values: np.ndarray, *, threshold: float, ignore: int | None, name: str) -> np.ndarray:
+    """Foreground of a label volume (0, 1, ignore) or of a probability map (> threshold)."""
+    kind = values.dtype.kind
+    if kind == "b":
+        return values.astype(bool)
+    if kind in "iu":
+        bad = (values != 0) & (values != 1)
+        if ignore is not None:
+            bad &= values != ignore
+        if bad.any():
+            allowed = "0, 1" + (f" and {ignore} (ignore)" if ignore is not None else "")
+            raise VolsegError(name, f"label volume holds the value {values[bad].flat[0]}; segmentation "
+                              f"metrics need labels {allowed}; binarise it or pass probabilities as float")
+        return values == 1
+    if kind == "f":
+        return values > threshold
+    raise VolsegError(name, f"unsupported dtype {values.dtype} for segmentation metrics")
+
+
+def _block_task(index, *, pred, truth, block, settings) -> dict:
+    from volseg.geometry import chunk_bounds, with_halo
+
+    shape = tuple(truth.shape)
+    needed = settings["needed"]
+    start, stop = chunk_bounds(index, block, shape)
+    halo = 1 if needed & {"betti"} else 0
+    if "surface_dice" in needed:
+        halo = max(halo, overlap.surface_halo(settings["tolerance"]))
+    if "ssim" in needed:
+        halo = max(halo, intensity.SSIM_PAD)
+    lo, hi = with_halo(start, stop, halo, shape)
+    p_raw, t_raw = _read(pred, lo, hi), _read(truth, lo, hi)
+    inner = tuple(slice(a - r, b - r) for a, b, r in zip(start, stop, lo))
+    out: dict[str, Any] = {"index": tuple(index)}
+    if "psnr" in needed:
+        out["sse"] = intensity.squared_error(p_raw[inner], t_raw[inner])
+    if "ssim" in needed:
+        out["ssim"] = intensity.ssim_block_sum(p_raw, t_raw, lo, start, stop, shape,
+                                               data_range=settings["data_range"])
+    if not needed & set(SEGMENTATION_METRICS):
+        return out
+    g = binary_mask(t_raw, threshold=settings["threshold"], ignore=settings["ignore"],
+                    name=settings["truth_name"])
+    p = binary_mask(p_raw, threshold=settings["threshold"], ignore=settings["ignore"],
+                    name=settings["pred_name"])
+    if settings["ignore"] is not None and t_raw.dtype.kind in "iu":
+        p &= t_raw != settings["ignore"]
+    if "dice" in needed:
+        out["dice"] = overlap.dice_counts(p[inner], g[inner])
+    if "surface_dice" in needed:
+        out["surface"] = overlap.surface_counts(p, g, inner, tolerance=settings["tolerance"])
+    if needed & {"voi", "betti"}:
+        pl, n_p = cc.label_block(p[inner], connectivity=3)
+        gl, n_g = cc.label_block(g[inner], connectivity=3)
+        out["fg"] = ((n_p, cc.block_faces(pl), ()), (n_g, cc.block_faces(gl), ()))
+        if "voi" in needed:
+            out["pairs"] = voi.pair_counts(gl, pl)
+    if "betti" in needed:
+        has_high = [b < n for b, n in zip(stop, shape)]
+        ext = tuple(slice(a - r, b - r + (1 if h else 0)) for a, b, r, h in zip(start, stop, lo, has_high))
+        out["euler"] = (topology.euler_block_term(p[ext], has_high),
+                        topology.euler_block_term(g[ext], has_high))
+        bg = []
+        for mask in (p[inner], g[inner]):
+            labels, n = cc.label_block(~mask, connectivity=1)
+            bg.append((n, cc.block_faces(labels), cc.border_labels(labels, start, stop, shape)))
+        out["bg"] = tuple(bg)
+    return out
+
+
+def _run(task, counts, needed, *, scheduler, workers, quiet) -> dict:
+    from volseg.parallel import run_tasks
+    from volseg.progress import progress_bar
+
+    nz, ny, nx = counts
+    layer_size = ny * nx
+    merge = bool(needed & {"voi", "betti"})
+    per_batch = max(1, _BATCH_BLOCKS // layer_size) if merge else nz
+    mergers = {key: [cc.FaceMerger(counts, connectivity=c) for _ in range(2)]
+               for key, c in (("fg", 3), ("bg", 1))}
+    totals: dict[str, Any] = {"dice": np.zeros(3, np.int64), "surface": np.zeros(4, np.int64),
+                              "sse": [0.0, 0], "ssim": [0.0, 0], "euler": np.zeros(2, np.int64),
+                              "pairs": []}
+    with progress_bar("evaluate", nz * layer_size, quiet=quiet) as bar:
+        for z0 in range(0, nz, per_batch):
+            layers = range(z0, min(nz, z0 + per_batch))
+            items = [(iz, iy, ix) for iz in layers for iy, ix in itertools.product(range(ny), range(nx))]
+            results = run_tasks(task, items, scheduler=scheduler, workers=workers, quiet=True)
+            bar.advance(len(items))
+            for r in results:
+                for key in ("dice", "surface", "euler"):
+                    if key in r:
+                        totals[key] += np.asarray(r[key], dtype=np.int64)
+                for key in ("sse", "ssim"):
+                    if key in r:
+                        totals[key][0] += r[key][0]
+                        totals[key][1] += r[key][1]
+            for iz in layers:
+                _merge_layer(iz, [r for r in results if r["index"][0] == iz], mergers, totals)
+    if merge:
+        totals["fg"] = [m.finish() for m in mergers["fg"]]
+    if "betti" in needed:
+        totals["bg"] = [m.finish() for m in mergers["bg"]]
+    return totals
+
+
+def _merge_layer(iz: int, layer: list[dict], mergers: dict, totals: dict) -> None:
+    """Feed one z-layer's faces to the mergers; rename its VOI pairs to provisional ids."""
+    for key, pair_of_mergers in mergers.items():
+        if key in layer[0]:
+            for side in (0, 1):  # 0: prediction, 1: truth
+                pair_of_mergers[side].add_layer(iz, {r["index"][1:]: r[key][side] for r in layer})
+    for r in layer:
+        if "pairs" in r and len(r["pairs"]):
+            pairs = r["pairs"].copy()
+            for column, merger in ((0, mergers["fg"][1]), (1, mergers["fg"][0])):
+                offset = merger.offset(r["index"])
+                pairs[:, column] = np.where(pairs[:, column] > 0, pairs[:, column] + offset, 0)
+            totals["pairs"].append(pairs)
+
+
+def _finish(totals: dict, chosen: Sequence[str], needed, settings) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    if "dice" in needed:
+        values["dice"] = overlap.dice_from_counts(*totals["dice"].tolist())
+    if "surface_dice" in needed:
+        values["surface_dice"] = overlap.surface_dice_from_counts(*totals["surface"].tolist())
+    if "voi" in needed:
+        (final_p, _, _), (final_g, _, _) = totals["fg"]
+        pairs = np.concatenate(totals["pairs"]) if totals["pairs"] else np.zeros((0, 3), np.int64)
+        pairs[:, 0], pairs[:, 1] = final_g[pairs[:, 0]], final_p[pairs[:, 1]]
+        values["voi"] = float(sum(voi.voi_from_pairs(pairs)))
+    if "betti" in needed:
+        betti = []
+        for side in (0, 1):
+            _, b0, _ = totals["fg"][side]
+            _, n_bg, touches = totals["bg"][side]
+            cavities = n_bg - int(np.count_nonzero(touches[1:]))
+            betti.append(list(topology.betti_from_counts(b0, cavities, int(totals["euler"][side]))))
+        values["betti"] = {"pred": betti[0], "truth": betti[1]}
+    if "topology" in needed:
+        values["topology"] = topology.topology_score(values["betti"]["pred"], values["betti"]["truth"])
+    if "score" in needed:
+        values["score"] = combined_score(values["topology"], values["surface_dice"], values["voi"])
+    if "psnr" in needed:
+        values["psnr"] = intensity.psnr_from_sums(*totals["sse"], settings["data_range"])
+    if "ssim" in needed:
+        total, count = totals["ssim"]
+        values["ssim"] = total / count
+    return {name: values[name] for name in chosen}
