@@ -7,6 +7,7 @@ those blocks (see :func:`volseg.geometry.split_parts`) before they get here.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, Callable, Sequence
 
@@ -110,7 +111,7 @@ def _run_distributed(fn, items, scheduler, workers, bar) -> list[Any]:
     if scheduler == "distributed":
         n = parse_workers(workers)
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                               dashboard_address=None, silence_logs=40)
+                               dashboard_address=None, silence_logs=logging.CRITICAL)
         client = Client(cluster)
     else:
         cluster = None

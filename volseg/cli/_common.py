@@ -71,7 +71,7 @@ def emit_json(obj: Any, dest: str | None) -> None:
     """
     if dest is None:
         return
-    text = json.dumps(obj, indent=2, default=_json_default) + "\n"
+    text = json.dumps(_finite(obj), indent=2, default=_json_default, allow_nan=False) + "\n"
     if dest == "-":
         sys.stdout.write(text)
         sys.stdout.flush()
@@ -80,6 +80,21 @@ def emit_json(obj: Any, dest: str | None) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def _finite(value: Any) -> Any:
+    """Strict JSON: non-finite floats (e.g. the PSNR of identical volumes) become null."""
+    import math
+
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):  # numpy scalars
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _json_default(value: Any):
