@@ -1,0 +1,103 @@
+"""`volseg patchify` on the command line: outputs, JSON, and one clean error line per bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+from typer.testing import CliRunner
+
+from volseg.cli import app
+
+runner = CliRunner()
+VOLSEG = Path(sys.executable).with_name("volseg")
+
+
+@pytest.fixture(scope="module")
+def vols(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    data = np.random.default_rng(0).integers(0, 255, (20, 24, 24), dtype=np.uint8)
+    tifffile.imwrite(d / "scroll.tif", data)
+    tifffile.imwrite(d / "labels.tif", (data > 200).astype(np.uint8))
+    tifffile.imwrite(d / "small.tif", np.zeros((20, 24, 23), np.uint8))
+    tifffile.imwrite(d / "empty.tif", np.zeros(data.shape, np.uint8))
+    return d, data
+
+
+def test_grid_and_json(vols, tmp_path):
+    d, data = vols
+    out = tmp_path / "p.zarr"
+    res = runner.invoke(app, ["patchify", str(d / "scroll.tif"), "-o", str(out), "--patch", "8x12x12",
+                              "--stride", "6", "--json", "-", "--quiet"])
+    assert res.exit_code == 0, res.stderr
+    summary = json.loads(res.stdout)
+    assert summary["patches"] == 3 * 3 * 3 and summary["mode"] == "grid" and summary["patch"] == [8, 12, 12]
+    g = zarr.open_group(str(out), mode="r")
+    z, y, x = g["origins"][5]
+    assert np.array_equal(g["patches"][5, 0], data[z:z + 8, y:y + 12, x:x + 12])
+    assert g.attrs["volseg"]["command"].startswith("volseg patchify")
+
+
+def test_random_labels_json_file(vols, tmp_path):
+    d, _ = vols
+    res = runner.invoke(app, ["patchify", str(d / "scroll.tif"), "--labels", str(d / "labels.tif"), "-o",
+                              str(tmp_path / "r.zarr"), "--patch", "8", "--samples", "10",
+                              "--foreground-fraction", "1", "--seed", "3", "--json", str(tmp_path / "s.json")])
+    assert res.exit_code == 0, res.stderr
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["labels"] is True and summary["foreground_fraction_actual"] == 1.0
+
+
+@pytest.mark.parametrize("args,where", [
+    (["--patch", "32"], "--patch"),
+    (["--patch", "8", "--stride", "0"], "--stride"),
+    (["--patch", "8", "--stride", "-3"], "--stride"),
+    (["--patch", "8", "--labels", "{d}/small.tif"], "small.tif"),
+    (["--patch", "8", "--labels", "{d}/labels.tif", "--samples", "4", "--foreground-fraction", "1.2"],
+     "--foreground-fraction"),
+    (["--patch", "8", "--labels", "{d}/labels.tif", "--samples", "4", "--foreground-fraction", "-0.1"],
+     "--foreground-fraction"),
+    (["--patch", "8", "--labels", "{d}/empty.tif", "--samples", "4", "--foreground-fraction", "0.5"], "empty.tif"),
+    (["--patch", "8", "--part", "4/3"], "--part"),
+    (["--patch", "8", "--scheduler", "nope"], "--scheduler"),
+])
+def test_bad_inputs_exit_2_with_one_error_line(vols, tmp_path, args, where):
+    d, _ = vols
+    out = tmp_path / "bad.zarr"
+    args = [a.replace("{d}", str(d)) for a in args]
+    res = runner.invoke(app, ["patchify", str(d / "scroll.tif"), "-o", str(out)] + args)
+    assert res.exit_code == 2, (res.stdout, res.stderr)
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and where in lines[0], res.stderr
+    assert "Traceback" not in res.stderr
+    assert not out.exists() and not list(tmp_path.glob("bad.zarr*"))
+
+
+def test_existing_output_needs_overwrite(vols, tmp_path):
+    d, _ = vols
+    out = tmp_path / "p.zarr"
+    base = ["patchify", str(d / "scroll.tif"), "-o", str(out), "--patch", "8", "-q"]
+    assert runner.invoke(app, base).exit_code == 0
+    res = runner.invoke(app, base)
+    assert res.exit_code == 2 and "exists" in res.stderr and "--overwrite" in res.stderr
+    assert runner.invoke(app, base + ["--overwrite"]).exit_code == 0
+
+
+def test_real_subprocess(vols, tmp_path):
+    d, _ = vols
+    out = tmp_path / "p.zarr"
+    ok = subprocess.run([str(VOLSEG), "patchify", str(d / "scroll.tif"), "-o", str(out), "--patch", "8",
+                         "--samples", "6", "--labels", str(d / "labels.tif"), "--foreground-fraction", "0.5",
+                         "--json", "-"], capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["patches"] == 6
+    bad = subprocess.run([str(VOLSEG), "patchify", str(d / "scroll.tif"), "-o", str(tmp_path / "b.zarr"),
+                          "--patch", "99"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: --patch:") and "--pad" in bad.stderr
+    assert "Traceback" not in bad.stderr
