@@ -1,0 +1,86 @@
+"""``volseg train``: train a UNet3D or a conditional 3D diffusion model into a run directory."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from volseg.cli import app
+from volseg.cli._common import DebugOpt, JsonOpt, OverwriteOpt, QuietOpt, cli_errors, console, emit_json
+
+_EXAMPLES = """
+Examples:
+
+  volseg train patches.zarr --model unet -o runs/unet --steps 400
+
+  volseg train scroll.zarr --model unet --patch 64 -o runs/unet --amp --checkpoint
+
+  volseg train scan.zarr --model diffusion --patch 32 -o runs/ddpm --config configs/diffusion3d.yml
+
+  volseg train patches.zarr -o runs/unet --resume --steps 800
+"""
+
+
+@app.command("train", help="Train a model on a patch store or on volumes streamed in patches. "
+             "Writes RUN_DIR/model.pt (last), best.pt (best validation), config.yml and "
+             "metrics.jsonl. CLI flags override --config." + _EXAMPLES)
+def train_command(
+    data: Annotated[str, typer.Argument(metavar="DATA", help=(
+        "Patch store (PATCHES.zarr) or volume (scroll.zarr with labels/, scan.zarr with "
+        "target/) streamed with --patch."))],
+    output: Annotated[str, typer.Option("--output", "-o", metavar="RUN_DIR",
+                                        help="Run directory to write.")],
+    model: Annotated[str | None, typer.Option(
+        "--model", "-m", metavar="{unet,diffusion}",
+        help="Model family (default: the config's model.type, else unet).")] = None,
+    config: Annotated[str | None, typer.Option(
+        "--config", "-c", metavar="CFG.yml", help="YAML config (see configs/).")] = None,
+    amp: Annotated[bool | None, typer.Option(
+        "--amp/--no-amp", help="Mixed precision: bf16 autocast on CPU, fp16 + GradScaler on "
+        "CUDA.")] = None,
+    checkpoint: Annotated[bool | None, typer.Option(
+        "--checkpoint/--no-checkpoint", help="Gradient checkpointing of every block (less "
+        "memory, more time).")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", min=1,
+                                                 help="Optimisation steps in total.")] = None,
+    epochs: Annotated[int | None, typer.Option(
+        "--epochs", min=1, help="Passes over the training patches (instead of --steps).")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", "-b", min=1)] = None,
+    lr: Annotated[float | None, typer.Option("--lr", min=0.0,
+                                                help="Learning rate.")] = None,
+    patch: Annotated[str | None, typer.Option(
+        "--patch", metavar="N|DxHxW", help="Patch size when streaming from volumes; sides "
+        "divisible by 2^depth.")] = None,
+    device: Annotated[str | None, typer.Option(
+        "--device", help="auto, cpu, cuda or cuda:N (default auto).")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Random seed (default 0).")] = None,
+    val_fraction: Annotated[float | None, typer.Option(
+        "--val-fraction", help="Share of patches held out for validation (default 0.1).")] = None,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", min=0, help="DataLoader worker processes (default 0).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in RUN_DIR.")] = False,
+    overwrite: OverwriteOpt = False,
+    json_out: JsonOpt = None,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    with cli_errors(debug):
+        from volseg.training import train
+        from volseg.training.config import parse_patch
+
+        overrides = {
+            "training.amp": amp, "training.checkpoint": checkpoint, "training.n_iters": steps,
+            "training.n_epochs": epochs, "training.batch_size": batch_size, "optim.lr": lr,
+            "data.patch": parse_patch(patch), "training.device": device, "training.seed": seed,
+            "data.val_fraction": val_fraction, "data.workers": workers,
+        }
+        result = train(data, output, model_type=model, config_path=config, overrides=overrides,
+                       resume=resume, overwrite=overwrite, quiet=quiet)
+        best = result["best_metric"]
+        shown = "n/a" if best is None else f"{best:.4f}"
+        console(quiet or json_out == "-").print(
+            f"trained {result['model']} for {result['steps']} steps in {result['seconds']:.1f} s "
+            f"on {result['device']}: loss {result['loss']:.4f}, best {result['metric']} {shown}"
+            f" -> {result['run_dir']}", soft_wrap=True)
+        emit_json(result, json_out)

@@ -1,0 +1,279 @@
+"""``volseg train``: resolve the config, prepare the run directory, train, validate, checkpoint.
+
+The run directory holds ``model.pt`` (the last step: weights, optimizer, scaler, EMA and RNG
+state, step, resolved config), ``best.pt`` (same content at the best validation metric: Dice
+for the UNet, PSNR of DDIM samples for diffusion), ``config.yml`` (resolved) and
+``metrics.jsonl``. ``--resume`` restores everything in ``model.pt`` and continues the same
+seeded data stream, so N steps + resume to M steps equals M steps at once.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from volseg.errors import VolsegError
+from volseg.models import build_model, load_run, model_depth, resolve_device
+from volseg.progress import progress_bar
+from volseg.training import run_dir as rd
+from volseg.training.config import parse_model_type, resolve
+from volseg.training.loop import EMA, batch_stream, grad_scaler, lr_at, make_optimizer, to_device, train_step
+from volseg.training.validate import validate
+
+DEFAULT_STEPS = 500
+
+
+def check_patch(patch, depth: int, *, where: str = "--patch") -> None:
+    """Refuse a patch whose sides do not divide by ``2**depth``, naming a size that works."""
+    factor = 2 ** depth
+    bad = [int(s) for s in patch if int(s) % factor]
+    if bad:
+        text = "x".join(str(int(s)) for s in patch)
+        fixed = "x".join(str(max(factor, round(int(s) / factor) * factor)) for s in patch)
+        raise VolsegError(where, f"patch {text} is not divisible by 2^{depth} = {factor} "
+                                 f"(model depth {depth}); use e.g. {fixed}")
+
+
+def _stats(values: list[torch.Tensor]) -> tuple[list[float], list[float]]:
+    stacked = torch.stack([v.float() for v in values])  # (n, C, D, H, W)
+    dims = (0, 2, 3, 4)
+    mean = stacked.mean(dim=dims)
+    std = stacked.std(dim=dims).clamp_min(1e-6)
+    return [float(m) for m in mean], [float(s) for s in std]
+
+
+def _fill_normalisation(cfg: dict[str, Any], train_ds) -> None:
+    model = cfg["model"]
+    n = len(train_ds)
+    picks = sorted({int(i * n / min(n, 16)) for i in range(min(n, 16))})
+    items = [train_ds[i] for i in picks]
+    if model["norm_mean"] is None or model["norm_std"] is None:
+        mean, std = _stats([it["image"] for it in items])
+        model["norm_mean"] = mean[0] if len(mean) == 1 else mean
+        model["norm_std"] = std[0] if len(std) == 1 else std
+    if model["type"] == "diffusion" and (model["target_mean"] is None
+                                         or model["target_std"] is None):
+        mean, std = _stats([it["target"] for it in items])
+        model["target_mean"], model["target_std"] = mean[0], std[0]
+    if model["type"] == "diffusion" and model["target_range"] is None:
+        targets = torch.stack([torch.as_tensor(it["target"]).float() for it in items])
+        model["target_range"] = [float(targets.min()), float(targets.max())]
+
+
+def model_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The plain-data model config stored in ``model.pt`` (what ``build_model`` takes)."""
+    out = {k: v for k, v in cfg["model"].items()}
+    if out["type"] == "diffusion":
+        from volseg.models.ddim import timestep_sequence
+
+        diff = cfg["diffusion"]
+        out["schedule"] = {
+            "beta_start": diff["beta_start"], "beta_end": diff["beta_end"],
+            "num_diffusion_timesteps": diff["num_diffusion_timesteps"],
+            "scheduler_type": diff["scheduler_type"], "steps": diff["timesteps"],
+            "clip_x0": diff["clip_x0"], "start_t": diff["start_t"],
+            "timesteps": timestep_sequence(diff["scheduler_type"], diff["timesteps"],
+                                           diff["num_diffusion_timesteps"])}
+    return out
+
+
+def _check_item(item: dict[str, Any], cfg: dict[str, Any], source) -> None:
+    kind = cfg["model"]["type"]
+    need = "label" if kind == "unet" else "target"
+    if need not in item:
+        what = ("labels (patchify with --labels, or a scroll.zarr with labels/)" if kind == "unet"
+                else "targets (a synth scan.zarr, or a patch store with `targets`)")
+        raise VolsegError(source, f"has no {what}; --model {kind} needs them")
+    channels = int(item["image"].shape[0])
+    if channels != cfg["data"]["channels"]:
+        raise VolsegError(source, f"has {channels} channel(s) but data.channels is "
+                                  f"{cfg['data']['channels']}; set data.channels: {channels}")
+    shape = tuple(int(s) for s in item["image"].shape[1:])
+    where = "--patch" if cfg["data"]["patch"] is not None else str(source)
+    check_patch(shape, model_depth(cfg["model"]), where=where)
+
+
+def _total_steps(cfg: dict[str, Any], n_train: int) -> int:
+    training = cfg["training"]
+    if training["n_iters"] is not None:
+        return training["n_iters"]
+    if training["n_epochs"] is not None:
+        return training["n_epochs"] * math.ceil(n_train / training["batch_size"])
+    return DEFAULT_STEPS
+
+
+def train(source: str | os.PathLike | None, run_dir: str | os.PathLike, *,
+          model_type: str | None = None, config_path: str | os.PathLike | None = None,
+          overrides: Mapping[str, Any] | None = None, resume: bool = False,
+          overwrite: bool = False, quiet: bool = False, datasets: tuple | None = None
+          ) -> dict[str, Any]:
+    """Train a model and write the run directory.
+
+    Parameters
+    ----------
+    source : path or None
+        A patch store or a volume streamed in patches (``make_datasets``); None with
+        ``datasets``.
+    run_dir : path
+        Output directory (``-o``).
+    model_type : {"unet", "diffusion"}, optional
+        ``--model``; default: the config file's ``model.type``, else unet.
+    config_path : path, optional
+        ``--config`` YAML.
+    overrides : mapping, optional
+        Dotted config keys from CLI flags (None values ignored).
+    resume, overwrite : bool
+        Continue the run in ``run_dir`` / replace it.
+    quiet : bool
+        No progress bar.
+    datasets : (train_ds, val_ds or None), optional
+        In-memory datasets (tests, notebooks) instead of ``source``.
+
+    Returns
+    -------
+    dict
+        ``{"run_dir", "model", "steps", "seconds", "loss", "best_metric", "metric", ...}``.
+    """
+    run_dir = rd.check_run_dir(run_dir, resume=resume, overwrite=overwrite)
+    payload = None
+    if resume:
+        payload = load_run(run_dir / rd.MODEL_FILE)
+        saved = payload.get("model_type", payload["model_config"].get("type"))
+        if model_type is not None and parse_model_type(model_type) != saved:
+            raise VolsegError("--model", f"{run_dir} was trained with --model {saved}; resume "
+                                         f"it with --model {saved} or start a new run")
+        cfg = resolve(model_type=saved, config_path=config_path, overrides=overrides,
+                      base=payload["config"])
+        if cfg["model"] != payload["config"]["model"]:
+            raise VolsegError(config_path or "--resume", "changes the model section of the run "
+                              "being resumed; keep the model as it was or start a new run")
+    else:
+        cfg = resolve(model_type=model_type, config_path=config_path, overrides=overrides)
+    device = resolve_device(cfg["training"]["device"])
+    if cfg["data"]["patch"] is not None:
+        check_patch(cfg["data"]["patch"], model_depth(cfg["model"]))
+    if datasets is None:
+        datasets = _make_datasets(source, cfg)
+    train_ds, val_ds = datasets
+    if len(train_ds) == 0:
+        raise VolsegError(source, "gives no training patches; patchify more or lower "
+                                  "--val-fraction")
+    _check_item(train_ds[0], cfg, source)
+    if payload is None:
+        _fill_normalisation(cfg, train_ds)
+    if overwrite:
+        rd.clear_run_files(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    rd.write_config(run_dir, cfg)
+    return _fit(cfg, train_ds, val_ds, run_dir, device=device, payload=payload, quiet=quiet)
+
+
+def _make_datasets(source, cfg: dict[str, Any]):
+    from volseg.data.dataset import make_datasets
+
+    data = cfg["data"]
+    return make_datasets(source, task="segmentation" if cfg["model"]["type"] == "unet"
+                         else "translation",
+                         patch=tuple(data["patch"]) if data["patch"] is not None else None,
+                         val_fraction=data["val_fraction"], seed=cfg["training"]["seed"],
+                         augment=cfg["augment"], samples_per_epoch=data["samples_per_epoch"],
+                         foreground_fraction=data["foreground_fraction"])
+
+
+def _fit(cfg: dict[str, Any], train_ds, val_ds, run_dir: Path, *, device: torch.device,
+         payload: dict[str, Any] | None, quiet: bool) -> dict[str, Any]:
+    training, kind = cfg["training"], cfg["model"]["type"]
+    seed, amp = training["seed"], training["amp"]
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed + 1)
+    mcfg = payload["model_config"] if payload is not None else model_config(cfg)
+    model: nn.Module = build_model(dict(mcfg, checkpoint=training["checkpoint"])).to(device)
+    optimizer = make_optimizer(model.parameters(), cfg["optim"])
+    scaler = grad_scaler(device, amp)
+    ema = EMA(model, cfg["model"]["ema_rate"]) if kind == "diffusion" and cfg["model"]["ema"] \
+        else None
+    step, seconds, cpu_seconds, best = 0, 0.0, 0.0, None
+    if payload is not None:
+        model.load_state_dict(payload["state_dict"])
+        optimizer.load_state_dict(payload["optimizer"])
+        if payload.get("scaler"):
+            scaler.load_state_dict(payload["scaler"])
+        if ema is not None and payload.get("ema_state_dict") is not None:
+            ema.load_state_dict(payload["ema_state_dict"], int(payload.get("ema_updates", 0)))
+        rd.set_rng_state(payload.get("rng", {}), generator)
+        step, seconds = int(payload["step"]), float(payload.get("seconds", 0.0))
+        cpu_seconds = float(payload.get("cpu_seconds", 0.0))
+        best = payload.get("best_metric")
+        rd.truncate_metrics(run_dir, step)
+    total = _total_steps(cfg, len(train_ds))
+    metric = "val_dice" if kind == "unet" else "val_psnr"
+    state = {"cfg": cfg, "model": model, "ema": ema, "kind": kind}
+
+    def save(path: Path, at: int, spent: float, best_value) -> None:
+        rd.save_checkpoint(path, {
+            "model_type": kind, "model_config": mcfg, "config": cfg,
+            "state_dict": model.state_dict(),
+            "ema_state_dict": ema.state_dict() if ema is not None else None,
+            "ema_updates": ema.updates if ema is not None else 0,
+            "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+            "rng": rd.rng_state(generator), "step": at, "seconds": spent,
+            "cpu_seconds": cpu_seconds,
+            "best_metric": best_value, "metric": metric})
+
+    stream = batch_stream(train_ds, batch_size=training["batch_size"], seed=seed,
+                          start_step=step, workers=cfg["data"]["workers"],
+                          pin_memory=device.type == "cuda")
+    has_val = val_ds is not None and len(val_ds) > 0
+    losses: list[float] = []
+    last_loss = float("nan")
+    limit, cpu_limit = training["max_seconds"], training["max_cpu_seconds"]
+    model.train()
+    with progress_bar(f"train {kind}", total, quiet=quiet) as bar:
+        bar.advance(step)
+        while step < total:
+            lr = lr_at(step, cfg["optim"])
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            started, cpu_started = time.perf_counter(), time.process_time()
+            batch = to_device(next(stream), device)
+            last_loss = train_step(model, batch, cfg=cfg, optimizer=optimizer, scaler=scaler,
+                                   device=device, amp=amp, generator=generator, ema=ema)
+            seconds += time.perf_counter() - started
+            cpu_seconds += time.process_time() - cpu_started
+            losses.append(last_loss)
+            step += 1
+            bar.advance(1)
+            bar.update(status=f"loss {last_loss:.4f} · {step / max(seconds, 1e-9):.2f} step/s")
+            if (limit is not None and seconds >= limit) or (
+                    cpu_limit is not None and cpu_seconds >= cpu_limit):
+                total = step  # the time budget is spent: this step is the last one
+            validating = has_val and (step % training["validation_freq"] == 0 or step == total)
+            if step % training["log_freq"] == 0 or step == total or validating:
+                record = {"step": step, "loss": sum(losses) / len(losses), "lr": lr,
+                          "seconds": round(seconds, 4), "cpu_seconds": round(cpu_seconds, 4)}
+                losses = []
+                if validating:
+                    record.update(validate(state, val_ds, device=device))
+                    model.train()
+                    value = record.get(metric)
+                    if value is not None and (best is None or value > best):
+                        best = value
+                        save(run_dir / rd.BEST_FILE, step, seconds, best)
+                rd.append_metrics(run_dir, record)
+            if step % training["snapshot_freq"] == 0 or step == total:
+                save(run_dir / rd.MODEL_FILE, step, seconds, best)
+    if not (run_dir / rd.MODEL_FILE).is_file():
+        save(run_dir / rd.MODEL_FILE, step, seconds, best)
+    return {"run_dir": str(run_dir), "model": kind, "steps": step, "seconds": seconds,
+            "cpu_seconds": cpu_seconds,
+            "loss": last_loss, "metric": metric, "best_metric": best,
+            "model_file": str(run_dir / rd.MODEL_FILE),
+            "best_file": str(run_dir / rd.BEST_FILE) if best is not None else None,
+            "device": str(device)}
