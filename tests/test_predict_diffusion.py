@@ -1,0 +1,114 @@
+"""Patch-wise DDIM over a whole volume: equals whole-volume sampling for one patch, is seeded by
+position only (threads vs processes, workers), and refuses what it cannot do."""
+
+import numpy as np
+import pytest
+import torch
+import zarr
+
+from volseg.errors import VolsegError
+from volseg.geometry import chunk_bounds, chunk_indices
+from volseg.inference import predict
+from volseg.inference.diffusion import _INIT, chunk_noise, sampling_sequence
+from volseg.models import build_model, load_model
+
+
+def make_diffusion_run(path):
+    torch.manual_seed(0)
+    cfg = {"type": "diffusion", "in_channels": 2, "out_ch": 1, "ch": 8, "ch_mult": [1, 2],
+           "num_res_blocks": 1, "attn": False, "target_mean": 2.0, "target_std": 3.0,
+           "schedule": {"timesteps": [0, 333, 666, 999]}}
+    path.mkdir(parents=True, exist_ok=True)
+    torch.save({"format": "volseg-run", "version": 1, "model_config": cfg,
+                "state_dict": build_model(cfg).state_dict()}, path / "model.pt")
+    return path
+
+
+def read(path):
+    return zarr.open_array(str(path / "0"), mode="r")[:]
+
+
+@pytest.fixture(scope="module")
+def drun(tmp_path_factory):
+    root = tmp_path_factory.mktemp("diff")
+    run = make_diffusion_run(root / "run")
+    vol = np.random.default_rng(0).normal(size=(20, 14, 12)).astype(np.float32)
+    np.save(root / "v.npy", vol)
+    return run, root / "v.npy", vol
+
+
+def test_one_patch_equals_whole_volume_ddim_with_the_same_noise(drun, tmp_path):
+    run, _, _ = drun
+    cond = np.random.default_rng(1).normal(size=(8, 12, 8)).astype(np.float32)
+    np.save(tmp_path / "c.npy", cond)
+    predict(run, tmp_path / "c.npy", tmp_path / "o.zarr", patch=(8, 12, 8), chunks=4, seed=7, device="cpu",
+            quiet=True)
+    noise = np.zeros(cond.shape, np.float32)
+    for c in chunk_indices(cond.shape, (4, 4, 4)):
+        lo, hi = chunk_bounds(c, (4, 4, 4), cond.shape)
+        noise[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = chunk_noise(7, _INIT, c, np.subtract(hi, lo))
+    model = load_model(run)
+    expected = model.sample(torch.from_numpy(cond)[None, None], noise=torch.from_numpy(noise)[None, None])
+    np.testing.assert_allclose(read(tmp_path / "o.zarr"), expected[0, 0].numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_result_depends_on_seed_not_on_workers_or_scheduler(drun, tmp_path):
+    run, vol_path, vol = drun
+    kw = {"patch": 8, "chunks": 8, "seed": 3, "eta": 0.5, "device": "cpu", "quiet": True}
+    a = predict(run, vol_path, tmp_path / "a.zarr", workers=1, **kw)
+    predict(run, vol_path, tmp_path / "b.zarr", workers=2, scheduler="processes", **kw)
+    assert a["steps"] == 4 and a["patches"] == 4 * (4 * 3 * 2)  # steps x patches
+    a_img, b_img = read(tmp_path / "a.zarr"), read(tmp_path / "b.zarr")
+    # other torch thread counts round convolutions differently; a random model amplifies that
+    assert np.abs(a_img - b_img).max() <= 1e-5 * np.abs(a_img).max()
+    assert read(tmp_path / "a.zarr").shape == vol.shape
+    assert not (tmp_path / "a.zarr" / "volseg_work").exists()
+    predict(run, vol_path, tmp_path / "c.zarr", **{**kw, "seed": 4})
+    assert np.abs(read(tmp_path / "c.zarr") - read(tmp_path / "a.zarr")).max() > 1e-3
+
+
+def test_fewer_sampling_steps_and_refusals(drun, tmp_path):
+    run, vol_path, _ = drun
+    assert sampling_sequence([0, 333, 666, 999], 2) == [0, 999]
+    r = predict(run, vol_path, tmp_path / "s.zarr", patch=8, chunks=8, sampling_steps=2, device="cpu", quiet=True)
+    assert r["timesteps"] == [0, 999]
+    for kwargs, option in (({"sampling_steps": 9}, "--sampling-steps"), ({"part": "1/2"}, "--part"),
+                           ({"eta": -1.0}, "--eta"), ({"threshold": 0.5}, "--threshold"),
+                           ({"skip_value": 0.0}, "--skip-value")):
+        with pytest.raises(VolsegError, match=option):
+            predict(run, vol_path, tmp_path / "bad.zarr", patch=8, chunks=8, device="cpu", quiet=True, **kwargs)
+        assert not (tmp_path / "bad.zarr").exists()
+
+
+@pytest.mark.slow
+def test_diffusion_killed_midway_resumes_to_the_same_volume(drun, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    run, _, _ = drun
+    np.save(tmp_path / "v.npy", np.random.default_rng(2).normal(size=(32, 32, 24)).astype(np.float32))
+    out = tmp_path / "killed.zarr"
+    cmd = [str(Path(sys.executable).with_name("volseg")), "predict", str(run), str(tmp_path / "v.npy"), "-o",
+           str(out), "--patch", "8", "--chunks", "8", "--seed", "5", "--eta", "0.3", "--device", "cpu",
+           "--workers", "1", "--quiet"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if len(list((out / "volseg_markers").glob("s1-*"))) >= 3:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (out / "volseg_work").is_dir()
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert rerun.returncode == 0, rerun.stderr
+    predict(run, tmp_path / "v.npy", tmp_path / "clean.zarr", patch=8, chunks=8, seed=5, eta=0.3, device="cpu",
+            workers=1, quiet=True)
+    a, b = read(out), read(tmp_path / "clean.zarr")
+    assert np.abs(a - b).max() <= 1e-5 * np.abs(b).max()

@@ -1,0 +1,132 @@
+"""``volseg predict`` and ``volseg stitch``: run a model over a whole volume, blend patches back."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from volseg.cli import app
+from volseg.cli._common import (
+    DebugOpt,
+    DeviceOpt,
+    JsonOpt,
+    OverwriteOpt,
+    PartOpt,
+    QuietOpt,
+    SchedulerOpt,
+    WorkersOpt,
+    cli_errors,
+    console,
+    emit_json,
+)
+
+BlendOpt = Annotated[str, typer.Option("--blend", help="Blending window: gaussian, hann, constant or crop.")]
+ChunksOpt = Annotated[str, typer.Option("--chunks", help="Output chunk size (N or ZxYxX); one task per chunk.")]
+ThresholdOpt = Annotated[float | None, typer.Option(
+    "--threshold", help="Write uint8 labels: 1 where the probability >= T.")]
+DtypeOpt = Annotated[str, typer.Option("--dtype", help="Output probabilities as float16 or float32.")]
+ChannelOpt = Annotated[int | None, typer.Option(
+    "--channel", help="Output the probability of this class (several classes default to argmax labels).")]
+
+
+def _summary(result: dict, quiet: bool) -> None:
+    out = console(quiet)
+    done = result.get("chunks_done_before", result.get("groups_done_before", 0))
+    out.print(f"wrote {result['output']} in {result.get('seconds', 0):.1f} s"
+              + (f" (resumed: {done} blocks were already done)" if done else ""))
+
+
+@app.command("predict")
+def predict_command(
+    run: Annotated[str, typer.Argument(help="Run directory (or model.pt) of a trained model.")],
+    volume: Annotated[str, typer.Argument(help="3D input volume (Zarr, OME-Zarr, TIFF, npy, NIfTI).")],
+    output: Annotated[str, typer.Option("--output", "-o", help="Patch store, or with --stitch an OME-Zarr volume.")],
+    patch: Annotated[str | None, typer.Option("--patch", help="Patch size N or DxHxW (default: the run's, else 64).")] = None,
+    overlap: Annotated[float, typer.Option("--overlap", help="Fractional patch overlap in [0, 1).")] = 0.5,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Patches per forward pass.")] = 4,
+    tta: Annotated[bool, typer.Option("--tta", help="Average over all 8 axis-flip combinations.")] = False,
+    amp: Annotated[bool, typer.Option("--amp", help="Mixed precision (bf16 on CPU, fp16 on CUDA).")] = False,
+    device: DeviceOpt = "auto",
+    stitch: Annotated[bool, typer.Option("--stitch", help="Stream straight into a blended output volume.")] = False,
+    blend: BlendOpt = "gaussian",
+    dtype: DtypeOpt = "float32",
+    threshold: ThresholdOpt = None,
+    channel: ChannelOpt = None,
+    skip_value: Annotated[float | None, typer.Option(
+        "--skip-value", help="Patches whose input is all this value get the model's cached answer.")] = None,
+    chunks: ChunksOpt = "128",
+    pad: Annotated[bool, typer.Option("--pad/--no-pad", help="Mirror-pad axes shorter than the patch.")] = True,
+    sampling_steps: Annotated[int | None, typer.Option("--sampling-steps", help="DDIM steps (diffusion; default the model's).")] = None,
+    eta: Annotated[float, typer.Option("--eta", help="DDIM eta (diffusion; 0 = deterministic).")] = 0.0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the diffusion noise.")] = 0,
+    tile: Annotated[str, typer.Option(
+        "--tile", help="With --stitch (and diffusion): process (y, x) column tiles of N or YxX voxels through "
+        "all z (rounded down to whole chunks), bounding memory by the tile, not the scroll's plane; "
+        "0 or none = one pass over the whole cross-section. Part of the output's settings.")] = "1024",
+    scheduler: SchedulerOpt = "threads",
+    workers: WorkersOpt = None,
+    part: PartOpt = None,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+    json_out: JsonOpt = None,
+) -> None:
+    """Run a trained model over every patch of VOLUME.
+
+    Examples:
+
+      volseg predict runs/unet scroll.zarr -o pred.zarr --stitch --threshold 0.5
+
+      volseg predict runs/unet scroll.zarr -o patches.zarr && volseg stitch patches.zarr -o pred.zarr
+
+      volseg predict runs/unet scroll.zarr -o pred.zarr --stitch --part 2/8   # job array share
+
+      volseg predict runs/unet scroll.zarr -o pred.zarr --stitch --tile 2048   # more memory, less recompute
+    """
+    with cli_errors(debug):
+        from volseg.inference import predict
+
+        result = predict(run, volume, output, patch=patch, overlap=overlap, batch_size=batch_size, tta=tta,
+                         amp=amp, device=device, stitch=stitch, blend=blend, dtype=dtype, threshold=threshold,
+                         channel=channel, skip_value=skip_value, chunks=chunks, pad=pad,
+                         sampling_steps=sampling_steps, eta=eta, seed=seed, scheduler=scheduler,
+                         workers=workers, part=part, tile=tile, overwrite=overwrite, quiet=quiet)
+        emit_json(result, json_out)
+        _summary(result, quiet or json_out == "-")
+
+
+@app.command("stitch")
+def stitch_command(
+    store: Annotated[str, typer.Argument(help="Patch store of predictions (from `volseg predict`).")],
+    output: Annotated[str, typer.Option("--output", "-o", help="Output OME-Zarr volume.")],
+    blend: Annotated[str | None, typer.Option(
+        "--blend", help="gaussian, hann, constant or crop (default: the store's, else gaussian).")] = None,
+    chunks: ChunksOpt = "128",
+    dtype: DtypeOpt = "float32",
+    threshold: ThresholdOpt = None,
+    channel: ChannelOpt = None,
+    scheduler: SchedulerOpt = "threads",
+    workers: WorkersOpt = None,
+    part: PartOpt = None,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+    json_out: JsonOpt = None,
+) -> None:
+    """Blend a patch store of predictions into a full volume, one task per output chunk.
+
+    Examples:
+
+      volseg stitch patches.zarr -o pred.zarr
+
+      volseg stitch patches.zarr -o labels.zarr --blend crop --threshold 0.5 --part 1/4
+    """
+    with cli_errors(debug):
+        from volseg.inference import stitch
+
+        result = stitch(store, output, blend=blend, chunks=chunks, dtype=dtype, threshold=threshold,
+                        channel=channel, scheduler=scheduler, workers=workers, part=part,
+                        overwrite=overwrite, quiet=quiet)
+        emit_json(result, json_out)
+        _summary(result, quiet or json_out == "-")

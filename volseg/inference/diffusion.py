@@ -1,0 +1,218 @@
+"""Patch-wise DDIM sampling of a whole volume, blended at every denoising step.
+
+Axis order (z, y, x), sizes in voxels. All patches share one x_t volume over the (padded)
+domain, stored chunked in the output's ``volseg_work`` group between steps. At each step:
+
+1. every patch predicts eps from ``cat[normalised condition, x_t]`` (read with the patch's
+   overlap), grouped by owner chunk as in :mod:`volseg.inference.engine`;
+2. eps is blended across patches (gaussian by default), so neighbouring patches agree;
+3. each chunk applies :func:`volseg.models.ddim.ddim_step` voxel-wise to its x_t and writes
+   x_{t-1} (the last step writes the denormalised x_0 into the output volume).
+
+Noise (x_T and the eta noise of each step) is drawn per chunk of a fixed chunk grid from a
+generator seeded by ``(seed, step, chunk index)``, so the result does not depend on block
+order, workers or scheduler. Each step runs one fused pass per (y, x) column tile
+(:mod:`volseg.inference.tiles`, ``--tile``), so the pieces a pass holds are bounded by the
+tile's cross-section; x_t itself lives on disk (two float32 arrays the size of the padded
+domain, in ``volseg_work``). A group computes the fixed batches of its patches that the tile's
+chunks need, so eps, and the result, do not depend on the tile. Each step's chunks get markers (``s<step>-``), so a killed run
+resumes at the first unfinished chunk. ``--part`` is refused: step k+1 needs every chunk of
+step k; use ``--scheduler distributed`` or ``tcp://...`` to spread one run over a cluster.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import numpy as np
+
+from volseg.errors import VolsegError
+from volseg.geometry import as_slices
+from volseg.inference.blend import Blender
+from volseg.inference.engine import (
+    accumulate,
+    map_tasks,
+    merge_stats,
+    normalise,
+    open_session,
+)
+from volseg.inference.plan import Plan, read_box
+from volseg.inference.resume import Markers
+from volseg.inference.stitch import create_volume_output, cut_pieces, output_spec
+from volseg.inference.tiles import run_tiled
+
+WORK = "volseg_work"
+_INIT = 0xD1FF
+
+
+def parse_eta(eta: float) -> float:
+    """``--eta``: DDIM stochasticity, a number >= 0 (0 = deterministic)."""
+    eta = float(eta)
+    if not eta >= 0.0:
+        raise VolsegError("--eta", f"must be >= 0, got {eta}")
+    return eta
+
+
+def sampling_sequence(model_steps, n: int | None) -> list[int]:
+    """The ascending timesteps to sample: the model's, or ``n`` of them evenly spread."""
+    seq = [int(t) for t in model_steps]
+    if n is None or int(n) == len(seq):
+        return seq
+    n = int(n)
+    if not 1 <= n <= len(seq):
+        raise VolsegError("--sampling-steps", f"the model was trained on {len(seq)} timesteps; "
+                          f"use 1..{len(seq)}, got {n}")
+    picks = np.unique(np.round(np.linspace(0, len(seq) - 1, n)).astype(int))
+    return [seq[i] for i in picks]
+
+
+def chunk_noise(seed: int, step: int, chunk, shape) -> np.ndarray:
+    """Standard normal noise for one chunk, seeded by (seed, step, chunk index) only."""
+    rng = np.random.default_rng([int(seed), int(step), *(int(c) for c in chunk)])
+    return rng.standard_normal(tuple(shape), dtype=np.float32)
+
+
+def _work(output: str, k: int):
+    import zarr
+
+    return zarr.open_array(os.path.join(output, WORK, f"x{k % 2}"), mode="r+")
+
+
+def _eps_group(setup, work: Plan, output: str, k: int, t: int, group, wanted) -> dict:
+    """Group task: eps of the group's patches from the condition and x_t, cut per chunk."""
+    from volseg.inference.predict import forward_batches, open_cached
+
+    need = work.needed(group, wanted)
+    picked = [b for b in forward_batches(need.shape, setup.runner.batch_size) if need.ravel()[b].any()]
+    if not picked:
+        return {"stats": {"patches": 0, "groups": 1, "input_bytes_read": 0}}
+    comp = np.sort(np.concatenate(picked))
+    row = np.full(need.size, -1, np.int64)
+    row[comp] = np.arange(len(comp))
+    origins = work.origins(work.owned(group))[comp]
+    lo, hi = origins.min(0), origins.max(0) + np.asarray(work.patch)
+    cond, nbytes = read_box(open_cached(setup.volume), lo, hi, setup.plan.shape, key=setup.volume_key,
+                            chunks=setup.meta.chunks)
+    cond = cond.astype(np.float32)
+    x_t = np.asarray(_work(output, k)[as_slices(lo, hi)], np.float32)
+    P = work.patch
+
+    def cut(box):
+        return np.stack([box[tuple(slice(o - a, o - a + p) for o, a, p in zip(origin, lo, P))]
+                         for origin in origins])[:, None]
+
+    cond, x_t = cut(cond), cut(x_t)
+    eps = np.empty_like(x_t)
+    for b in picked:  # the group's fixed batches, so eps does not depend on the tile or pass
+        eps[row[b]] = setup.runner.eps(cond[row[b]], x_t[row[b]], t)
+    blender = Blender(work.starts, work.patch, setup.blend["mode"], sigma_scale=setup.blend["sigma_scale"])
+    stats = {"patches": len(origins), "groups": 1, "input_bytes_read": int(nbytes)}
+    return {"stats": stats, **cut_pieces(work, blender, origins, eps, wanted)}
+
+
+def _step_chunk(setup, work: Plan, output: str, spec, k: int, a_t: float, a_next: float, eta: float,
+                seed: int, last: bool, chunk, pieces) -> dict:
+    """Final task: blend eps over the chunk, take the DDIM step, write x_next (or the output)."""
+    import torch
+    import zarr
+
+    from volseg.models.ddim import ddim_step
+
+    start, stop = work.bounds(chunk)
+    size = tuple(b - a for a, b in zip(start, stop))
+    wv = np.zeros((1, *size), np.float32)
+    w = np.zeros(size, np.float32)
+    accumulate(wv, w, start, pieces)
+    eps = torch.from_numpy(normalise(wv, w, where=f"chunk {tuple(chunk)}")[0])
+    x_t = torch.from_numpy(np.asarray(_work(output, k)[as_slices(start, stop)], np.float32))
+    noise = torch.from_numpy(chunk_noise(seed, k + 1, chunk, size)) if eta > 0 and not last else None
+    x_next = ddim_step(x_t, eps, a_t=a_t, a_next=a_next, eta=eta, noise=noise).float()
+    if last:
+        model = setup.runner.model
+        with torch.inference_mode():
+            img = model.denormalize(x_next[None, None].to(next(model.parameters()).device))[0, 0].cpu().numpy()
+        shape = setup.plan.shape
+        hi = [min(b, s) for b, s in zip(stop, shape)]
+        if all(a < b for a, b in zip(start, hi)):
+            crop = img[tuple(slice(0, b - a) for a, b in zip(start, hi))]
+            zarr.open_array(os.path.join(output, "0"), mode="r+")[as_slices(start, hi)] = spec.convert(crop[None])
+    else:
+        _work(output, k + 1)[as_slices(start, stop)] = x_next.numpy()
+    Markers(output).mark(chunk, prefix=f"s{k}-")
+    return {"chunks": 1}
+
+
+def _init_chunk(output: str, work: Plan, seed: int, chunk) -> None:
+    start, stop = work.bounds(chunk)
+    _work(output, 0)[as_slices(start, stop)] = chunk_noise(seed, _INIT, chunk, [b - a for a, b in zip(start, stop)])
+    Markers(output).mark(chunk, prefix="init-")
+
+
+def sample_volume(setup, output, *, dtype: str = "float32", threshold=None, channel=None,
+                  sampling_steps: int | None = None, eta: float = 0.0, seed: int = 0,
+                  scheduler: str = "threads", workers: int | None = None, part=None,
+                  overwrite: bool = False, quiet: bool = False) -> dict:
+    """DDIM-sample the target of a whole volume patch-wise into an OME-Zarr output.
+
+    Parameters are those of :func:`volseg.inference.predict.predict`; ``setup`` is its
+    validated :class:`~volseg.inference.predict.Setup` of a diffusion run.
+
+    Returns
+    -------
+    dict
+        Output path, steps, chunks computed per step, patches run.
+    """
+    import shutil
+
+    import zarr
+
+    from volseg.progress import progress_bar
+
+    if part is not None:
+        raise VolsegError("--part", "diffusion sampling needs every chunk of step k before step k+1, so it "
+                          "cannot be split into independent parts; run one job (use --scheduler "
+                          "distributed or tcp://HOST:PORT to spread it over a cluster)")
+    if setup.skip_value is not None:
+        raise VolsegError("--skip-value", "applies to segmentation models only; drop it for a diffusion run")
+    eta = parse_eta(eta)
+    model = setup.runner.model
+    seq = sampling_sequence(model.timesteps, sampling_steps)
+    spec = output_spec(setup.info["out_channels"], dtype=dtype, threshold=threshold, channel=channel, image=True)
+    plan = setup.plan
+    work = Plan.build(plan.domain, plan.patch, plan.stride, plan.chunks)
+    tile = setup.tile
+    settings = {**setup.settings, "command": "predict (diffusion)", "output": spec.settings(),
+                "timesteps": seq, "eta": eta, "seed": int(seed)}
+    out, markers, _ = create_volume_output(output, plan=plan, spec=spec, spacing=setup.meta.spacing,
+                                           unit=setup.meta.unit, settings=settings, overwrite=overwrite)
+    out = str(out)
+    steps = list(zip(reversed(seq), reversed([-1] + seq[:-1])))
+    last_done = len(markers.todo(work.chunk_list(), prefix=f"s{len(steps) - 1}-")) == 0
+    totals = {}
+    if not last_done:
+        work_dir = os.path.join(out, WORK)
+        if not os.path.isdir(work_dir):
+            group = zarr.open_group(work_dir, mode="w")
+            for name in ("x0", "x1"):
+                group.create_array(name, shape=work.shape, chunks=work.chunks, dtype="float32", fill_value=0)
+        with open_session(scheduler, workers) as sess:
+            todo = markers.todo(work.chunk_list(), prefix="init-")
+            map_tasks(functools.partial(_init_chunk, out, work, int(seed)), todo, session=sess,
+                      description="noise", quiet=quiet)
+            for k, (t, t_next) in enumerate(steps):
+                todo = markers.todo(work.chunk_list(), prefix=f"s{k}-")
+                if not todo:
+                    continue
+                a_t, a_next = model.alpha(t), model.alpha(t_next)
+                with progress_bar(f"DDIM step {k + 1}/{len(steps)}", len(todo), quiet=quiet) as bar:
+                    _, group_stats = run_tiled(
+                        work, todo, functools.partial(_eps_group, setup, work, out, k, t),
+                        functools.partial(_step_chunk, setup, work, out, spec, k, a_t, a_next, eta, int(seed),
+                                          k == len(steps) - 1),
+                        tile=tile, session=sess, bar=bar)
+                for key, v in merge_stats(group_stats).items():
+                    totals[key] = totals.get(key, 0) + v
+        shutil.rmtree(work_dir, ignore_errors=True)
+    return {"output": out, "mode": "diffusion", "steps": len(steps), "timesteps": seq,
+            "chunks_total": len(work.chunk_list()), **totals}

@@ -1,0 +1,145 @@
+"""Run a trained model over batches of patches: loading once per worker, batching, AMP, TTA.
+
+Patches are (B, C, z, y, x) numpy arrays of RAW voxel values (the model normalises inside);
+outputs are float32 numpy arrays (B, out_channels, z, y, x). Each worker process keeps one
+loaded model per (model file, device, AMP) in a module-level cache, so a Dask worker loads the
+model once, however many tasks it runs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from collections.abc import Callable
+
+import numpy as np
+
+from volseg.errors import VolsegError
+
+_CACHE: dict = {}
+_LOCK = threading.Lock()
+_FLIP_SETS = [tuple(a for a, on in zip((2, 3, 4), bits) if on)
+              for bits in itertools.product((False, True), repeat=3)]
+
+
+def parse_batch_size(value: int) -> int:
+    """``--batch-size``: a positive number of patches per forward pass."""
+    if int(value) < 1:
+        raise VolsegError("--batch-size", f"must be >= 1, got {value}")
+    return int(value)
+
+
+def set_torch_threads(threads: int | None) -> None:
+    """Use ``threads`` intra-op threads in this process (None: leave torch's default)."""
+    import torch
+
+    if threads is not None and torch.get_num_threads() != int(threads):
+        torch.set_num_threads(max(1, int(threads)))
+
+
+def cached_model(model_path: str, device: str):
+    """The model of ``model_path`` on ``device``, loaded once per process and device."""
+    from volseg.models import load_model
+
+    key = (os.path.abspath(str(model_path)), str(device))
+    with _LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = load_model(model_path, device=device)
+        return _CACHE[key]
+
+
+class Runner:
+    """Apply a patch function batch-wise with optional mixed precision and mirroring TTA.
+
+    Parameters
+    ----------
+    model_path : str
+        Run directory or ``model.pt``.
+    device : str
+        A resolved torch device name (``cpu``, ``cuda:0``).
+    batch_size : int
+        Patches per forward pass.
+    amp : bool
+        Autocast: bfloat16 on CPU, float16 on CUDA. Outputs are returned in float32.
+    tta : bool
+        Average the outputs over all 8 combinations of flipping the z, y and x axes.
+    threads : int, optional
+        torch intra-op threads for this worker.
+    """
+
+    def __init__(self, model_path: str, *, device: str = "cpu", batch_size: int = 4,
+                 amp: bool = False, tta: bool = False, threads: int | None = None):
+        self.model_path = str(model_path)
+        self.device = str(device)
+        self.batch_size = parse_batch_size(batch_size)
+        self.amp = bool(amp)
+        self.tta = bool(tta)
+        self.threads = threads
+        self._background: dict = {}
+
+    @property
+    def model(self):
+        return cached_model(self.model_path, self.device)
+
+    def _apply(self, fn: Callable, inputs: list[np.ndarray]) -> np.ndarray:
+        """Run ``fn(*tensors) -> tensor`` over ``inputs`` (same batch length) in batches."""
+        import torch
+
+        set_torch_threads(self.threads)
+        device = torch.device(self.device)
+        n = inputs[0].shape[0]
+        outs = []
+        autocast = torch.autocast(device_type=device.type,
+                                  dtype=torch.float16 if device.type == "cuda" else torch.bfloat16,
+                                  enabled=self.amp)
+        with torch.inference_mode(), autocast:
+            for lo in range(0, n, self.batch_size):
+                xs = [torch.as_tensor(np.ascontiguousarray(x[lo:lo + self.batch_size]),
+                                      dtype=torch.float32).to(device) for x in inputs]
+                flips = _FLIP_SETS if self.tta else [()]
+                acc = None
+                for dims in flips:
+                    ys = fn(*[torch.flip(x, dims) if dims else x for x in xs]).float()
+                    ys = torch.flip(ys, dims) if dims else ys
+                    acc = ys if acc is None else acc + ys
+                outs.append((acc / len(flips)).cpu().numpy())
+        return np.concatenate(outs, axis=0).astype(np.float32, copy=False)
+
+    def predict(self, patches: np.ndarray) -> np.ndarray:
+        """Model outputs for raw patches (B, C, z, y, x) -> float32 (B, out_channels, z, y, x)."""
+        return self._apply(self.model, [patches])
+
+    def eps(self, condition: np.ndarray, x_t: np.ndarray, t: int) -> np.ndarray:
+        """Diffusion noise prediction for raw conditions and x_t (model units) at timestep t."""
+        import torch
+
+        model = self.model
+
+        def fn(cond, x):
+            steps = torch.full((x.shape[0],), float(t), device=x.device)
+            return model.denoiser(torch.cat([model.normalize_condition(cond), x], dim=1), steps)
+
+        return self._apply(fn, [condition, x_t])
+
+    def background(self, value: float, patch: tuple, in_channels: int = 1) -> np.ndarray:
+        """The model's output (out_channels, z, y, x) for a patch filled with ``value`` (cached)."""
+        key = (float(value), tuple(patch), int(in_channels))
+        if key not in self._background:
+            const = np.full((1, in_channels, *patch), value, dtype=np.float32)
+            self._background[key] = self.predict(const)[0]
+        return self._background[key]
+
+
+def model_info(model) -> dict:
+    """Plain facts about a loaded model: kind, depth, in/out channels."""
+    from volseg.models import DiffusionModel
+
+    if isinstance(model, DiffusionModel):
+        den = model.denoiser
+        return {"kind": "diffusion", "depth": int(model.depth),
+                "in_channels": int(den.conv_in.in_channels - den.conv_out.out_channels),
+                "out_channels": int(den.conv_out.out_channels)}
+    return {"kind": "unet", "depth": int(getattr(model, "depth", 0)),
+            "in_channels": int(getattr(model, "in_channels", 1)),
+            "out_channels": int(getattr(model, "out_channels", 1))}

@@ -1,0 +1,249 @@
+"""Blend patch outputs back into a full volume, one task per output chunk.
+
+``stitch`` reads a patch store of predictions (``volseg predict`` without ``--stitch``) and
+writes an OME-Zarr volume of the source's shape (z, y, x). Each task owns one output chunk: it
+reads only the patches that overlap the chunk, accumulates ``weight * value`` and ``weight`` in
+float32 over the chunk, divides, converts (see :class:`OutputSpec`) and writes that chunk and
+its completion marker, nothing else. ``--part I/N`` takes a contiguous share of the chunks.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from volseg.errors import VolsegError
+from volseg.geometry import as_slices
+from volseg.inference.blend import Blender, parse_blend, parse_sigma_scale
+from volseg.inference.engine import normalise
+from volseg.inference.plan import Plan
+from volseg.inference.resume import Markers, open_output
+
+OUTPUT_DTYPES = ("float16", "float32")
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """How blended per-voxel outputs (C, z, y, x) become the output volume.
+
+    * ``kind="probability"``: one class probability per voxel (``channel``, default 0 when the
+      model has one output channel), stored as ``dtype``; with ``threshold`` T: uint8 labels
+      ``1`` where the probability is >= T, else ``0``.
+    * ``kind="labels"``: several classes and no ``channel``: the argmax class as uint8.
+    * ``kind="image"``: diffusion output (one channel), stored as ``dtype``.
+    """
+
+    kind: str = "probability"
+    dtype: str = "float32"
+    threshold: float | None = None
+    channel: int | None = None
+
+    @property
+    def out_dtype(self) -> np.dtype:
+        if self.kind == "labels" or self.threshold is not None:
+            return np.dtype("uint8")
+        return np.dtype(self.dtype)
+
+    def convert(self, values: np.ndarray) -> np.ndarray:
+        """(C, z, y, x) float32 -> the (z, y, x) output block."""
+        if self.kind == "labels":
+            return np.argmax(values, axis=0).astype(np.uint8)
+        v = values[self.channel or 0]
+        if self.threshold is not None:
+            return (v >= self.threshold).astype(np.uint8)
+        return v.astype(self.out_dtype)
+
+    def settings(self) -> dict:
+        return {"kind": self.kind, "dtype": str(self.out_dtype), "threshold": self.threshold,
+                "channel": self.channel}
+
+
+def output_spec(channels: int, *, dtype: str = "float32", threshold: float | None = None,
+                channel: int | None = None, image: bool = False) -> OutputSpec:
+    """Validate ``--dtype``, ``--threshold`` and ``--channel`` against ``channels`` model outputs."""
+    dtype = str(dtype).strip().lower()
+    if dtype not in OUTPUT_DTYPES:
+        raise VolsegError("--dtype", f"unsupported output dtype {dtype!r}; use float16 or float32")
+    if channel is not None and not 0 <= int(channel) < channels:
+        raise VolsegError("--channel", f"the model has {channels} output channel(s) (0..{channels - 1}), "
+                          f"got {channel}")
+    if threshold is not None:
+        threshold = float(threshold)
+        if image:
+            raise VolsegError("--threshold", "applies to segmentation probabilities, not to a diffusion "
+                              "model's output; drop --threshold")
+        if not 0.0 < threshold < 1.0:
+            raise VolsegError("--threshold", f"must be a probability in (0, 1), got {threshold}")
+        if channels > 1 and channel is None:
+            raise VolsegError("--threshold", f"the model has {channels} classes; pick one with --channel "
+                              "or drop --threshold to get argmax labels")
+    if image:
+        return OutputSpec("image", dtype, None, 0 if channel is None else int(channel))
+    if channels > 1 and channel is None:
+        return OutputSpec("labels", "uint8", None, None)
+    return OutputSpec("probability", dtype, threshold, 0 if channel is None else int(channel))
+
+
+def create_volume_output(path, *, plan: Plan, spec: OutputSpec, spacing, unit, settings: dict,
+                         overwrite: bool) -> tuple[Path, Markers, bool]:
+    """Create (or resume) the OME-Zarr output volume of ``plan.shape`` with ``plan.chunks``."""
+    from volseg.io import create_volume
+
+    def create(tmp: Path, attrs: dict) -> None:
+        create_volume(tmp, shape=plan.shape, dtype=spec.out_dtype, chunks=plan.chunks,
+                      spacing=spacing, unit=unit, attrs={**attrs, "output": spec.settings()})
+
+    return open_output(path, settings=settings, create=create, overwrite=overwrite)
+
+
+def write_chunk(output: str, chunk: Sequence[int], plan: Plan, block: np.ndarray) -> None:
+    """Write one output chunk's block into level 0 of the output volume."""
+    import zarr
+
+    start, stop = plan.bounds(chunk)
+    zarr.open_array(os.path.join(output, "0"), mode="r+")[as_slices(start, stop)] = block
+
+
+@dataclass(frozen=True)
+class _StitchJob:
+    store: str
+    output: str
+    plan: Plan
+    rows: np.ndarray
+    blend: dict
+    spec: OutputSpec
+
+    def __call__(self, chunk) -> dict:
+        import zarr
+
+        chunk = tuple(chunk)
+        patches = zarr.open_group(self.store, mode="r")["patches"]
+        blender = Blender(self.plan.starts, self.plan.patch, self.blend["mode"],
+                          sigma_scale=self.blend["sigma_scale"])
+        start, stop = self.plan.bounds(chunk)
+        size = tuple(b - a for a, b in zip(start, stop))
+        wv = np.zeros((patches.shape[1], *size), np.float32)
+        w = np.zeros(size, np.float32)
+        idx = self.plan.touching(chunk)
+        origins = self.plan.origins(idx)
+        rows = self.rows[np.ix_(*idx)].ravel()
+        for row, origin in zip(rows, origins):
+            add_patch(wv, w, start, stop, origin, np.asarray(patches[int(row)], np.float32), blender)
+        write_chunk(self.output, chunk, self.plan, self.spec.convert(normalise(wv, w)))
+        Markers(self.output).mark(chunk)
+        return {"chunks": 1, "patches_read": len(rows)}
+
+
+def add_patch(wv: np.ndarray, w: np.ndarray, start, stop, origin, values: np.ndarray,
+              blender: Blender) -> None:
+    """Add one patch's weighted values (C, D, H, W) to accumulators covering [start, stop)."""
+    lo = [max(int(o), int(s)) for o, s in zip(origin, start)]
+    hi = [min(int(o) + p, int(e)) for o, p, e in zip(origin, blender.patch, stop)]
+    if any(a >= b for a, b in zip(lo, hi)):
+        return
+    local = [(a - int(o), b - int(o)) for a, b, o in zip(lo, hi, origin)]
+    weight = blender.weight(origin, [a for a, _ in local], [b for _, b in local])
+    src = (slice(None),) + tuple(slice(a, b) for a, b in local)
+    dst = tuple(slice(a - int(s), b - int(s)) for a, b, s in zip(lo, hi, start))
+    wv[(slice(None),) + dst] += weight[None] * values[src]
+    w[dst] += weight
+
+
+def cut_pieces(plan: Plan, blender: Blender, origins: np.ndarray, outputs: np.ndarray,
+               wanted: Sequence[Sequence[int]]) -> dict:
+    """Weighted contributions of patches (outputs (n, C, D, H, W) at ``origins``) per wanted chunk.
+
+    Returns ``{chunk: (corner, sum_wv, sum_w)}`` over the box of each chunk the patches cover
+    (see :mod:`volseg.inference.engine`).
+    """
+    pieces = {}
+    for chunk in wanted:
+        start, stop = plan.bounds(chunk)
+        lo = np.maximum(origins.min(0), start)
+        hi = np.minimum(origins.max(0) + np.asarray(plan.patch), stop)
+        size = tuple(int(v) for v in hi - lo)
+        wv = np.zeros((outputs.shape[1], *size), np.float32)
+        w = np.zeros(size, np.float32)
+        for origin, values in zip(origins, outputs):
+            add_patch(wv, w, lo, hi, origin, values, blender)
+        pieces[tuple(int(c) for c in chunk)] = (tuple(int(v) for v in lo), wv, w)
+    return pieces
+
+
+def stitch(store: str | os.PathLike, output: str | os.PathLike, *, blend: str | None = None,
+           sigma_scale: float | None = None, chunks=128, dtype: str = "float32",
+           threshold: float | None = None, channel: int | None = None,
+           scheduler: str = "threads", workers: int | None = None, part=None,
+           overwrite: bool = False, quiet: bool = False) -> dict:
+    """Blend a patch store of predictions into an OME-Zarr volume (see the module docstring).
+
+    Parameters
+    ----------
+    store : path
+        Patch store written by ``volseg predict`` (or any grid patch store).
+    output : path
+        The output volume (z, y, x) of the store's ``source_shape``.
+    blend : str, optional
+        gaussian, hann, constant or crop; default: the store's recorded blend (else gaussian).
+    sigma_scale : float, optional
+        Gaussian sigma as a fraction of the patch side (default the store's, else 1/8).
+    chunks : int or (z, y, x)
+        Output chunk size; one task per chunk.
+    dtype, threshold, channel
+        Output conversion, see :func:`output_spec`.
+    scheduler, workers, part
+        Dask scheduler, workers and ``--part I/N`` (text or parsed tuple).
+    overwrite : bool
+        Replace an output made with other settings (one with the same settings is resumed).
+
+    Returns
+    -------
+    dict
+        ``{"output", "chunks_total", "chunks_done_before", "chunks_written", "seconds"}``.
+    """
+    import time
+
+    from volseg.data.patchstore import open_store
+    from volseg.geometry import select_part
+    from volseg.io.streaming import parse_chunks
+    from volseg.parallel import parse_part, parse_scheduler, parse_workers, run_tasks
+
+    t0 = time.perf_counter()
+    part = parse_part(part) if isinstance(part, (str, type(None))) else part
+    scheduler, workers = parse_scheduler(scheduler), parse_workers(workers)
+    chunks = parse_chunks(chunks)
+    ps = open_store(store)
+    attrs = ps.attrs
+    recorded = attrs.get("blend") or {}
+    mode = parse_blend(blend or recorded.get("mode", "gaussian"))
+    sigma = parse_sigma_scale(sigma_scale if sigma_scale is not None else recorded.get("sigma_scale", 0.125))
+    markers = Markers(store)
+    if attrs.get("n_groups") is not None and len(markers.done("g")) < int(attrs["n_groups"]):
+        raise VolsegError(store, f"is incomplete ({len(markers.done('g'))} of {attrs['n_groups']} patch "
+                          "groups done); rerun the same `volseg predict` command to finish it")
+    shape = tuple(int(s) for s in attrs["source_shape"])
+    plan, rows = Plan.from_origins(np.asarray(ps.origins[:]), shape=shape, patch=ps.patch, chunks=chunks,
+                                   where=str(store))
+    image = (attrs.get("model") or {}).get("kind") == "diffusion"
+    spec = output_spec(ps.channels, dtype=dtype, threshold=threshold, channel=channel, image=image)
+    settings = {"command": "stitch", "store": os.path.abspath(store),
+                "store_fingerprint": attrs.get("fingerprint"), "blend": {"mode": mode, "sigma_scale": sigma},
+                "chunks": list(plan.chunks), "output": spec.settings()}
+    out, out_markers, _ = create_volume_output(output, plan=plan, spec=spec, spacing=attrs.get("spacing"),
+                                               unit=attrs.get("unit"), settings=settings, overwrite=overwrite)
+    mine = select_part(plan.chunk_list(), part)
+    todo = out_markers.todo(mine)
+    job = _StitchJob(str(store), str(out), plan, rows, {"mode": mode, "sigma_scale": sigma}, spec)
+    run_tasks(functools.partial(_run_job, job), todo, scheduler=scheduler, workers=workers,
+              description="stitching", quiet=quiet)
+    return {"output": str(out), "chunks_total": len(mine), "chunks_done_before": len(mine) - len(todo),
+            "chunks_written": len(todo), "seconds": round(time.perf_counter() - t0, 3)}
+
+
+def _run_job(job, item):
+    return job(item)
