@@ -30,8 +30,15 @@ def _root(
         raise typer.Exit(0)
 
 
-# Command modules (each adds its commands to `app`). Keep in pipeline order.
-# (each command module appends its own import line here)
+# Command modules register their commands on `app` when imported, in pipeline order.
+from volseg.cli import io_cmds  # noqa: E402,F401  prepare, info
+from volseg.cli import synth_cmd  # noqa: E402,F401  synth scroll|scan
+from volseg.cli import patchify_cmd  # noqa: E402,F401  patchify
+from volseg.cli import train_cmd  # noqa: E402,F401  train
+from volseg.cli import predict_cmd  # noqa: E402,F401  predict, stitch
+from volseg.cli import evaluate_cmd  # noqa: E402,F401  evaluate
+from volseg.cli import bench_cmd  # noqa: E402,F401  bench-memory
+from volseg.cli import demo_cmd  # noqa: E402,F401  demo
 
 
 def main() -> None:

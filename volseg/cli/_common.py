@@ -8,11 +8,8 @@ Only typer, rich and the standard library are imported here so ``--help`` stays 
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import sys
 import traceback
-from pathlib import Path
 from typing import Annotated, Any, Iterator, Optional
 
 import typer
@@ -65,53 +62,11 @@ def cli_errors(debug: bool = False) -> Iterator[None]:
 
 
 def emit_json(obj: Any, dest: str | None) -> None:
-    """Write ``obj`` as one JSON object to ``dest`` (a path, or '-' for stdout); None: nothing.
+    """Write ``obj`` as one JSON object to ``dest`` (a path, or '-' for stdout); None: nothing."""
+    if dest is not None:
+        from volseg.jsonout import write_json
 
-    A file is written to a temporary sibling and renamed, so it is never half-written.
-    """
-    if dest is None:
-        return
-    text = json.dumps(_finite(obj), indent=2, default=_json_default, allow_nan=False) + "\n"
-    if dest == "-":
-        sys.stdout.write(text)
-        sys.stdout.flush()
-        return
-    path = Path(dest)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _finite(value: Any) -> Any:
-    """Strict JSON: non-finite floats (e.g. the PSNR of identical volumes) become null."""
-    import math
-
-    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):  # numpy scalars
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
-def _json_default(value: Any):
-    try:
-        import numpy as np
-    except ImportError:  # pragma: no cover
-        np = None
-    if np is not None:
-        if isinstance(value, np.generic):
-            return value.item()
-        if isinstance(value, np.ndarray):
-            return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, tuple):
-        return list(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+        write_json(obj, dest)
 
 
 def console(quiet: bool = False):
