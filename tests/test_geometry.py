@@ -16,7 +16,7 @@ sides = st.integers(1, 40)
 @st.composite
 def grid_case(draw):
     patch = tuple(draw(st.integers(1, 16)) for _ in range(3))
-    shape = tuple(p + draw(st.integers(0, 40)) for p in patch)
+    shape = tuple(p + draw(st.integers(0, 30)) for p in patch)
     stride = tuple(draw(st.integers(1, p)) for p in patch)
     return shape, patch, stride
 
@@ -67,8 +67,8 @@ def test_parts_disjoint_and_complete(items, n):
     assert [x for i in range(n) for x in g.select_part(items, (i, n))] == items
 
 
-@settings(max_examples=100, deadline=None)
-@given(grid_case(), st.tuples(st.integers(1, 20), st.integers(1, 20), st.integers(1, 20)))
+@settings(max_examples=60, deadline=None)
+@given(grid_case(), st.tuples(st.integers(6, 20), st.integers(6, 20), st.integers(6, 20)))
 def test_chunks_tile_and_overlapping_patches_are_exact(case, chunks):
     shape, patch, stride = case
     origins = g.grid_origins(shape, patch, stride)
@@ -79,8 +79,10 @@ def test_chunks_tile_and_overlapping_patches_are_exact(case, chunks):
         start, stop = g.chunk_bounds(idx, chunks, shape)
         seen[g.as_slices(start, stop)] += 1
         hits = set(g.patches_overlapping(origins, patch, start, stop).tolist())
-        brute = {k for k, o in enumerate(origins)
-                 if all(o[a] < stop[a] and o[a] + patch[a] > start[a] for a in range(3))}
+        # brute force, axis by axis: the patch starts whose voxel range meets the chunk's range
+        meets = [{o for o in set(origins[:, a].tolist())
+                  if set(range(o, o + patch[a])) & set(range(start[a], stop[a]))} for a in range(3)]
+        brute = {k for k, o in enumerate(origins.tolist()) if all(o[a] in meets[a] for a in range(3))}
         assert hits == brute
         owned += int(np.all(owners == np.asarray(idx), axis=1).sum())
         # a patch's owner chunk always overlaps it

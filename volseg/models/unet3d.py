@@ -65,7 +65,20 @@ class ResidualBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = F.leaky_relu(self.gn1(self.conv1(x)), 0.01)
         h = self.gn2(self.conv2(h))
-        return F.leaky_relu(h + self.shortcut(x), 0.01)
+        return _autocast_output(F.leaky_relu(h + self.shortcut(x), 0.01))
+
+
+def _autocast_output(x: torch.Tensor) -> torch.Tensor:
+    """Under autocast, hand the block's output on in the autocast dtype (bf16/fp16).
+
+    GroupNorm runs in float32 under autocast, so a block would otherwise emit float32: the
+    skips, the pooled maps and the inputs that checkpointing keeps would stay full size, and
+    ``--amp`` would save nothing on top of ``--checkpoint``.
+    """
+    device = x.device.type
+    if torch.is_autocast_enabled(device):
+        return x.to(torch.get_autocast_dtype(device))
+    return x
 
 
 class UpStage(nn.Module):
@@ -135,6 +148,15 @@ class UNet3D(nn.Module):
             return _checkpoint(module, *args, use_reentrant=False)
         return module(*args)
 
+    def _pool(self, h: torch.Tensor) -> torch.Tensor:
+        # CPU autocast runs max_pool3d in float32 and keeps that copy for backward; pool in
+        # the block's (autocast) dtype instead, which max pooling computes exactly.
+        device = h.device.type
+        if torch.is_autocast_enabled(device):
+            with torch.autocast(device, enabled=False):
+                return self.pool(h)
+        return self.pool(h)
+
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Raw (N, C, z, y, x) -> class logits (N, out_channels, z, y, x), before the head's
         activation (what the training loss uses)."""
@@ -143,7 +165,7 @@ class UNet3D(nn.Module):
         for encoder in self.encoders:
             h = self._run(encoder, h)
             skips.append(h)
-            h = self.pool(h)
+            h = self._pool(h)
         h = self._run(self.bottleneck, h)
         for decoder, skip in zip(self.decoders, reversed(skips)):
             h = self._run(decoder, h, skip)
