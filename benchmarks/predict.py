@@ -6,7 +6,9 @@ excluded from the time); all use the same random UNet3D, patch, overlap and batc
 reads a chunked OME-Zarr input and writes an OME-Zarr output; the others hold the volume,
 output and weights in memory. Peak RSS of volseg is also measured at two volume sizes 8x apart,
 and at two (y, x) cross-sections 4x apart in area at the same depth, with column tiles
-(``--xs-tile``) and without, with the extra patch forwards that tiling costs.
+(``--xs-tile``) and without, with the extra patch forwards that tiling costs and the peak bytes
+of overlap pieces the pass carries between windows (``carried MiB``: the part of memory that
+follows the cross-section; RSS at these sizes is dominated by torch and the interpreter).
 
     .venv/bin/python benchmarks/predict.py [--size 96] [--patch 32] [--json out.json]
     .venv/bin/python benchmarks/predict.py --only-xs      # just the cross-section rows
@@ -82,7 +84,7 @@ def _volseg(args) -> dict:
                 tile=args.tile)
     return {"seconds": time.perf_counter() - t0, "patches": r["patches"],
             "input_bytes_read_per_byte": r["input_bytes_read_per_byte"], "model_seconds": r["model_seconds"],
-            "warmup_call_seconds": first}
+            "warmup_call_seconds": first, "carried_mib_peak": r.get("carried_bytes_peak", 0) / 2**20}
 
 
 def _monai(args) -> dict:
@@ -219,13 +221,13 @@ def _cross_section(a, tmp: Path, rng) -> dict:
                                    / rows[f"xs_big tile={u}"].get("patches", float("nan")) - 1)
     print(f"\ncross-section scaling: depth {depth}, patch {a.patch}, chunks {a.chunks}, "
           f"tile {t} (tiled) vs 0 (one pass), input chunk cache {a.xs_cache_mb} MiB")
-    print(f"{'volume':<18}{'tile':>6}{'seconds':>10}{'patches':>9}{'peak RSS MiB':>14}")
+    print(f"{'volume':<18}{'tile':>6}{'seconds':>10}{'patches':>9}{'peak RSS MiB':>14}{'carried MiB':>13}")
     for r in rows.values():
         if "error" in r:
             print(f"{'x'.join(map(str, r['volume'])):<18}{r['tile']:>6}  error: {r['error']}")
             continue
         print(f"{'x'.join(map(str, r['volume'])):<18}{r['tile']:>6}{r['seconds']:>10.2f}{r['patches']:>9}"
-              f"{r['peak_rss_mib']:>14.0f}")
+              f"{r['peak_rss_mib']:>14.0f}{r['carried_mib_peak']:>13.1f}")
     print(f"peak RSS 4x area / 1x: tiled {out[f'rss_big_over_small tile={t}']:.2f}, "
           f"one pass {out['rss_big_over_small tile=0']:.2f}; extra forwards from tiling "
           f"{100 * out['extra_forwards_tiled']:.1f}%")

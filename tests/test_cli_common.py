@@ -49,3 +49,16 @@ def test_cli_errors_debug_shows_traceback():
     result = CliRunner().invoke(_app(VolsegError("x", "bad")), ["--debug"])
     assert result.exit_code == 2
     assert "Traceback" in result.stderr
+
+
+COMMANDS = [["prepare"], ["info"], ["synth", "scroll"], ["synth", "scan"], ["patchify"], ["train"],
+            ["predict"], ["stitch"], ["evaluate"], ["bench-memory"], ["demo"]]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c))
+def test_every_command_has_help_with_examples(command):
+    from volseg.cli import app
+
+    result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "120"})
+    assert result.exit_code == 0, result.output
+    assert "Example" in result.output and "volseg " in result.output

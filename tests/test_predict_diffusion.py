@@ -13,11 +13,11 @@ from volseg.inference.diffusion import _INIT, chunk_noise, sampling_sequence
 from volseg.models import build_model, load_model
 
 
-def make_diffusion_run(path):
+def make_diffusion_run(path, **schedule):
     torch.manual_seed(0)
     cfg = {"type": "diffusion", "in_channels": 2, "out_ch": 1, "ch": 8, "ch_mult": [1, 2],
            "num_res_blocks": 1, "attn": False, "target_mean": 2.0, "target_std": 3.0,
-           "schedule": {"timesteps": [0, 333, 666, 999]}}
+           "schedule": {"timesteps": [0, 333, 666, 999], **schedule}}
     path.mkdir(parents=True, exist_ok=True)
     torch.save({"format": "volseg-run", "version": 1, "model_config": cfg,
                 "state_dict": build_model(cfg).state_dict()}, path / "model.pt")
@@ -37,8 +37,13 @@ def drun(tmp_path_factory):
     return run, root / "v.npy", vol
 
 
-def test_one_patch_equals_whole_volume_ddim_with_the_same_noise(drun, tmp_path):
-    run, _, _ = drun
+@pytest.mark.parametrize("schedule", [{}, {"start_t": 666}], ids=["pure-noise", "start_t"])
+def test_one_patch_equals_whole_volume_ddim_with_the_same_noise(tmp_path, schedule):
+    # target_range switches on the x0 clamp, which the patch-wise sampler must apply too
+    run = make_diffusion_run(tmp_path / "run", **schedule)
+    payload = torch.load(run / "model.pt", weights_only=True)
+    payload["model_config"]["target_range"] = [0.0, 1.0]
+    torch.save(payload, run / "model.pt")
     cond = np.random.default_rng(1).normal(size=(8, 12, 8)).astype(np.float32)
     np.save(tmp_path / "c.npy", cond)
     predict(run, tmp_path / "c.npy", tmp_path / "o.zarr", patch=(8, 12, 8), chunks=4, seed=7, device="cpu",

@@ -127,9 +127,10 @@ def _step_chunk(setup, work: Plan, output: str, spec, k: int, a_t: float, a_next
     eps = torch.from_numpy(normalise(wv, w, where=f"chunk {tuple(chunk)}")[0])
     x_t = torch.from_numpy(np.asarray(_work(output, k)[as_slices(start, stop)], np.float32))
     noise = torch.from_numpy(chunk_noise(seed, k + 1, chunk, size)) if eta > 0 and not last else None
-    x_next = ddim_step(x_t, eps, a_t=a_t, a_next=a_next, eta=eta, noise=noise).float()
+    model = setup.runner.model
+    x_next = ddim_step(x_t, eps, a_t=a_t, a_next=a_next, eta=eta, noise=noise,
+                       clip=model.x0_range).float()
     if last:
-        model = setup.runner.model
         with torch.inference_mode():
             img = model.denormalize(x_next[None, None].to(next(model.parameters()).device))[0, 0].cpu().numpy()
         shape = setup.plan.shape
@@ -143,9 +144,28 @@ def _step_chunk(setup, work: Plan, output: str, spec, k: int, a_t: float, a_next
     return {"chunks": 1}
 
 
-def _init_chunk(output: str, work: Plan, seed: int, chunk) -> None:
+def _init_chunk(setup, output: str, work: Plan, seed: int, chunk) -> None:
+    """x at the first sampling step for one chunk: seeded noise, or with the model's ``start_t``
+    the condition diffused to that step (:meth:`~volseg.models.diffusion.DiffusionModel.initial_state`)."""
+    import torch
+
+    from volseg.inference.predict import open_cached
+
     start, stop = work.bounds(chunk)
-    _work(output, 0)[as_slices(start, stop)] = chunk_noise(seed, _INIT, chunk, [b - a for a, b in zip(start, stop)])
+    noise = chunk_noise(seed, _INIT, chunk, [b - a for a, b in zip(start, stop)])
+    model = setup.runner.model
+    if model.start_t is not None:
+        # a chunk of the padded domain may start past a short axis: read from 0, then crop
+        lo = [0 if a >= n else a for a, n in zip(start, setup.plan.shape)]
+        cond, _ = read_box(open_cached(setup.volume), lo, stop, setup.plan.shape,
+                           key=setup.volume_key, chunks=setup.meta.chunks)
+        cond = cond[tuple(slice(a - b, None) for a, b in zip(start, lo))]
+        with torch.inference_mode():
+            device = next(model.parameters()).device
+            x = model.initial_state(torch.from_numpy(cond.astype(np.float32))[None, None].to(device),
+                                    torch.from_numpy(noise)[None, None].to(device))
+        noise = x[0, 0].float().cpu().numpy()
+    _work(output, 0)[as_slices(start, stop)] = noise
     Markers(output).mark(chunk, prefix="init-")
 
 
@@ -177,7 +197,7 @@ def sample_volume(setup, output, *, dtype: str = "float32", threshold=None, chan
         raise VolsegError("--skip-value", "applies to segmentation models only; drop it for a diffusion run")
     eta = parse_eta(eta)
     model = setup.runner.model
-    seq = sampling_sequence(model.timesteps, sampling_steps)
+    seq = sampling_sequence(model.sampling_timesteps(), sampling_steps)
     spec = output_spec(setup.info["out_channels"], dtype=dtype, threshold=threshold, channel=channel, image=True)
     plan = setup.plan
     work = Plan.build(plan.domain, plan.patch, plan.stride, plan.chunks)
@@ -198,7 +218,7 @@ def sample_volume(setup, output, *, dtype: str = "float32", threshold=None, chan
                 group.create_array(name, shape=work.shape, chunks=work.chunks, dtype="float32", fill_value=0)
         with open_session(scheduler, workers) as sess:
             todo = markers.todo(work.chunk_list(), prefix="init-")
-            map_tasks(functools.partial(_init_chunk, out, work, int(seed)), todo, session=sess,
+            map_tasks(functools.partial(_init_chunk, setup, out, work, int(seed)), todo, session=sess,
                       description="noise", quiet=quiet)
             for k, (t, t_next) in enumerate(steps):
                 todo = markers.todo(work.chunk_list(), prefix=f"s{k}-")
@@ -211,8 +231,7 @@ def sample_volume(setup, output, *, dtype: str = "float32", threshold=None, chan
                         functools.partial(_step_chunk, setup, work, out, spec, k, a_t, a_next, eta, int(seed),
                                           k == len(steps) - 1),
                         tile=tile, session=sess, bar=bar)
-                for key, v in merge_stats(group_stats).items():
-                    totals[key] = totals.get(key, 0) + v
+                totals = merge_stats([totals, merge_stats(group_stats)])
         shutil.rmtree(work_dir, ignore_errors=True)
     return {"output": out, "mode": "diffusion", "steps": len(steps), "timesteps": seq,
             "chunks_total": len(work.chunk_list()), **totals}

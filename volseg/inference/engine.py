@@ -80,7 +80,8 @@ def run_pass(plan, todo: Sequence[tuple], group_fn: Callable, final_fn: Callable
     (:func:`volseg.inference.tiles.run_tiled`) to bound it by the tile's cross-section too.
     ``session`` and ``bar`` (a progress bar advanced once per chunk) may be shared by many passes.
 
-    Returns ``(final results, group stats)``.
+    Returns ``(final results, group stats)``; the stats also hold, per window,
+    ``carried_bytes_peak``: the bytes of the pieces carried to the next window (the wavefront).
     """
     from volseg.progress import progress_bar
 
@@ -128,7 +129,14 @@ def run_pass(plan, todo: Sequence[tuple], group_fn: Callable, final_fn: Callable
             finals += results[:len(final_keys)]
             stats += results[len(final_keys):len(final_keys) + len(stats_keys)]
             carry = {tuple(k[1:]): v for k, v in zip(keep_keys, results[len(final_keys) + len(stats_keys):])}
+            held = sum(_nbytes(piece) for piece in carry.values())
+            stats.append({"carried_bytes_peak": held})
     return finals, stats
+
+
+def _nbytes(piece) -> int:
+    """Bytes of the arrays in a piece ``(corner, sum_wv, sum_w)`` (0 for anything else)."""
+    return sum(getattr(a, "nbytes", 0) for a in piece) if isinstance(piece, tuple) else 0
 
 
 def _names() -> tuple[str, str, str, str]:
@@ -228,11 +236,11 @@ def map_tasks(fn: Callable, items: Sequence, *, session: Session, description: s
 
 
 def merge_stats(stats: Sequence[dict | None]) -> dict:
-    """Sum numeric stats dicts key by key."""
+    """Sum numeric stats dicts key by key; keys ending in ``_peak`` take the maximum."""
     total: dict[str, float] = {}
     for s in stats:
         for k, v in (s or {}).items():
-            total[k] = total.get(k, 0) + v
+            total[k] = max(total.get(k, 0), v) if k.endswith("_peak") else total.get(k, 0) + v
     return total
 
 
