@@ -120,3 +120,10 @@ def test_readme_as_written(tmp_path):
     _link_repo_files(tmp_path)
     for block in readme_blocks("diffusion") + readme_blocks("cluster"):
         run_script(block, tmp_path, fast=False, timeout=3600)
+
+
+def test_readme_shows_the_example_files_as_they_are():
+    text = README.read_text()
+    assert Path(ROOT / "examples" / "predict_array.sbatch").read_text() in text
+    slurm = (ROOT / "examples" / "slurm_cluster.py").read_text().split('"""', 2)[2].lstrip("\n")
+    assert slurm in text

@@ -31,7 +31,7 @@ class DemoPlan:
 
 
 #: The default demo: several output chunks to stitch, a few CPU minutes of training.
-DEFAULT = DemoPlan(shape=160, patch=32, samples=384, steps=600, batch_size=4, predict_patch=64, chunks=64)
+DEFAULT = DemoPlan(shape=160, patch=32, samples=384, steps=400, batch_size=4, predict_patch=64, chunks=64)
 #: ``--fast``: the same journey in well under a minute (tests, smoke checks); scores are lower.
 FAST = DemoPlan(shape=64, patch=32, samples=48, steps=30, batch_size=2, predict_patch=32, chunks=32)
 
@@ -62,7 +62,7 @@ def run_demo(out: str | os.PathLike = "volseg-demo", *, shape: int | None = None
     seed : int
         Seed of the synthetic data, sampling, initialisation and augmentation.
     steps : int, optional
-        Training steps (default 600, ``fast``: 30).
+        Training steps (default 400, ``fast``: 30).
     workers : int, optional
         Dask workers for the block-wise stages (default: all cores).
     overwrite : bool

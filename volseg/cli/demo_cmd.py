@@ -18,7 +18,7 @@ def demo(
     out: Annotated[str, typer.Option("--out", "-o", help="Folder for all outputs (replaced).")] = "volseg-demo",
     shape: Annotated[Optional[int], typer.Option(help="Side of the synthetic scroll (default 160; --fast 64).")] = None,
     fast: Annotated[bool, typer.Option("--fast", help="A tiny version of the same journey (seconds).")] = False,
-    steps: Annotated[Optional[int], typer.Option(help="Training steps (default 600; --fast 30).")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Training steps (default 400; --fast 30).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of data, sampling, initialisation.")] = 0,
     workers: WorkersOpt = None,
     quiet: QuietOpt = False,
@@ -29,7 +29,7 @@ def demo(
 
     Examples:
 
-        volseg demo                      # about 6 minutes on 2 CPU cores
+        volseg demo                      # about 5 minutes on 2 CPU cores
 
         volseg demo --fast --out /tmp/d  # the same journey in under a minute
 
