@@ -7,9 +7,10 @@ those blocks (see :func:`volseg.geometry.split_parts`) before they get here.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from volseg.errors import VolsegError
 
@@ -106,24 +107,41 @@ def _run_local(fn, items, scheduler, workers, bar) -> list[Any]:
 
 
 def _run_distributed(fn, items, scheduler, workers, bar) -> list[Any]:
-    from distributed import Client, LocalCluster, as_completed
+    from distributed import as_completed
 
+    with dask_client(scheduler, workers) as client:
+        futures = client.map(fn, items, pure=False)
+        for _ in as_completed(futures):
+            bar.advance(1)
+        return client.gather(futures)
+
+
+@contextlib.contextmanager
+def dask_client(scheduler: str = "threads", workers: int | None = None) -> Iterator[Any]:
+    """Yield a ``distributed.Client`` kept for several computations, or None.
+
+    ``distributed``: a ``LocalCluster`` of ``workers`` single-threaded worker processes (closed
+    afterwards); ``tcp://HOST:PORT``: a client of that existing cluster; the local schedulers
+    (threads, processes, synchronous): None.
+    """
+    scheduler = parse_scheduler(scheduler)
+    if scheduler in ("threads", "processes", "synchronous"):
+        yield None
+        return
+    from distributed import Client, LocalCluster
+
+    cluster = None
     if scheduler == "distributed":
-        n = parse_workers(workers)
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+        cluster = LocalCluster(n_workers=parse_workers(workers), threads_per_worker=1, processes=True,
                                dashboard_address=None, silence_logs=logging.CRITICAL)
         client = Client(cluster)
     else:
-        cluster = None
         try:
             client = Client(scheduler, timeout="20s")
         except OSError as exc:
             raise VolsegError("--scheduler", f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
     try:
-        futures = client.map(fn, items, pure=False)
-        for _ in as_completed(futures):
-            bar.advance(1)
-        return client.gather(futures)
+        yield client
     finally:
         client.close()
         if cluster is not None:

@@ -31,8 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from volseg.errors import VolsegError
-from volseg.parallel import parse_scheduler, parse_workers
+from volseg.parallel import dask_client, parse_scheduler, parse_workers
 
 _NAMES = ("volseg-group", "volseg-piece", "volseg-stats", "volseg-final")
 
@@ -204,24 +203,8 @@ def open_session(scheduler: str = "threads", workers: int | None = None) -> Iter
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             yield Session(scheduler, workers, pool=pool)
     else:
-        from distributed import Client, LocalCluster
-
-        cluster = None
-        if scheduler == "distributed":
-            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                   dashboard_address=None, silence_logs=40)
-            client = Client(cluster)
-        else:
-            try:
-                client = Client(scheduler, timeout="20s")
-            except OSError as exc:
-                raise VolsegError("--scheduler", f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
-        try:
+        with dask_client(scheduler, workers) as client:
             yield Session(scheduler, workers, client=client)
-        finally:
-            client.close()
-            if cluster is not None:
-                cluster.close()
 
 
 def map_tasks(fn: Callable, items: Sequence, *, session: Session, description: str = "blocks",

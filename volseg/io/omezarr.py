@@ -23,9 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from volseg.errors import VolsegError
+from volseg.parallel import dask_client
 from volseg.io.atomic import atomic_dir, check_output, is_empty_dir, remove_path
 from volseg.io.readers import VolumeMeta, _squeeze_channel, native_dtype
-from volseg.io.streaming import (as_dask3d, cast_checked, dask_client, downsample, parse_chunks,
+from volseg.io.streaming import (as_dask3d, cast_checked, downsample, parse_chunks,
                                 parse_dtype, parse_levels, parse_spacing, parse_unit, store_blocks)
 
 NGFF_VERSION = "0.5"

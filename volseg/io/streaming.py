@@ -6,8 +6,6 @@ tasks ever touch the same Zarr chunk and memory stays bounded by a few blocks pe
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import math
 from pathlib import Path
 
@@ -209,7 +207,7 @@ def compute(obj, *, scheduler="threads", workers=None, quiet=True, description="
     import dask
     from dask.callbacks import Callback
 
-    from volseg.parallel import parse_scheduler, parse_workers
+    from volseg.parallel import dask_client, parse_scheduler, parse_workers
     from volseg.progress import progress_bar
 
     scheduler = parse_scheduler(scheduler)
@@ -235,37 +233,6 @@ def compute(obj, *, scheduler="threads", workers=None, quiet=True, description="
                            description=description, client=own)
     with progress_bar(description, None, quiet=quiet):
         return client.compute(obj).result()
-
-
-@contextlib.contextmanager
-def dask_client(scheduler="threads", workers=None):
-    """Yield a ``distributed.Client`` for ``distributed`` (a local cluster of ``workers``
-    single-threaded processes) or a ``tcp://`` address, kept for several computations; yield
-    None for the local schedulers (threads, processes, synchronous)."""
-    from volseg.parallel import parse_scheduler, parse_workers
-
-    scheduler = parse_scheduler(scheduler)
-    if scheduler in ("threads", "processes", "synchronous"):
-        yield None
-        return
-    from distributed import Client, LocalCluster
-
-    cluster = None
-    if scheduler == "distributed":
-        cluster = LocalCluster(n_workers=parse_workers(workers), threads_per_worker=1, processes=True,
-                               dashboard_address=None, silence_logs=logging.CRITICAL)
-        client = Client(cluster)
-    else:
-        try:
-            client = Client(scheduler, timeout="20s")
-        except OSError as exc:
-            raise VolsegError("--scheduler", f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
-    try:
-        yield client
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
 
 
 def same_path(a, b) -> bool:
