@@ -38,7 +38,7 @@ from volseg.data.patchstore import PatchStore, create_store, is_patch_store
 from volseg.data.sampling import parse_fraction
 from volseg.errors import VolsegError
 from volseg.geometry import grid_counts, padded_shape, parse_size3, parse_stride, select_part
-from volseg.io.atomic import check_output, remove_path, temp_sibling
+from volseg.io.atomic import check_output, remove_path, replace_dir, temp_sibling
 
 
 def _resolve_inputs(volume: Path, labels, targets):
@@ -167,7 +167,7 @@ def patchify(volume: str | os.PathLike, *, out: str | os.PathLike, labels=None, 
         create_store(work, attrs=attrs, **create)
     _run(jobs, work, scheduler=scheduler, workers=workers, quiet=quiet)
     _finish(work, len(jobs), n, labels is not None)
-    _replace(work, out)
+    replace_dir(work, out)
     remove_path(marker_dir(work))
     return out
 
@@ -209,23 +209,6 @@ def _finish(store: Path, n_jobs: int, n: int, labels: bool) -> bool:
     meta["foreground_fraction_actual"] = with_fg / n if n else 0.0
     group.attrs["volseg"] = meta
     return True
-
-
-def _replace(work: Path, out: Path) -> None:
-    """Rename the finished ``work`` store onto ``out``; an old ``out`` is removed only afterwards."""
-    old = None
-    if out.exists() or out.is_symlink():
-        old = temp_sibling(out, "old")
-        remove_path(old)
-        os.replace(out, old)
-    try:
-        os.replace(work, out)
-    except BaseException:
-        if old is not None:
-            os.replace(old, out)
-        raise
-    if old is not None:
-        remove_path(old)
 
 
 def _ensure_shared_store(out: Path, attrs: dict, create: dict) -> None:

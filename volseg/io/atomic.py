@@ -92,20 +92,32 @@ def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[
     except BaseException:
         remove_path(tmp)
         raise
-    old = None
-    if path.exists() or path.is_symlink():
-        if is_empty_dir(path):
-            path.rmdir()
-        else:
-            old = temp_sibling(path, "old")
-            remove_path(old)
-            os.replace(path, old)
+    if is_empty_dir(path):
+        path.rmdir()
     try:
-        os.replace(tmp, path)
+        replace_dir(tmp, path)
+    except BaseException:
+        remove_path(tmp)
+        raise
+
+
+def replace_dir(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Rename the finished directory ``src`` onto ``dst``.
+
+    An existing ``dst`` is moved aside first and removed only once ``src`` is in place; if the
+    rename fails, it is put back, so ``dst`` is never left half-replaced.
+    """
+    src, dst = Path(src), Path(dst)
+    old = None
+    if dst.exists() or dst.is_symlink():
+        old = temp_sibling(dst, "old")
+        remove_path(old)
+        os.replace(dst, old)
+    try:
+        os.replace(src, dst)
     except BaseException:
         if old is not None:
-            os.replace(old, path)
-        remove_path(tmp)
+            os.replace(old, dst)
         raise
     if old is not None:
         remove_path(old)
