@@ -114,10 +114,11 @@ def prepare(run, volume, *, patch=None, overlap: float = 0.5, batch_size: int = 
     from volseg.geometry import parse_size3, stride_from_overlap
     from volseg.io import read_meta
     from volseg.io.streaming import parse_chunks
-    from volseg.models import _model_file, load_run, model_depth, resolve_device
+    from volseg.models import load_run, model_depth, resolve_device
+    from volseg.models import model_file as _run_model_file
 
     payload = load_run(run)
-    model_file = str(_model_file(run))
+    model_file = str(_run_model_file(run))
     cfg = dict(payload["model_config"])
     kind = "diffusion" if str(cfg.get("type", "unet")).lower() in ("diffusion", "sg") else "unet"
     depth = model_depth(cfg)

@@ -30,6 +30,7 @@ __all__ = [
     "build_model",
     "load_model",
     "load_run",
+    "model_file",
     "model_depth",
     "resolve_device",
 ]
@@ -102,7 +103,8 @@ def build_model(model_config: dict) -> nn.Module:
                           start_t=schedule.get("start_t"))
 
 
-def _model_file(path: str | os.PathLike) -> Path:
+def model_file(path: str | os.PathLike) -> Path:
+    """The checkpoint a run directory (``best.pt`` if present, else ``model.pt``) or path names."""
     path = Path(path)
     if path.is_dir():
         for name in ("best.pt", "model.pt"):
@@ -135,7 +137,7 @@ def load_run(path: str | os.PathLike) -> dict[str, Any]:
     VolsegError
         Missing, corrupt or truncated file; a pickle that is not weights-only; not a volseg run.
     """
-    file = _model_file(path)
+    file = model_file(path)
     try:
         payload = torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -178,7 +180,7 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device | None = N
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        raise VolsegError(_model_file(path), "weights do not match the recorded model config "
+        raise VolsegError(model_file(path), "weights do not match the recorded model config "
                           f"({str(exc).splitlines()[0][:160]}); retrain it") from None
     return model.to(resolve_device(device or "cpu")).eval()
 
