@@ -53,6 +53,7 @@ def test_demo_bad_shape_is_refused(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_default_demo_reaches_dice_085(tmp_path):
     result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--quiet", "--json", "-"])
     assert result.exit_code == 0, result.output

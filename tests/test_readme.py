@@ -115,6 +115,7 @@ def test_readme_diffusion_journey(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_readme_as_written(tmp_path):
     _journey(tmp_path, fast=False)
     _link_repo_files(tmp_path)
