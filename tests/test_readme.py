@@ -65,7 +65,7 @@ def run_script(script: str, cwd: Path, *, fast: bool, env_extra: dict | None = N
 def _journey(tmp_path: Path, fast: bool) -> Path:
     _link_repo_files(tmp_path)
     for block in readme_blocks("journey"):
-        run_script(block, tmp_path, fast=fast)
+        run_script(block, tmp_path, fast=fast, timeout=600 if fast else 3600)
     return tmp_path
 
 
