@@ -30,8 +30,15 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cud
 
 
 def fail(message: str, code: int = 2) -> "typer.Exit":
-    """Print ``error: <message>`` on stderr and return the exit to raise."""
-    print(f"error: {message}", file=sys.stderr)
+    """Print ``error: <message>`` on stderr and return the exit to raise.
+
+    Under a distributed launch (torchrun, srun) only rank 0 prints: every rank checks the same
+    input and fails the same way, and the user should read the error once.
+    """
+    from volseg.ddp_env import is_secondary_rank
+
+    if not is_secondary_rank():
+        print(f"error: {message}", file=sys.stderr)
     return typer.Exit(code)
 
 

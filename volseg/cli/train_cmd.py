@@ -19,6 +19,8 @@ Examples:
   volseg train scan.zarr --model diffusion --patch 32 -o runs/ddpm --config configs/diffusion3d.yml
 
   volseg train patches.zarr -o runs/unet --resume --steps 800
+
+  torchrun --standalone --nproc-per-node 4 -m volseg train patches.zarr -o runs/ddp -b 2
 """
 
 
@@ -46,7 +48,12 @@ def train_command(
                                                  help="Optimisation steps in total.")] = None,
     epochs: Annotated[int | None, typer.Option(
         "--epochs", min=1, help="Passes over the training patches (instead of --steps).")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", "-b", min=1)] = None,
+    batch_size: Annotated[int | None, typer.Option(
+        "--batch-size", "-b", min=1, help="Patches per step, per rank under torchrun/srun "
+        "(the global batch is ranks x batch size).")] = None,
+    global_batch_size: Annotated[int | None, typer.Option(
+        "--global-batch-size", min=1, help="Patches per step over all ranks (instead of "
+        "--batch-size); must divide by the number of ranks.")] = None,
     lr: Annotated[float | None, typer.Option("--lr", min=0.0,
                                                 help="Learning rate.")] = None,
     patch: Annotated[str | None, typer.Option(
@@ -72,6 +79,7 @@ def train_command(
         overrides = {
             "training.amp": amp, "training.checkpoint": checkpoint, "training.n_iters": steps,
             "training.n_epochs": epochs, "training.batch_size": batch_size, "optim.lr": lr,
+            "training.global_batch_size": global_batch_size,
             "data.patch": parse_patch(patch), "training.device": device, "training.seed": seed,
             "data.val_fraction": val_fraction, "data.workers": workers,
         }

@@ -31,7 +31,7 @@ _COMMON = {
         "workers": ("int", 0),
     },
     "training": {
-        "batch_size": ("int", 2), "n_iters": ("int?", None), "n_epochs": ("int?", None),
+        "batch_size": ("int", 2), "global_batch_size": ("int?", None), "n_iters": ("int?", None), "n_epochs": ("int?", None),
         "validation_freq": ("int", 100), "snapshot_freq": ("int", 100), "log_freq": ("int", 10),
         "val_batches": ("int", 16), "seed": ("int", 0), "device": ("str", "auto"),
         "amp": ("bool", False), "checkpoint": ("bool", False), "max_seconds": ("float?", None),
@@ -78,7 +78,7 @@ _CHOICES = {
     "diffusion.beta_schedule": ("linear",), "diffusion.scheduler_type": ("uniform", "non-uniform"),
     "model.var_type": ("fixedsmall", "fixedlarge"),
 }
-_POSITIVE = {"data.channels", "training.batch_size", "training.n_iters", "training.n_epochs",
+_POSITIVE = {"data.channels", "training.batch_size", "training.global_batch_size", "training.n_iters", "training.n_epochs",
              "training.validation_freq", "training.snapshot_freq", "training.log_freq",
              "training.val_batches", "data.samples_per_epoch", "model.in_channels",
              "model.out_ch", "model.ch", "model.depth", "model.groups", "model.num_res_blocks",
