@@ -28,7 +28,7 @@ _COMMON = {
         "dataset": ("str?", None), "image_size": ("int?", None), "depth": ("int?", None),
         "patch": ("intlist?", None), "channels": ("int", 1), "val_fraction": ("float", 0.1),
         "samples_per_epoch": ("int", 256), "foreground_fraction": ("float", 0.5),
-        "workers": ("int", 0),
+        "workers": ("int", 0), "weights": ("str", "size"),
     },
     "training": {
         "batch_size": ("int", 2), "global_batch_size": ("int?", None), "n_iters": ("int?", None), "n_epochs": ("int?", None),
@@ -74,7 +74,7 @@ _TYPE_DEFAULTS = {
     "diffusion": {"training.batch_size": 1, "optim.lr": 2e-4, "optim.weight_decay": 0.0},
 }
 _CHOICES = {
-    "training.device": None, "optim.optimizer": ("adam", "adamw"),
+    "training.device": None, "optim.optimizer": ("adam", "adamw"), "data.weights": ("size", "equal"),
     "diffusion.beta_schedule": ("linear",), "diffusion.scheduler_type": ("uniform", "non-uniform"),
     "model.var_type": ("fixedsmall", "fixedlarge"),
 }

@@ -119,9 +119,10 @@ def train(source: str | os.PathLike | None, run_dir: str | os.PathLike, *,
 
     Parameters
     ----------
-    source : path or None
-        A patch store or a volume streamed in patches (``make_datasets``); None with
-        ``datasets``.
+    source : path, volseg.data.mix.Sources or None
+        A patch store or a volume streamed in patches, or several of them and image/label
+        pairs (:func:`volseg.data.mix.make_training_datasets`: validation split by volume);
+        None with ``datasets``.
     run_dir : path
         Output directory (``-o``).
     model_type : {"unet", "diffusion"}, optional
@@ -188,15 +189,15 @@ def train(source: str | os.PathLike | None, run_dir: str | os.PathLike, *,
 
 
 def _make_datasets(source, cfg: dict[str, Any]):
-    from volseg.data.dataset import make_datasets
+    from volseg.data.mix import make_training_datasets
 
     data = cfg["data"]
-    return make_datasets(source, task="segmentation" if cfg["model"]["type"] == "unet"
-                         else "translation",
-                         patch=tuple(data["patch"]) if data["patch"] is not None else None,
-                         val_fraction=data["val_fraction"], seed=cfg["training"]["seed"],
-                         augment=cfg["augment"], samples_per_epoch=data["samples_per_epoch"],
-                         foreground_fraction=data["foreground_fraction"])
+    return make_training_datasets(
+        source, task="segmentation" if cfg["model"]["type"] == "unet" else "translation",
+        patch=tuple(data["patch"]) if data["patch"] is not None else None,
+        val_fraction=data["val_fraction"], seed=cfg["training"]["seed"], augment=cfg["augment"],
+        samples_per_epoch=data["samples_per_epoch"],
+        foreground_fraction=data["foreground_fraction"], weights=data["weights"])
 
 
 def _fit(cfg: dict[str, Any], train_ds, val_ds, run_dir: Path, *, device: torch.device,
