@@ -149,6 +149,61 @@ def test_a_dead_rank_stops_the_other_with_an_error(tmp_path, store):
                 p.wait()
 
 
+@pytest.mark.slow
+def test_torchrun_stops_the_surviving_rank_when_one_is_killed(tmp_path, store):
+    cfg = tmp_path / "cfg.yml"
+    cfg.write_text(CFG)
+    run = tmp_path / "run"
+    cmd = [str(TORCHRUN), "--standalone", "--nproc-per-node", "2", "-m", "volseg", "train",
+           str(store), "-o", str(run), "--config", str(cfg), "--steps", "100000", "-b", "2",
+           "--device", "cpu", "--quiet"]
+    proc = subprocess.Popen(cmd, env=_env(), stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "metrics.jsonl").is_file() or \
+                len((run / "metrics.jsonl").read_text().splitlines()) < 2:
+            assert time.monotonic() < deadline and proc.poll() is None, "training did not start"
+            time.sleep(0.2)
+        children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                                  text=True).stdout.split()
+        assert len(children) == 2
+        os.kill(int(children[-1]), signal.SIGKILL)
+        assert proc.wait(timeout=90) != 0
+        err = proc.stderr.read()
+        assert "ChildFailedError" in err and "Signal 9 (SIGKILL)" in err
+        assert all(subprocess.run(["kill", "-0", c], capture_output=True).returncode != 0
+                   for c in children)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.slow
+def test_diffusion_two_ranks_equal_one_process(tmp_path):
+    from volseg.data.patchstore import create_store
+
+    store = tmp_path / "scan.zarr"
+    group = create_store(store, n=8, channels=1, patch=(8, 8, 8), dtype="uint8", targets=True,
+                         attrs={"kind": "patches", "source": "x", "source_shape": [8, 8, 8],
+                                "patch": [8] * 3, "mode": "grid"},
+                         origins=np.zeros((8, 3), np.int64))
+    rng = np.random.default_rng(0)
+    group["patches"][:] = rng.integers(0, 255, (8, 1, 8, 8, 8)).astype(np.uint8)
+    group["targets"][:] = rng.normal(100, 20, (8, 1, 8, 8, 8)).astype(np.float32)
+    cfg = tmp_path / "cfg.yml"
+    cfg.write_text("model: {ch: 8, ch_mult: [1, 2]}\ndiffusion: {val_samples: 1}\n"
+                   "augment: {enabled: false}\ntraining: {log_freq: 1}\n")
+    one = runner.invoke(app, ["train", str(store), "--model", "diffusion", "-o",
+                              str(tmp_path / "one"), "--config", str(cfg), "--steps", "4", "-b",
+                              "4", "--device", "cpu", "--quiet"])
+    assert one.exit_code == 0, one.output
+    out = _torchrun(store, tmp_path / "ddp", cfg, "--model", "diffusion", "--steps", "4", "-b", "2")
+    assert out.returncode == 0, out.stderr[-3000:]
+    np.testing.assert_allclose(_losses(tmp_path / "ddp"), _losses(tmp_path / "one"), rtol=1e-3)
+    assert _max_diff(_weights(tmp_path / "ddp"), _weights(tmp_path / "one")) < 1e-3
+
+
 def test_world_size_that_does_not_divide_the_global_batch_is_refused(tmp_path, store):
     base = ["train", str(store), "-o", str(tmp_path / "run"), "--global-batch-size", "3",
             "--device", "cpu", "--quiet", "--steps", "1"]
