@@ -56,10 +56,10 @@ def _env(**extra):
     return env
 
 
-def _torchrun(store, run, cfg, *args, ranks=2, timeout=240):
+def _torchrun(store, run, cfg, *args, ranks=2, timeout=240, quiet=True):
     cmd = [str(TORCHRUN), "--standalone", "--nproc-per-node", str(ranks), "-m", "volseg",
            "train", str(store), "-o", str(run), "--config", str(cfg), "--device", "cpu",
-           "--quiet", *args]
+           *(["--quiet"] if quiet else []), *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_env())
 
 
@@ -82,7 +82,8 @@ def test_two_ranks_of_batch_2_equal_one_process_of_batch_4(tmp_path, store):
                               str(cfg), "--steps", "6", "--batch-size", "4", "--device", "cpu",
                               "--quiet"])
     assert one.exit_code == 0, one.output
-    out = _torchrun(store, tmp_path / "ddp", cfg, "--steps", "6", "--batch-size", "2")
+    out = _torchrun(store, tmp_path / "ddp", cfg, "--steps", "6", "--batch-size", "2",
+                    quiet=False)
     assert out.returncode == 0, out.stderr[-3000:]
     ddp_losses, one_losses = _losses(tmp_path / "ddp"), _losses(tmp_path / "one")
     assert len(ddp_losses) == 6  # rank 0 alone wrote metrics.jsonl: no duplicated records
@@ -91,6 +92,7 @@ def test_two_ranks_of_batch_2_equal_one_process_of_batch_4(tmp_path, store):
     assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == [
         "best.pt", "config.yml", "metrics.jsonl", "model.pt"]
     assert "error" not in out.stderr
+    assert out.stdout.count("trained unet for 6 steps") == 1  # rank 0 reports, once
 
 
 @pytest.mark.slow
@@ -248,3 +250,9 @@ def test_segmentation_loss_of_reduced_halves_equals_the_whole_batch():
         segmentation_loss(logits[2:], label[2:], reduce=lambda s: sums.append(s) or s)
         half = segmentation_loss(logits[:2], label[:2], reduce=lambda s: s + sums[0])
         torch.testing.assert_close(half, whole, rtol=1e-5, atol=1e-6)
+
+
+def test_the_sbatch_example_is_the_one_in_the_readme():
+    script = ROOT / "examples" / "train_ddp.sbatch"
+    assert script.read_text() in (ROOT / "README.md").read_text()
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0

@@ -92,6 +92,7 @@ def train_command(
 ) -> None:
     with cli_errors(debug):
         from volseg.data.mix import training_sources
+        from volseg.ddp_env import is_secondary_rank
         from volseg.training import train
         from volseg.training.config import parse_patch
 
@@ -105,6 +106,8 @@ def train_command(
         sources = training_sources(data, val=val, images=images, labels=labels, list_file=list_file)
         result = train(sources, output, model_type=model, config_path=config, overrides=overrides,
                        resume=resume, overwrite=overwrite, quiet=quiet)
+        if is_secondary_rank():
+            return  # under torchrun/srun rank 0 reports the run
         best = result["best_metric"]
         shown = "n/a" if best is None else f"{best:.4f}"
         console(quiet or json_out == "-").print(
