@@ -10,13 +10,20 @@ Two launchers are recognised, in this order:
   must come from the job script (see ``examples/train_ddp.sbatch``). The batch script itself
   (outside ``srun``) is not a job step and runs as one process.
 
-Kept free of torch so that the CLI can tell rank 0 (the only rank that prints errors) cheaply.
+Kept free of torch (stdlib and :mod:`volseg.errors` only) so that the CLI can tell rank 0 (the only rank that prints errors) cheaply.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+
+from volseg.errors import VolsegError
+
+
+class RankError(VolsegError):
+    """Bad input seen by one rank only (e.g. its LOCAL_RANK has no GPU): every rank prints it,
+    unlike the errors of the checks all ranks make alike, which only rank 0 prints."""
 
 
 @dataclass(frozen=True)

@@ -30,24 +30,19 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cud
 
 
 def fail(message: str, code: int = 2) -> "typer.Exit":
-    """Print ``error: <message>`` on stderr and return the exit to raise.
-
-    Under a distributed launch (torchrun, srun) only rank 0 prints: every rank checks the same
-    input and fails the same way, and the user should read the error once.
-    """
-    from volseg.ddp_env import is_secondary_rank
-
-    if not is_secondary_rank():
-        print(f"error: {message}", file=sys.stderr)
+    """Print ``error: <message>`` on stderr and return the exit to raise."""
+    print(f"error: {message}", file=sys.stderr)
     return typer.Exit(code)
 
 
 @contextlib.contextmanager
-def cli_errors(debug: bool = False) -> Iterator[None]:
+def cli_errors(debug: bool = False, *, rank_zero: bool = False) -> Iterator[None]:
     """Turn library errors into the CLI's exit codes at the command boundary.
 
     ``VolsegError`` -> exit 2 with its one-line message; ``KeyboardInterrupt`` -> 130;
     any other exception -> exit 1 (``error: internal: ...``), with the traceback under ``--debug``.
+    ``rank_zero`` (``volseg train``): under torchrun/srun only rank 0 prints the error line, the
+    other ranks exit with the same code silently (every rank checks the same input).
     """
     from volseg.errors import VolsegError
 
@@ -58,6 +53,8 @@ def cli_errors(debug: bool = False) -> Iterator[None]:
     except VolsegError as exc:
         if debug:
             traceback.print_exc()
+        if rank_zero and _secondary_rank(exc):
+            raise typer.Exit(2) from None
         raise fail(str(exc), 2) from None
     except KeyboardInterrupt:
         raise fail("interrupted; rerun the same command to resume", 130) from None
@@ -66,6 +63,13 @@ def cli_errors(debug: bool = False) -> Iterator[None]:
             traceback.print_exc()
         text = " ".join(f"{type(exc).__name__}: {exc}".split())
         raise fail(f"internal: {text} (rerun with --debug for the traceback)", 1) from None
+
+
+def _secondary_rank(exc: Exception) -> bool:
+    """True in ranks other than 0 of a distributed launch, for errors every rank shares."""
+    from volseg.ddp_env import RankError, is_secondary_rank
+
+    return is_secondary_rank() and not isinstance(exc, RankError)
 
 
 def emit_json(obj: Any, dest: str | None) -> None:

@@ -90,7 +90,7 @@ def train_command(
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    with cli_errors(debug):
+    with cli_errors(debug, rank_zero=True):
         from volseg.data.mix import training_sources
         from volseg.ddp_env import is_secondary_rank
         from volseg.training import train

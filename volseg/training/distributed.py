@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from volseg.ddp_env import LaunchEnv, launch_env
+from volseg.ddp_env import LaunchEnv, RankError, launch_env
 from volseg.errors import VolsegError
 
 DEFAULT_TIMEOUT_S = 1800.0
@@ -131,7 +131,7 @@ def setup(device: torch.device, *, environ=None) -> tuple[Dist, torch.device]:
         return Dist(env), device
     if device.type == "cuda":
         if env.local_rank >= torch.cuda.device_count():
-            raise VolsegError("LOCAL_RANK", f"{env.local_rank}, but this node has "
+            raise RankError("LOCAL_RANK", f"{env.local_rank}, but this node has "
                               f"{torch.cuda.device_count()} CUDA device(s); start at most that "
                               "many ranks per node")
         device = torch.device("cuda", env.local_rank)
