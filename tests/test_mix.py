@@ -29,10 +29,12 @@ def pairs(tmp_path_factory):
                                  "-o", str(store), "--patch", "16", "--stride", "8", "--quiet"])
     assert result.exit_code == 0, result.output
     per = root / "per"
-    result = runner.invoke(app, ["patchify", "--images", str(images), "--labels", str(labels),
-                                 "-o", str(per), "--per-volume", "--patch", "16", "--stride", "8",
-                                 "--quiet"])
+    (root / "pairs.csv").write_text("".join(f"images/vol{k}.tif,labels/vol{k}.tif\n"
+                                            for k in range(3)))
+    result = runner.invoke(app, ["patchify", "--list", str(root / "pairs.csv"), "-o", str(per),
+                                 "--per-volume", "--patch", "16", "--stride", "8", "--quiet"])
     assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in per.iterdir()) == ["vol0.zarr", "vol1.zarr", "vol2.zarr"]
     return {"images": images, "labels": labels, "store": store, "per": per, "root": root}
 
 

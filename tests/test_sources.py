@@ -86,18 +86,6 @@ def test_patchify_folders_writes_one_store_with_provenance(tmp_path):
     for i in range(len(store)):  # every patch carries the intensity signature of its source
         assert abs(float(np.median(store.patches[i])) - (40 + 60 * index[i])) < 15
     assert not (tmp_path / "p.zarr.parts").exists() and not (tmp_path / "p.zarr.partial").exists()
-    per = tmp_path / "per"
-    result = runner.invoke(app, ["patchify", "--list", str(_csv(tmp_path, images, labels)),
-                                 "-o", str(per), "--per-volume", "--patch", "16", "--quiet"])
-    assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in per.iterdir()) == ["vol0.zarr", "vol1.zarr", "vol2.zarr"]
-    assert len(PatchStore.open(per / "vol1.zarr")) == 8
-
-
-def _csv(root, images, labels):
-    path = root / "pairs.csv"
-    path.write_text("".join(f"{images / f'vol{k}.tif'},{labels / f'vol{k}.tif'}\n" for k in range(3)))
-    return path
 
 
 def test_patchify_bad_pairs_exit_2_with_one_line(tmp_path):
@@ -111,3 +99,31 @@ def test_patchify_bad_pairs_exit_2_with_one_line(tmp_path):
     assert not (tmp_path / "p.zarr").exists()
     result = runner.invoke(app, ["patchify", "--images", str(images), "-o", str(tmp_path / "q")])
     assert result.exit_code == 2 and result.stderr.startswith("error: --labels: is missing")
+
+
+def test_a_failed_many_pair_patchify_resumes_without_recutting(tmp_path, monkeypatch):
+    import volseg.data.patchify_many as many
+
+    images, labels = write_pairs(tmp_path, n=3)
+    good = (labels / "vol2.tif").read_bytes()
+    tifffile.imwrite(labels / "vol2.tif", np.zeros((8, 8, 8), np.uint8))  # wrong shape
+    cut = []
+    real = many.patchify
+    monkeypatch.setattr(many, "patchify", lambda image, **kw: cut.append(image.name) or real(image, **kw))
+
+    def run(patch):
+        cut.clear()
+        return runner.invoke(app, ["patchify", "--images", str(images), "--labels", str(labels),
+                                   "-o", str(tmp_path / "p.zarr"), "--patch", patch, "--quiet"])
+
+    result = run("8")
+    assert result.exit_code == 2 and "vol2.tif" in result.stderr
+    assert not (tmp_path / "p.zarr").exists()
+    result = run("16")  # other settings: the pairs cut at --patch 8 are cut again
+    assert result.exit_code == 2 and cut == ["vol0.tif", "vol1.tif", "vol2.tif"]
+    (labels / "vol2.tif").write_bytes(good)
+    result = run("16")
+    assert result.exit_code == 0, result.output
+    assert cut == ["vol2.tif"]  # vol0 and vol1 were cut by the run before
+    assert np.bincount(patch_sources(PatchStore.open(tmp_path / "p.zarr"))[0]).tolist() == [8, 8, 8]
+    assert not (tmp_path / "p.zarr.parts").exists()

@@ -2,8 +2,10 @@
 
 Each pair is cut by :func:`volseg.data.patchify.patchify` with the same options (random mode:
 ``samples`` patches per pair, pair k seeded with ``seed + k``) into
-``<out>.parts/<k>_<name>.zarr``; a rerun after a kill skips the pairs already cut (and
-resumes the one that was being cut). The parts are then copied, one task per pair, into
+``<out>.parts/<k>_<name>.zarr`` (``<out>.partial/<name>.zarr`` with ``per_volume``), each
+completed store leaving a ``.json`` marker of its settings; a rerun of the same command after a
+kill skips the pairs already cut (and resumes the one that was being cut), other settings cut
+again. The parts are then copied, one task per pair, into
 ``<out>.partial`` and renamed onto ``out``. The store holds, besides the usual arrays,
 
 * ``sources`` (N,) int32: the pair each patch came from (its index in the list below);
@@ -11,11 +13,12 @@ resumes the one that was being cut). The parts are then copied, one task per pai
 * ``volseg.source``: ``"<k> volumes"`` and ``volseg.source_shape``: the first pair's shape.
 
 ``origins`` stay relative to each patch's own volume. With ``per_volume``, ``out`` is a folder
-of ``<name>.zarr`` stores (plain single-volume stores), the parts themselves.
+of ``<name>.zarr`` stores (plain single-volume stores), renamed into place when all are cut.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,16 +55,21 @@ def _copy_part(task: _Copy) -> int:
     return n
 
 
-def _cut(pair: Pair, target: Path, k: int, *, seed: int, overwrite: bool, **options) -> Path:
-    if is_patch_store(target) and not target.with_name(target.name + ".partial").exists():
-        try:
-            done = PatchStore.open(target).attrs.get("settings", {}).get("source")
-        except VolsegError:
-            done = None
-        if done == str(Path(pair.image).resolve()) and not overwrite:
-            return target  # cut by an earlier run of the same command
-    return patchify(pair.image, out=target, labels=pair.label, seed=seed + k, overwrite=True,
-                    **options)
+def _cut(pair: Pair, target: Path, k: int, *, seed: int, **options) -> Path:
+    """Cut one pair into ``target``, unless an earlier run of the same settings did (marker
+    ``<target>.json`` written once the store is complete)."""
+    marker = target.with_name(target.name + ".json")
+    wanted = json.dumps({"image": str(Path(pair.image).resolve()),
+                         "label": None if pair.label is None else str(Path(pair.label).resolve()),
+                         "seed": seed + k, **{key: str(v) for key, v in sorted(options.items())
+                                              if key not in ("quiet", "scheduler", "workers",
+                                                             "command")}}, sort_keys=True)
+    if is_patch_store(target) and marker.is_file() and marker.read_text() == wanted:
+        return target
+    marker.unlink(missing_ok=True)
+    patchify(pair.image, out=target, labels=pair.label, seed=seed + k, overwrite=True, **options)
+    marker.write_text(wanted)
+    return target
 
 
 def patchify_pairs(pairs: list[Pair], *, out: str | os.PathLike, per_volume: bool = False,
@@ -101,16 +109,18 @@ def patchify_pairs(pairs: list[Pair], *, out: str | os.PathLike, per_volume: boo
                    foreground_fraction=foreground_fraction, pad=pad, scheduler=scheduler,
                    workers=workers, quiet=quiet, command=command)
     if per_volume:
-        if overwrite:
-            remove_path(out)
-        out.mkdir(parents=True, exist_ok=True)
+        work = out.with_name(out.name + ".partial")
+        work.mkdir(parents=True, exist_ok=True)
         for k, pair in enumerate(pairs):
-            _cut(pair, out / f"{pair.name}.zarr", k, seed=seed, overwrite=False, **options)
+            _cut(pair, work / f"{pair.name}.zarr", k, seed=seed, **options)
+        for marker in work.glob("*.zarr.json"):
+            marker.unlink()
+        replace_dir(work, out)
         return out
     parts_dir = out.with_name(out.name + ".parts")
     parts_dir.mkdir(parents=True, exist_ok=True)
-    parts = [_cut(pair, parts_dir / f"{k:05d}_{pair.name}.zarr", k, seed=seed, overwrite=False,
-                  **options) for k, pair in enumerate(pairs)]
+    parts = [_cut(pair, parts_dir / f"{k:05d}_{pair.name}.zarr", k, seed=seed, **options)
+             for k, pair in enumerate(pairs)]
     work = out.with_name(out.name + ".partial")
     remove_path(work)
     _merge(pairs, parts, work, command=command, scheduler=scheduler, workers=workers,
