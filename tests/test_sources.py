@@ -116,10 +116,10 @@ def test_a_failed_many_pair_patchify_resumes_without_recutting(tmp_path, monkeyp
         return runner.invoke(app, ["patchify", "--images", str(images), "--labels", str(labels),
                                    "-o", str(tmp_path / "p.zarr"), "--patch", patch, "--quiet"])
 
-    result = run("8")
+    result = run("12")
     assert result.exit_code == 2 and "vol2.tif" in result.stderr
     assert not (tmp_path / "p.zarr").exists()
-    result = run("16")  # other settings: the pairs cut at --patch 8 are cut again
+    result = run("16")  # other settings: the pairs cut at --patch 12 are cut again
     assert result.exit_code == 2 and cut == ["vol0.tif", "vol1.tif", "vol2.tif"]
     (labels / "vol2.tif").write_bytes(good)
     result = run("16")
