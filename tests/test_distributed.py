@@ -214,8 +214,20 @@ def test_world_size_that_does_not_divide_the_global_batch_is_refused(tmp_path, s
     assert first.exit_code == 2
     lines = first.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: --global-batch-size: 3 does not divide")
-    other = runner.invoke(app, base, env=dict(env, RANK="1"))
+    other = runner.invoke(app, base, env=dict(env, RANK="1", VOLSEG_DDP_ERROR_DELAY="0"))
     assert other.exit_code == 2 and other.stderr == ""  # only rank 0 prints
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_torchrun_refuses_a_global_batch_the_ranks_do_not_divide(tmp_path, store):
+    cfg = tmp_path / "cfg.yml"
+    cfg.write_text(CFG)
+    out = _torchrun(store, tmp_path / "run", cfg, "--global-batch-size", "3", "--steps", "1")
+    assert out.returncode != 0
+    lines = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert lines == ["error: --global-batch-size: 3 does not divide over 2 ranks; use a "
+                     "multiple of 2 (or --batch-size, per rank)"]
     assert not (tmp_path / "run").exists()
 
 

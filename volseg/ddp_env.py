@@ -69,6 +69,17 @@ def launch_env(environ=None) -> LaunchEnv:
     return LaunchEnv()
 
 
+def secondary_exit_delay(environ=None) -> float:
+    """Seconds a rank other than 0 waits before exiting on an error that rank 0 reports
+    (``VOLSEG_DDP_ERROR_DELAY``, default 5): torchrun stops every rank as soon as one exits,
+    and rank 0 must have printed the error line by then."""
+    env = os.environ if environ is None else environ
+    try:
+        return max(0.0, float(env.get("VOLSEG_DDP_ERROR_DELAY", "5")))
+    except ValueError:
+        return 5.0
+
+
 def is_secondary_rank(environ=None) -> bool:
     """True in ranks other than 0 of a distributed launch (they stay silent on errors)."""
     env = launch_env(environ)

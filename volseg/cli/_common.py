@@ -42,7 +42,8 @@ def cli_errors(debug: bool = False, *, rank_zero: bool = False) -> Iterator[None
     ``VolsegError`` -> exit 2 with its one-line message; ``KeyboardInterrupt`` -> 130;
     any other exception -> exit 1 (``error: internal: ...``), with the traceback under ``--debug``.
     ``rank_zero`` (``volseg train``): under torchrun/srun only rank 0 prints the error line, the
-    other ranks exit with the same code silently (every rank checks the same input).
+    other ranks exit with the same code silently, a few seconds later (every rank checks the
+    same input, and torchrun stops all ranks once one has exited).
     """
     from volseg.errors import VolsegError
 
@@ -54,6 +55,11 @@ def cli_errors(debug: bool = False, *, rank_zero: bool = False) -> Iterator[None
         if debug:
             traceback.print_exc()
         if rank_zero and _secondary_rank(exc):
+            import time
+
+            from volseg.ddp_env import secondary_exit_delay
+
+            time.sleep(secondary_exit_delay())  # let rank 0 print before torchrun stops it
             raise typer.Exit(2) from None
         raise fail(str(exc), 2) from None
     except KeyboardInterrupt:

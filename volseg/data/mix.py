@@ -6,9 +6,9 @@ streamed in patches (an OME-Zarr with NGFF labels, or an image/label pair).
 
 * Validation takes whole sources, never patches of a training source: the sources named by
   ``val`` (``--val``), else ``round(val_fraction * K)`` of the K sources (at least one when
-  ``val_fraction > 0``, seeded choice). One single source keeps the single-volume split of
-  :func:`volseg.data.dataset.make_datasets` (held-out patches of a store, or the last z slab
-  of a volume).
+  ``val_fraction > 0``, seeded choice). One single source (without ``val``) keeps the
+  single-volume split of :func:`volseg.data.dataset.make_datasets` (held-out patches of a
+  store, or the last z slab of a volume).
 * :class:`SourceMix` samples across the training sources, each in proportion to its size
   (patches in a store, patch-sized boxes in a volume; ``weights="size"``) or equally
   (``weights="equal"``).
@@ -221,15 +221,12 @@ def make_training_datasets(sources: Sources | str | os.PathLike, *, task: str, p
         raise VolsegError("DATA", "missing; give patch stores or volumes, or --images/--labels, "
                           "or --list")
     _check_channels(units + val_units)
-    if not val_units and len(units) == 1 and units[0].indices is None and not sources.pairs:
+    if not val_units and len(units) == 1:  # one volume: the single-volume split
         return make_datasets(units[0].path, task=task, patch=patch, val_fraction=val_fraction,
                              seed=seed, augment=augment, samples_per_epoch=samples_per_epoch,
-                             foreground_fraction=foreground_fraction)
+                             foreground_fraction=foreground_fraction, labels=units[0].label)
     train_units = units
     if not val_units and val_fraction > 0:
-        if len(units) < 2:
-            raise VolsegError("--val-fraction", f"{units[0].path} holds one volume; validation "
-                              "is split by volume: give more volumes, --val, or --val-fraction 0")
         n_val = min(max(1, int(round(val_fraction * len(units)))), len(units) - 1)
         picked = set(np.random.default_rng(int(seed)).permutation(len(units))[:n_val].tolist())
         val_units = [u for i, u in enumerate(units) if i in picked]
