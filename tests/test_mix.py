@@ -64,6 +64,7 @@ def test_source_mix_shares_an_epoch_by_size_or_equally():
     assert equal.counts.tolist() == [4, 4]
     epoch1 = [equal[8 + j] for j in range(8)]  # the second epoch continues each source's indices
     assert sorted(i for name, i in epoch1 if name == "b") == [4, 5, 6, 7]
+    assert {by_size[j][0] for j in range(4)} == {"a", "b"}  # the first items cover every source
 
 
 def test_validation_volumes_are_never_trained_on(pairs):
@@ -85,7 +86,7 @@ def test_validation_volumes_are_never_trained_on(pairs):
 
 def test_train_on_two_stores_with_an_explicit_validation_store(tmp_path, pairs):
     per = pairs["per"]
-    result = runner.invoke(app, ["train", str(per / "vol0.zarr"), str(per / "vol1.zarr"),
+    result = runner.invoke(app, ["train", *(str(per / f"vol{k}.zarr") for k in range(3)),
                                  "--val", str(per / "vol2.zarr"), "-o", str(tmp_path / "run"),
                                  "--config", _cfg(tmp_path), "--weights", "equal", "--json", "-",
                                  *TINY])
@@ -94,6 +95,9 @@ def test_train_on_two_stores_with_an_explicit_validation_store(tmp_path, pairs):
     last = json.loads((tmp_path / "run/metrics.jsonl").read_text().splitlines()[-1])
     assert "val_dice" in last
     assert "weights: equal" in (tmp_path / "run/config.yml").read_text()
+    train, val = make_training_datasets(Sources(paths=[str(per / "vol0.zarr"), str(per / "vol1.zarr")],
+                                                val=[str(per / "vol2.zarr")]), task="segmentation")
+    assert train.sources == ["vol0.zarr", "vol1.zarr"] and val.sources == ["vol2.zarr"]
 
 
 def test_train_on_a_folder_of_tiff_pairs(tmp_path, pairs):
@@ -119,7 +123,7 @@ def test_stores_with_different_channel_counts_exit_2(tmp_path, pairs):
     assert not (tmp_path / "run").exists()
     result = runner.invoke(app, ["train", str(two), "--val", str(two), "-o",
                                  str(tmp_path / "run"), *TINY])
-    assert result.exit_code == 2 and "is also a training source" in result.stderr
+    assert result.exit_code == 2 and "--val: leaves no training source" in result.stderr
 
 
 def test_sources_describe_themselves():

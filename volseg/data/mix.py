@@ -52,7 +52,10 @@ class Sources:
 
 
 def training_sources(paths, *, val=None, images=None, labels=None, list_file=None) -> Sources:
-    """The :class:`Sources` of ``volseg train DATA... [--val P] [--images D --labels D | --list F]``."""
+    """The :class:`Sources` of ``volseg train DATA... [--val P] [--images D --labels D | --list F]``.
+
+    A ``--val`` source that is also listed in DATA (a glob) is taken out of the training sources.
+    """
     from volseg.data.sources import gather_pairs
 
     pairs = gather_pairs(images=images, labels=labels, list_file=list_file)
@@ -61,10 +64,12 @@ def training_sources(paths, *, val=None, images=None, labels=None, list_file=Non
         raise VolsegError("DATA", "missing; give patch stores or volumes, or --images DIR "
                           "--labels DIR, or --list FILE")
     val = [str(v) for v in (val or [])]
-    both = sorted(set(val) & set(paths))
-    if both:
-        raise VolsegError("--val", f"{both[0]} is also a training source; a volume is either "
-                          "trained on or validated on")
+    held = {Path(v).resolve() for v in val}
+    paths = [p for p in paths if Path(p).resolve() not in held]  # `stores/*.zarr --val s/7.zarr`
+    pairs = [p for p in pairs if Path(p.image).resolve() not in held]
+    if not paths and not pairs:
+        raise VolsegError("--val", "leaves no training source; validation volumes are never "
+                          "trained on")
     return Sources(paths=paths, pairs=pairs, val=val)
 
 
@@ -103,8 +108,12 @@ class SourceMix(Dataset):
         share = np.asarray(sizes, dtype=float) if parse_weights(weights) == "size" \
             else np.ones(len(datasets))
         self.counts = _allocate(self.length, share / share.sum())
-        self.slot_source = np.repeat(np.arange(len(datasets)), self.counts)
-        self.slot_rank = np.concatenate([np.arange(c) for c in self.counts])
+        source = np.repeat(np.arange(len(datasets)), self.counts)
+        rank = np.concatenate([np.arange(c) for c in self.counts])
+        # sources spread evenly over the epoch, so that the first items (validation takes
+        # up to val_batches batches) cover every source
+        order = np.argsort((rank + 0.5) / self.counts[source], kind="stable")
+        self.slot_source, self.slot_rank = source[order], rank[order]
 
     def __len__(self) -> int:
         return self.length
