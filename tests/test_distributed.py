@@ -96,6 +96,7 @@ def test_two_ranks_of_batch_2_equal_one_process_of_batch_4(tmp_path, store):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_resume_under_ddp_equals_an_uninterrupted_ddp_run(tmp_path, store):
     cfg = tmp_path / "cfg.yml"
     cfg.write_text(CFG)
@@ -116,6 +117,7 @@ def _free_port():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_a_dead_rank_stops_the_other_with_an_error(tmp_path, store):
     """srun-style launch (SLURM_* variables, no torchrun agent): kill rank 1 mid-training."""
     cfg = tmp_path / "cfg.yml"
@@ -131,7 +133,7 @@ def test_a_dead_rank_stops_the_other_with_an_error(tmp_path, store):
              str(cfg), "--steps", "100000", "-b", "2", "--device", "cpu", "--quiet"],
             env=env, stderr=subprocess.PIPE, text=True))
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300
         while not (run / "metrics.jsonl").is_file() or \
                 len((run / "metrics.jsonl").read_text().splitlines()) < 2:
             assert time.monotonic() < deadline and procs[0].poll() is None, "training did not start"
@@ -152,6 +154,7 @@ def test_a_dead_rank_stops_the_other_with_an_error(tmp_path, store):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_torchrun_stops_the_surviving_rank_when_one_is_killed(tmp_path, store):
     cfg = tmp_path / "cfg.yml"
     cfg.write_text(CFG)
@@ -161,7 +164,7 @@ def test_torchrun_stops_the_surviving_rank_when_one_is_killed(tmp_path, store):
            "--device", "cpu", "--quiet"]
     proc = subprocess.Popen(cmd, env=_env(), stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300
         while not (run / "metrics.jsonl").is_file() or \
                 len((run / "metrics.jsonl").read_text().splitlines()) < 2:
             assert time.monotonic() < deadline and proc.poll() is None, "training did not start"
@@ -182,6 +185,7 @@ def test_torchrun_stops_the_surviving_rank_when_one_is_killed(tmp_path, store):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_diffusion_two_ranks_equal_one_process(tmp_path):
     from volseg.data.patchstore import create_store
 
@@ -220,6 +224,7 @@ def test_world_size_that_does_not_divide_the_global_batch_is_refused(tmp_path, s
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_torchrun_refuses_a_global_batch_the_ranks_do_not_divide(tmp_path, store):
     cfg = tmp_path / "cfg.yml"
     cfg.write_text(CFG)
