@@ -101,6 +101,7 @@ def test_patchify_bad_pairs_exit_2_with_one_line(tmp_path):
     assert result.exit_code == 2 and result.stderr.startswith("error: --labels: is missing")
 
 
+@pytest.mark.slow
 def test_a_failed_many_pair_patchify_resumes_without_recutting(tmp_path, monkeypatch):
     import volseg.data.patchify_many as many
 
