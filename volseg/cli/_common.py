@@ -36,11 +36,14 @@ def fail(message: str, code: int = 2) -> "typer.Exit":
 
 
 @contextlib.contextmanager
-def cli_errors(debug: bool = False) -> Iterator[None]:
+def cli_errors(debug: bool = False, *, rank_zero: bool = False) -> Iterator[None]:
     """Turn library errors into the CLI's exit codes at the command boundary.
 
     ``VolsegError`` -> exit 2 with its one-line message; ``KeyboardInterrupt`` -> 130;
     any other exception -> exit 1 (``error: internal: ...``), with the traceback under ``--debug``.
+    ``rank_zero`` (``volseg train``): under torchrun/srun only rank 0 prints the error line, the
+    other ranks exit with the same code silently, a few seconds later (every rank checks the
+    same input, and torchrun stops all ranks once one has exited).
     """
     from volseg.errors import VolsegError
 
@@ -51,6 +54,13 @@ def cli_errors(debug: bool = False) -> Iterator[None]:
     except VolsegError as exc:
         if debug:
             traceback.print_exc()
+        if rank_zero and _secondary_rank(exc):
+            import time
+
+            from volseg.ddp_env import secondary_exit_delay
+
+            time.sleep(secondary_exit_delay())  # let rank 0 print before torchrun stops it
+            raise typer.Exit(2) from None
         raise fail(str(exc), 2) from None
     except KeyboardInterrupt:
         raise fail("interrupted; rerun the same command to resume", 130) from None
@@ -59,6 +69,13 @@ def cli_errors(debug: bool = False) -> Iterator[None]:
             traceback.print_exc()
         text = " ".join(f"{type(exc).__name__}: {exc}".split())
         raise fail(f"internal: {text} (rerun with --debug for the traceback)", 1) from None
+
+
+def _secondary_rank(exc: Exception) -> bool:
+    """True in ranks other than 0 of a distributed launch, for errors every rank shares."""
+    from volseg.ddp_env import RankError, is_secondary_rank
+
+    return is_secondary_rank() and not isinstance(exc, RankError)
 
 
 def emit_json(obj: Any, dest: str | None) -> None:

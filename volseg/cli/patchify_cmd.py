@@ -16,12 +16,22 @@ from volseg.cli._common import (DebugOpt, JsonOpt, OverwriteOpt, PartOpt, QuietO
     "  volseg patchify scroll.tif -o patches.zarr --patch 64\n\n"
     "  volseg patchify scroll.zarr -o patches.zarr --patch 32x64x64 --stride 16x32x32\n\n"
     "  volseg patchify scroll.zarr -o train.zarr --samples 2000 --foreground-fraction 0.5 --seed 1\n\n"
-    "  volseg patchify scan.tif --labels labels.tif -o p.zarr --part 2/8 --scheduler processes"))
+    "  volseg patchify scan.tif --labels labels.tif -o p.zarr --part 2/8 --scheduler processes\n\n"
+    "  volseg patchify --images imagesTr/ --labels labelsTr/ -o train.zarr --patch 64\n\n"
+    "  volseg patchify --list pairs.csv -o stores/ --per-volume --samples 200"))
 def patchify_cmd(
-    volume: Annotated[str, typer.Argument(help="Volume: TIFF, slice folder, .npy, NIfTI, Zarr or OME-Zarr.")],
-    output: Annotated[str, typer.Option("--output", "-o", help="Patch store to write (PATCHES.zarr).")],
+    volume: Annotated[Optional[str], typer.Argument(
+        help="Volume: TIFF, slice folder, .npy, NIfTI, Zarr or OME-Zarr (or use --images/--list).")] = None,
+    output: Annotated[str, typer.Option("--output", "-o", help="Patch store to write (PATCHES.zarr).")] = ...,
     labels: Annotated[Optional[str], typer.Option(
-        "--labels", help="Label volume (uint8 0/1/2, same shape). Default: the image group's NGFF labels.")] = None,
+        "--labels", help="Label volume (uint8 0/1/2, same shape). Default: the image group's NGFF labels. "
+        "With --images: the folder of label volumes.")] = None,
+    images: Annotated[Optional[str], typer.Option(
+        "--images", metavar="DIR", help="Folder of image volumes, paired with --labels DIR by file name.")] = None,
+    list_file: Annotated[Optional[str], typer.Option(
+        "--list", metavar="PAIRS.csv|yml", help="CSV rows `image,label` or YAML list of {image, label}.")] = None,
+    per_volume: Annotated[bool, typer.Option(
+        "--per-volume", help="With --images/--list: one store per pair, -o is a folder.")] = False,
     patch: Annotated[str, typer.Option("--patch", help="Patch size: 64 or DxHxW (voxels).")] = "64",
     stride: Annotated[Optional[str], typer.Option(
         "--stride", help="Grid step: N or DxHxW, each side in [1, patch] (default: the patch).")] = None,
@@ -49,8 +59,25 @@ def patchify_cmd(
     with cli_errors(debug):
         from volseg.data.patchify import patchify
         from volseg.data.patchstore import store_summary
+        from volseg.errors import VolsegError
         from volseg.parallel import parse_part
 
+        if images is not None or list_file is not None:
+            from volseg.data.patchify_many import patchify_many_cli
+
+            summary = patchify_many_cli(
+                volume, images=images, labels=labels, list_file=list_file, out=output,
+                per_volume=per_volume, part=part, patch=patch, stride=stride, samples=samples,
+                foreground_fraction=foreground_fraction, seed=seed, pad=pad, overwrite=overwrite,
+                scheduler=scheduler, workers=workers, quiet=quiet)
+            emit_json(summary, json)
+            console(quiet or json == "-").print(
+                f"wrote {summary['patches']} patches of {summary['volumes']} volumes to {output}")
+            return
+        if volume is None:
+            raise VolsegError("VOLUME", "missing; give a volume, or --images DIR --labels DIR, or --list FILE")
+        if per_volume:
+            raise VolsegError("--per-volume", "applies to --images/--list only")
         out = patchify(volume, out=output, labels=labels, patch=patch, stride=stride, samples=samples,
                        foreground_fraction=foreground_fraction, seed=seed, pad=pad, overwrite=overwrite,
                        scheduler=scheduler, workers=workers, part=parse_part(part), quiet=quiet,

@@ -28,10 +28,10 @@ _COMMON = {
         "dataset": ("str?", None), "image_size": ("int?", None), "depth": ("int?", None),
         "patch": ("intlist?", None), "channels": ("int", 1), "val_fraction": ("float", 0.1),
         "samples_per_epoch": ("int", 256), "foreground_fraction": ("float", 0.5),
-        "workers": ("int", 0),
+        "workers": ("int", 0), "weights": ("str", "size"),
     },
     "training": {
-        "batch_size": ("int", 2), "n_iters": ("int?", None), "n_epochs": ("int?", None),
+        "batch_size": ("int", 2), "global_batch_size": ("int?", None), "n_iters": ("int?", None), "n_epochs": ("int?", None),
         "validation_freq": ("int", 100), "snapshot_freq": ("int", 100), "log_freq": ("int", 10),
         "val_batches": ("int", 16), "seed": ("int", 0), "device": ("str", "auto"),
         "amp": ("bool", False), "checkpoint": ("bool", False), "max_seconds": ("float?", None),
@@ -74,11 +74,11 @@ _TYPE_DEFAULTS = {
     "diffusion": {"training.batch_size": 1, "optim.lr": 2e-4, "optim.weight_decay": 0.0},
 }
 _CHOICES = {
-    "training.device": None, "optim.optimizer": ("adam", "adamw"),
+    "training.device": None, "optim.optimizer": ("adam", "adamw"), "data.weights": ("size", "equal"),
     "diffusion.beta_schedule": ("linear",), "diffusion.scheduler_type": ("uniform", "non-uniform"),
     "model.var_type": ("fixedsmall", "fixedlarge"),
 }
-_POSITIVE = {"data.channels", "training.batch_size", "training.n_iters", "training.n_epochs",
+_POSITIVE = {"data.channels", "training.batch_size", "training.global_batch_size", "training.n_iters", "training.n_epochs",
              "training.validation_freq", "training.snapshot_freq", "training.log_freq",
              "training.val_batches", "data.samples_per_epoch", "model.in_channels",
              "model.out_ch", "model.ch", "model.depth", "model.groups", "model.num_res_blocks",

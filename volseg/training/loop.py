@@ -46,6 +46,24 @@ class StreamSampler(Sampler[int]):
         return 2 ** 62
 
 
+class RankSlice(Sampler[int]):
+    """Rank ``rank``'s share of an index stream cut into global batches of
+    ``world * batch_size``: entries ``rank * batch_size .. (rank + 1) * batch_size - 1`` of each."""
+
+    def __init__(self, stream: Sampler[int], *, batch_size: int, rank: int, world: int):
+        self.stream, self.batch_size, self.rank, self.world = stream, batch_size, rank, world
+
+    def __iter__(self) -> Iterator[int]:
+        lo, hi, size = self.rank * self.batch_size, (self.rank + 1) * self.batch_size, \
+            self.world * self.batch_size
+        for position, index in enumerate(self.stream):
+            if lo <= position % size < hi:
+                yield index
+
+    def __len__(self) -> int:
+        return 2 ** 62
+
+
 class _Modulo(Dataset):
     """Index ``i`` -> ``dataset[i % len(dataset)]`` for datasets that expect indices < len."""
 
@@ -64,13 +82,19 @@ def _takes_growing_indices(dataset: Dataset) -> bool:
 
 
 def batch_stream(dataset: Dataset, *, batch_size: int, seed: int, start_step: int = 0,
-                 workers: int = 0, pin_memory: bool = False) -> Iterator[dict[str, Any]]:
+                 workers: int = 0, pin_memory: bool = False,
+                 shard: tuple[int, int] = (0, 1)) -> Iterator[dict[str, Any]]:
     """Batches for steps ``start_step, start_step + 1, ...`` (endless).
 
     Every item is drawn from the sampler position alone (the volseg datasets seed each item by
     its index), so the stream is the same for any number of ``workers`` and after ``--resume``.
+    ``shard`` (rank, world size): the global batch of ``world * batch_size`` items is the one
+    a single process would draw, and this rank gets its ``rank``-th slice of ``batch_size``.
     """
-    sampler = StreamSampler(len(dataset), seed=seed, start=start_step * batch_size)
+    rank, world = shard
+    sampler = StreamSampler(len(dataset), seed=seed, start=start_step * batch_size * world)
+    if world > 1:
+        sampler = RankSlice(sampler, batch_size=batch_size, rank=rank, world=world)
     if not _takes_growing_indices(dataset):
         dataset = _Modulo(dataset)
     init = None
@@ -136,30 +160,37 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
             for k, v in batch.items()}
 
 
-def unet_loss(model: nn.Module, batch: dict[str, torch.Tensor], loss_cfg: dict[str, Any]
-              ) -> torch.Tensor:
-    """BCE + soft Dice of the UNet on one batch (ignore label masked)."""
+def unet_loss(model: nn.Module, batch: dict[str, torch.Tensor], loss_cfg: dict[str, Any],
+              reduce=None) -> torch.Tensor:
+    """BCE + soft Dice of the UNet on one batch (ignore label masked); ``reduce`` sums the
+    batch sums across ranks (see :func:`volseg.training.losses.segmentation_loss`)."""
     logits = model.logits(batch["image"].float())
     return segmentation_loss(logits, batch["label"], ignore_label=loss_cfg["ignore_label"],
                              bce_weight=loss_cfg["bce_weight"],
-                             dice_weight=loss_cfg["dice_weight"])
+                             dice_weight=loss_cfg["dice_weight"], reduce=reduce)
 
 
 def diffusion_step_loss(model: nn.Module, batch: dict[str, torch.Tensor],
-                        generator: torch.Generator) -> torch.Tensor:
+                        generator: torch.Generator, shard: tuple[int, int] = (0, 1)
+                        ) -> torch.Tensor:
     """Fast-DDPM epsilon MSE: t drawn (antithetically) from the model's timesteps.
 
     The timesteps and the noise come from the CPU ``generator`` (seeded, saved for --resume).
+    ``shard`` (rank, world size): every rank draws them for the global batch of
+    ``world * n`` and keeps its own rows, as one process with the global batch would.
     """
     device = batch["image"].device
     condition = model.normalize_condition(batch["image"].float())
     x0 = model.normalize_target(batch["target"].float())
     n = x0.shape[0]
+    rank, world = shard
+    total = n * world
     seq = torch.tensor(model.timesteps, dtype=torch.long)
-    first = torch.randint(0, len(seq), (n // 2 + 1,), generator=generator)
-    idx = torch.cat([first, len(seq) - 1 - first])[:n]
+    first = torch.randint(0, len(seq), (total // 2 + 1,), generator=generator)
+    idx = torch.cat([first, len(seq) - 1 - first])[:total][rank * n:(rank + 1) * n]
     t = seq[idx]
-    eps = torch.randn(tuple(x0.shape), generator=generator).to(device)
+    eps = torch.randn((total,) + tuple(x0.shape[1:]), generator=generator)
+    eps = eps[rank * n:(rank + 1) * n].to(device)
     a = model.alphas_cumprod[t.to(device)].view(-1, 1, 1, 1, 1)
     x_t = x0 * a.sqrt() + eps * (1.0 - a).sqrt()
     pred = model.denoiser(torch.cat([condition, x_t], dim=1), t.to(device).float())
@@ -192,8 +223,11 @@ def lr_at(step: int, optim: dict[str, Any]) -> float:
 def train_step(model: nn.Module, batch: dict[str, torch.Tensor], *, cfg: dict[str, Any],
                optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                device: torch.device, amp: bool, generator: torch.Generator,
-               ema: EMA | None = None) -> float:
+               ema: EMA | None = None, forward=None) -> float:
     """One optimisation step (forward under autocast, scaled backward, clip, step, EMA).
+
+    ``forward(batch, generator)``, when given, computes the loss instead of :func:`step_loss`
+    (the DistributedDataParallel wrapper of :mod:`volseg.training.distributed`).
 
     Returns
     -------
@@ -202,7 +236,8 @@ def train_step(model: nn.Module, batch: dict[str, torch.Tensor], *, cfg: dict[st
     """
     optimizer.zero_grad(set_to_none=True)
     with autocast(device, amp):
-        loss = step_loss(model, batch, cfg, generator)
+        loss = (step_loss(model, batch, cfg, generator) if forward is None
+                else forward(batch, generator))
     scaler.scale(loss).backward()
     clip = cfg["optim"]["grad_clip"]
     if clip:

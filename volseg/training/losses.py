@@ -7,6 +7,8 @@ Diffusion: MSE between the true and the predicted noise.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -19,8 +21,16 @@ def _mask(label: torch.Tensor, ignore_label: int | None) -> torch.Tensor:
 
 def segmentation_loss(logits: torch.Tensor, label: torch.Tensor, *,
                       ignore_label: int | None = 2, bce_weight: float = 1.0,
-                      dice_weight: float = 1.0, smooth: float = 1.0) -> torch.Tensor:
+                      dice_weight: float = 1.0, smooth: float = 1.0,
+                      reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
+                      ) -> torch.Tensor:
     """BCE (or CE) + soft Dice on the batch, ignoring voxels labelled ``ignore_label``.
+
+    Both terms are ratios of sums over the whole batch (CE summed over valid voxels / their
+    count; batch soft Dice as nnU-Net's ``batch_dice``). ``reduce`` receives the vector of those
+    sums and returns it summed over every process of a distributed run (an autograd-aware
+    all-reduce, :mod:`volseg.training.distributed`), so that N ranks with b patches each compute
+    exactly the loss of one process with N*b patches.
 
     Parameters
     ----------
@@ -35,6 +45,8 @@ def segmentation_loss(logits: torch.Tensor, label: torch.Tensor, *,
         Weights of the two terms.
     smooth : float
         Additive smoothing of the Dice ratio.
+    reduce : callable, optional
+        Sums the (S,) float32 vector of batch sums across processes; None: this batch only.
 
     Returns
     -------
@@ -43,25 +55,28 @@ def segmentation_loss(logits: torch.Tensor, label: torch.Tensor, *,
     """
     logits = logits.float()
     mask = _mask(label, ignore_label)
-    valid = mask.sum().clamp_min(1.0)
     if logits.shape[1] == 1:
         target = (label == 1).float()
         ce = (F.binary_cross_entropy_with_logits(logits, target, reduction="none") * mask).sum()
         prob = torch.sigmoid(logits) * mask
         target = target * mask
-        inter, denom = (prob * target).sum(), prob.sum() + target.sum()
-        dice = 1.0 - (2.0 * inter + smooth) / (denom + smooth)
-        return bce_weight * ce / valid + dice_weight * dice
-    classes = label[:, 0].long()
-    if ignore_label is not None:
-        classes = torch.where(classes == ignore_label, torch.zeros_like(classes), classes)
-    ce = (F.cross_entropy(logits, classes, reduction="none") * mask[:, 0]).sum()
-    prob = torch.softmax(logits, dim=1)[:, 1:] * mask
-    onehot = F.one_hot(classes, logits.shape[1]).movedim(-1, 1)[:, 1:].float() * mask
-    dims = (0, 2, 3, 4)
-    inter, denom = (prob * onehot).sum(dims), prob.sum(dims) + onehot.sum(dims)
+        sums = torch.stack([ce, mask.sum(), (prob * target).sum(), prob.sum() + target.sum()])
+    else:
+        classes = label[:, 0].long()
+        if ignore_label is not None:
+            classes = torch.where(classes == ignore_label, torch.zeros_like(classes), classes)
+        ce = (F.cross_entropy(logits, classes, reduction="none") * mask[:, 0]).sum()
+        prob = torch.softmax(logits, dim=1)[:, 1:] * mask
+        onehot = F.one_hot(classes, logits.shape[1]).movedim(-1, 1)[:, 1:].float() * mask
+        dims = (0, 2, 3, 4)
+        sums = torch.cat([torch.stack([ce, mask.sum()]), (prob * onehot).sum(dims),
+                          prob.sum(dims) + onehot.sum(dims)])
+    if reduce is not None:
+        sums = reduce(sums)
+    k = (sums.numel() - 2) // 2
+    inter, denom = sums[2:2 + k], sums[2 + k:]
     dice = 1.0 - ((2.0 * inter + smooth) / (denom + smooth)).mean()
-    return bce_weight * ce / valid + dice_weight * dice
+    return bce_weight * sums[0] / sums[1].clamp_min(1.0) + dice_weight * dice
 
 
 def dice_counts(prob: torch.Tensor, label: torch.Tensor, *, ignore_label: int | None = 2,

@@ -22,6 +22,7 @@ from torch import nn
 from volseg.errors import VolsegError
 from volseg.models import build_model, load_run, model_depth, resolve_device
 from volseg.progress import progress_bar
+from volseg.training import distributed
 from volseg.training import run_dir as rd
 from volseg.training.config import parse_model_type, resolve
 from volseg.training.loop import EMA, batch_stream, grad_scaler, lr_at, make_optimizer, to_device, train_step
@@ -100,12 +101,12 @@ def _check_item(item: dict[str, Any], cfg: dict[str, Any], source) -> None:
     check_patch(shape, model_depth(cfg["model"]), where=where)
 
 
-def _total_steps(cfg: dict[str, Any], n_train: int) -> int:
+def _total_steps(cfg: dict[str, Any], n_train: int, world: int = 1) -> int:
     training = cfg["training"]
     if training["n_iters"] is not None:
         return training["n_iters"]
     if training["n_epochs"] is not None:
-        return training["n_epochs"] * math.ceil(n_train / training["batch_size"])
+        return training["n_epochs"] * math.ceil(n_train / (training["batch_size"] * world))
     return DEFAULT_STEPS
 
 
@@ -118,9 +119,10 @@ def train(source: str | os.PathLike | None, run_dir: str | os.PathLike, *,
 
     Parameters
     ----------
-    source : path or None
-        A patch store or a volume streamed in patches (``make_datasets``); None with
-        ``datasets``.
+    source : path, volseg.data.mix.Sources or None
+        A patch store or a volume streamed in patches, or several of them and image/label
+        pairs (:func:`volseg.data.mix.make_training_datasets`: validation split by volume);
+        None with ``datasets``.
     run_dir : path
         Output directory (``-o``).
     model_type : {"unet", "diffusion"}, optional
@@ -157,6 +159,9 @@ def train(source: str | os.PathLike | None, run_dir: str | os.PathLike, *,
     else:
         cfg = resolve(model_type=model_type, config_path=config_path, overrides=overrides)
     device = resolve_device(cfg["training"]["device"])
+    cfg["training"]["batch_size"] = distributed.per_rank_batch(
+        cfg["training"]["batch_size"], cfg["training"].get("global_batch_size"),
+        distributed.launch_env().world)
     if cfg["data"]["patch"] is not None:
         check_patch(cfg["data"]["patch"], model_depth(cfg["model"]))
     if datasets is None:
@@ -168,27 +173,38 @@ def train(source: str | os.PathLike | None, run_dir: str | os.PathLike, *,
     _check_item(train_ds[0], cfg, source)
     if payload is None:
         _fill_normalisation(cfg, train_ds)
-    if overwrite:
-        rd.clear_run_files(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    rd.write_config(run_dir, cfg)
-    return _fit(cfg, train_ds, val_ds, run_dir, device=device, payload=payload, quiet=quiet)
+    # every rank has checked the same inputs; joining the group waits for all of them, so no
+    # rank writes into the run directory before the others have checked it
+    dist, device = distributed.setup(device)
+    try:
+        if dist.is_main:
+            if overwrite:
+                rd.clear_run_files(run_dir)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            rd.write_config(run_dir, cfg)
+        return _fit(cfg, train_ds, val_ds, run_dir, device=device, payload=payload,
+                    quiet=quiet, dist=dist)
+    finally:
+        dist.close()
 
 
 def _make_datasets(source, cfg: dict[str, Any]):
-    from volseg.data.dataset import make_datasets
+    from volseg.data.mix import make_training_datasets
 
     data = cfg["data"]
-    return make_datasets(source, task="segmentation" if cfg["model"]["type"] == "unet"
-                         else "translation",
-                         patch=tuple(data["patch"]) if data["patch"] is not None else None,
-                         val_fraction=data["val_fraction"], seed=cfg["training"]["seed"],
-                         augment=cfg["augment"], samples_per_epoch=data["samples_per_epoch"],
-                         foreground_fraction=data["foreground_fraction"])
+    return make_training_datasets(
+        source, task="segmentation" if cfg["model"]["type"] == "unet" else "translation",
+        patch=tuple(data["patch"]) if data["patch"] is not None else None,
+        val_fraction=data["val_fraction"], seed=cfg["training"]["seed"], augment=cfg["augment"],
+        samples_per_epoch=data["samples_per_epoch"],
+        foreground_fraction=data["foreground_fraction"], weights=data["weights"])
 
 
 def _fit(cfg: dict[str, Any], train_ds, val_ds, run_dir: Path, *, device: torch.device,
-         payload: dict[str, Any] | None, quiet: bool) -> dict[str, Any]:
+         payload: dict[str, Any] | None, quiet: bool,
+         dist: distributed.Dist | None = None) -> dict[str, Any]:
+    dist = dist if dist is not None else distributed.Dist(distributed.LaunchEnv())
+    main = dist.is_main
     training, kind = cfg["training"], cfg["model"]["type"]
     seed, amp = training["seed"], training["amp"]
     torch.manual_seed(seed)
@@ -211,8 +227,10 @@ def _fit(cfg: dict[str, Any], train_ds, val_ds, run_dir: Path, *, device: torch.
         step, seconds = int(payload["step"]), float(payload.get("seconds", 0.0))
         cpu_seconds = float(payload.get("cpu_seconds", 0.0))
         best = payload.get("best_metric")
-        rd.truncate_metrics(run_dir, step)
-    total = _total_steps(cfg, len(train_ds))
+        if main:
+            rd.truncate_metrics(run_dir, step)
+    total = _total_steps(cfg, len(train_ds), dist.world)
+    forward = distributed.wrap(model, cfg, dist, device)
     metric = "val_dice" if kind == "unet" else "val_psnr"
     state = {"cfg": cfg, "model": model, "ema": ema, "kind": kind}
 
@@ -229,13 +247,13 @@ def _fit(cfg: dict[str, Any], train_ds, val_ds, run_dir: Path, *, device: torch.
 
     stream = batch_stream(train_ds, batch_size=training["batch_size"], seed=seed,
                           start_step=step, workers=cfg["data"]["workers"],
-                          pin_memory=device.type == "cuda")
+                          pin_memory=device.type == "cuda", shard=dist.shard)
     has_val = val_ds is not None and len(val_ds) > 0
     losses: list[float] = []
     last_loss = float("nan")
     limit, cpu_limit = training["max_seconds"], training["max_cpu_seconds"]
     model.train()
-    with progress_bar(f"train {kind}", total, quiet=quiet) as bar:
+    with progress_bar(f"train {kind}", total, quiet=quiet or not main) as bar:
         bar.advance(step)
         while step < total:
             lr = lr_at(step, cfg["optim"])
@@ -243,19 +261,21 @@ def _fit(cfg: dict[str, Any], train_ds, val_ds, run_dir: Path, *, device: torch.
                 group["lr"] = lr
             started, cpu_started = time.perf_counter(), time.process_time()
             batch = to_device(next(stream), device)
-            last_loss = train_step(model, batch, cfg=cfg, optimizer=optimizer, scaler=scaler,
-                                   device=device, amp=amp, generator=generator, ema=ema)
+            last_loss = distributed.run_step(
+                dist, train_step, model, batch, cfg=cfg, optimizer=optimizer, scaler=scaler,
+                device=device, amp=amp, generator=generator, ema=ema, forward=forward)
             seconds += time.perf_counter() - started
             cpu_seconds += time.process_time() - cpu_started
             losses.append(last_loss)
             step += 1
             bar.advance(1)
             bar.update(status=f"loss {last_loss:.4f} · {step / max(seconds, 1e-9):.2f} step/s")
-            if (limit is not None and seconds >= limit) or (
-                    cpu_limit is not None and cpu_seconds >= cpu_limit):
-                total = step  # the time budget is spent: this step is the last one
+            if (limit is not None or cpu_limit is not None) and dist.any(
+                    (limit is not None and seconds >= limit)
+                    or (cpu_limit is not None and cpu_seconds >= cpu_limit)):
+                total = step  # the time budget is spent (on some rank): this step is the last
             validating = has_val and (step % training["validation_freq"] == 0 or step == total)
-            if step % training["log_freq"] == 0 or step == total or validating:
+            if main and (step % training["log_freq"] == 0 or step == total or validating):
                 record = {"step": step, "loss": sum(losses) / len(losses), "lr": lr,
                           "seconds": round(seconds, 4), "cpu_seconds": round(cpu_seconds, 4)}
                 losses = []
@@ -267,10 +287,11 @@ def _fit(cfg: dict[str, Any], train_ds, val_ds, run_dir: Path, *, device: torch.
                         best = value
                         save(run_dir / rd.BEST_FILE, step, seconds, best)
                 rd.append_metrics(run_dir, record)
-            if step % training["snapshot_freq"] == 0 or step == total:
+            if main and (step % training["snapshot_freq"] == 0 or step == total):
                 save(run_dir / rd.MODEL_FILE, step, seconds, best)
-    if not (run_dir / rd.MODEL_FILE).is_file():
+    if main and not (run_dir / rd.MODEL_FILE).is_file():
         save(run_dir / rd.MODEL_FILE, step, seconds, best)
+    dist.barrier()  # the other ranks return once rank 0 has written the run
     return {"run_dir": str(run_dir), "model": kind, "steps": step, "seconds": seconds,
             "cpu_seconds": cpu_seconds,
             "loss": last_loss, "metric": metric, "best_metric": best,
