@@ -56,6 +56,37 @@ MAX_VOXELS = 320 ** 3
 LEADERBOARD_TILES = (2, 2, 2)
 
 
+def _cripser(name: str = "_cripser"):
+    """cripser's compiled module (``_cripser``: V-construction, ``tcripser``: T-construction).
+
+    Loaded by file so that the package's ``__init__``, which imports torch for its optional
+    vectorisation helpers (~8 s), does not run: metrics stay torch-free.
+    """
+    import importlib.machinery
+    import importlib.util
+    import sys
+
+    key = f"volseg._cripser_{name}"
+    if key in sys.modules:
+        return sys.modules[key]
+    spec = importlib.util.find_spec("cripser")
+    if spec is None or not spec.submodule_search_locations:
+        raise VolsegError("--metrics", "betti_matching needs the 'cripser' package: pip install cripser")
+    for folder in spec.submodule_search_locations:
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+            path = f"{folder}/{name}{suffix}"
+            try:
+                loader = importlib.machinery.ExtensionFileLoader(name, path)
+                module_spec = importlib.util.spec_from_file_location(name, path, loader=loader)
+                module = importlib.util.module_from_spec(module_spec)
+                loader.exec_module(module)
+            except (ImportError, OSError):
+                continue
+            sys.modules[key] = module
+            return module
+    raise VolsegError("--metrics", f"cripser's compiled module {name!r} was not found; reinstall cripser")
+
+
 def barcode(mask, *, connectivity: int = 6) -> np.ndarray:
     """Persistence barcode of a binary 3D mask (filtration ``1 - mask``), from ``cripser``.
 
@@ -72,15 +103,14 @@ def barcode(mask, *, connectivity: int = 6) -> np.ndarray:
         Rows ``[dim, birth, death, bz, by, bx, dz, dy, dx]`` (birth and death voxel coordinates
         in (z, y, x) order); ``death`` is ``inf`` for the one infinite bar.
     """
-    import cripser
-
     mask = np.asarray(mask, dtype=bool)
     if mask.ndim != 3:
         raise VolsegError("mask", f"expected a 3D (z, y, x) volume, got shape {mask.shape}")
     construction = {6: "V", 26: "T"}.get(int(connectivity))
     if construction is None:
         raise VolsegError("connectivity", f"expected 6 or 26, got {connectivity!r}")
-    bars = cripser.compute_ph(1.0 - mask.astype(np.float64), filtration=construction, maxdim=2)
+    module = _cripser("_cripser" if construction == "V" else "tcripser")
+    bars = module.computePH(1.0 - mask.astype(np.float64), maxdim=2)
     bars = np.asarray(bars, dtype=np.float64).reshape(-1, 9)
     bars[bars[:, 2] > 1e300, 2] = np.inf
     return bars
@@ -100,10 +130,8 @@ def betti_from_barcode(bars: np.ndarray) -> tuple[int, int, int]:
 
 def _two_level_bars(inner: np.ndarray, union: np.ndarray) -> np.ndarray:
     """Barcode of the V-construction filtration ``inner`` (level 0) in ``union`` (level 1) in the box (2)."""
-    import cripser
-
     values = np.where(inner, 0.0, np.where(union, 1.0, 2.0))
-    return np.asarray(cripser.computePH(values, maxdim=2), dtype=np.float64).reshape(-1, 9)
+    return np.asarray(_cripser().computePH(values, maxdim=2), dtype=np.float64).reshape(-1, 9)
 
 
 def _born_at_zero(bars: np.ndarray, *, outliving: float) -> list[int]:
@@ -113,10 +141,8 @@ def _born_at_zero(bars: np.ndarray, *, outliving: float) -> list[int]:
 
 def _rank_of_sum_dim1(pred: np.ndarray, union: np.ndarray, truth: np.ndarray) -> int:
     """rank(H_1(P) + H_1(G) -> H_1(U)) from the 4D stack (P, U, G) at levels (0, 1, 0.5)."""
-    import cripser
-
     stack = np.stack([np.where(pred, 0.0, 2.0), np.where(union, 1.0, 2.0), np.where(truth, 0.5, 2.0)])
-    bars = np.asarray(cripser.computePH(stack, maxdim=1), dtype=np.float64).reshape(-1, 11)
+    bars = np.asarray(_cripser().computePH(stack, maxdim=1), dtype=np.float64).reshape(-1, 11)
     return int(np.count_nonzero((bars[:, 0] == 1) & (bars[:, 1] <= 0.5) & (bars[:, 2] > 1.0)))
 
 
@@ -213,6 +239,15 @@ def matched_counts(pred, truth) -> tuple[int, int, int]:
     return int(m[0]), int(m[1]), int(m[2])
 
 
+def check_size(shape: Sequence[int]) -> None:
+    """Refuse volumes over 320^3 voxels (persistent homology of the whole volume is needed)."""
+    if int(np.prod([int(n) for n in shape])) > MAX_VOXELS:
+        raise VolsegError("--metrics", f"betti_matching computes persistent homology and takes "
+                          f"volumes of at most 320^3 voxels (the leaderboard's crops), got shape "
+                          f"{tuple(int(n) for n in shape)}; use the streamed 'topology' metric, "
+                          f"or crop the volumes")
+
+
 def _axis_cuts(n: int, parts: int) -> list[tuple[int, int]]:
     parts = max(1, min(int(parts), n))
     base, extra = divmod(n, parts)
@@ -249,10 +284,7 @@ def betti_matching(pred, truth, *, tiles: Sequence[int] = LEADERBOARD_TILES,
     if p.shape != g.shape or p.ndim != 3:
         raise VolsegError("truth", f"shape {g.shape} differs from the prediction's {p.shape}; "
                           "Betti matching needs two 3D volumes of the same shape")
-    if p.size > MAX_VOXELS:
-        raise VolsegError("--metrics", f"betti_matching computes persistent homology and takes "
-                          f"volumes of at most 320^3 voxels (the leaderboard's crops), got shape "
-                          f"{p.shape}; use the streamed 'topology' metric, or crop the volumes")
+    check_size(p.shape)
     tiles = [int(t) for t in tiles]
     if len(tiles) != 3 or min(tiles) < 1:
         raise VolsegError("tiles", f"expected 3 positive ints, got {tiles!r}")
