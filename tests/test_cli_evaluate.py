@@ -69,6 +69,14 @@ def test_betti_matching_json_and_table(volumes):
     assert table.exit_code == 0 and "betti_matching" in table.stdout and "matched" in table.stdout
 
 
+def test_betti_matching_refuses_a_volume_over_320_cubed(tmp_path):
+    big = np.lib.format.open_memmap(tmp_path / "big.npy", mode="w+", dtype=np.uint8, shape=(330, 320, 320))
+    del big
+    result = runner.invoke(app, ["evaluate", str(tmp_path / "big.npy"), str(tmp_path / "big.npy"),
+                                 "--metrics", "betti_matching", "--quiet"])
+    _one_error_line(result, "--metrics", "320^3", "'topology'")
+
+
 def test_table_preview_and_intensity_defaults(volumes, tmp_path):
     png = tmp_path / "preview.png"
     result = runner.invoke(app, ["evaluate", str(volumes["prob"]), str(volumes["truth"]), "--image",
