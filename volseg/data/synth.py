@@ -21,9 +21,9 @@ ignore label counting as background as in the metrics. Four steps keep it so: sh
 least ``_MIN_THICK`` voxels thick (thinner tapered ends are ignore); papyrus 26-adjacent to
 another wrap is ignore (no bridges between wraps); where the sheet's core meets itself only
 at a voxel edge or corner, a boundary voxel of the same wrap is set to 1 (no holes slipping
-between diagonal voxels); pieces under 2 % of the sheet are ignore (no specks). Measured on
-seeds 0-3 and 7 at 64-160 voxels a side: (1, 0, 0) but for one case, 96x128x128 seed 7, with a
-few tunnels left (README, "Synthetic scroll truth").
+between diagonal voxels); pieces under 2 % of the sheet are ignore (no specks). Measured on 8
+(shape, seed) cases at 64-160 voxels a side: (1, 0, 0) in 6, a few tunnels left in 2 (160^3
+seed 1, 96x128x128 seed 7; README, "Synthetic scroll truth").
 """
 
 from __future__ import annotations
