@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from volseg.data.fields import MIN_SIDE, _aniso_noise, _low_freq, _parse_shape  # noqa: F401
+from volseg.data.sheet_topology import close_diagonal_gaps, drop_fragments, separate_wraps
 from volseg.errors import VolsegError
 
 KINDS = ("scroll", "scan")
@@ -160,122 +161,6 @@ class _Spiral:
         return occupancy, density.astype(np.float32), labels, r_img, wrap
 
 
-def _touching_other_wrap(sheet: np.ndarray, wrap: np.ndarray) -> np.ndarray:
-    """Voxels with a 26-neighbour in ``sheet`` that lies on another wrap (half a wrap away or more)."""
-    touch = np.zeros(sheet.shape, bool)
-    for offset in _FORWARD_OFFSETS:
-        a = tuple(slice(0, n - d) if d >= 0 else slice(-d, n) for n, d in zip(sheet.shape, offset))
-        b = tuple(slice(d, n) if d >= 0 else slice(0, n + d) for n, d in zip(sheet.shape, offset))
-        other = np.abs(wrap[a] - wrap[b]) > 0.5
-        touch[a] |= sheet[b] & other
-        touch[b] |= sheet[a] & other
-    return touch
-
-
-def _separate_wraps(labels: np.ndarray, wrap: np.ndarray) -> None:
-    """Label 2 on papyrus voxels 26-adjacent to papyrus of another wrap (in place).
-
-    Where wraps touch, their label-1 cores must not meet: a bridge between two wraps would be a
-    handle (a spurious tunnel) in the truth, and in CT the interface is not visible anyway.
-    """
-    sheet = labels == 1
-    labels[sheet & _touching_other_wrap(sheet, wrap)] = 2
-
-
-def _close_diagonal_gaps(labels: np.ndarray, wrap: np.ndarray, *, rounds: int = 6) -> None:
-    """Fill papyrus voxels (2 -> 1) where the sheet's core only touches itself diagonally (in place).
-
-    The leaderboard's topology sees a 6-connected foreground, so two core voxels meeting only at
-    an edge or a corner are not connected there and the background slips between them: a
-    spurious hole through the sheet. Where that happens, one of the voxels completing the face
-    connection is set to 1 when it lies on the same wrap and is ignore-labelled (inside the
-    sheet's one-voxel boundary band); air (label 0) and other wraps are never filled.
-    """
-    n = labels.shape
-
-    def window(offset):
-        return tuple(slice(o, m - 1 + o) for o, m in zip(offset, n))
-
-    for _ in range(rounds):
-        changed = False
-        sheet = labels == 1
-        free = (labels == 2) & ~_touching_other_wrap(sheet, wrap)
-        for corners in _DIAGONALS:
-            a, b = corners[0], corners[1]
-            fillers = corners[2:]
-            hit = sheet[window(a)] & sheet[window(b)]
-            for f in fillers:
-                hit &= ~sheet[window(f)]
-            if not hit.any():
-                continue
-            ref = wrap[window(a)]
-            done = np.zeros_like(hit)
-            for f in fillers:
-                cand = hit & ~done & free[window(f)] & (np.abs(wrap[window(f)] - ref) < 0.5)
-                if cand.any():
-                    labels[window(f)][cand] = 1
-                    free[window(f)][cand] = False
-                    done |= cand
-                    changed = True
-        for corners in _DIAGONALS:
-            if len(corners) != 8:
-                continue
-            a, b, others = corners[0], corners[1], corners[2:]
-            hit = ~sheet[window(a)] & ~sheet[window(b)]          # air meeting air at a corner
-            for f in others:                                       # ... through papyrus
-                hit &= sheet[window(f)]
-            if not hit.any():
-                continue
-            ref = wrap[window(others[0])]
-            for f in (a, b):
-                cand = hit & free[window(f)] & (np.abs(wrap[window(f)] - ref) < 0.5)
-                if cand.any():
-                    labels[window(f)][cand] = 1
-                    free[window(f)][cand] = False
-                    hit &= ~cand
-                    changed = True
-        if not changed:
-            break
-
-
-def _drop_fragments(labels: np.ndarray, *, fraction: float = 0.02) -> None:
-    """Label 2 on papyrus pieces (6-connected) under ``fraction`` of the largest one (in place).
-
-    The spiral is one sheet; a small piece cut off where wraps are squeezed together would be a
-    spurious component (and carry spurious holes), so it becomes ignore.
-    """
-    from scipy import ndimage
-
-    pieces, n = ndimage.label(labels == 1)
-    if n <= 1:
-        return
-    sizes = np.bincount(pieces.ravel())
-    sizes[0] = 0
-    small = sizes < fraction * sizes.max()
-    small[0] = False
-    labels[small[pieces]] = 2
-
-
-def _diagonals():
-    """(a, b, fillers...) in the 2x2x2 cube: a and b meet at an edge or a corner only."""
-    cube = [(z, y, x) for z in (0, 1) for y in (0, 1) for x in (0, 1)]
-    out = []
-    for a in cube:
-        for b in cube:
-            diff = sum(abs(i - j) for i, j in zip(a, b))
-            if a < b and diff >= 2:
-                # voxels on the shortest face-connected paths from a to b
-                fillers = [c for c in cube if c not in (a, b)
-                           and sum(abs(i - j) for i, j in zip(a, c)) + sum(abs(i - j) for i, j in zip(c, b)) == diff]
-                out.append((a, b, *fillers))
-    return out
-
-
-_DIAGONALS = _diagonals()
-_FORWARD_OFFSETS = [(dz, dy, dx) for dz in (0, 1) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
-                    if (dz, dy, dx) > (0, 0, 0)]
-
-
 def _add_debris(vol: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> None:
     """Bright blobs (radius ~2-3 voxels, sheet-like density) in the background, label 0.
 
@@ -350,10 +235,10 @@ def synth_scroll(shape=(160, 160, 160), *, seed: int = 0) -> tuple[np.ndarray, n
         vol[z0:z1] = slab
         fov[z0:z1] = r_img <= spiral.fov
     del bg
-    _separate_wraps(labels, wrap)
-    _close_diagonal_gaps(labels, wrap)
+    separate_wraps(labels, wrap)
+    close_diagonal_gaps(labels, wrap)
     del wrap
-    _drop_fragments(labels)
+    drop_fragments(labels)
     _add_debris(vol, labels, rng)
     gain = _low_freq(rng, shape, (3, 4, 4))                        # slow gain variation
     gain *= np.float32(0.15)
