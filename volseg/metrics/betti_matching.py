@@ -3,10 +3,10 @@
 The Vesuvius surface-detection leaderboard scores topology with Betti matching (Stucki et al.,
 "Topologically faithful image segmentation via induced matching of persistence barcodes",
 ICML 2023; "Efficient Betti matching enables topology-aware 3D segmentation via persistent
-homology", arXiv:2407.04683, code nstucki/Betti-Matching-3D) through ScrollPrize's
-topological metrics (``TopoScore`` in ``topometrics/toposcore.py``,
-``compute_leaderboard_score`` in ``topometrics/leaderboard.py``). What they do, and what this
-module does the same way:
+homology", arXiv:2407.04683, code nstucki/Betti-Matching-3D) through the ``topometrics``
+package ("Topological Metrics for 3D Instance Segmentation of Surfaces": ``TopoScore`` in
+``toposcore.py``, ``compute_leaderboard_score`` in ``leaderboard.py``). What they do, and
+what this module does the same way:
 
 * Filtration: the sublevel sets of ``1 - mask`` on the V-construction cubical complex (voxels
   are vertices, a cube enters with the largest value of its vertices). At level 0 the complex

@@ -143,8 +143,8 @@ def topology_score(pred: Sequence[int], truth: Sequence[int], *,
                    weights: Sequence[float] = TOPOLOGY_WEIGHTS) -> float:
     """The leaderboard's TopoScore with features matched by count (streamable fallback).
 
-    The Vesuvius surface-detection leaderboard (ScrollPrize topological metrics, ``TopoScore``
-    in ``topometrics/toposcore.py``, on Betti-Matching-3D) scores each homology dimension k
+    The Vesuvius surface-detection leaderboard (the ``topometrics`` package, ``TopoScore`` in
+    ``toposcore.py``, on Betti-Matching-3D) scores each homology dimension k
     with :func:`topology_f1` from m_k matched, p_k predicted and g_k true features, where the
     features are the finite persistence bars (:func:`feature_counts`: b0 - 1, b1, b2), and
     weights the F1s (0.34, 0.33, 0.33) renormalised over the dimensions where p_k + g_k > 0.
