@@ -55,6 +55,28 @@ def test_json_has_metric_names_as_keys(volumes, tmp_path):
     assert values["surface_dice"] == 1.0  # a one-voxel shift at tolerance 2
 
 
+def test_betti_matching_json_and_table(volumes):
+    args = ["evaluate", str(volumes["prob"]), str(volumes["truth"]), "--metrics", "betti_matching,score",
+            "--scheduler", "synchronous"]
+    result = runner.invoke(app, args + ["--json", "-", "--quiet"])
+    assert result.exit_code == 0, result.stderr
+    values = json.loads(result.stdout)
+    assert list(values) == ["betti_matching", "score"]
+    bm = values["betti_matching"]
+    assert set(bm) == {"matched", "pred", "truth", "f1", "topology", "score"}
+    assert 0.0 <= bm["topology"] <= 1.0 and len(bm["matched"]) == 3
+    table = runner.invoke(app, args)
+    assert table.exit_code == 0 and "betti_matching" in table.stdout and "matched" in table.stdout
+
+
+def test_betti_matching_refuses_a_volume_over_320_cubed(tmp_path):
+    big = np.lib.format.open_memmap(tmp_path / "big.npy", mode="w+", dtype=np.uint8, shape=(330, 320, 320))
+    del big
+    result = runner.invoke(app, ["evaluate", str(tmp_path / "big.npy"), str(tmp_path / "big.npy"),
+                                 "--metrics", "betti_matching", "--quiet"])
+    _one_error_line(result, "--metrics", "320^3", "'topology'")
+
+
 def test_table_preview_and_intensity_defaults(volumes, tmp_path):
     png = tmp_path / "preview.png"
     result = runner.invoke(app, ["evaluate", str(volumes["prob"]), str(volumes["truth"]), "--image",

@@ -117,3 +117,31 @@ def test_preview_png(case, tmp_path):
     assert not list(tmp_path.glob(".*tmp*"))
     with pytest.raises(VolsegError, match="--slice"):
         write_preview(tmp_path / "r.png", prob, truth, centre="1,2")
+
+
+def test_betti_matching_through_evaluate(case):
+    from volseg.metrics.betti_matching import betti_matching
+
+    prob, truth = case
+    got = evaluate(prob, truth, metrics="betti_matching,score", scheduler="synchronous", quiet=True)
+    assert list(got) == ["betti_matching", "score"]
+    g = truth == 1
+    p = (prob > 0.5) & (truth != 2)
+    expected = betti_matching(p, g)
+    bm = got["betti_matching"]
+    assert {k: bm[k] for k in expected} == expected
+    assert set(bm) == {"matched", "pred", "truth", "f1", "topology", "score"}
+    ref = _reference(prob, truth)
+    assert bm["score"] == pytest.approx(0.30 * bm["topology"] + 0.35 * ref["surface_dice"]
+                                        + 0.35 * voi_score(ref["voi"]))
+    assert got["score"] == pytest.approx(ref["score"])            # count-based topology
+    same = evaluate(truth, truth, metrics="betti_matching", scheduler="synchronous", quiet=True)
+    assert same["betti_matching"]["topology"] == 1.0 and "score" not in same["betti_matching"]
+
+
+def test_betti_matching_refuses_volumes_over_320_cubed():
+    import dask.array as da
+
+    big = da.zeros((330, 320, 320), dtype=np.uint8, chunks=160)
+    with pytest.raises(VolsegError, match="320\\^3.*'topology'"):
+        evaluate(big, big, metrics="betti_matching", quiet=True)

@@ -53,6 +53,22 @@ def test_scroll_labels_and_fractions(scroll96):
     assert np.percentile(ct[labels == 1], 10) < np.percentile(ct[labels == 0], 90)
 
 
+def test_scroll_truth_has_the_topology_of_one_sheet(scroll96):
+    """One rolled sheet: one component, no holes through it, no cavities, no specks, with the
+    streamed metric's 26-connected foreground and with the leaderboard's 6-connected one (the
+    ignore label is background, as the metrics treat it)."""
+    from volseg.metrics.betti_matching import barcode, betti_from_barcode
+    from volseg.metrics.topology import betti_numbers
+
+    _, labels = scroll96
+    sheet = labels == 1
+    assert betti_numbers(sheet) == (1, 0, 0)
+    assert betti_from_barcode(barcode(sheet, connectivity=6)) == (1, 0, 0)
+    _, other = synth_scroll((40, 72, 64), seed=3)
+    assert betti_numbers(other == 1) == (1, 0, 0)
+    assert betti_from_barcode(barcode(other == 1)) == (1, 0, 0)
+
+
 def test_scroll_is_truly_3d(scroll96):
     _, labels = scroll96
     first, last = labels[5] == 1, labels[-5] == 1

@@ -27,9 +27,10 @@ def evaluate_cmd(
     image: Annotated[Optional[str], typer.Option("--image", help="Input image, shown in --preview.")] = None,
     metrics: Annotated[Optional[str], typer.Option(
         "--metrics", metavar="A,B,...",
-        help="From dice, surface_dice, voi, betti, topology, score, psnr, ssim. Default: "
-        "dice, surface_dice, voi, betti, topology, score when GT is an integer label volume; "
-        "psnr, ssim when GT is float.")] = None,
+        help="From dice, surface_dice, voi, betti, topology, betti_matching, score, psnr, ssim. "
+        "Default: dice, surface_dice, voi, betti, topology, score when GT is an integer label "
+        "volume; psnr, ssim when GT is float. betti_matching (the leaderboard's topology, "
+        "persistent homology) reads both volumes whole: at most 320^3 voxels.")] = None,
     threshold: Annotated[float, typer.Option(
         "--threshold", help="Float (probability) volumes are foreground where > threshold.")] = 0.5,
     tolerance: Annotated[float, typer.Option(
@@ -80,6 +81,9 @@ def _print_table(values: dict[str, Any], preview: str | None, *, quiet: bool) ->
     for name, value in values.items():
         if name == "betti":
             text = (f"pred {tuple(value['pred'])}  truth {tuple(value['truth'])}")
+        elif name == "betti_matching":
+            text = (f"{value['topology']:.4f} (matched {tuple(value['matched'])} of pred "
+                    f"{tuple(value['pred'])}, truth {tuple(value['truth'])})")
         elif name == "psnr":
             text = f"{value:.3f} dB"
         else:

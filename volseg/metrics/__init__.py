@@ -4,6 +4,7 @@ Axis order (z, y, x); distances in voxels. Whole-volume functions take numpy arr
 streamed :func:`evaluate` takes paths or numpy/dask arrays and gives the same numbers.
 """
 
+from volseg.metrics.betti_matching import betti_matching
 from volseg.metrics.components import label_chunked
 from volseg.metrics.evaluate import METRICS, combined_score, evaluate, parse_metrics
 from volseg.metrics.intensity import psnr, ssim
@@ -14,4 +15,4 @@ from volseg.metrics.voi import variation_of_information, voi_score
 
 __all__ = ["evaluate", "parse_metrics", "METRICS", "combined_score", "dice", "surface_dice",
            "psnr", "ssim", "variation_of_information", "voi_score", "betti_numbers", "euler_chunked",
-           "topology_score", "label_chunked", "write_preview"]
+           "topology_score", "betti_matching", "label_chunked", "write_preview"]

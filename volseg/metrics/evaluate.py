@@ -25,9 +25,9 @@ from volseg.errors import VolsegError
 from volseg.metrics import components as cc
 from volseg.metrics import intensity, overlap, topology, voi
 
-METRICS = ("dice", "surface_dice", "voi", "betti", "topology", "score", "psnr", "ssim")
-SEGMENTATION_METRICS = METRICS[:6]
-INTENSITY_METRICS = METRICS[6:]
+METRICS = ("dice", "surface_dice", "voi", "betti", "topology", "betti_matching", "score", "psnr", "ssim")
+SEGMENTATION_METRICS = ("dice", "surface_dice", "voi", "betti", "topology", "score")  # the default
+INTENSITY_METRICS = ("psnr", "ssim")
 SCORE_WEIGHTS = {"topology": 0.30, "surface_dice": 0.35, "voi_score": 0.35}
 _NEEDS = {"score": {"topology", "surface_dice", "voi"}, "topology": {"betti"}}
 _BATCH_BLOCKS = 256
@@ -84,8 +84,10 @@ def evaluate(pred, truth, *, metrics: str | Sequence[str] | None = None, thresho
     pred, truth : path or array_like, shape (z, y, x)
         Volumes volseg opens (paths) or numpy/dask arrays of the same shape.
     metrics : str or sequence of str, optional
-        Names from ``dice, surface_dice, voi, betti, topology, score, psnr, ssim``; default
-        the segmentation metrics for an integer truth, ``psnr, ssim`` for a float truth.
+        Names from ``dice, surface_dice, voi, betti, topology, betti_matching, score, psnr,
+        ssim``; default the segmentation metrics but ``betti_matching`` for an integer truth,
+        ``psnr, ssim`` for a float truth. ``betti_matching`` is not streamed: it reads both
+        volumes whole (at most 320^3 voxels; :mod:`volseg.metrics.betti_matching`).
     threshold : float
         Float (probability) volumes are foreground where ``> threshold``.
     tolerance : float
@@ -109,7 +111,10 @@ def evaluate(pred, truth, *, metrics: str | Sequence[str] | None = None, thresho
     Returns
     -------
     dict
-        Metric name -> float; ``betti`` -> ``{"pred": [b0, b1, b2], "truth": [b0, b1, b2]}``.
+        Metric name -> float; ``betti`` -> ``{"pred": [b0, b1, b2], "truth": [b0, b1, b2]}``;
+        ``betti_matching`` -> ``{"matched", "pred", "truth": [k=0, 1, 2], "f1": [...],
+        "topology": float}`` plus ``"score"`` (the combined score with this topology) when
+        ``score`` is also chosen.
     """
     from volseg.geometry import chunk_counts, parse_size3
     from volseg.metrics.overlap import parse_tolerance
@@ -146,6 +151,10 @@ def evaluate(pred, truth, *, metrics: str | Sequence[str] | None = None, thresho
             settings["data_range"] = intensity.default_data_range(truth.dtype, lo, hi)
         if "ssim" in needed:
             intensity.ssim_counted(truth.shape)
+    if "betti_matching" in chosen:
+        from volseg.metrics.betti_matching import check_size
+
+        check_size(truth.shape)
     if preview is not None:
         from volseg.metrics.preview import parse_slice
 
@@ -156,7 +165,10 @@ def evaluate(pred, truth, *, metrics: str | Sequence[str] | None = None, thresho
     counts = chunk_counts(truth.shape, block)
     task = functools.partial(_block_task, pred=pred, truth=truth, block=block, settings=settings)
     totals = _run(task, counts, needed, scheduler=scheduler, workers=workers, quiet=quiet)
-    values = _finish(totals, chosen, needed, settings)
+    values = _finish(totals, needed, settings)
+    if "betti_matching" in chosen:
+        values["betti_matching"] = _betti_matching(pred, truth, settings, values)
+    values = {name: values[name] for name in chosen}
     if preview is not None:
         from volseg.metrics.preview import write_preview
 
@@ -164,6 +176,24 @@ def evaluate(pred, truth, *, metrics: str | Sequence[str] | None = None, thresho
                       threshold=settings["threshold"], ignore_label=settings["ignore"],
                       segmentation=bool(set(chosen) & set(SEGMENTATION_METRICS)))
     return values
+
+
+def _betti_matching(pred, truth, settings, values) -> dict[str, Any]:
+    """Betti matching of the whole volumes (ignore label applied as for every other metric)."""
+    from volseg.metrics.betti_matching import betti_matching
+
+    zero, shape = (0, 0, 0), tuple(truth.shape)
+    t_raw, p_raw = _read(truth, zero, shape), _read(pred, zero, shape)
+    g = binary_mask(t_raw, threshold=settings["threshold"], ignore=settings["ignore"],
+                    name=settings["truth_name"])
+    p = binary_mask(p_raw, threshold=settings["threshold"], ignore=settings["ignore"],
+                    name=settings["pred_name"])
+    if settings["ignore"] is not None and t_raw.dtype.kind in "iu":
+        p &= t_raw != settings["ignore"]
+    result = betti_matching(p, g)
+    if "score" in values:
+        result["score"] = combined_score(result["topology"], values["surface_dice"], values["voi"])
+    return result
 
 
 def _default_block(arr) -> tuple[int, int, int]:
@@ -322,7 +352,7 @@ def _merge_layer(iz: int, layer: list[dict], mergers: dict, totals: dict) -> Non
             totals["pairs"].append(pairs)
 
 
-def _finish(totals: dict, chosen: Sequence[str], needed, settings) -> dict[str, Any]:
+def _finish(totals: dict, needed, settings) -> dict[str, Any]:
     values: dict[str, Any] = {}
     if "dice" in needed:
         values["dice"] = overlap.dice_from_counts(*totals["dice"].tolist())
@@ -350,4 +380,4 @@ def _finish(totals: dict, chosen: Sequence[str], needed, settings) -> dict[str, 
     if "ssim" in needed:
         total, count = totals["ssim"]
         values["ssim"] = total / count
-    return {name: values[name] for name in chosen}
+    return values
