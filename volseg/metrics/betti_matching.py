@@ -71,7 +71,7 @@ def _cripser(name: str = "_cripser"):
         return sys.modules[key]
     spec = importlib.util.find_spec("cripser")
     if spec is None or not spec.submodule_search_locations:
-        raise VolsegError("--metrics", "betti_matching needs the 'cripser' package: pip install cripser")
+        raise VolsegError("--metrics", "betti_matching needs the optional 'cripser' package (GPL-3): pip install 'volseg[topology]'")
     for folder in spec.submodule_search_locations:
         for suffix in importlib.machinery.EXTENSION_SUFFIXES:
             path = f"{folder}/{name}{suffix}"
