@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from volseg.cli import app
-from volseg.cli._common import DebugOpt, JsonOpt, OverwriteOpt, QuietOpt, cli_errors, console, emit_json
+from volseg.cli._common import DebugOpt, JsonOpt, OverwriteOpt, QuietOpt, cli_errors, console, emit_json, guard_json
 
 _EXAMPLES = """
 Examples:
@@ -66,6 +66,7 @@ def train_command(
     debug: DebugOpt = False,
 ) -> None:
     with cli_errors(debug):
+        guard_json(json_out, inputs=[data, config], outputs=[output])
         from volseg.training import train
         from volseg.training.config import parse_patch
 

@@ -141,7 +141,19 @@ def train(source: str | os.PathLike | None, run_dir: str | os.PathLike, *,
     dict
         ``{"run_dir", "model", "steps", "seconds", "loss", "best_metric", "metric", ...}``.
     """
+    from volseg.io.locks import output_lock
+    from volseg.io.outputs import guard_output
+
+    sources = list(source) if isinstance(source, (list, tuple)) else [source]
+    guard_output(run_dir, inputs=[*sources, config_path], kind="run", overwrite=overwrite)
     run_dir = rd.check_run_dir(run_dir, resume=resume, overwrite=overwrite)
+    with output_lock(run_dir):  # one trainer per run directory
+        return _train(source, run_dir, model_type=model_type, config_path=config_path, overrides=overrides,
+                      resume=resume, overwrite=overwrite, quiet=quiet, datasets=datasets)
+
+
+def _train(source, run_dir: Path, *, model_type, config_path, overrides, resume, overwrite, quiet,
+           datasets) -> dict[str, Any]:
     payload = None
     if resume:
         payload = load_run(run_dir / rd.MODEL_FILE)
