@@ -108,6 +108,7 @@ def patchify(volume: str | os.PathLike, *, out: str | os.PathLike, labels=None, 
     scheduler = parse_scheduler(scheduler)
     if scheduler in ("threads", "processes", "synchronous"):
         parse_workers(workers)
+    guard_output(out, inputs=[volume, labels, targets], kind="patches", overwrite=overwrite)
     volume, out = Path(volume), Path(out)
     meta = read_meta(volume)
     shape = tuple(int(s) for s in meta.shape)
