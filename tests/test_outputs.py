@@ -315,3 +315,13 @@ def test_guard_api():
     t0 = time.perf_counter()
     guard_output("new.zarr", inputs=["a.npy", None], kind="volume")
     assert time.perf_counter() - t0 < 0.5
+
+
+@pytest.mark.slow
+def test_unreachable_scheduler_leaves_no_output(box):
+    """Item 8: a failed start (no cluster at tcp://127.0.0.1:1, found after ~20 s) removes the
+    output it created."""
+    before = tree(box)
+    r = invoke(*PRED, "-o", "o.zarr", "--stitch", "--scheduler", "tcp://127.0.0.1:1")
+    assert r.exit_code == 2 and r.stderr.startswith("error:"), r.stderr
+    assert tree(box) == before

@@ -308,11 +308,13 @@ def predict(run, volume, output, *, patch=None, overlap: float = 0.5, batch_size
     part = parse_part(part) if isinstance(part, (str, type(None))) else part
     scheduler = parse_scheduler(scheduler)
     workers = parse_workers(workers)
+    from volseg.io.outputs import guard_output
+
+    if stitch:  # refuse a bad -o before loading anything (the kind is checked again below)
+        guard_output(output, inputs=[run, volume], kind="volume", overwrite=overwrite)
     setup = prepare(run, volume, patch=patch, overlap=overlap, batch_size=batch_size, tta=tta, amp=amp,
                     device=device, blend=blend, sigma_scale=sigma_scale, skip_value=skip_value,
                     chunks=chunks, pad=pad, workers=workers, tile=tile)
-    from volseg.io.outputs import guard_output
-
     guard_output(output, inputs=[run, volume], overwrite=overwrite,
                  kind="volume" if stitch or setup.info["kind"] == "diffusion" else "patches")
     if setup.info["kind"] == "diffusion":
