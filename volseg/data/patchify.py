@@ -40,7 +40,8 @@ from volseg.errors import VolsegError
 from volseg.geometry import grid_counts, padded_shape, parse_size3, parse_stride, select_part
 from volseg.io.atomic import check_output, remove_path, replace_dir, temp_sibling
 from volseg.io.locks import output_lock
-from volseg.io.outputs import guard_output, input_stamp, update_attrs
+from volseg.io.completion import update_attrs
+from volseg.io.outputs import guard_output, input_stamp
 
 
 def _resolve_inputs(volume: Path, labels, targets):

@@ -355,7 +355,7 @@ def _predict_fused(setup: Setup, output, *, dtype, threshold, channel, scheduler
     mine = select_part(tile_order(setup.plan, tile), part)
     todo = markers.todo(mine)
     group_stats: list = []
-    with removed_if_empty(out, resumed):
+    with removed_if_empty(out, resumed or part is not None):
         if todo:
             from volseg.progress import progress_bar
 
@@ -400,7 +400,7 @@ def _predict_store(setup: Setup, output, *, scheduler, workers, part, overwrite,
                                         total=len(groups), unit="patch groups", prefix="g")
     mine = select_part(groups, part)
     todo = markers.todo(mine, prefix="g")
-    with removed_if_empty(out, resumed):
+    with removed_if_empty(out, resumed or part is not None):
         stats = run_tasks(functools.partial(_store_group, setup, str(out), offsets), todo, scheduler=scheduler,
                           workers=workers, description="predicting", quiet=quiet)
     complete = finish_output(output, out, total=len(groups), prefix="g")

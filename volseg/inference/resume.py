@@ -205,7 +205,7 @@ def finish_output(path: str | os.PathLike, work: str | os.PathLike, *, total: in
     """
     from volseg.io.atomic import replace_dir
     from volseg.io.locks import output_lock
-    from volseg.io.outputs import count_markers, set_complete
+    from volseg.io.completion import count_markers, set_complete
 
     path, work = Path(path), Path(work)
     with output_lock(work, wait=True):
@@ -220,14 +220,15 @@ def finish_output(path: str | os.PathLike, work: str | os.PathLike, *, total: in
 
 
 @contextlib.contextmanager
-def removed_if_empty(work: str | os.PathLike, resumed: bool) -> Iterator[None]:
+def removed_if_empty(work: str | os.PathLike, keep: bool) -> Iterator[None]:
     """Remove an output this run created when the run fails before any block was written
-    (a scheduler that cannot be reached, a bad option found late)."""
+    (a scheduler that cannot be reached, a bad option found late). ``keep``: an output that
+    existed, or one shared with concurrent ``--part`` jobs, is never removed."""
     try:
         yield
     except BaseException:
         root = Path(work) / MARKERS
-        if not resumed and not any(e.name != "zarr.json" for e in _entries(root)):
+        if not keep and not any(e.name != "zarr.json" for e in _entries(root)):
             remove_path(work)
         raise
 

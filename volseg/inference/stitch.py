@@ -212,7 +212,8 @@ def stitch(store: str | os.PathLike, output: str | os.PathLike, *, blend: str | 
 
     from volseg.data.patchstore import open_store
     from volseg.geometry import select_part
-    from volseg.io.outputs import check_complete, guard_output, input_stamp
+    from volseg.io.completion import check_complete
+    from volseg.io.outputs import guard_output, input_stamp
     from volseg.io.streaming import parse_chunks
     from volseg.parallel import parse_part, parse_scheduler, parse_workers, run_tasks
 
@@ -246,7 +247,7 @@ def stitch(store: str | os.PathLike, output: str | os.PathLike, *, blend: str | 
     mine = select_part(plan.chunk_list(), part)
     todo = out_markers.todo(mine)
     job = _StitchJob(str(store), str(out), plan, rows, {"mode": mode, "sigma_scale": sigma}, spec)
-    with removed_if_empty(out, resumed):
+    with removed_if_empty(out, resumed or part is not None):
         run_tasks(functools.partial(_run_job, job), todo, scheduler=scheduler, workers=workers,
                   description="stitching", quiet=quiet)
     complete = finish_output(output, out, total=total)

@@ -60,7 +60,7 @@ def volume_info(path, *, channel: int | None = None, exact_bytes: int = EXACT_BY
 
 def _state(path) -> dict:
     """``{"state": "complete" | "412 of 512 chunks written"}`` for block-wise volseg outputs."""
-    from volseg.io.outputs import describe_completion
+    from volseg.io.completion import describe_completion
 
     state = describe_completion(path) if Path(path).is_dir() else None
     return {} if state is None else {"state": state}

@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
+import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -70,3 +72,39 @@ def output_lock(output: str | os.PathLike, *, wait: bool = False) -> Iterator[Pa
         with contextlib.suppress(OSError):
             os.unlink(path)
         os.close(fd)
+
+
+def pid_alive(pid: int) -> bool:
+    """True when a process with ``pid`` exists on this machine."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temps(output: str | os.PathLike, *, quiet: bool = False) -> list[Path]:
+    """Remove ``<output>.tmp-<pid>`` (and ``.old-``/``.new-``) siblings left by dead processes.
+
+    Says so on stderr (one line) unless ``quiet``. Returns the removed paths.
+    """
+    from volseg.io.atomic import remove_path
+
+    path = Path(os.path.abspath(os.fspath(output)))
+    if not path.parent.is_dir():
+        return []
+    pattern = re.compile(re.escape(path.name) + r"\.(tmp|old|new)-(\d+)$")
+    removed = []
+    for e in os.scandir(path.parent):
+        m = pattern.match(e.name)
+        if m and not pid_alive(int(m.group(2))):
+            remove_path(e.path)
+            removed.append(Path(e.path))
+    if removed and not quiet:
+        names = ", ".join(p.name for p in removed)
+        print(f"removed {len(removed)} stale temporary folder(s) of killed runs: {names}", file=sys.stderr)
+    return removed

@@ -15,9 +15,8 @@ Every command with an output calls :func:`guard_output` before it creates anythi
 file; ``-`` is stdout, device nodes are written as such, symlinks through to their target
 (:func:`write_file`).
 
-Block-wise outputs record their completion in the ``volseg`` attributes of their root group
-(``complete``, ``blocks_total``, ``blocks_unit``, ``marker_prefix``); :func:`check_complete`
-refuses an unfinished one as an input.
+Completion of block-wise outputs: :mod:`volseg.io.completion`; locks and stale temporary
+folders: :mod:`volseg.io.locks`.
 """
 
 from __future__ import annotations
@@ -25,7 +24,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import re
 import stat
 import sys
 import zipfile
@@ -33,11 +31,12 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from volseg.errors import VolsegError
+from volseg.io.completion import attrs as _attrs
+from volseg.io.completion import check_complete
 
 KINDS = ("volume", "patches", "run", "demo", "json", "png")
 RUN_FILES = ("model.pt", "best.pt", "config.yml", "metrics.jsonl")
 DEMO_FILES = ("scroll.zarr", "patches.zarr", "run", "prediction.zarr", "preview.png", "scores.json")
-MARKERS = "volseg_markers"
 _PNG = b"\x89PNG\r\n\x1a\n"
 _MAX_JSON = 64 * 2**20
 
@@ -48,17 +47,6 @@ def _is_url(text: str) -> bool:
 
 def _real(text: str) -> Path:
     return Path(os.path.realpath(os.path.abspath(os.path.expanduser(text))))
-
-
-def _attrs(path: Path) -> dict:
-    """The ``volseg`` attributes of a Zarr v3 group (``{}`` when none or unreadable)."""
-    try:
-        with open(path / "zarr.json") as f:
-            meta = json.load(f)
-    except (OSError, ValueError):
-        return {}
-    info = (meta.get("attributes") or {}).get("volseg") if isinstance(meta, dict) else None
-    return info if isinstance(info, dict) else {}
 
 
 def is_volseg_run(path: str | os.PathLike) -> bool:
@@ -303,53 +291,6 @@ def input_stamp(path: str | os.PathLike) -> dict | None:
     return {"entries": count, "mtime_ns": newest}
 
 
-# ------------------------------------------------------------------------------ completion
-def completion(path: str | os.PathLike) -> dict | None:
-    """``{"complete": bool, "done": n, "total": m, "unit": str}`` of a block-wise volseg output.
-
-    None when ``path`` is not such an output (a volume from prepare/synth, a foreign Zarr, a
-    file): those are complete by construction.
-    """
-    path = Path(path)
-    info = _attrs(path)
-    if "complete" not in info:
-        return None
-    total, unit = int(info.get("blocks_total") or 0), str(info.get("blocks_unit") or "blocks")
-    if info["complete"]:
-        return {"complete": True, "done": total, "total": total, "unit": unit}
-    return {"complete": False, "done": count_markers(path, str(info.get("marker_prefix") or "c")),
-            "total": total, "unit": unit}
-
-
-def count_markers(path: str | os.PathLike, prefix: str) -> int:
-    """Completion markers of ``path``: ``volseg_markers/<prefix>...`` inside, or ``<path>.done/<n>``."""
-    path = Path(path)
-    inside, beside = path / MARKERS, path.with_name(path.name + ".done")
-    pattern = re.compile(re.escape(prefix) + r"\d+(\.\d+)*$")
-    if inside.is_dir():
-        return sum(1 for e in os.scandir(inside) if pattern.match(e.name))
-    if beside.is_dir():
-        return sum(1 for e in os.scandir(beside) if e.name.isdigit())
-    return 0
-
-
-def check_complete(*paths: str | os.PathLike | None) -> None:
-    """Refuse an unfinished block-wise output as an input (killed, failed or one ``--part`` only).
-
-    Raises
-    ------
-    VolsegError
-        ``error: half.zarr: 412 of 512 chunks written; finish it with the same command``.
-    """
-    for path in paths:
-        if path is None or _is_url(os.fspath(path)) or not os.path.isdir(path):
-            continue
-        state = completion(path)
-        if state is not None and not state["complete"]:
-            raise VolsegError(path, f"{state['done']} of {state['total']} {state['unit']} written; "
-                              "finish it with the same command (every --part) before using it")
-
-
 def guard_reader(inputs: Iterable, *, files: dict | None = None) -> None:
     """For a command that reads volumes and writes only files (evaluate, postprocess's checks).
 
@@ -361,64 +302,3 @@ def guard_reader(inputs: Iterable, *, files: dict | None = None) -> None:
     check_complete(*paths)
     for option, (path, kind) in (files or {}).items():
         guard_output(path, inputs=paths, kind=kind, option=option)
-
-
-def describe_completion(path: str | os.PathLike) -> str | None:
-    """``complete`` or ``412 of 512 chunks written`` for ``volseg info``; None when not block-wise."""
-    state = completion(path)
-    if state is None:
-        return None
-    return "complete" if state["complete"] else f"{state['done']} of {state['total']} {state['unit']} written"
-
-
-def set_complete(path: str | os.PathLike, **extra) -> None:
-    """Record ``complete: true`` (and ``extra``) in the ``volseg`` attributes, atomically."""
-    update_attrs(path, {"complete": True, **extra})
-
-
-def update_attrs(path: str | os.PathLike, values: dict) -> None:
-    """Merge ``values`` into the ``volseg`` attributes of the Zarr v3 group at ``path`` (atomic rename)."""
-    meta_path = Path(path) / "zarr.json"
-    meta = json.loads(meta_path.read_text())
-    attrs = meta.setdefault("attributes", {})
-    attrs["volseg"] = {**(attrs.get("volseg") or {}), **values}
-    tmp = meta_path.with_name(f".zarr.json.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(meta, indent=2))
-    os.replace(tmp, meta_path)
-
-
-# ------------------------------------------------------------------------------ stale temporaries
-def pid_alive(pid: int) -> bool:
-    """True when a process with ``pid`` exists on this machine."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def remove_stale_temps(output: str | os.PathLike, *, quiet: bool = False) -> list[Path]:
-    """Remove ``<output>.tmp-<pid>`` (and ``.old-``/``.new-``) siblings left by dead processes.
-
-    Says so on stderr (one line) unless ``quiet``. Returns the removed paths.
-    """
-    from volseg.io.atomic import remove_path
-
-    path = Path(os.path.abspath(os.fspath(output)))
-    if not path.parent.is_dir():
-        return []
-    pattern = re.compile(re.escape(path.name) + r"\.(tmp|old|new)-(\d+)$")
-    removed = []
-    for e in os.scandir(path.parent):
-        m = pattern.match(e.name)
-        if m and not pid_alive(int(m.group(2))):
-            remove_path(e.path)
-            removed.append(Path(e.path))
-    if removed and not quiet:
-        names = ", ".join(p.name for p in removed)
-        print(f"removed {len(removed)} stale temporary folder(s) of killed runs: {names}", file=sys.stderr)
-    return removed
