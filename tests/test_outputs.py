@@ -325,3 +325,19 @@ def test_unreachable_scheduler_leaves_no_output(box):
     r = invoke(*PRED, "-o", "o.zarr", "--stitch", "--scheduler", "tcp://127.0.0.1:1")
     assert r.exit_code == 2 and r.stderr.startswith("error:"), r.stderr
     assert tree(box) == before
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_read_only_folder_is_refused_before_any_work(box):
+    """Item 6: a read-only folder as the parent of -o, --json or --preview."""
+    (box / "ro").mkdir()
+    (box / "ro").chmod(0o555)
+    try:
+        before = tree(box)
+        for args in ((*PRED, "-o", "ro/o.zarr", "--stitch"), ("patchify", "img.npy", "-o", "ro/p.zarr"),
+                     ("train", "p.zarr", "-o", "ro/run", "--steps", "1"), ("info", "img.npy", "--json", "ro/i.json"),
+                     (*EVAL, "--preview", "ro/v.png")):
+            assert_refused(invoke(*args), "is read-only")
+        assert tree(box) == before
+    finally:
+        (box / "ro").chmod(0o755)

@@ -205,9 +205,11 @@ def finish_output(path: str | os.PathLike, work: str | os.PathLike, *, total: in
     """
     from volseg.io.atomic import replace_dir
     from volseg.io.locks import output_lock
-    from volseg.io.completion import count_markers, set_complete
+    from volseg.io.completion import attrs, count_markers, set_complete
 
     path, work = Path(path), Path(work)
+    if work == path and attrs(path).get("complete"):
+        return True  # a rerun of a finished output: nothing to record
     with output_lock(work, wait=True):
         if not work.exists():
             return True  # another part completed and moved it into place
