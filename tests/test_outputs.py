@@ -44,6 +44,7 @@ def base(tmp_path_factory):
     np.save(root / "img.npy", np.random.default_rng(0).normal(size=(16, 16, 16)).astype(np.float32))
     write_synth("scroll", root / "s.zarr", shape=16, chunks=8)
     patchify(root / "s.zarr", out=root / "p.zarr", patch=8)
+    patchify(root / "img.npy", out=root / "halfp.zarr", patch=8, part=(0, 2))
     kw = dict(patch=8, chunks=8, device="cpu", quiet=True)
     predict(root / "run", root / "img.npy", root / "pred.zarr", stitch=True, **kw)
     predict(root / "run", root / "img.npy", root / "pstore.zarr", **kw)
@@ -164,6 +165,7 @@ ROWS = [
     # item 5: incomplete inputs
     (("evaluate", "half.zarr", "s.zarr/labels/surface", "--quiet"), "4 of 8 chunks written; finish it"),
     (("stitch", "halfstore.zarr", "-o", "x.zarr", "--quiet"), "of 8 patch groups written"),
+    (("train", "halfp.zarr", "-o", "r9", "--steps", "1", "--quiet"), "2 of 4 patch ranges written"),
 ]
 
 
