@@ -45,6 +45,19 @@ def _is_url(text: str) -> bool:
     return "://" in text
 
 
+def input_paths(items) -> Iterable:
+    """The paths in ``items``: nested lists/tuples flattened, objects with ``paths``/``pairs``/
+    ``val`` (training sources) opened up, None and anything else skipped."""
+    for item in items:
+        if isinstance(item, (str, os.PathLike)):
+            yield item
+        elif isinstance(item, (list, tuple)):
+            yield from input_paths(item)
+        elif hasattr(item, "paths"):
+            pairs = [getattr(p, k, None) for p in getattr(item, "pairs", []) for k in ("image", "label")]
+            yield from input_paths([item.paths, pairs, getattr(item, "val", [])])
+
+
 def _real(text: str) -> Path:
     return Path(os.path.realpath(os.path.abspath(os.path.expanduser(text))))
 
@@ -149,8 +162,8 @@ def guard_output(output: str | os.PathLike | None, *, inputs: Iterable = (), kin
     if text == "-" and kind == "json":
         return "-"
     if _is_url(text):
-        for inp in [*inputs, *outputs]:
-            if inp is not None and os.fspath(inp).rstrip("/") == text.rstrip("/"):
+        for inp in [*input_paths(inputs), *input_paths(outputs)]:
+            if os.fspath(inp).rstrip("/") == text.rstrip("/"):
                 raise VolsegError(label, f"is the input or output {os.fspath(inp)}; choose another path")
         return text
     real = _real(text)
@@ -158,8 +171,9 @@ def guard_output(output: str | os.PathLike | None, *, inputs: Iterable = (), kin
     if real == cwd or real in cwd.parents:
         what = "is the working directory" if real == cwd else "contains the working directory"
         raise VolsegError(label, f"{what}; choose a new name such as out.zarr")
+    inputs, outputs = list(input_paths(inputs)), list(input_paths(outputs))
     for inp, role in [(i, "input") for i in inputs] + [(o, "output") for o in outputs]:
-        if inp is None or not os.fspath(inp).strip() or _is_url(os.fspath(inp)):
+        if not os.fspath(inp).strip() or _is_url(os.fspath(inp)):
             continue
         name, r = os.fspath(inp), _real(os.fspath(inp))
         if real == r:
@@ -298,7 +312,7 @@ def guard_reader(inputs: Iterable, *, files: dict | None = None) -> None:
     ``{option: (path, kind)}`` (kind ``"json"`` or ``"png"``) with :func:`guard_output` against
     the inputs. Inputs that are arrays rather than paths are skipped.
     """
-    paths = [p for p in inputs if isinstance(p, (str, os.PathLike))]
+    paths = list(input_paths(inputs))
     check_complete(*paths)
     for option, (path, kind) in (files or {}).items():
         guard_output(path, inputs=paths, kind=kind, option=option)

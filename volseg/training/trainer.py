@@ -141,14 +141,17 @@ def train(source: str | os.PathLike | None, run_dir: str | os.PathLike, *,
     dict
         ``{"run_dir", "model", "steps", "seconds", "loss", "best_metric", "metric", ...}``.
     """
-    from volseg.io.locks import output_lock
-    from volseg.io.outputs import guard_output, guard_reader
+    import contextlib
 
-    sources = list(source) if isinstance(source, (list, tuple)) else [source]
+    from volseg.io.locks import output_lock
+    from volseg.io.outputs import guard_output, guard_reader, input_paths
+
+    sources = list(input_paths([source]))
     guard_output(run_dir, inputs=[*sources, config_path], kind="run", overwrite=overwrite)
     guard_reader(sources)  # an unfinished patch store (one --part of several) is refused
     run_dir = rd.check_run_dir(run_dir, resume=resume, overwrite=overwrite)
-    with output_lock(run_dir):  # one trainer per run directory
+    main_rank = os.environ.get("RANK", "0").strip() in ("", "0")  # torchrun: rank 0 holds the lock
+    with output_lock(run_dir) if main_rank else contextlib.nullcontext():  # one trainer per run dir
         return _train(source, run_dir, model_type=model_type, config_path=config_path, overrides=overrides,
                       resume=resume, overwrite=overwrite, quiet=quiet, datasets=datasets)
 
