@@ -59,7 +59,7 @@ def test_prepare_existing_output_and_overwrite(tmp_path):
 
 def test_prepare_refuses_output_inside_input(tmp_path):
     src = write_input("zarr-v3", tmp_path, make_volume("uint8"))
-    with pytest.raises(VolsegError, match="overlaps"):
+    with pytest.raises(VolsegError, match="inside the input"):
         prepare(src, src / "copy.zarr")
 
 

@@ -6,7 +6,6 @@ import json
 import math
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 
@@ -37,7 +36,6 @@ def write_json(obj: Any, dest: str | os.PathLike) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
         return
-    path = Path(dest)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    from volseg.io.outputs import write_file
+
+    write_file(dest, text.encode())  # atomic for a file; a symlink's target, a device as such

@@ -62,13 +62,34 @@ def cli_errors(debug: bool = False, *, rank_zero: bool = False) -> Iterator[None
             time.sleep(secondary_exit_delay())  # let rank 0 print before torchrun stops it
             raise typer.Exit(2) from None
         raise fail(str(exc), 2) from None
+    except OSError as exc:  # permissions, a full disk, a read-only folder: the user's to fix
+        from volseg.io.outputs import is_user_os_error, os_error
+
+        if debug:
+            traceback.print_exc()
+        if not is_user_os_error(exc):
+            raise fail(_internal(exc), 1) from None
+        raise fail(str(os_error(exc)), 2) from None
     except KeyboardInterrupt:
         raise fail("interrupted; rerun the same command to resume", 130) from None
     except Exception as exc:  # an internal failure: say so, keep the traceback for --debug
         if debug:
             traceback.print_exc()
-        text = " ".join(f"{type(exc).__name__}: {exc}".split())
-        raise fail(f"internal: {text} (rerun with --debug for the traceback)", 1) from None
+        raise fail(_internal(exc), 1) from None
+
+
+def _internal(exc: BaseException) -> str:
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return f"internal: {text} (rerun with --debug for the traceback)"
+
+
+def guard_json(dest: str | None, *, inputs=(), outputs=()) -> None:
+    """Before any work: refuse a ``--json`` PATH that is an input or output of the command, or an
+    existing file that is not JSON (see :func:`volseg.io.outputs.guard_output`)."""
+    if dest is not None:
+        from volseg.io.outputs import guard_output
+
+        guard_output(dest, inputs=inputs, outputs=outputs, kind="json", option="--json")
 
 
 def _secondary_rank(exc: Exception) -> bool:

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from volseg.cli import app
-from volseg.cli._common import DebugOpt, DeviceOpt, JsonOpt, QuietOpt, cli_errors, console, emit_json
+from volseg.cli._common import DebugOpt, DeviceOpt, JsonOpt, QuietOpt, cli_errors, console, emit_json, guard_json
 
 _EPILOG = (
     "Examples:\n\n"
@@ -41,6 +41,7 @@ def bench_memory_cmd(
     On CUDA: torch.cuda.max_memory_allocated. On CPU: the bytes of the tensors saved for backward plus parameters, gradients and optimizer state, and the peak RSS of a fresh process per combination.
     """
     with cli_errors(debug):
+        guard_json(json)
         from volseg.bench.memory import bench_memory, parse_budget
 
         parse_budget(budget)

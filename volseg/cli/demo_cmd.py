@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from volseg.cli import app
-from volseg.cli._common import DebugOpt, JsonOpt, QuietOpt, WorkersOpt, cli_errors, console, emit_json
+from volseg.cli._common import DebugOpt, JsonOpt, QuietOpt, WorkersOpt, cli_errors, console, emit_json, guard_json
 
 _SCORES = (("dice", "Dice"), ("surface_dice", "Surface Dice (tol 2)"), ("voi", "VOI (bits, lower is better)"),
            ("topology", "Topology score"), ("score", "Leaderboard-style score"))
@@ -43,10 +43,12 @@ def demo(
         out_console.print(f"[green]done[/green] {name:<9} {seconds:7.1f} s")
 
     with cli_errors(debug):
+        guard_json(json_out, outputs=[out])
         summary = run_demo(out, shape=shape, fast=fast, seed=seed, steps=steps, workers=workers,
                            quiet=quiet or json_out == "-", on_stage=on_stage)
     _print_summary(out_console, summary)
-    emit_json(summary, json_out)
+    with cli_errors(debug):
+        emit_json(summary, json_out)
 
 
 def _print_summary(out_console, summary: dict) -> None:

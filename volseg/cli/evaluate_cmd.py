@@ -8,7 +8,7 @@ import typer
 
 from volseg.cli import app
 from volseg.cli._common import (DebugOpt, JsonOpt, QuietOpt, SchedulerOpt, WorkersOpt, cli_errors,
-                                console, emit_json)
+                                console, emit_json, guard_json)
 
 _EPILOG = (
     "Examples:\n\n"
@@ -62,6 +62,7 @@ def evaluate_cmd(
     score = 0.30 topology + 0.35 surface_dice + 0.35 / (1 + 0.3 voi); voi is in bits, over the union foreground of the 26-connected components.
     """
     with cli_errors(debug):
+        guard_json(json, inputs=[pred, gt, image], outputs=[preview])
         from volseg.metrics.evaluate import evaluate
 
         values = evaluate(pred, gt, metrics=metrics, threshold=threshold, tolerance=tolerance,

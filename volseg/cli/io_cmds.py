@@ -8,7 +8,7 @@ import typer
 
 from volseg.cli import app
 from volseg.cli._common import (DebugOpt, JsonOpt, OverwriteOpt, QuietOpt, SchedulerOpt, WorkersOpt,
-                                cli_errors, console, emit_json)
+                                cli_errors, console, emit_json, guard_json)
 
 ChannelOpt = Annotated[Optional[int], typer.Option(
     "--channel", min=0, help="Channel of a 4D input (4D NIfTI, (c, z, y, x) npy/Zarr).")]
@@ -39,6 +39,7 @@ def prepare_cmd(
     Values and dtype are kept exactly; voxel spacing is kept where the input records it.
     """
     with cli_errors(debug):
+        guard_json(json, inputs=[input], outputs=[output])
         from volseg.io.prepare import prepare
 
         summary = prepare(input, output, chunks=chunks, levels=levels, dtype=dtype, channel=channel,
@@ -60,6 +61,7 @@ def info_cmd(
 ) -> None:
     """Shape, dtype, chunks, levels, spacing and value range (sampled for large volumes)."""
     with cli_errors(debug):
+        guard_json(json, inputs=[volume])
         from volseg.io.info import volume_info
 
         info = volume_info(volume, channel=channel)

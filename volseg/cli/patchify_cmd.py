@@ -8,7 +8,7 @@ import typer
 
 from volseg.cli import app
 from volseg.cli._common import (DebugOpt, JsonOpt, OverwriteOpt, PartOpt, QuietOpt, SchedulerOpt, WorkersOpt,
-                                cli_errors, console, emit_json)
+                                cli_errors, console, emit_json, guard_json)
 
 
 @app.command("patchify", epilog=(
@@ -57,6 +57,7 @@ def patchify_cmd(
     options; --part I/N runs share one store and must all use the same options.
     """
     with cli_errors(debug):
+        guard_json(json, inputs=[volume, labels], outputs=[output])
         from volseg.data.patchify import patchify
         from volseg.data.patchstore import store_summary
         from volseg.errors import VolsegError

@@ -19,6 +19,7 @@ from volseg.cli._common import (
     cli_errors,
     console,
     emit_json,
+    guard_json,
 )
 
 BlendOpt = Annotated[str, typer.Option("--blend", help="Blending window: gaussian, hann, constant or crop.")]
@@ -85,6 +86,7 @@ def predict_command(
       volseg predict runs/unet scroll.zarr -o pred.zarr --stitch --tile 2048   # more memory, less recompute
     """
     with cli_errors(debug):
+        guard_json(json_out, inputs=[run, volume], outputs=[output])
         from volseg.inference import predict
 
         result = predict(run, volume, output, patch=patch, overlap=overlap, batch_size=batch_size, tta=tta,
@@ -123,6 +125,7 @@ def stitch_command(
       volseg stitch patches.zarr -o labels.zarr --blend crop --threshold 0.5 --part 1/4
     """
     with cli_errors(debug):
+        guard_json(json_out, inputs=[store], outputs=[output])
         from volseg.inference import stitch
 
         result = stitch(store, output, blend=blend, chunks=chunks, dtype=dtype, threshold=threshold,

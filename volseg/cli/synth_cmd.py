@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from volseg.cli import app
-from volseg.cli._common import DebugOpt, JsonOpt, OverwriteOpt, QuietOpt, cli_errors, console, emit_json
+from volseg.cli._common import DebugOpt, JsonOpt, OverwriteOpt, QuietOpt, cli_errors, console, emit_json, guard_json
 
 synth_app = typer.Typer(
     help="Synthetic data with ground truth: a rolled scroll with surface labels, or a paired "
@@ -24,6 +24,7 @@ ChunksOpt = Annotated[str, typer.Option("--chunks", help="Chunk size: 64 or ZxYx
 def _run(kind: str, output: str, shape: str | None, seed: int, chunks: str, overwrite: bool,
          quiet: bool, json: str | None, debug: bool) -> None:
     with cli_errors(debug):
+        guard_json(json, outputs=[output])
         from volseg.data.synth import synth_summary, write_synth
 
         summary = synth_summary(write_synth(kind, output, shape=shape, seed=seed, chunks=chunks,

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from volseg.cli import app
-from volseg.cli._common import DebugOpt, JsonOpt, OverwriteOpt, QuietOpt, cli_errors, console, emit_json
+from volseg.cli._common import DebugOpt, JsonOpt, OverwriteOpt, QuietOpt, cli_errors, console, emit_json, guard_json
 
 _EXAMPLES = """
 Examples:
@@ -91,6 +91,7 @@ def train_command(
     debug: DebugOpt = False,
 ) -> None:
     with cli_errors(debug, rank_zero=True):
+        guard_json(json_out, inputs=[data, val, images, labels, list_file, config], outputs=[output])
         from volseg.data.mix import training_sources
         from volseg.ddp_env import is_secondary_rank
         from volseg.training import train

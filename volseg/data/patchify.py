@@ -39,6 +39,9 @@ from volseg.data.sampling import parse_fraction
 from volseg.errors import VolsegError
 from volseg.geometry import grid_counts, padded_shape, parse_size3, parse_stride, select_part
 from volseg.io.atomic import check_output, remove_path, replace_dir, temp_sibling
+from volseg.io.locks import output_lock
+from volseg.io.completion import update_attrs
+from volseg.io.outputs import guard_output, input_stamp
 
 
 def _resolve_inputs(volume: Path, labels, targets):
@@ -106,6 +109,7 @@ def patchify(volume: str | os.PathLike, *, out: str | os.PathLike, labels=None, 
     scheduler = parse_scheduler(scheduler)
     if scheduler in ("threads", "processes", "synchronous"):
         parse_workers(workers)
+    guard_output(out, inputs=[volume, labels, targets], kind="patches", overwrite=overwrite)
     volume, out = Path(volume), Path(out)
     meta = read_meta(volume)
     shape = tuple(int(s) for s in meta.shape)
@@ -114,6 +118,7 @@ def patchify(volume: str | os.PathLike, *, out: str | os.PathLike, labels=None, 
         raise VolsegError("--patch", f"{'x'.join(map(str, patch))} is larger than the volume {volume} "
                           f"({'x'.join(map(str, shape))}); use a smaller patch or --pad to zero-pad")
     labels, targets = _resolve_inputs(volume, labels, targets)
+    guard_output(out, inputs=[volume, labels, targets], kind="patches", overwrite=overwrite)
     for extra in (labels, targets):
         if extra is not None:
             _check_shape(extra, read_meta(extra).shape, shape)
@@ -141,7 +146,9 @@ def patchify(volume: str | os.PathLike, *, out: str | os.PathLike, labels=None, 
     settings = {"source": str(volume.resolve()), "labels": None if labels is None else str(labels.resolve()),
                 "targets": None if targets is None else str(targets.resolve()), "source_shape": list(shape),
                 "patch": list(patch), "stride": None if stride is None else list(stride), "mode": mode,
-                "samples": n, "foreground_fraction": foreground_fraction, "seed": int(seed), "pad": bool(pad)}
+                "samples": n, "foreground_fraction": foreground_fraction, "seed": int(seed), "pad": bool(pad),
+                "source_stamp": input_stamp(volume),
+                "labels_stamp": None if labels is None else input_stamp(labels)}
     attrs = {"kind": "patches", "source": str(volume), "source_shape": list(shape), "spacing": list(meta.spacing),
              "patch": list(patch), "stride": settings["stride"], "mode": mode, "padded_shape": list(full),
              "labels": None if labels is None else str(labels), "targets": None if targets is None else str(targets),
@@ -150,6 +157,8 @@ def patchify(volume: str | os.PathLike, *, out: str | os.PathLike, labels=None, 
     jobs = plan_jobs(mode, out=out, volume=volume, labels=labels, targets=targets, patch=patch, stride=stride,
                      full=full, n=n, seed=seed, fraction=foreground_fraction, open_volume=open_volume)
     origins = np.concatenate([j.origins for j in jobs]) if mode == "grid" else None
+    attrs.update({"complete": False, "blocks_total": len(jobs), "blocks_unit": "patch ranges",
+                  "marker_prefix": ""})
     create = dict(n=n, channels=1, patch=patch, dtype=meta.dtype, labels=labels is not None,
                   targets=targets is not None, origins=origins,
                   origins_chunk=RANDOM_TASK if mode == "random" else None)
@@ -160,15 +169,16 @@ def patchify(volume: str | os.PathLike, *, out: str | os.PathLike, labels=None, 
             remove_path(marker_dir(out))  # every part is done: the store is complete
         return out
     check_output(out, overwrite=overwrite)
-    work = out.with_name(out.name + ".partial")
-    if not _resumable(work, attrs["settings"]):
-        remove_path(work)
+    with output_lock(out):  # one writer of `out` (and of its work folder) at a time
+        work = out.with_name(out.name + ".partial")
+        if not _resumable(work, attrs["settings"]):
+            remove_path(work)
+            remove_path(marker_dir(work))
+            create_store(work, attrs=attrs, **create)
+        _run(jobs, work, scheduler=scheduler, workers=workers, quiet=quiet)
+        _finish(work, len(jobs), n, labels is not None)
+        replace_dir(work, out)
         remove_path(marker_dir(work))
-        create_store(work, attrs=attrs, **create)
-    _run(jobs, work, scheduler=scheduler, workers=workers, quiet=quiet)
-    _finish(work, len(jobs), n, labels is not None)
-    replace_dir(work, out)
-    remove_path(marker_dir(work))
     return out
 
 
@@ -195,19 +205,14 @@ def _resumable(work: Path, settings: dict) -> bool:
 
 def _finish(store: Path, n_jobs: int, n: int, labels: bool) -> bool:
     """Once every job has its marker, record how many patches contain label 1; True when complete."""
-    import zarr
-
     done = done_counts(store)
     if len(done) < n_jobs:
         return False
-    if not labels:
-        return True
-    with_fg = int(sum(done.values()))
-    group = zarr.open_group(str(store), mode="r+")
-    meta = dict(group.attrs["volseg"])
-    meta["foreground_patches"] = with_fg
-    meta["foreground_fraction_actual"] = with_fg / n if n else 0.0
-    group.attrs["volseg"] = meta
+    extra = {}
+    if labels:
+        with_fg = int(sum(done.values()))
+        extra = {"foreground_patches": with_fg, "foreground_fraction_actual": with_fg / n if n else 0.0}
+    update_attrs(store, {**extra, "complete": True})
     return True
 
 

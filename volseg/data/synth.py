@@ -311,7 +311,12 @@ def write_synth(kind: str, out, *, shape=None, seed: int = 0, chunks=64, overwri
     shape = _parse_shape(DEFAULT_SHAPES[kind] if shape is None else shape)
     seed = _parse_seed(seed)
     chunks = parse_chunks(chunks)
+    from volseg.io.locks import remove_stale_temps
+    from volseg.io.outputs import guard_output
+
+    guard_output(out, kind="volume", overwrite=overwrite)
     out = check_output(out, overwrite=overwrite)
+    remove_stale_temps(out, quiet=quiet)
     with progress_bar(f"synth {kind}", total=1, quiet=quiet) as bar:
         first, second = (synth_scroll if kind == "scroll" else synth_scan)(shape, seed=seed)
         bar.advance(1)

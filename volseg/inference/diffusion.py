@@ -38,7 +38,7 @@ from volseg.inference.engine import (
     open_session,
 )
 from volseg.inference.plan import Plan, read_box
-from volseg.inference.resume import Markers
+from volseg.inference.resume import Markers, finish_output, removed_if_empty
 from volseg.inference.stitch import create_volume_output, cut_pieces, output_spec
 from volseg.inference.tiles import run_tiled
 
@@ -204,34 +204,38 @@ def sample_volume(setup, output, *, dtype: str = "float32", threshold=None, chan
     tile = setup.tile
     settings = {**setup.settings, "command": "predict (diffusion)", "output": spec.settings(),
                 "timesteps": seq, "eta": eta, "seed": int(seed)}
-    out, markers, _ = create_volume_output(output, plan=plan, spec=spec, spacing=setup.meta.spacing,
-                                           unit=setup.meta.unit, settings=settings, overwrite=overwrite)
-    out = str(out)
     steps = list(zip(reversed(seq), reversed([-1] + seq[:-1])))
-    last_done = len(markers.todo(work.chunk_list(), prefix=f"s{len(steps) - 1}-")) == 0
+    last = f"s{len(steps) - 1}-"
+    out, markers, resumed = create_volume_output(output, plan=plan, spec=spec, spacing=setup.meta.spacing,
+                                                 unit=setup.meta.unit, settings=settings, overwrite=overwrite,
+                                                 total=len(work.chunk_list()), prefix=last)
+    out = str(out)
+    last_done = len(markers.todo(work.chunk_list(), prefix=last)) == 0
     totals = {}
-    if not last_done:
-        work_dir = os.path.join(out, WORK)
-        if not os.path.isdir(work_dir):
-            group = zarr.open_group(work_dir, mode="w")
-            for name in ("x0", "x1"):
-                group.create_array(name, shape=work.shape, chunks=work.chunks, dtype="float32", fill_value=0)
-        with open_session(scheduler, workers) as sess:
-            todo = markers.todo(work.chunk_list(), prefix="init-")
-            map_tasks(functools.partial(_init_chunk, setup, out, work, int(seed)), todo, session=sess,
-                      description="noise", quiet=quiet)
-            for k, (t, t_next) in enumerate(steps):
-                todo = markers.todo(work.chunk_list(), prefix=f"s{k}-")
-                if not todo:
-                    continue
-                a_t, a_next = model.alpha(t), model.alpha(t_next)
-                with progress_bar(f"DDIM step {k + 1}/{len(steps)}", len(todo), quiet=quiet) as bar:
-                    _, group_stats = run_tiled(
-                        work, todo, functools.partial(_eps_group, setup, work, out, k, t),
-                        functools.partial(_step_chunk, setup, work, out, spec, k, a_t, a_next, eta, int(seed),
-                                          k == len(steps) - 1),
-                        tile=tile, session=sess, bar=bar)
-                totals = merge_stats([totals, merge_stats(group_stats)])
-        shutil.rmtree(work_dir, ignore_errors=True)
-    return {"output": out, "mode": "diffusion", "steps": len(steps), "timesteps": seq,
+    with removed_if_empty(out, resumed):
+        if not last_done:
+            work_dir = os.path.join(out, WORK)
+            if not os.path.isdir(work_dir):
+                group = zarr.open_group(work_dir, mode="w")
+                for name in ("x0", "x1"):
+                    group.create_array(name, shape=work.shape, chunks=work.chunks, dtype="float32", fill_value=0)
+            with open_session(scheduler, workers) as sess:
+                todo = markers.todo(work.chunk_list(), prefix="init-")
+                map_tasks(functools.partial(_init_chunk, setup, out, work, int(seed)), todo, session=sess,
+                          description="noise", quiet=quiet)
+                for k, (t, t_next) in enumerate(steps):
+                    todo = markers.todo(work.chunk_list(), prefix=f"s{k}-")
+                    if not todo:
+                        continue
+                    a_t, a_next = model.alpha(t), model.alpha(t_next)
+                    with progress_bar(f"DDIM step {k + 1}/{len(steps)}", len(todo), quiet=quiet) as bar:
+                        _, group_stats = run_tiled(
+                            work, todo, functools.partial(_eps_group, setup, work, out, k, t),
+                            functools.partial(_step_chunk, setup, work, out, spec, k, a_t, a_next, eta, int(seed),
+                                              k == len(steps) - 1),
+                            tile=tile, session=sess, bar=bar)
+                    totals = merge_stats([totals, merge_stats(group_stats)])
+            shutil.rmtree(work_dir, ignore_errors=True)
+    complete = finish_output(output, out, total=len(work.chunk_list()), prefix=last)
+    return {"output": str(output), "complete": complete, "mode": "diffusion", "steps": len(steps), "timesteps": seq,
             "chunks_total": len(work.chunk_list()), **totals}

@@ -40,7 +40,7 @@ from volseg.errors import VolsegError
 from volseg.inference.blend import Blender, parse_blend, parse_sigma_scale
 from volseg.inference.engine import accumulate, merge_stats, normalise, open_session
 from volseg.inference.plan import Plan, read_box
-from volseg.inference.resume import Markers, file_digest, open_output
+from volseg.inference.resume import Markers, file_digest, finish_output, open_output, removed_if_empty
 from volseg.inference.runner import Runner, model_info
 from volseg.inference.stitch import (
     OutputSpec,
@@ -148,8 +148,10 @@ def prepare(run, volume, *, patch=None, overlap: float = 0.5, batch_size: int = 
     plan = Plan.build(meta.shape, patch, stride, chunks)
     tile = tile_chunks(parse_tile(tile), plan)
     blend = {"mode": parse_blend(blend), "sigma_scale": parse_sigma_scale(sigma_scale)}
+    from volseg.io.outputs import input_stamp
+
     settings = {"model_sha256": file_digest(model_file), "volume": os.path.abspath(volume),
-                "volume_shape": list(meta.shape), "patch": list(patch), "overlap": float(overlap),
+                "volume_stamp": input_stamp(volume), "volume_shape": list(meta.shape), "patch": list(patch), "overlap": float(overlap),
                 "stride": list(stride), "tta": bool(tta), "amp": bool(amp), "skip_value": skip_value,
                 "chunks": list(plan.chunks), "blend": blend, "pad": bool(pad), "kind": kind}
     key = f"{os.path.abspath(volume)}@{os.stat(volume).st_mtime_ns}"
@@ -306,9 +308,15 @@ def predict(run, volume, output, *, patch=None, overlap: float = 0.5, batch_size
     part = parse_part(part) if isinstance(part, (str, type(None))) else part
     scheduler = parse_scheduler(scheduler)
     workers = parse_workers(workers)
+    from volseg.io.outputs import guard_output
+
+    if stitch:  # refuse a bad -o before loading anything (the kind is checked again below)
+        guard_output(output, inputs=[run, volume], kind="volume", overwrite=overwrite)
     setup = prepare(run, volume, patch=patch, overlap=overlap, batch_size=batch_size, tta=tta, amp=amp,
                     device=device, blend=blend, sigma_scale=sigma_scale, skip_value=skip_value,
                     chunks=chunks, pad=pad, workers=workers, tile=tile)
+    guard_output(output, inputs=[run, volume], overwrite=overwrite,
+                 kind="volume" if stitch or setup.info["kind"] == "diffusion" else "patches")
     if setup.info["kind"] == "diffusion":
         from volseg.inference.diffusion import sample_volume
 
@@ -340,20 +348,25 @@ def _predict_fused(setup: Setup, output, *, dtype, threshold, channel, scheduler
     tile = setup.tile  # part of the settings: --part splits the chunks in tile order
     settings = {**setup.settings, "command": "predict --stitch", "output": spec.settings(),
                 "tile": list(tile) if tile else None}
-    out, markers, _ = create_volume_output(output, plan=setup.plan, spec=spec, spacing=setup.meta.spacing,
-                                           unit=setup.meta.unit, settings=settings, overwrite=overwrite)
+    total = len(setup.plan.chunk_list())
+    out, markers, resumed = create_volume_output(output, plan=setup.plan, spec=spec, spacing=setup.meta.spacing,
+                                                 unit=setup.meta.unit, settings=settings, overwrite=overwrite,
+                                                 total=total)
     mine = select_part(tile_order(setup.plan, tile), part)
     todo = markers.todo(mine)
     group_stats: list = []
-    if todo:
-        from volseg.progress import progress_bar
+    with removed_if_empty(out, resumed or part is not None):
+        if todo:
+            from volseg.progress import progress_bar
 
-        with open_session(scheduler, workers) as session, progress_bar("predicting", len(todo), quiet=quiet) as bar:
-            _, group_stats = run_tiled(setup.plan, todo, functools.partial(_group_pieces, setup),
-                                       functools.partial(_final_chunk, setup, str(out), spec), tile=tile,
-                                       session=session, bar=bar)
+            with open_session(scheduler, workers) as session, \
+                    progress_bar("predicting", len(todo), quiet=quiet) as bar:
+                _, group_stats = run_tiled(setup.plan, todo, functools.partial(_group_pieces, setup),
+                                           functools.partial(_final_chunk, setup, str(out), spec), tile=tile,
+                                           session=session, bar=bar)
+    complete = finish_output(output, out, total=total)
     stats = merge_stats(group_stats)
-    return {"output": str(out), "mode": "stitch", "chunks_total": len(mine),
+    return {"output": str(output), "complete": complete, "mode": "stitch", "chunks_total": len(mine),
             "chunks_done_before": len(mine) - len(todo), "chunks_written": len(todo), **stats}
 
 
@@ -383,10 +396,13 @@ def _predict_store(setup: Setup, output, *, scheduler, workers, part, overwrite,
                             "version": volseg_version(), "blend": setup.blend,
                             "model": {**setup.info, "run": setup.run}, "n_groups": len(groups), **attrs})
 
-    out, markers, _ = open_output(output, settings=settings, create=create, overwrite=overwrite)
+    out, markers, resumed = open_output(output, settings=settings, create=create, overwrite=overwrite,
+                                        total=len(groups), unit="patch groups", prefix="g")
     mine = select_part(groups, part)
     todo = markers.todo(mine, prefix="g")
-    stats = run_tasks(functools.partial(_store_group, setup, str(out), offsets), todo, scheduler=scheduler,
-                      workers=workers, description="predicting", quiet=quiet)
-    return {"output": str(out), "mode": "patches", "groups_total": len(mine),
+    with removed_if_empty(out, resumed or part is not None):
+        stats = run_tasks(functools.partial(_store_group, setup, str(out), offsets), todo, scheduler=scheduler,
+                          workers=workers, description="predicting", quiet=quiet)
+    complete = finish_output(output, out, total=len(groups), prefix="g")
+    return {"output": str(output), "complete": complete, "mode": "patches", "groups_total": len(mine),
             "groups_done_before": len(mine) - len(todo), "groups_written": len(todo), **merge_stats(stats)}

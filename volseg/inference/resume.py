@@ -5,16 +5,21 @@ that produce it recorded in its attributes (``volseg.settings`` and ``volseg.fin
 Each task writes its block and only then an empty marker file, named after the block, in the
 ``volseg_markers`` sub-group of the output. A rerun of the same command finds the markers and
 skips those blocks; a killed task leaves no marker, so its block is redone. A rerun with other
-settings is refused unless ``--overwrite``; an output with the very same settings is resumed
-even with ``--overwrite`` (so the parts of a job array never wipe each other's work).
+settings, or made from another version of an input (the settings hold each input's
+size/modification stamp), is refused unless ``--overwrite``. ``--overwrite`` computes everything
+again in the work folder ``<output>.new`` (shared by the parts of a job array) and replaces the
+existing output only once the new one is complete (:func:`finish_output`), so a failing run
+never destroys a good output. Completion is recorded as ``volseg.complete`` in the output's
+attributes (:func:`volseg.io.outputs.check_complete`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from volseg.errors import VolsegError
@@ -100,63 +105,138 @@ def _differences(old: dict, new: dict) -> str:
 
 
 def open_output(path: str | os.PathLike, *, settings: dict, create: Callable[[Path, dict], None],
-                overwrite: bool = False) -> tuple[Path, Markers, bool]:
+                overwrite: bool = False, total: int = 0, unit: str = "chunks",
+                prefix: str = "c") -> tuple[Path, Markers, bool]:
     """Create a resumable output, or reopen an existing one made with the same ``settings``.
 
     Parameters
     ----------
     path : path
-        The output Zarr group.
+        The output Zarr group (checked beforehand with :func:`volseg.io.outputs.guard_output`).
     settings : dict
-        Plain data that determines the output's content; its fingerprint is stored.
+        Plain data that determines the output's content (inputs' identities included); its
+        fingerprint is stored.
     create : callable
         ``create(tmp_path, volseg_attrs)`` builds the empty output (metadata, arrays) at
-        ``tmp_path``; it is renamed onto ``path`` when complete, so a half-created output never
-        appears under ``path``. The marker sub-group is added here.
+        ``tmp_path``; it is renamed into place when complete, so a half-created output never
+        appears. The marker sub-group is added here.
     overwrite : bool
-        Replace an existing output made with other settings (or not by volseg).
+        Compute everything again. An existing ``path`` is kept untouched: the new output is
+        built in the work folder ``<path>.new`` (shared by the ``--part`` jobs of one
+        ``--overwrite`` run, resumed when rerun with the same settings) and replaces ``path``
+        only once every block is written (:func:`finish_output`).
+    total, unit, prefix
+        Blocks of the whole output, their name in messages and their marker prefix; recorded
+        as ``complete: false``, ``blocks_total``, ``blocks_unit``, ``marker_prefix``.
 
     Returns
     -------
-    (path, markers, resumed)
+    (work_path, markers, resumed)
+        Where to write (``path`` or ``<path>.new``), its markers, and whether it existed.
 
     Raises
     ------
     VolsegError
-        ``path`` exists with other settings (or is not a resumable volseg output) and
-        ``overwrite`` is false.
+        ``path`` exists with other settings, from another version of an input, or is not a
+        resumable volseg output, and ``overwrite`` is false.
     """
     path = Path(path)
-    attrs = {"settings": settings, "fingerprint": fingerprint(settings)}
-    for _attempt in range(2):
-        if path.exists() and not is_empty_dir(path):
-            info = _read_settings(path)
+    attrs = {"settings": settings, "fingerprint": fingerprint(settings), "complete": False,
+             "blocks_total": int(total), "blocks_unit": unit, "marker_prefix": prefix}
+    target = path
+    if path.exists() and not is_empty_dir(path):
+        info = _read_settings(path)
+        if not overwrite:
             if info is not None and info.get("fingerprint") == attrs["fingerprint"]:
                 return path, Markers(path), True
-            if not overwrite:
-                if info is None:
-                    raise VolsegError(path, "exists and is not a resumable volseg output; "
-                                      "pass --overwrite to replace it or choose another -o")
-                raise VolsegError(path, "exists with other settings: "
-                                  f"{_differences(info.get('settings') or {}, settings)}; "
+            if info is None:
+                raise VolsegError(path, "exists and is not a resumable volseg output; "
                                   "pass --overwrite to replace it or choose another -o")
-            remove_path(path)
-        if is_empty_dir(path):
-            path.rmdir()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = temp_sibling(path)
+            raise VolsegError(path, _refusal(info.get("settings") or {}, settings))
+        target = work_path(path)
+        info = _read_settings(target) if target.exists() else None
+        if info is not None and info.get("fingerprint") == attrs["fingerprint"]:
+            return target, Markers(target), True
+        remove_path(target)
+    if is_empty_dir(target):
+        target.rmdir()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for _attempt in range(2):
+        tmp = temp_sibling(target)
         remove_path(tmp)
         try:
             create(tmp, attrs)
             Markers(tmp).create()
-            os.rename(tmp, path)
-            return path, Markers(path), False
+            os.rename(tmp, target)
+            return target, Markers(target), False
         except OSError:
             remove_path(tmp)
-            if not path.exists():
+            if not target.exists():
                 raise
-            overwrite = False  # another part created it first: resume it if the settings match
+            info = _read_settings(target)  # another part created it first: resume it if it matches
+            if info is not None and info.get("fingerprint") == attrs["fingerprint"]:
+                return target, Markers(target), True
+            raise VolsegError(path, _refusal(info.get("settings") or {} if info else {}, settings)) from None
         except BaseException:
             remove_path(tmp)
             raise
     raise VolsegError(path, "could not be created; check the folder is writable")
+
+
+def work_path(path: str | os.PathLike) -> Path:
+    """``<path>.new``: where an ``--overwrite`` run builds the output that replaces ``path``."""
+    path = Path(path)
+    return path.with_name(path.name + ".new")
+
+
+def _refusal(old: dict, new: dict) -> str:
+    keys = sorted(set(old) | set(new))
+    diff = [k for k in keys if json.dumps(old.get(k), default=str) != json.dumps(new.get(k), default=str)]
+    if diff and all(k.endswith("_stamp") for k in diff):
+        return ("was computed from an earlier version of its input (the input changed since: "
+                f"{', '.join(diff)}); pass --overwrite to compute it again")
+    return (f"exists with other settings: {_differences(old, new)}; "
+            "pass --overwrite to replace it or choose another -o")
+
+
+def finish_output(path: str | os.PathLike, work: str | os.PathLike, *, total: int, prefix: str = "c") -> bool:
+    """Record completion once every block has its marker; an ``--overwrite`` work folder then
+    replaces ``path``. Safe when several parts finish at once (a short lock). True when complete.
+    """
+    from volseg.io.atomic import replace_dir
+    from volseg.io.locks import output_lock
+    from volseg.io.completion import attrs, count_markers, set_complete
+
+    path, work = Path(path), Path(work)
+    if work == path and attrs(path).get("complete"):
+        return True  # a rerun of a finished output: nothing to record
+    with output_lock(work, wait=True):
+        if not work.exists():
+            return True  # another part completed and moved it into place
+        if count_markers(work, prefix) < total:
+            return False
+        set_complete(work)
+        if work != path:
+            replace_dir(work, path)
+    return True
+
+
+@contextlib.contextmanager
+def removed_if_empty(work: str | os.PathLike, keep: bool) -> Iterator[None]:
+    """Remove an output this run created when the run fails before any block was written
+    (a scheduler that cannot be reached, a bad option found late). ``keep``: an output that
+    existed, or one shared with concurrent ``--part`` jobs, is never removed."""
+    try:
+        yield
+    except BaseException:
+        root = Path(work) / MARKERS
+        if not keep and not any(e.name != "zarr.json" for e in _entries(root)):
+            remove_path(work)
+        raise
+
+
+def _entries(folder: Path) -> list:
+    try:
+        return list(os.scandir(folder))
+    except OSError:
+        return []

@@ -22,7 +22,7 @@ from volseg.geometry import as_slices
 from volseg.inference.blend import Blender, parse_blend, parse_sigma_scale
 from volseg.inference.engine import normalise
 from volseg.inference.plan import Plan
-from volseg.inference.resume import Markers, open_output
+from volseg.inference.resume import Markers, finish_output, open_output, removed_if_empty
 
 OUTPUT_DTYPES = ("float16", "float32")
 
@@ -90,15 +90,17 @@ def output_spec(channels: int, *, dtype: str = "float32", threshold: float | Non
 
 
 def create_volume_output(path, *, plan: Plan, spec: OutputSpec, spacing, unit, settings: dict,
-                         overwrite: bool) -> tuple[Path, Markers, bool]:
-    """Create (or resume) the OME-Zarr output volume of ``plan.shape`` with ``plan.chunks``."""
+                         overwrite: bool, total: int = 0, prefix: str = "c") -> tuple[Path, Markers, bool]:
+    """Create (or resume) the OME-Zarr output volume of ``plan.shape`` with ``plan.chunks``
+    (see :func:`volseg.inference.resume.open_output`; ``total`` blocks marked ``<prefix>i.j.k``)."""
     from volseg.io import create_volume
 
     def create(tmp: Path, attrs: dict) -> None:
         create_volume(tmp, shape=plan.shape, dtype=spec.out_dtype, chunks=plan.chunks,
                       spacing=spacing, unit=unit, attrs={**attrs, "output": spec.settings()})
 
-    return open_output(path, settings=settings, create=create, overwrite=overwrite)
+    return open_output(path, settings=settings, create=create, overwrite=overwrite, total=total,
+                       unit="chunks", prefix=prefix)
 
 
 def write_chunk(output: str, chunk: Sequence[int], plan: Plan, block: np.ndarray) -> None:
@@ -210,6 +212,8 @@ def stitch(store: str | os.PathLike, output: str | os.PathLike, *, blend: str | 
 
     from volseg.data.patchstore import open_store
     from volseg.geometry import select_part
+    from volseg.io.completion import check_complete
+    from volseg.io.outputs import guard_output, input_stamp
     from volseg.io.streaming import parse_chunks
     from volseg.parallel import parse_part, parse_scheduler, parse_workers, run_tasks
 
@@ -217,6 +221,8 @@ def stitch(store: str | os.PathLike, output: str | os.PathLike, *, blend: str | 
     part = parse_part(part) if isinstance(part, (str, type(None))) else part
     scheduler, workers = parse_scheduler(scheduler), parse_workers(workers)
     chunks = parse_chunks(chunks)
+    guard_output(output, inputs=[store], kind="volume", overwrite=overwrite)
+    check_complete(store)
     ps = open_store(store)
     attrs = ps.attrs
     recorded = attrs.get("blend") or {}
@@ -224,24 +230,28 @@ def stitch(store: str | os.PathLike, output: str | os.PathLike, *, blend: str | 
     sigma = parse_sigma_scale(sigma_scale if sigma_scale is not None else recorded.get("sigma_scale", 0.125))
     markers = Markers(store)
     if attrs.get("n_groups") is not None and len(markers.done("g")) < int(attrs["n_groups"]):
-        raise VolsegError(store, f"is incomplete ({len(markers.done('g'))} of {attrs['n_groups']} patch "
-                          "groups done); rerun the same `volseg predict` command to finish it")
+        raise VolsegError(store, f"{len(markers.done('g'))} of {attrs['n_groups']} patch groups written; "
+                          "finish it with the same `volseg predict` command")
     shape = tuple(int(s) for s in attrs["source_shape"])
     plan, rows = Plan.from_origins(np.asarray(ps.origins[:]), shape=shape, patch=ps.patch, chunks=chunks,
                                    where=str(store))
     image = (attrs.get("model") or {}).get("kind") == "diffusion"
     spec = output_spec(ps.channels, dtype=dtype, threshold=threshold, channel=channel, image=image)
     settings = {"command": "stitch", "store": os.path.abspath(store),
-                "store_fingerprint": attrs.get("fingerprint"), "blend": {"mode": mode, "sigma_scale": sigma},
+                "store_fingerprint": attrs.get("fingerprint"), "store_stamp": input_stamp(store), "blend": {"mode": mode, "sigma_scale": sigma},
                 "chunks": list(plan.chunks), "output": spec.settings()}
-    out, out_markers, _ = create_volume_output(output, plan=plan, spec=spec, spacing=attrs.get("spacing"),
-                                               unit=attrs.get("unit"), settings=settings, overwrite=overwrite)
+    total = len(plan.chunk_list())
+    out, out_markers, resumed = create_volume_output(output, plan=plan, spec=spec, spacing=attrs.get("spacing"),
+                                                     unit=attrs.get("unit"), settings=settings,
+                                                     overwrite=overwrite, total=total)
     mine = select_part(plan.chunk_list(), part)
     todo = out_markers.todo(mine)
     job = _StitchJob(str(store), str(out), plan, rows, {"mode": mode, "sigma_scale": sigma}, spec)
-    run_tasks(functools.partial(_run_job, job), todo, scheduler=scheduler, workers=workers,
-              description="stitching", quiet=quiet)
-    return {"output": str(out), "chunks_total": len(mine), "chunks_done_before": len(mine) - len(todo),
+    with removed_if_empty(out, resumed or part is not None):
+        run_tasks(functools.partial(_run_job, job), todo, scheduler=scheduler, workers=workers,
+                  description="stitching", quiet=quiet)
+    complete = finish_output(output, out, total=total)
+    return {"output": str(output), "complete": complete, "chunks_total": len(mine), "chunks_done_before": len(mine) - len(todo),
             "chunks_written": len(todo), "seconds": round(time.perf_counter() - t0, 3)}
 
 

@@ -54,7 +54,16 @@ def volume_info(path, *, channel: int | None = None, exact_bytes: int = EXACT_BY
             "dtype": meta.dtype.name, "chunks": list(meta.chunks), "levels": meta.levels,
             "level_shapes": _level_shapes(path, meta), "spacing": list(meta.spacing), "unit": meta.unit,
             "nbytes": nbytes, "min": _number(low), "max": _number(high), "range_sampled": bool(sampled),
-            "sampled_chunks": used, "labels": os.fspath(labels) if labels else None}
+            "sampled_chunks": used, "labels": os.fspath(labels) if labels else None,
+            **_state(path)}
+
+
+def _state(path) -> dict:
+    """``{"state": "complete" | "412 of 512 chunks written"}`` for block-wise volseg outputs."""
+    from volseg.io.completion import describe_completion
+
+    state = describe_completion(path) if Path(path).is_dir() else None
+    return {} if state is None else {"state": state}
 
 
 def _range(arr):

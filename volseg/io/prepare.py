@@ -50,9 +50,14 @@ def prepare(input, output, *, chunks=128, levels=1, dtype="keep", channel: int |
     from volseg.io.streaming import block_budget, block_shape, parse_chunks, parse_dtype, parse_levels, same_path
     from volseg.parallel import parse_scheduler
 
+    from volseg.io.locks import remove_stale_temps
+    from volseg.io.outputs import guard_output
+
+    guard_output(output, inputs=[input], kind="volume", overwrite=overwrite)
     input, output = Path(input), Path(output)
     if input.exists() and same_path(input, output):
         raise VolsegError(output, f"overlaps the input {input}; choose another output name")
+    remove_stale_temps(output, quiet=quiet)
     chunks, levels = parse_chunks(chunks), parse_levels(levels)
     parse_scheduler(scheduler)
     check_output(output, overwrite=overwrite)

@@ -117,8 +117,10 @@ def evaluate(pred, truth, *, metrics: str | Sequence[str] | None = None, thresho
         ``score`` is also chosen.
     """
     from volseg.geometry import chunk_counts, parse_size3
+    from volseg.io.outputs import guard_reader
     from volseg.metrics.overlap import parse_tolerance
 
+    guard_reader([pred, truth, image], files={"--preview": (preview, "png")})
     pred, pred_name = _open(pred, "prediction")
     truth, truth_name = _open(truth, "truth")
     if tuple(pred.shape) != tuple(truth.shape):

@@ -130,11 +130,14 @@ def write_preview(path: str | os.PathLike, pred, truth, *, image=None,
             columns.append(_grey(diff, 0.0, max(hi - lo, 1e-12)))
         rows.append(columns)
     canvas = _compose(rows)
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    Image.fromarray(canvas).save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
+    import io
+
+    from volseg.io.outputs import write_file
+
+    buffer = io.BytesIO()
+    Image.fromarray(canvas).save(buffer, format="PNG")
+    write_file(path, buffer.getvalue())  # atomic for a file; a symlink's target, a device as such
+    return Path(path)
 
 
 def _compose(rows: list[list[np.ndarray]]) -> np.ndarray:

@@ -68,9 +68,36 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     try:
         torch.save(dict(payload, format=RUN_FORMAT, version=FORMAT_VERSION), tmp)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:
+        raise _save_error(exc, path, payload) from None
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _save_error(exc: Exception, path: Path, payload: dict[str, Any]) -> Exception:
+    """A failed ``torch.save`` (full disk: torch's "inline_container" / "file write failed"
+    RuntimeError) as a one-line error naming the file and the bytes needed."""
+    from volseg.io.outputs import os_error, space_note
+
+    if isinstance(exc, OSError):
+        return os_error(exc, path, need=_nbytes(payload))
+    text = str(exc)
+    if "inline_container" in text or "file write failed" in text or "PytorchStreamWriter" in text:
+        return VolsegError(path, "cannot be written (torch.save failed writing the checkpoint; the disk "
+                           f"may be full{space_note(path, _nbytes(payload))}); free some space or choose another -o")
+    return exc
+
+
+def _nbytes(value: Any) -> int:
+    """Bytes of the tensors in a checkpoint payload (what torch.save must write)."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(_nbytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_nbytes(v) for v in value)
+    return 0
 
 
 def write_config(run_dir: Path, cfg: dict[str, Any]) -> None:

@@ -143,7 +143,23 @@ def train(source: str | os.PathLike | None, run_dir: str | os.PathLike, *,
     dict
         ``{"run_dir", "model", "steps", "seconds", "loss", "best_metric", "metric", ...}``.
     """
+    import contextlib
+
+    from volseg.io.locks import output_lock
+    from volseg.io.outputs import guard_output, guard_reader, input_paths
+
+    sources = list(input_paths([source]))
+    guard_output(run_dir, inputs=[*sources, config_path], kind="run", overwrite=overwrite)
+    guard_reader(sources)  # an unfinished patch store (one --part of several) is refused
     run_dir = rd.check_run_dir(run_dir, resume=resume, overwrite=overwrite)
+    main_rank = os.environ.get("RANK", "0").strip() in ("", "0")  # torchrun: rank 0 holds the lock
+    with output_lock(run_dir) if main_rank else contextlib.nullcontext():  # one trainer per run dir
+        return _train(source, run_dir, model_type=model_type, config_path=config_path, overrides=overrides,
+                      resume=resume, overwrite=overwrite, quiet=quiet, datasets=datasets)
+
+
+def _train(source, run_dir: Path, *, model_type, config_path, overrides, resume, overwrite, quiet,
+           datasets) -> dict[str, Any]:
     payload = None
     if resume:
         payload = load_run(run_dir / rd.MODEL_FILE)

@@ -1,0 +1,110 @@
+"""One writer per output: an exclusive lock file beside it (``<output>.lock``, fcntl).
+
+The lock file holds the writer's pid. The kernel drops the lock when its process dies, so a
+lock left by a killed run is simply taken over by the next one. The file is removed on release;
+a writer that locked a file which was removed meanwhile tries again, so two processes never
+hold "the" lock on two different files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Iterator
+
+from volseg.errors import VolsegError
+
+
+def lock_path(output: str | os.PathLike) -> Path:
+    """``<output>.lock``, next to the output."""
+    output = Path(os.path.abspath(os.fspath(output)))
+    return output.with_name(output.name + ".lock")
+
+
+@contextlib.contextmanager
+def output_lock(output: str | os.PathLike, *, wait: bool = False) -> Iterator[Path]:
+    """Hold the exclusive writer lock of ``output`` for the ``with`` block.
+
+    Parameters
+    ----------
+    output : path
+        The output folder (it need not exist yet; its parent must).
+    wait : bool
+        Block until the lock is free (short critical sections) instead of refusing.
+
+    Raises
+    ------
+    VolsegError
+        ``OUT: another volseg (pid N) is writing it`` when another live process holds the lock.
+    """
+    path = lock_path(output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            from volseg.io.outputs import os_error
+
+            raise os_error(exc, path) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise VolsegError(output, f"another volseg (pid {pid}) is writing it; wait for it to finish "
+                              "or stop it, then run the command again") from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the file was removed by its previous holder after we opened it: retry
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        os.close(fd)
+
+
+def pid_alive(pid: int) -> bool:
+    """True when a process with ``pid`` exists on this machine."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temps(output: str | os.PathLike, *, quiet: bool = False) -> list[Path]:
+    """Remove ``<output>.tmp-<pid>`` (and ``.old-``/``.new-``) siblings left by dead processes.
+
+    Says so on stderr (one line) unless ``quiet``. Returns the removed paths.
+    """
+    from volseg.io.atomic import remove_path
+
+    path = Path(os.path.abspath(os.fspath(output)))
+    if not path.parent.is_dir():
+        return []
+    pattern = re.compile(re.escape(path.name) + r"\.(tmp|old|new)-(\d+)$")
+    removed = []
+    for e in os.scandir(path.parent):
+        m = pattern.match(e.name)
+        if m and not pid_alive(int(m.group(2))):
+            remove_path(e.path)
+            removed.append(Path(e.path))
+    if removed and not quiet:
+        names = ", ".join(p.name for p in removed)
+        print(f"removed {len(removed)} stale temporary folder(s) of killed runs: {names}", file=sys.stderr)
+    return removed
