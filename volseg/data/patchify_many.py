@@ -30,6 +30,7 @@ from volseg.data.patchstore import PatchStore, create_store, is_patch_store
 from volseg.data.sources import Pair
 from volseg.errors import VolsegError
 from volseg.io.atomic import check_output, remove_path, replace_dir
+from volseg.io.outputs import guard_output
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,8 @@ def patchify_pairs(pairs: list[Pair], *, out: str | os.PathLike, per_volume: boo
     """
     if not pairs:
         raise VolsegError("--images", "no image/label pairs given")
+    guard_output(out, inputs=[p for pair in pairs for p in (pair.image, pair.label)], kind="patches",
+                 overwrite=overwrite)
     out = Path(out)
     check_output(out, overwrite=overwrite)
     options = dict(patch=patch, stride=stride, samples=samples,
