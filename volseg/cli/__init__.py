@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import typer
 
+from volseg.cli._usage import VolsegGroup
+
 app = typer.Typer(
+    cls=VolsegGroup,
     name="volseg",
     help="Out-of-core 3D volume segmentation and translation: prepare, patchify, train, "
     "predict, stitch, evaluate. Run `volseg demo` for the whole journey on synthetic data.",
@@ -19,15 +22,20 @@ app = typer.Typer(
 )
 
 
-@app.callback()
-def _root(
-    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
-) -> None:
-    if version:
+def _print_version(value: bool) -> None:
+    if value:
         from importlib.metadata import version as _v
 
         typer.echo(_v("volseg"))
         raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.",
+                                 is_eager=True, callback=_print_version),
+) -> None:
+    """Out-of-core 3D volume segmentation and translation."""
 
 
 # Command modules register their commands on `app` when imported, in pipeline order.
