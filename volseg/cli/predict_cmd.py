@@ -11,6 +11,7 @@ from volseg.cli._common import (
     DebugOpt,
     DeviceOpt,
     JsonOpt,
+    NanValueOpt,
     OverwriteOpt,
     PartOpt,
     QuietOpt,
@@ -71,6 +72,7 @@ def predict_command(
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
     json_out: JsonOpt = None,
+    nan_value: NanValueOpt = None,
 ) -> None:
     """Run a trained model over every patch of VOLUME.
 
@@ -91,7 +93,8 @@ def predict_command(
                          amp=amp, device=device, stitch=stitch, blend=blend, dtype=dtype, threshold=threshold,
                          channel=channel, skip_value=skip_value, chunks=chunks, pad=pad,
                          sampling_steps=sampling_steps, eta=eta, seed=seed, scheduler=scheduler,
-                         workers=workers, part=part, tile=tile, overwrite=overwrite, quiet=quiet)
+                         workers=workers, part=part, tile=tile, overwrite=overwrite, quiet=quiet,
+                         nan_value=nan_value)
         emit_json(result, json_out)
         _summary(result, quiet or json_out == "-")
 

@@ -22,6 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from volseg.errors import VolsegError
+from volseg.io.finite import check_array, count_nonfinite, guard, parse_finite, parse_nan_value, warn_replaced
 from volseg.metrics import components as cc
 from volseg.metrics import intensity, overlap, topology, voi
 
@@ -76,7 +77,8 @@ def evaluate(pred, truth, *, metrics: str | Sequence[str] | None = None, thresho
              data_range: float | None = None, block: int | Sequence[int] | None = None,
              scheduler: str = "threads", workers: int | None = None, quiet: bool = False,
              image=None, preview: str | os.PathLike | None = None,
-             preview_slice: str | Sequence[int] | None = None) -> dict[str, Any]:
+             preview_slice: str | Sequence[int] | None = None,
+             nan_value: float | None = None) -> dict[str, Any]:
     """Compute the chosen metrics of ``pred`` against ``truth``, streamed block by block.
 
     Parameters
@@ -105,6 +107,9 @@ def evaluate(pred, truth, *, metrics: str | Sequence[str] | None = None, thresho
         Write a PNG of orthogonal slices (:func:`volseg.metrics.preview.write_preview`).
     preview_slice : "z,y,x" or 3 ints, optional
         Voxel the preview's planes pass through (default: the centre).
+    nan_value : float, optional
+        Read non-finite (NaN/Inf) voxels of float volumes as this value and warn once with the
+        count; default None refuses them (:mod:`volseg.io.finite`).
 
     Returns
     -------
@@ -114,15 +119,17 @@ def evaluate(pred, truth, *, metrics: str | Sequence[str] | None = None, thresho
     from volseg.geometry import chunk_counts, parse_size3
     from volseg.metrics.overlap import parse_tolerance
 
-    pred, pred_name = _open(pred, "prediction")
-    truth, truth_name = _open(truth, "truth")
+    nan_value = parse_nan_value(nan_value)
+    threshold = parse_finite(threshold, "--threshold")
+    pred, pred_name = _open(pred, "prediction", nan_value)
+    truth, truth_name = _open(truth, "truth", nan_value)
     if tuple(pred.shape) != tuple(truth.shape):
         raise VolsegError(truth_name, f"shape {tuple(truth.shape)} differs from the prediction's "
                           f"{tuple(pred.shape)} ({pred_name}); both volumes must cover the same voxels")
     if pred.ndim != 3:
         raise VolsegError(truth_name, f"expected a 3D (z, y, x) volume, got shape {tuple(pred.shape)}")
     if image is not None:
-        image, image_name = _open(image, "image")
+        image, image_name = _open(image, "image", nan_value)
         if tuple(image.shape) != tuple(truth.shape):
             raise VolsegError(image_name, f"shape {tuple(image.shape)} differs from the truth's "
                               f"{tuple(truth.shape)} ({truth_name})")
@@ -174,14 +181,22 @@ def _default_block(arr) -> tuple[int, int, int]:
     return block[0], block[1], block[2]
 
 
-def _open(value, what: str):
+def _open(value, what: str, nan_value: float | None = None):
+    """(array, name): a path opened lazily, its float blocks checked for NaN/Inf as they are read."""
+    name = os.fspath(value) if isinstance(value, (str, os.PathLike)) else what
     if isinstance(value, (str, os.PathLike)):
         from volseg.io import open_volume
 
-        return open_volume(value), os.fspath(value)
-    if not hasattr(value, "shape"):
+        value = open_volume(value)
+    elif not hasattr(value, "shape"):
         value = np.asarray(value)
-    return value, what
+    if hasattr(value, "dask"):
+        if nan_value is not None:
+            warn_replaced(name, count_nonfinite(value), nan_value)
+        return guard(value, name, nan_value=nan_value), name
+    if nan_value is not None:
+        warn_replaced(name, count_nonfinite(value), nan_value)
+    return check_array(np.asarray(value), name, nan_value=nan_value), name
 
 
 def _min_max(arr) -> tuple[float, float]:
