@@ -100,6 +100,21 @@ def _check_item(item: dict[str, Any], cfg: dict[str, Any], source) -> None:
     check_patch(shape, model_depth(cfg["model"]), where=where)
 
 
+def diverged(run_dir, what: str, step: int, lr: float) -> VolsegError:
+    """The error of a run whose loss or weights stopped being finite (nothing more is saved)."""
+    kept = "the last good checkpoint is kept" if (Path(run_dir) / rd.MODEL_FILE).is_file() \
+        else "no checkpoint was saved"
+    return VolsegError(run_dir, f"{what} at step {step}; lower --lr (now {lr:g}) or check the "
+                       f"training data for NaN/Inf; {kept}")
+
+
+def check_finite_model(model: nn.Module, run_dir, *, step: int, lr: float) -> None:
+    """Refuse to save a model with a non-finite weight (the run diverged)."""
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise diverged(run_dir, f"weight {name} became non-finite", step, lr)
+
+
 def _total_steps(cfg: dict[str, Any], n_train: int) -> int:
     training = cfg["training"]
     if training["n_iters"] is not None:
@@ -217,6 +232,7 @@ def _fit(cfg: dict[str, Any], train_ds, val_ds, run_dir: Path, *, device: torch.
     state = {"cfg": cfg, "model": model, "ema": ema, "kind": kind}
 
     def save(path: Path, at: int, spent: float, best_value) -> None:
+        check_finite_model(model, run_dir, step=at, lr=lr_at(max(at - 1, 0), cfg["optim"]))
         rd.save_checkpoint(path, {
             "model_type": kind, "model_config": mcfg, "config": cfg,
             "state_dict": model.state_dict(),
@@ -245,6 +261,8 @@ def _fit(cfg: dict[str, Any], train_ds, val_ds, run_dir: Path, *, device: torch.
             batch = to_device(next(stream), device)
             last_loss = train_step(model, batch, cfg=cfg, optimizer=optimizer, scaler=scaler,
                                    device=device, amp=amp, generator=generator, ema=ema)
+            if not math.isfinite(last_loss):
+                raise diverged(run_dir, "loss became " + ("NaN" if math.isnan(last_loss) else "Inf"), step + 1, lr)
             seconds += time.perf_counter() - started
             cpu_seconds += time.process_time() - cpu_started
             losses.append(last_loss)
