@@ -22,6 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from volseg.errors import VolsegError
+from volseg.io.labelcheck import check_labels
 from volseg.io.finite import check_array, count_nonfinite, guard, parse_finite, parse_nan_value, warn_replaced
 from volseg.metrics import components as cc
 from volseg.metrics import intensity, overlap, topology, voi
@@ -222,13 +223,7 @@ def binary_mask(values: np.ndarray, *, threshold: float, ignore: int | None, nam
     if kind == "b":
         return values.astype(bool)
     if kind in "iu":
-        bad = (values != 0) & (values != 1)
-        if ignore is not None:
-            bad &= values != ignore
-        if bad.any():
-            allowed = "0, 1" + (f" and {ignore} (ignore)" if ignore is not None else "")
-            raise VolsegError(name, f"label volume holds the value {values[bad].flat[0]}; segmentation "
-                              f"metrics need labels {allowed}; binarise it or pass probabilities as float")
+        check_labels(values, name, ignore=ignore, need="segmentation metrics need")
         return values == 1
     if kind == "f":
         return values > threshold
