@@ -22,10 +22,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from volseg.errors import VolsegError
-from volseg.io.labelcheck import check_labels
 from volseg.io.finite import check_array, count_nonfinite, guard, parse_finite, parse_nan_value, warn_replaced
 from volseg.metrics import components as cc
 from volseg.metrics import intensity, overlap, topology, voi
+from volseg.metrics.masks import binary_mask
 
 METRICS = ("dice", "surface_dice", "voi", "betti", "topology", "score", "psnr", "ssim")
 SEGMENTATION_METRICS = METRICS[:6]
@@ -215,19 +215,6 @@ def _read(arr, lo, hi) -> np.ndarray:
     if hasattr(region, "dask"):
         return np.asarray(region.compute(scheduler="synchronous"))
     return np.asarray(region)
-
-
-def binary_mask(values: np.ndarray, *, threshold: float, ignore: int | None, name: str) -> np.ndarray:
-    """Foreground of a label volume (0, 1, ignore) or of a probability map (> threshold)."""
-    kind = values.dtype.kind
-    if kind == "b":
-        return values.astype(bool)
-    if kind in "iu":
-        check_labels(values, name, ignore=ignore, need="segmentation metrics need")
-        return values == 1
-    if kind == "f":
-        return values > threshold
-    raise VolsegError(name, f"unsupported dtype {values.dtype} for segmentation metrics")
 
 
 def _block_task(index, *, pred, truth, block, settings) -> dict:
