@@ -60,7 +60,7 @@ def predict_command(
     pad: Annotated[bool, typer.Option("--pad/--no-pad", help="Mirror-pad axes shorter than the patch.")] = True,
     sampling_steps: Annotated[int | None, typer.Option("--sampling-steps", help="DDIM steps (diffusion; default the model's).")] = None,
     eta: Annotated[float, typer.Option("--eta", help="DDIM eta (diffusion; 0 = deterministic).")] = 0.0,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the diffusion noise.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the diffusion noise.")] = 0,
     tile: Annotated[str, typer.Option(
         "--tile", help="With --stitch (and diffusion): process (y, x) column tiles of N or YxX voxels through "
         "all z (rounded down to whole chunks), bounding memory by the tile, not the scroll's plane; "

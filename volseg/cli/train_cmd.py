@@ -54,7 +54,7 @@ def train_command(
         "divisible by 2^depth.")] = None,
     device: Annotated[str | None, typer.Option(
         "--device", help="auto, cpu, cuda or cuda:N (default auto).")] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Random seed (default 0).")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", min=0, help="Random seed (default 0).")] = None,
     val_fraction: Annotated[float | None, typer.Option(
         "--val-fraction", help="Share of patches held out for validation (default 0.1).")] = None,
     workers: Annotated[int | None, typer.Option(

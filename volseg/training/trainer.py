@@ -180,6 +180,9 @@ def train(source: str | os.PathLike | None, run_dir: str | os.PathLike, *,
     if len(train_ds) == 0:
         raise VolsegError(source, "gives no training patches; patchify more or lower "
                                   "--val-fraction")
+    if cfg["training"]["batch_size"] > len(train_ds):
+        raise VolsegError("--batch-size", f"{cfg['training']['batch_size']} is larger than the "
+                          f"{len(train_ds)} training patches of {source}; use at most {len(train_ds)}")
     _check_item(train_ds[0], cfg, source)
     if payload is None:
         _fill_normalisation(cfg, train_ds)
