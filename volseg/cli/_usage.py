@@ -60,8 +60,6 @@ class VolsegGroup(TyperGroup):
             rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
                               standalone_mode=False, **extra)
         except click.NoArgsIsHelpError as exc:
-            if exc.ctx is not None and exc.ctx.parent is None:  # bare `volseg`: the command list
-                click.echo(exc.ctx.get_help(), err=True)
             print(f"error: {usage_line_missing(exc)}", file=sys.stderr)
             code = 2
         except click.ClickException as exc:
