@@ -47,7 +47,9 @@ def usage_line(exc: click.ClickException) -> str:
         return message
     if isinstance(exc, click.UsageError) and message.startswith("No such command"):
         name = message.split("'")[1] if "'" in message else "command"
-        return f"{name}: {message[0].lower()}{message[1:]}; run volseg --help for the list"
+        _, _, guess = message.partition("Did you mean ")
+        hint = f"did you mean {guess.rstrip('?')}?" if guess else "run volseg --help for the list"
+        return f"{name}: no such command; {hint}"
     return message
 
 
