@@ -54,7 +54,7 @@ def _save_run(path: Path, *, poison: bool = False) -> None:
 
 
 @pytest.fixture(scope="module")
-def box(tmp_path_factory):
+def box(tmp_path_factory, make_diffusion_run):
     """A sandbox of small inputs, good and bad, made once for the whole table."""
     root = tmp_path_factory.mktemp("fuzz")
     rng = np.random.default_rng(0)
@@ -74,6 +74,7 @@ def box(tmp_path_factory):
     np.save(root / "l7.npy", np.where(v > 0.5, 7, 0).astype(np.uint8))
     _save_run(root / "run")
     _save_run(root / "nanrun", poison=True)
+    make_diffusion_run(root / "drun")
     for args in (("prepare", root / "v.npy", "-o", root / "s.zarr", "--chunks", "8", "--quiet"),
                  ("patchify", root / "v.npy", "--labels", root / "g.npy", "-o", root / "ps.zarr",
                   "--patch", "8", "--quiet"),
@@ -160,6 +161,7 @@ ROWS = [
     # non-finite voxels and options
     ("predict-stitch-nan", ["predict", "{run}", "{nan.npy}", "-o", "OUT", "--stitch", *PRED], "partial:1 non-finite voxel (NaN) at (3, 10, 7)"),
     ("predict-store-inf", ["predict", "{run}", "{inf.npy}", "-o", "OUT", *PRED], "partial:1 non-finite voxel (+Inf) at (5, 1, 2)"),
+    ("predict-diffusion-nan", ["predict", "{drun}", "{nan.npy}", "-o", "OUT", "--sampling-steps", "1", *PRED], "partial:(NaN) at (3, 10, 7)"),
     ("predict-nan-value-nan", ["predict", "{run}", "{nan.npy}", "-o", "OUT", "--stitch", "--nan-value", "nan", *PRED], "--nan-value"),
     ("predict-nan-value-inf", ["predict", "{run}", "{nan.npy}", "-o", "OUT", "--nan-value", "inf", *PRED], "--nan-value"),
     ("predict-threshold-nan", ["predict", "{run}", "{v.npy}", "-o", "OUT", "--stitch", "--threshold", "nan", *PRED], "--threshold"),
