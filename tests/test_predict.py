@@ -7,18 +7,7 @@ import zarr
 
 from volseg.errors import VolsegError
 from volseg.inference import predict, stitch
-from volseg.models import build_model, load_model
-
-
-def make_run(path, *, out_ch=1, ch=4, depth=2, seed=0, norm_mean=0.0, norm_std=1.0):
-    """A run directory holding a small, randomly initialised UNet3D."""
-    torch.manual_seed(seed)
-    cfg = {"type": "unet", "in_channels": 1, "out_ch": out_ch, "ch": ch, "depth": depth,
-           "norm_mean": norm_mean, "norm_std": norm_std}
-    path.mkdir(parents=True, exist_ok=True)
-    torch.save({"format": "volseg-run", "version": 1, "model_config": cfg,
-                "state_dict": build_model(cfg).state_dict()}, path / "model.pt")
-    return path
+from volseg.models import load_model
 
 
 def test_default_patch_is_the_training_patch():
@@ -34,7 +23,7 @@ def read(path):
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, make_run):
     root = tmp_path_factory.mktemp("predict")
     run = make_run(root / "run")
     vol = np.random.default_rng(0).normal(size=(29, 40, 23)).astype(np.float32)
@@ -141,7 +130,7 @@ def test_volume_smaller_than_the_patch_is_mirror_padded_or_refused(setup, tmp_pa
     assert not (tmp_path / "nopad.zarr").exists()
 
 
-def test_threshold_multiclass_tta_and_amp(setup, tmp_path):
+def test_threshold_multiclass_tta_and_amp(setup, tmp_path, make_run):
     _, run, vol_path, _ = setup
     base = predict(run, vol_path, tmp_path / "p.zarr", patch=16, stitch=True, chunks=16, device="cpu", quiet=True)
     probs = read(tmp_path / "p.zarr")
@@ -166,37 +155,17 @@ def test_threshold_multiclass_tta_and_amp(setup, tmp_path):
     assert base["chunks_written"] == 12
 
 
-def test_fused_pass_runs_each_group_once_and_memory_does_not_grow_with_depth():
-    import threading
-
+def test_fused_pass_runs_each_group_once_and_memory_does_not_grow_with_depth(live_pieces):
     from volseg.inference.engine import run_pass
     from volseg.inference.plan import Plan
 
     def peak_live(shape):
         plan = Plan.build(shape, (32, 32, 32), (16, 16, 16), (32, 32, 32))
-        live, calls, lock = {"n": 0, "max": 0}, [], threading.Lock()
-
-        class Piece:
-            def __init__(self):
-                with lock:
-                    live["n"] += 1
-                    live["max"] = max(live["max"], live["n"])
-
-            def __del__(self):
-                with lock:
-                    live["n"] -= 1
-
-        def group(b, wanted):
-            calls.append(tuple(b))
-            return {"stats": {}, **{tuple(c): Piece() for c in wanted}}
-
-        def final(c, pieces):
-            return len(pieces) == len(plan.groups_for(c))
-
-        finals, _ = run_pass(plan, plan.chunk_list(), group, final, workers=2, quiet=True, window=4)
+        probe = live_pieces(plan)
+        finals, _ = run_pass(plan, plan.chunk_list(), probe.group, probe.final, workers=2, quiet=True, window=4)
         assert all(finals) and len(finals) == len(plan.chunk_list())
-        assert sorted(calls) == plan.group_list()  # every group exactly once
-        return live["max"]
+        assert sorted(probe.calls) == plan.group_list()  # every group exactly once
+        return probe.peak
 
     shallow, deep = peak_live((256, 64, 64)), peak_live((1024, 64, 64))  # 4x deeper
     assert deep <= shallow + 8, (shallow, deep)

@@ -10,18 +10,7 @@ from volseg.errors import VolsegError
 from volseg.geometry import chunk_bounds, chunk_indices
 from volseg.inference import predict
 from volseg.inference.diffusion import _INIT, chunk_noise, sampling_sequence
-from volseg.models import build_model, load_model
-
-
-def make_diffusion_run(path, **schedule):
-    torch.manual_seed(0)
-    cfg = {"type": "diffusion", "in_channels": 2, "out_ch": 1, "ch": 8, "ch_mult": [1, 2],
-           "num_res_blocks": 1, "attn": False, "target_mean": 2.0, "target_std": 3.0,
-           "schedule": {"timesteps": [0, 333, 666, 999], **schedule}}
-    path.mkdir(parents=True, exist_ok=True)
-    torch.save({"format": "volseg-run", "version": 1, "model_config": cfg,
-                "state_dict": build_model(cfg).state_dict()}, path / "model.pt")
-    return path
+from volseg.models import load_model
 
 
 def read(path):
@@ -29,7 +18,7 @@ def read(path):
 
 
 @pytest.fixture(scope="module")
-def drun(tmp_path_factory):
+def drun(tmp_path_factory, make_diffusion_run):
     root = tmp_path_factory.mktemp("diff")
     run = make_diffusion_run(root / "run")
     vol = np.random.default_rng(0).normal(size=(20, 14, 12)).astype(np.float32)
@@ -38,7 +27,7 @@ def drun(tmp_path_factory):
 
 
 @pytest.mark.parametrize("schedule", [{}, {"start_t": 666}], ids=["pure-noise", "start_t"])
-def test_one_patch_equals_whole_volume_ddim_with_the_same_noise(tmp_path, schedule):
+def test_one_patch_equals_whole_volume_ddim_with_the_same_noise(tmp_path, schedule, make_diffusion_run):
     # target_range switches on the x0 clamp, which the patch-wise sampler must apply too
     run = make_diffusion_run(tmp_path / "run", **schedule)
     payload = torch.load(run / "model.pt", weights_only=True)

@@ -1,6 +1,6 @@
 """Column tiles of `predict --stitch`: same output as one pass, parts, resume, recomputation, memory."""
 
-import threading
+import functools
 
 import numpy as np
 import pytest
@@ -19,7 +19,6 @@ from volseg.inference.tiles import (
     tile_order,
     tiles,
 )
-from volseg.models import build_model
 
 KW = {"patch": 8, "chunks": 8, "stitch": True, "device": "cpu", "quiet": True}
 
@@ -29,15 +28,11 @@ def read(path):
 
 
 @pytest.fixture(scope="module")
-def ref(tmp_path_factory):
+def ref(tmp_path_factory, make_run):
     """A tiny UNet, a (16, 40, 40) volume (2 x 5 x 5 chunks of 8) and its untiled prediction."""
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("tiles")
-    torch.manual_seed(0)
-    cfg = {"type": "unet", "in_channels": 1, "out_ch": 1, "ch": 4, "depth": 2}
-    (root / "run").mkdir()
-    torch.save({"format": "volseg-run", "version": 1, "model_config": cfg,
-                "state_dict": build_model(cfg).state_dict()}, root / "run" / "model.pt")
+    make_run(root / "run")
     np.save(root / "v.npy", np.random.default_rng(0).normal(size=(16, 40, 40)).astype(np.float32))
     one = predict(root / "run", root / "v.npy", root / "one.zarr", tile=None, **KW)
     return root / "run", root / "v.npy", read(root / "one.zarr"), one
@@ -102,53 +97,31 @@ def test_resume_across_tiles_redoes_only_unmarked_chunks(ref, tmp_path):
     np.testing.assert_array_equal(read(out), expected)
 
 
-def _peak_live_pieces(shape, tile):
+def _peak_live_pieces(live_pieces, shape, tile):
     """Most pieces held at once by a tiled fused pass over ``shape`` (fake groups, real engine)."""
     from volseg.inference.engine import open_session
 
     plan = Plan.build(shape, (16, 16, 16), (8, 8, 8), (16, 16, 16))
-    live, calls, lock = {"n": 0, "max": 0}, [], threading.Lock()
-
-    class Piece:
-        def __init__(self):
-            with lock:
-                live["n"] += 1
-                live["max"] = max(live["max"], live["n"])
-
-        def __del__(self):
-            with lock:
-                live["n"] -= 1
-
-    def group(b, wanted):
-        calls.append(tuple(b))
-        return {"stats": {}, **{tuple(c): Piece() for c in wanted}}
-
-    def final(c, pieces):
-        return len(pieces) == len(plan.groups_for(c))
-
+    probe = live_pieces(plan)
     tile = tile_chunks(tile, plan)
     with open_session("threads", 2) as session:
-        finals, _ = run_tiled(plan, tile_order(plan, tile), group, final, tile=tile, session=session, window=4)
+        finals, _ = run_tiled(plan, tile_order(plan, tile), probe.group, probe.final, tile=tile,
+                              session=session, window=4)
     assert all(finals) and len(finals) == len(plan.chunk_list())
-    assert set(calls) == set(plan.group_list())
-    return live["max"]
+    assert set(probe.calls) == set(plan.group_list())
+    return probe.peak
 
 
-def test_memory_is_flat_when_the_cross_section_grows_4x():
-    small, big = _peak_live_pieces((64, 64, 64), (32, 32)), _peak_live_pieces((64, 128, 128), (32, 32))
+def test_memory_is_flat_when_the_cross_section_grows_4x(live_pieces):
+    peak = functools.partial(_peak_live_pieces, live_pieces)
+    small, big = peak((64, 64, 64), (32, 32)), peak((64, 128, 128), (32, 32))
     assert big <= small + 4, (small, big)
-    untiled_small, untiled_big = _peak_live_pieces((64, 64, 64), None), _peak_live_pieces((64, 128, 128), None)
+    untiled_small, untiled_big = peak((64, 64, 64), None), peak((64, 128, 128), None)
     assert untiled_big > 1.5 * untiled_small  # what tiling fixes: the wavefront follows the plane
 
 
-def test_diffusion_sampling_tiled_equals_untiled(tmp_path):
-    torch.manual_seed(0)
-    cfg = {"type": "diffusion", "in_channels": 2, "out_ch": 1, "ch": 8, "ch_mult": [1, 2], "num_res_blocks": 1,
-           "attn": False, "target_mean": 2.0, "target_std": 3.0, "schedule": {"timesteps": [0, 333, 666, 999]}}
-    run = tmp_path / "drun"
-    run.mkdir()
-    torch.save({"format": "volseg-run", "version": 1, "model_config": cfg,
-                "state_dict": build_model(cfg).state_dict()}, run / "model.pt")
+def test_diffusion_sampling_tiled_equals_untiled(tmp_path, make_diffusion_run):
+    run = make_diffusion_run(tmp_path / "drun")
     np.save(tmp_path / "c.npy", np.random.default_rng(2).normal(size=(8, 24, 16)).astype(np.float32))
     kw = {"patch": 8, "chunks": 8, "seed": 3, "eta": 0.5, "sampling_steps": 2, "device": "cpu", "quiet": True}
     a = predict(run, tmp_path / "c.npy", tmp_path / "a.zarr", tile=None, **kw)

@@ -26,6 +26,9 @@ WorkersOpt = Annotated[Optional[int], typer.Option(
     "--workers", min=1, help="Worker threads/processes (default: all cores).")]
 PartOpt = Annotated[Optional[str], typer.Option(
     "--part", metavar="I/N", help="Run only part I of N of the blocks (job arrays; I is 1-based).")]
+NanValueOpt = Annotated[Optional[float], typer.Option(
+    "--nan-value", metavar="V",
+    help="Read NaN/Inf voxels of float inputs as V and warn with their count (default: refuse them).")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
 
 

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from volseg.cli import app
+from volseg.cli._app import app
 from volseg.cli._common import DebugOpt, DeviceOpt, JsonOpt, QuietOpt, cli_errors, console, emit_json, guard_json
 
 _EPILOG = (

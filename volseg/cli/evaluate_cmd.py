@@ -6,8 +6,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from volseg.cli import app
-from volseg.cli._common import (DebugOpt, JsonOpt, QuietOpt, SchedulerOpt, WorkersOpt, cli_errors,
+from volseg.cli._app import app
+from volseg.cli._common import (DebugOpt, JsonOpt, NanValueOpt, QuietOpt, SchedulerOpt, WorkersOpt, cli_errors,
                                 console, emit_json, guard_json)
 
 _EPILOG = (
@@ -49,6 +49,7 @@ def evaluate_cmd(
         "and an overlay.")] = None,
     slice_: Annotated[Optional[str], typer.Option(
         "--slice", metavar="Z,Y,X", help="Voxel the preview planes pass through (default: centre).")] = None,
+    nan_value: NanValueOpt = None,
     json: JsonOpt = None,
     scheduler: SchedulerOpt = "threads",
     workers: WorkersOpt = None,
@@ -68,7 +69,7 @@ def evaluate_cmd(
         values = evaluate(pred, gt, metrics=metrics, threshold=threshold, tolerance=tolerance,
                           ignore_label=ignore_label, data_range=data_range, block=block,
                           scheduler=scheduler, workers=workers, quiet=quiet, image=image,
-                          preview=preview, preview_slice=slice_)
+                          preview=preview, preview_slice=slice_, nan_value=nan_value)
         emit_json(values, json)
         _print_table(values, preview, quiet=quiet or json == "-")
 

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from volseg.cli import app
+from volseg.cli._app import app
 from volseg.cli._common import (DebugOpt, JsonOpt, OverwriteOpt, QuietOpt, SchedulerOpt, WorkersOpt,
                                 cli_errors, console, emit_json, guard_json)
 

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from volseg.cli import app
+from volseg.cli._app import app
 from volseg.cli._common import (DebugOpt, JsonOpt, OverwriteOpt, PartOpt, QuietOpt, SchedulerOpt, WorkersOpt,
                                 cli_errors, console, emit_json, guard_json)
 
@@ -39,7 +39,7 @@ def patchify_cmd(
         "--samples", help="Random mode: this many patches at seeded random positions.")] = None,
     foreground_fraction: Annotated[Optional[float], typer.Option(
         "--foreground-fraction", help="Random mode: share of patches that contain label 1, in [0, 1].")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the random positions.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the random positions.")] = 0,
     pad: Annotated[bool, typer.Option("--pad", help="Allow a patch larger than the volume (zero padding).")] = False,
     scheduler: SchedulerOpt = "threads",
     workers: WorkersOpt = None,

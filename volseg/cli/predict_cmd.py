@@ -6,11 +6,12 @@ from typing import Annotated
 
 import typer
 
-from volseg.cli import app
+from volseg.cli._app import app
 from volseg.cli._common import (
     DebugOpt,
     DeviceOpt,
     JsonOpt,
+    NanValueOpt,
     OverwriteOpt,
     PartOpt,
     QuietOpt,
@@ -60,7 +61,7 @@ def predict_command(
     pad: Annotated[bool, typer.Option("--pad/--no-pad", help="Mirror-pad axes shorter than the patch.")] = True,
     sampling_steps: Annotated[int | None, typer.Option("--sampling-steps", help="DDIM steps (diffusion; default the model's).")] = None,
     eta: Annotated[float, typer.Option("--eta", help="DDIM eta (diffusion; 0 = deterministic).")] = 0.0,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the diffusion noise.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the diffusion noise.")] = 0,
     tile: Annotated[str, typer.Option(
         "--tile", help="With --stitch (and diffusion): process (y, x) column tiles of N or YxX voxels through "
         "all z (rounded down to whole chunks), bounding memory by the tile, not the scroll's plane; "
@@ -72,6 +73,7 @@ def predict_command(
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
     json_out: JsonOpt = None,
+    nan_value: NanValueOpt = None,
 ) -> None:
     """Run a trained model over every patch of VOLUME.
 
@@ -93,7 +95,8 @@ def predict_command(
                          amp=amp, device=device, stitch=stitch, blend=blend, dtype=dtype, threshold=threshold,
                          channel=channel, skip_value=skip_value, chunks=chunks, pad=pad,
                          sampling_steps=sampling_steps, eta=eta, seed=seed, scheduler=scheduler,
-                         workers=workers, part=part, tile=tile, overwrite=overwrite, quiet=quiet)
+                         workers=workers, part=part, tile=tile, overwrite=overwrite, quiet=quiet,
+                         nan_value=nan_value)
         emit_json(result, json_out)
         _summary(result, quiet or json_out == "-")
 

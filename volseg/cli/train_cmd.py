@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from volseg.cli import app
+from volseg.cli._app import app
 from volseg.cli._common import DebugOpt, JsonOpt, OverwriteOpt, QuietOpt, cli_errors, console, emit_json, guard_json
 
 _EXAMPLES = """
@@ -65,7 +65,7 @@ def train_command(
         "divisible by 2^depth.")] = None,
     device: Annotated[str | None, typer.Option(
         "--device", help="auto, cpu, cuda or cuda:N (default auto).")] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Random seed (default 0).")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", min=0, help="Random seed (default 0).")] = None,
     val_fraction: Annotated[float | None, typer.Option(
         "--val-fraction", help="Share held out for validation (default 0.1): of the volumes "
         "when there are several, else of the patches (store) or z slab (volume).")] = None,

@@ -37,6 +37,7 @@ from volseg.data.patchstore import PatchStore, is_patch_store
 from volseg.data.sampling import (ForegroundIndex, direct_array, draw_patch, item_rng, parse_fraction,
                                   read_box)
 from volseg.errors import VolsegError
+from volseg.io.finite import check_array
 from volseg.geometry import parse_size3
 
 TASKS = ("segmentation", "translation")
@@ -130,8 +131,13 @@ class PatchStoreDataset(Dataset):
             self._store = PatchStore.open(self.path)
         i = int(i)
         rng = item_rng(self.seed, _TRAIN if self.train else _VAL, i)
-        sample = self._store.read(int(self.indices[i % len(self.indices)]))
-        sample.pop("origin")
+        row = int(self.indices[i % len(self.indices)])
+        sample = self._store.read(row)
+        origin = tuple(int(o) for o in sample.pop("origin"))
+        for key in ("image", "target"):
+            if key in sample:
+                check_array(sample[key], self.path, offset=origin,
+                            hint=f"training patch {row} ({key}) must be finite; clean the source and patchify again")
         sample.pop("label" if self.task == "translation" else "target", None)
         if self.patch != self.stored_patch:
             slack = np.subtract(self.stored_patch, self.patch)
@@ -228,7 +234,11 @@ class VolumePatchDataset(Dataset):
         return origin, raw, rng
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        _, raw, rng = self.draw(i)
+        origin, raw, rng = self.draw(i)
+        for key, path in (("image", self.image_path), ("target", self.target_path)):
+            if key in raw:
+                check_array(raw[key], path, offset=tuple(int(o) for o in origin),
+                            hint="training volumes must be finite; clean the input (e.g. np.nan_to_num)")
         sample = {"image": raw["image"].astype(np.float32)[None]}
         if "label" in raw:
             sample["label"] = raw["label"].astype(np.uint8)[None]

@@ -18,6 +18,7 @@ import numpy as np
 from volseg.data.sampling import (ForegroundIndex, direct_array, draw_patch, item_rng, read_box,
                                   uniform_origin)
 from volseg.errors import VolsegError
+from volseg.io.labelcheck import check_label_patches
 from volseg.geometry import grid_counts, grid_origins
 
 RANDOM_TASK = 32           # patches per task (and origins rows per chunk) in random mode
@@ -91,7 +92,9 @@ def write_job(job: PatchJob) -> int:
         origins = np.asarray(job.origins, dtype=np.int64)
         cut = {"patches": _cut(image, origins, p)}
         if labels is not None:
-            cut["labels"] = _cut(labels, origins, p).astype(np.uint8, copy=False)
+            cut["labels"] = _cut(labels, origins, p)
+            check_label_patches(cut["labels"], origins, job.labels)
+            cut["labels"] = cut["labels"].astype(np.uint8, copy=False)
     else:
         origins, cut = _draw(job, image, labels)
     if targets is not None:
@@ -135,9 +138,12 @@ def _draw(job: PatchJob, image, labels) -> tuple[np.ndarray, dict[str, np.ndarra
         if lab is not None:
             labs.append(lab)
     cut = {"patches": np.stack(imgs)}
+    origins = np.stack(origins).astype(np.int64)
     if labs:
-        cut["labels"] = np.stack(labs).astype(np.uint8)
-    return np.stack(origins).astype(np.int64), cut
+        cut["labels"] = np.stack(labs)
+        check_label_patches(cut["labels"], origins, job.labels)
+        cut["labels"] = cut["labels"].astype(np.uint8)
+    return origins, cut
 
 
 def marker_dir(store: str | os.PathLike) -> Path:

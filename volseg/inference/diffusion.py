@@ -39,6 +39,7 @@ from volseg.inference.engine import (
 )
 from volseg.inference.plan import Plan, read_box
 from volseg.inference.resume import Markers, finish_output, removed_if_empty
+from volseg.inference.source import forward_batches, open_cached
 from volseg.inference.stitch import create_volume_output, cut_pieces, output_spec
 from volseg.inference.tiles import run_tiled
 
@@ -81,7 +82,6 @@ def _work(output: str, k: int):
 
 def _eps_group(setup, work: Plan, output: str, k: int, t: int, group, wanted) -> dict:
     """Group task: eps of the group's patches from the condition and x_t, cut per chunk."""
-    from volseg.inference.predict import forward_batches, open_cached
 
     need = work.needed(group, wanted)
     picked = [b for b in forward_batches(need.shape, setup.runner.batch_size) if need.ravel()[b].any()]
@@ -92,7 +92,7 @@ def _eps_group(setup, work: Plan, output: str, k: int, t: int, group, wanted) ->
     row[comp] = np.arange(len(comp))
     origins = work.origins(work.owned(group))[comp]
     lo, hi = origins.min(0), origins.max(0) + np.asarray(work.patch)
-    cond, nbytes = read_box(open_cached(setup.volume), lo, hi, setup.plan.shape, key=setup.volume_key,
+    cond, nbytes = read_box(open_cached(setup.volume, setup.nan_value), lo, hi, setup.plan.shape, key=setup.volume_key,
                             chunks=setup.meta.chunks)
     cond = cond.astype(np.float32)
     x_t = np.asarray(_work(output, k)[as_slices(lo, hi)], np.float32)
@@ -149,7 +149,6 @@ def _init_chunk(setup, output: str, work: Plan, seed: int, chunk) -> None:
     the condition diffused to that step (:meth:`~volseg.models.diffusion.DiffusionModel.initial_state`)."""
     import torch
 
-    from volseg.inference.predict import open_cached
 
     start, stop = work.bounds(chunk)
     noise = chunk_noise(seed, _INIT, chunk, [b - a for a, b in zip(start, stop)])
@@ -157,7 +156,7 @@ def _init_chunk(setup, output: str, work: Plan, seed: int, chunk) -> None:
     if model.start_t is not None:
         # a chunk of the padded domain may start past a short axis: read from 0, then crop
         lo = [0 if a >= n else a for a, n in zip(start, setup.plan.shape)]
-        cond, _ = read_box(open_cached(setup.volume), lo, stop, setup.plan.shape,
+        cond, _ = read_box(open_cached(setup.volume, setup.nan_value), lo, stop, setup.plan.shape,
                            key=setup.volume_key, chunks=setup.meta.chunks)
         cond = cond[tuple(slice(a - b, None) for a, b in zip(start, lo))]
         with torch.inference_mode():

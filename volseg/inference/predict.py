@@ -42,6 +42,7 @@ from volseg.inference.engine import accumulate, merge_stats, normalise, open_ses
 from volseg.inference.plan import Plan, read_box
 from volseg.inference.resume import Markers, file_digest, finish_output, open_output, removed_if_empty
 from volseg.inference.runner import Runner, model_info
+from volseg.inference.source import forward_batches, open_cached  # noqa: F401  (public here too)
 from volseg.inference.stitch import (
     OutputSpec,
     create_volume_output,
@@ -56,18 +57,6 @@ from volseg.inference.tiles import (
     tile_chunks,
     tile_order,
 )
-
-_VOLUMES: dict = {}
-
-
-def open_cached(path: str):
-    """``volseg.io.open_volume(path)``, opened once per process."""
-    from volseg.io import open_volume
-
-    if path not in _VOLUMES:
-        _VOLUMES[path] = open_volume(path)
-    return _VOLUMES[path]
-
 
 def threads_per_worker(workers: int | None) -> int:
     """torch threads per worker: ``OMP_NUM_THREADS`` when set, else cores // workers (at least 1)."""
@@ -104,15 +93,17 @@ class Setup:
     settings: dict = field(default_factory=dict)
     volume_key: str = ""
     tile: tuple[int, int] | None = None
+    nan_value: float | None = None
 
 
 def prepare(run, volume, *, patch=None, overlap: float = 0.5, batch_size: int = 4, tta: bool = False,
             amp: bool = False, device: str = "auto", blend: str = "gaussian", sigma_scale: float = 0.125,
             skip_value: float | None = None, chunks=128, pad: bool = True,
-            workers: int | None = None, tile=DEFAULT_TILE) -> Setup:
+            workers: int | None = None, tile=DEFAULT_TILE, nan_value: float | None = None) -> Setup:
     """Validate a predict request (model, volume, patch, overlap, device) before any output exists."""
     from volseg.geometry import parse_size3, stride_from_overlap
-    from volseg.io import read_meta
+    from volseg.io import open_volume, read_meta
+    from volseg.io.finite import count_nonfinite, parse_nan_value, warn_replaced
     from volseg.io.streaming import parse_chunks
     from volseg.models import load_run, model_depth, resolve_device
     from volseg.models import model_file as _run_model_file
@@ -154,24 +145,16 @@ def prepare(run, volume, *, patch=None, overlap: float = 0.5, batch_size: int = 
                 "volume_stamp": input_stamp(volume), "volume_shape": list(meta.shape), "patch": list(patch), "overlap": float(overlap),
                 "stride": list(stride), "tta": bool(tta), "amp": bool(amp), "skip_value": skip_value,
                 "chunks": list(plan.chunks), "blend": blend, "pad": bool(pad), "kind": kind}
-    key = f"{os.path.abspath(volume)}@{os.stat(volume).st_mtime_ns}"
-    return Setup(str(run), model_file, str(volume), info, meta, plan, runner, blend, skip_value, settings, key, tile)
+    nan_value = parse_nan_value(nan_value)
+    if nan_value is not None:
+        settings["nan_value"] = nan_value
+        warn_replaced(volume, count_nonfinite(open_volume(volume)), nan_value)
+    key = f"{os.path.abspath(volume)}@{os.stat(volume).st_mtime_ns}@{nan_value}"
+    return Setup(str(run), model_file, str(volume), info, meta, plan, runner, blend, skip_value, settings, key,
+                 tile, nan_value)
 
 
 # --------------------------------------------------------------------------- patch computation
-def forward_batches(counts: Sequence[int], batch_size: int) -> list[np.ndarray]:
-    """The fixed forward batches of a group owning ``counts`` (z, y, x) patches.
-
-    Each batch is an array of flat C-order indices into the group's patches, taken in (y, x, z)
-    order ``batch_size`` at a time. A pass runs the batches holding a patch it needs, each
-    batch whole, so a patch's output never depends on which other patches a tile, part or
-    resumed pass wants (a model's numerics may depend on the batch). z is innermost because
-    column tiles never split z.
-    """
-    order = np.arange(int(np.prod(counts))).reshape(tuple(counts)).transpose(1, 2, 0).ravel()
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-
-
 def group_outputs(setup: Setup, group: Sequence[int],
                   wanted: Sequence[Sequence[int]] | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
     """Model outputs of the patches owned by ``group``: (origins (n, 3), outputs (n, C, D, H, W), stats).
@@ -195,7 +178,7 @@ def group_outputs(setup: Setup, group: Sequence[int],
     origins = plan.origins(idx)[comp]
     lo, hi = origins.min(0), origins.max(0) + np.asarray(P)
     t0 = time.perf_counter()
-    box, nbytes = read_box(open_cached(setup.volume), lo, hi, plan.shape, key=setup.volume_key,
+    box, nbytes = read_box(open_cached(setup.volume, setup.nan_value), lo, hi, plan.shape, key=setup.volume_key,
                            chunks=setup.meta.chunks)
     read_s = time.perf_counter() - t0
     batch = np.stack([box[tuple(slice(o - l, o - l + p) for o, l, p in zip(origin, lo, P))]
@@ -262,7 +245,8 @@ def predict(run, volume, output, *, patch=None, overlap: float = 0.5, batch_size
             skip_value: float | None = None, chunks=128, pad: bool = True,
             sampling_steps: int | None = None, eta: float = 0.0, seed: int = 0,
             scheduler: str = "threads", workers: int | None = None, part=None,
-            tile=DEFAULT_TILE, overwrite: bool = False, quiet: bool = False) -> dict:
+            tile=DEFAULT_TILE, overwrite: bool = False, quiet: bool = False,
+            nan_value: float | None = None) -> dict:
     """Predict a whole volume patch by patch (see the module docstring).
 
     Parameters
@@ -295,6 +279,9 @@ def predict(run, volume, output, *, patch=None, overlap: float = 0.5, batch_size
     tile : int, "YxX", (y, x) or None
         Column tile (y, x) in voxels for ``stitch`` and diffusion runs (rounded down to whole
         chunks); ``0``/``None`` processes the whole cross-section in one pass.
+    nan_value : float, optional
+        Read NaN/Inf input voxels as this value (warned once with the count); default None
+        refuses a float input holding any (:mod:`volseg.io.finite`).
 
     Returns
     -------
@@ -314,7 +301,7 @@ def predict(run, volume, output, *, patch=None, overlap: float = 0.5, batch_size
         guard_output(output, inputs=[run, volume], kind="volume", overwrite=overwrite)
     setup = prepare(run, volume, patch=patch, overlap=overlap, batch_size=batch_size, tta=tta, amp=amp,
                     device=device, blend=blend, sigma_scale=sigma_scale, skip_value=skip_value,
-                    chunks=chunks, pad=pad, workers=workers, tile=tile)
+                    chunks=chunks, pad=pad, workers=workers, tile=tile, nan_value=nan_value)
     guard_output(output, inputs=[run, volume], overwrite=overwrite,
                  kind="volume" if stitch or setup.info["kind"] == "diffusion" else "patches")
     if setup.info["kind"] == "diffusion":

@@ -23,6 +23,7 @@ from volseg.inference.blend import Blender, parse_blend, parse_sigma_scale
 from volseg.inference.engine import normalise
 from volseg.inference.plan import Plan
 from volseg.inference.resume import Markers, finish_output, open_output, removed_if_empty
+from volseg.io.finite import check_array
 
 OUTPUT_DTYPES = ("float16", "float32")
 
@@ -135,7 +136,9 @@ class _StitchJob:
         origins = self.plan.origins(idx)
         rows = self.rows[np.ix_(*idx)].ravel()
         for row, origin in zip(rows, origins):
-            add_patch(wv, w, start, stop, origin, np.asarray(patches[int(row)], np.float32), blender)
+            values = check_array(np.asarray(patches[int(row)], np.float32), self.store, offset=tuple(origin),
+                                 hint=f"patch {int(row)} holds non-finite predictions; predict it again")
+            add_patch(wv, w, start, stop, origin, values, blender)
         write_chunk(self.output, chunk, self.plan, self.spec.convert(normalise(wv, w)))
         Markers(self.output).mark(chunk)
         return {"chunks": 1, "patches_read": len(rows)}

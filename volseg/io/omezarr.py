@@ -25,7 +25,7 @@ import numpy as np
 from volseg.errors import VolsegError
 from volseg.parallel import dask_client
 from volseg.io.atomic import atomic_dir, check_output, is_empty_dir, remove_path
-from volseg.io.readers import VolumeMeta, _squeeze_channel, native_dtype
+from volseg.io.volmeta import VolumeMeta, native_dtype, squeeze_channel
 from volseg.io.streaming import (as_dask3d, cast_checked, downsample, parse_chunks,
                                 parse_dtype, parse_levels, parse_spacing, parse_unit, store_blocks)
 
@@ -66,12 +66,16 @@ def open_zarr(path: str | os.PathLike, *, channel: int | None = None):
             arr = node[datasets[0]["path"]]
         except KeyError:
             raise VolsegError(path, f"names level {datasets[0]['path']!r}, which is missing") from None
+        except Exception as exc:  # damaged array metadata: truncated JSON, negative shape, bad dtype
+            raise VolsegError(path / str(datasets[0]["path"]), f"has damaged array metadata "
+                              f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); restore it "
+                              "or write the volume again") from None
         axes = [a if isinstance(a, dict) else {"name": a} for a in ms.get("axes") or []]
         spacing, unit = _spacing_unit(ms, datasets[0], axes)
         levels, fmt = len(datasets), "ome-zarr"
     else:
         arr = node
-    data = da.from_zarr(arr)
+    data = _checked_dask(arr, path)
     index = _axis_index(path, arr.shape, axes, channel)
     data = data[index]
     if data.dtype.byteorder not in ("=", "|"):
@@ -82,10 +86,42 @@ def open_zarr(path: str | os.PathLike, *, channel: int | None = None):
     return data, meta
 
 
+class CheckedZarr:
+    """A Zarr array whose damaged chunks (corrupt bytes, wrong codec) raise :class:`VolsegError`
+    naming the store, instead of the codec's internal error. Picklable; sliced like the array."""
+
+    def __init__(self, array, path):
+        self.array, self.path = array, str(path)
+        self.shape, self.dtype, self.ndim = tuple(array.shape), array.dtype, array.ndim
+        self.chunks = array.chunks
+
+    def __getitem__(self, key):
+        try:
+            return self.array[key]
+        except VolsegError:
+            raise
+        except Exception as exc:
+            raise VolsegError(self.path, f"has a damaged chunk ({type(exc).__name__}: "
+                              f"{' '.join(str(exc).split())[:200]}); restore it or write the volume "
+                              "again") from None
+
+
+def _checked_dask(arr, path):
+    import dask.array as da
+    from dask.base import tokenize
+
+    meta_file = next((Path(path, n) for n in ("zarr.json", ".zarray") if Path(path, n).exists()), None)
+    stamp = os.stat(meta_file).st_mtime_ns if meta_file is not None else None
+    name = "volseg-zarr-" + tokenize(os.path.abspath(path), str(arr.path), arr.shape, str(arr.dtype),
+                                     arr.chunks, stamp)
+    return da.from_array(CheckedZarr(arr, path), chunks=arr.chunks, name=name, lock=False,
+                         asarray=False, fancy=False, meta=np.empty((0,) * arr.ndim, dtype=arr.dtype))
+
+
 def _axis_index(path, shape, axes, channel):
     """The index that selects the (z, y, x) volume from an array with optional c/t axes."""
     if axes is None or len(axes) != len(shape):
-        shape3, index = _squeeze_channel(path, shape, channel, 0, "(c, z, y, x)")
+        shape3, index = squeeze_channel(path, shape, channel, 0, "(c, z, y, x)")
         return (index,) if index is not None else (slice(None),) * 3
     space = [i for i, a in enumerate(axes) if a.get("type") == "space" or a.get("name") in ("z", "y", "x")]
     if len(space) != 3:
@@ -285,9 +321,7 @@ def write_label_image(image_group, name, data, *, chunks=128, levels=None, color
     group = Path(image_group)
     spacing, unit, n_levels = None, None, 1
     if (group / "zarr.json").exists() or (group / ".zattrs").exists():
-        from volseg.io.readers import read_meta
-
-        meta = read_meta(group)
+        meta = open_zarr(group)[1]
         if tuple(meta.shape) != tuple(int(s) for s in data.shape):
             raise VolsegError(group / "labels" / name, f"label shape {tuple(data.shape)} differs from the "
                               f"image shape {meta.shape}")

@@ -21,47 +21,18 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from volseg.errors import VolsegError
+from volseg.io.volmeta import VolumeMeta, native_dtype, squeeze_channel
+
+__all__ = ["VolumeMeta", "native_dtype", "open_volume", "read_meta", "detect_format", "file_chunks"]
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 SUPPORTED = ".tif/.tiff, a folder of .tif slices, .npy, .nii/.nii.gz, or a .zarr (OME-)Zarr"
 _CHUNK_TARGET = 64 * 2**20  # bytes per chunk of a file-backed (non-Zarr) source
-
-
-@dataclass(frozen=True)
-class VolumeMeta:
-    """What a volume is, without reading its voxels.
-
-    Attributes
-    ----------
-    shape : tuple of int
-        (z, y, x) in voxels.
-    dtype : numpy.dtype
-        Voxel type, native byte order.
-    chunks : tuple of int
-        (z, y, x) chunk shape of the stored data (or of the lazy array for non-chunked files).
-    spacing : tuple of float
-        Voxel size (z, y, x) in ``unit``; 1.0 where the input records none.
-    unit : str or None
-        Spatial unit name (NGFF, e.g. ``"micrometer"``), or None.
-    levels : int
-        Number of resolution levels (1 unless an OME-Zarr pyramid).
-    format : str
-        ``'ome-zarr'``, ``'zarr'``, ``'tiff'``, ``'tiff-folder'``, ``'npy'`` or ``'nifti'``.
-    """
-
-    shape: tuple
-    dtype: np.dtype
-    chunks: tuple
-    spacing: tuple = (1.0, 1.0, 1.0)
-    unit: str | None = None
-    levels: int = 1
-    format: str = "zarr"
 
 
 def open_volume(path: str | os.PathLike, *, channel: int | None = None):
@@ -100,6 +71,9 @@ def _open(path, channel, chunks=None):
     path = Path(path)
     if not path.exists():
         raise VolsegError(path, "does not exist; check the path")
+    if not path.is_dir() and not path.is_file():
+        raise VolsegError(path, "is not a regular file (a FIFO, socket or device); give a volume file "
+                          "or folder")
     kind = detect_format(path)
     if kind in ("zarr", "ome-zarr"):
         from volseg.io.omezarr import open_zarr
@@ -113,12 +87,6 @@ def _open(path, channel, chunks=None):
     meta = VolumeMeta(shape=tuple(arr.shape), dtype=native_dtype(arr.dtype), chunks=default,
                       spacing=tuple(float(s) for s in spacing), unit=unit, levels=1, format=kind)
     return arr, meta
-
-
-def native_dtype(dtype) -> np.dtype:
-    """``dtype`` in native byte order, spelled plainly (``int16``, not ``<i2``)."""
-    dtype = np.dtype(dtype).newbyteorder("=")
-    return np.dtype(dtype.name) if dtype.kind in "biufc" else dtype
 
 
 def detect_format(path: Path) -> str:
@@ -162,28 +130,6 @@ def _to_dask(source, chunks):
     name = "volseg-" + tokenize(type(source).__name__, source.token(), chunks)
     return da.from_array(source, chunks=chunks, name=name, lock=False, asarray=False,
                          fancy=False, meta=np.empty((0, 0, 0), dtype=source.dtype))
-
-
-def _squeeze_channel(path, shape, channel, channel_axis, what):
-    """Validate a shape of 3 or 4 axes; return (shape3, index) where index picks the channel."""
-    shape = tuple(int(s) for s in shape)
-    if len(shape) < 3:
-        raise VolsegError(path, f"is a {len(shape)}D image of shape {shape}; a 3D volume (z, y, x) is needed")
-    if len(shape) > 4:
-        raise VolsegError(path, f"has {len(shape)} axes {shape}; expected 3 (z, y, x) or 4 with channels")
-    if len(shape) == 3:
-        if channel not in (None, 0):
-            raise VolsegError("--channel", f"{path} has no channel axis; drop --channel")
-        return shape, None
-    n = shape[channel_axis]
-    rest = shape[:channel_axis] + shape[channel_axis + 1:] if channel_axis != -1 else shape[:-1]
-    if channel is None:
-        if n == 1:
-            return rest, 0
-        raise VolsegError(path, f"is 4D ({what}, {n} channels); choose one with --channel 0..{n - 1}")
-    if not 0 <= channel < n:
-        raise VolsegError("--channel", f"{channel} is out of range for {path}: use 0..{n - 1}")
-    return rest, int(channel)
 
 
 class _Source:
@@ -242,7 +188,7 @@ class _TiffSource(_Source):
         if len(spatial) < 3:
             raise VolsegError(path, f"is a 2D image (shape {shape}, axes {axes}); a 3D stack of pages is needed")
         ch_axis = next((k for k, a in enumerate(axes_kept) if a in "CS"), 0)
-        shape3, index = _squeeze_channel(path, shape_kept, channel, ch_axis, "a channel axis")
+        shape3, index = squeeze_channel(path, shape_kept, channel, ch_axis, "a channel axis")
         return cls(path, shape3, dtype, full_shape=shape, keep=tuple(keep), ch_axis=ch_axis,
                    channel=index, unshaped=unshaped), (1.0, 1.0, 1.0), None
 
@@ -334,7 +280,7 @@ class _NpySource(_Source):
             raise VolsegError(path, f"is not a readable .npy array ({type(exc).__name__}: {exc})") from None
         if arr.dtype.hasobject or arr.dtype.fields is not None:
             raise VolsegError(path, f"has dtype {arr.dtype}; a plain numeric array is needed")
-        shape3, index = _squeeze_channel(path, arr.shape, channel, 0, "(c, z, y, x)")
+        shape3, index = squeeze_channel(path, arr.shape, channel, 0, "(c, z, y, x)")
         return cls(path, shape3, arr.dtype, channel=index), (1.0, 1.0, 1.0), None
 
     def _read(self, key):
@@ -366,7 +312,7 @@ class _NiftiSource(_Source):
             raise
         except Exception as exc:
             raise VolsegError(path, f"is not a readable NIfTI file ({type(exc).__name__}: {exc})") from None
-        shape_xyz, index = _squeeze_channel(path, shape, channel, -1, "x, y, z, channel")
+        shape_xyz, index = squeeze_channel(path, shape, channel, -1, "x, y, z, channel")
         spacing = tuple(z if z > 0 else 1.0 for z in zooms[::-1]) if len(zooms) == 3 else (1.0, 1.0, 1.0)
         return cls(path, shape_xyz[::-1], probe.dtype, channel=index, ndim_file=len(shape)), spacing, unit
 

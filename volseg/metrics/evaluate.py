@@ -22,8 +22,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from volseg.errors import VolsegError
+from volseg.io.finite import check_array, count_nonfinite, guard, parse_finite, parse_nan_value, warn_replaced
 from volseg.metrics import components as cc
 from volseg.metrics import intensity, overlap, topology, voi
+from volseg.metrics.masks import binary_mask
 
 METRICS = ("dice", "surface_dice", "voi", "betti", "topology", "betti_matching", "score", "psnr", "ssim")
 SEGMENTATION_METRICS = ("dice", "surface_dice", "voi", "betti", "topology", "score")  # the default
@@ -76,7 +78,8 @@ def evaluate(pred, truth, *, metrics: str | Sequence[str] | None = None, thresho
              data_range: float | None = None, block: int | Sequence[int] | None = None,
              scheduler: str = "threads", workers: int | None = None, quiet: bool = False,
              image=None, preview: str | os.PathLike | None = None,
-             preview_slice: str | Sequence[int] | None = None) -> dict[str, Any]:
+             preview_slice: str | Sequence[int] | None = None,
+             nan_value: float | None = None) -> dict[str, Any]:
     """Compute the chosen metrics of ``pred`` against ``truth``, streamed block by block.
 
     Parameters
@@ -107,6 +110,9 @@ def evaluate(pred, truth, *, metrics: str | Sequence[str] | None = None, thresho
         Write a PNG of orthogonal slices (:func:`volseg.metrics.preview.write_preview`).
     preview_slice : "z,y,x" or 3 ints, optional
         Voxel the preview's planes pass through (default: the centre).
+    nan_value : float, optional
+        Read non-finite (NaN/Inf) voxels of float volumes as this value and warn once with the
+        count; default None refuses them (:mod:`volseg.io.finite`).
 
     Returns
     -------
@@ -121,15 +127,17 @@ def evaluate(pred, truth, *, metrics: str | Sequence[str] | None = None, thresho
     from volseg.metrics.overlap import parse_tolerance
 
     guard_reader([pred, truth, image], files={"--preview": (preview, "png")})
-    pred, pred_name = _open(pred, "prediction")
-    truth, truth_name = _open(truth, "truth")
+    nan_value = parse_nan_value(nan_value)
+    threshold = parse_finite(threshold, "--threshold")
+    pred, pred_name = _open(pred, "prediction", nan_value)
+    truth, truth_name = _open(truth, "truth", nan_value)
     if tuple(pred.shape) != tuple(truth.shape):
         raise VolsegError(truth_name, f"shape {tuple(truth.shape)} differs from the prediction's "
                           f"{tuple(pred.shape)} ({pred_name}); both volumes must cover the same voxels")
     if pred.ndim != 3:
         raise VolsegError(truth_name, f"expected a 3D (z, y, x) volume, got shape {tuple(pred.shape)}")
     if image is not None:
-        image, image_name = _open(image, "image")
+        image, image_name = _open(image, "image", nan_value)
         if tuple(image.shape) != tuple(truth.shape):
             raise VolsegError(image_name, f"shape {tuple(image.shape)} differs from the truth's "
                               f"{tuple(truth.shape)} ({truth_name})")
@@ -206,14 +214,22 @@ def _default_block(arr) -> tuple[int, int, int]:
     return block[0], block[1], block[2]
 
 
-def _open(value, what: str):
+def _open(value, what: str, nan_value: float | None = None):
+    """(array, name): a path opened lazily, its float blocks checked for NaN/Inf as they are read."""
+    name = os.fspath(value) if isinstance(value, (str, os.PathLike)) else what
     if isinstance(value, (str, os.PathLike)):
         from volseg.io import open_volume
 
-        return open_volume(value), os.fspath(value)
-    if not hasattr(value, "shape"):
+        value = open_volume(value)
+    elif not hasattr(value, "shape"):
         value = np.asarray(value)
-    return value, what
+    if hasattr(value, "dask"):
+        if nan_value is not None:
+            warn_replaced(name, count_nonfinite(value), nan_value)
+        return guard(value, name, nan_value=nan_value), name
+    if nan_value is not None:
+        warn_replaced(name, count_nonfinite(value), nan_value)
+    return check_array(np.asarray(value), name, nan_value=nan_value), name
 
 
 def _min_max(arr) -> tuple[float, float]:
@@ -231,25 +247,6 @@ def _read(arr, lo, hi) -> np.ndarray:
     if hasattr(region, "dask"):
         return np.asarray(region.compute(scheduler="synchronous"))
     return np.asarray(region)
-
-
-def binary_mask(values: np.ndarray, *, threshold: float, ignore: int | None, name: str) -> np.ndarray:
-    """Foreground of a label volume (0, 1, ignore) or of a probability map (> threshold)."""
-    kind = values.dtype.kind
-    if kind == "b":
-        return values.astype(bool)
-    if kind in "iu":
-        bad = (values != 0) & (values != 1)
-        if ignore is not None:
-            bad &= values != ignore
-        if bad.any():
-            allowed = "0, 1" + (f" and {ignore} (ignore)" if ignore is not None else "")
-            raise VolsegError(name, f"label volume holds the value {values[bad].flat[0]}; segmentation "
-                              f"metrics need labels {allowed}; binarise it or pass probabilities as float")
-        return values == 1
-    if kind == "f":
-        return values > threshold
-    raise VolsegError(name, f"unsupported dtype {values.dtype} for segmentation metrics")
 
 
 def _block_task(index, *, pred, truth, block, settings) -> dict:

@@ -92,7 +92,7 @@ def write_preview(path: str | os.PathLike, pred, truth, *, image=None,
     """
     from PIL import Image
 
-    from volseg.metrics.evaluate import binary_mask
+    from volseg.metrics.masks import binary_mask
 
     shape = tuple(truth.shape)
     point = parse_slice(centre, shape)

@@ -177,6 +177,10 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device | None = N
     cfg = dict(payload["model_config"], checkpoint=False)
     model = build_model(cfg)
     state = payload.get("ema_state_dict") or payload["state_dict"]
+    for name, tensor in state.items():
+        if torch.is_tensor(tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise VolsegError(model_file(path), f"holds non-finite weights (NaN/Inf in {name}); the run "
+                              "diverged: train it again with a lower --lr")
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -85,6 +86,9 @@ _POSITIVE = {"data.channels", "training.batch_size", "training.global_batch_size
              "diffusion.num_diffusion_timesteps", "diffusion.timesteps", "data.image_size",
              "data.depth"}
 
+_POSITIVE_FLOAT = {"optim.lr"}
+_NONNEGATIVE = {"training.seed", "data.workers", "optim.warmup", "optim.weight_decay", "optim.eps"}
+
 
 def schema(model_type: str) -> dict[str, dict[str, tuple[str, Any]]]:
     """Allowed sections and keys for ``model_type``: {section: {key: (kind, default)}}."""
@@ -155,6 +159,8 @@ def _check_value(kind: str, value: Any, dotted: str, where: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad
         value = float(value)
+        if not math.isfinite(value):
+            raise VolsegError(where, f"{dotted!r} must be a finite number, got {value!r}")
     elif base == "bool":
         if not isinstance(value, bool):
             raise bad
@@ -176,6 +182,10 @@ def _check_value(kind: str, value: Any, dotted: str, where: str) -> Any:
         value = [float(v) for v in value]
     if dotted in _POSITIVE and isinstance(value, int) and value < 1:
         raise VolsegError(where, f"{dotted!r} must be at least 1, got {value}")
+    if dotted in _POSITIVE_FLOAT and value <= 0:
+        raise VolsegError(where, f"{dotted!r} must be a positive number, got {value!r}; e.g. 2e-3")
+    if dotted in _NONNEGATIVE and value < 0:
+        raise VolsegError(where, f"{dotted!r} must be 0 or more, got {value!r}")
     choices = _CHOICES.get(dotted)
     if choices and value not in choices:
         raise VolsegError(where, f"{dotted!r} must be one of {', '.join(choices)}, got {value!r}")

@@ -10,6 +10,7 @@ tensors and lists, never as numpy objects, so they load weights-only.
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 from pathlib import Path
@@ -112,9 +113,11 @@ def write_config(run_dir: Path, cfg: dict[str, Any]) -> None:
 
 
 def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
-    """Append one JSON object line to ``metrics.jsonl``."""
+    """Append one JSON object line to ``metrics.jsonl`` (a non-finite number is written as null,
+    so every line stays valid JSON)."""
+    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
     with open(run_dir / METRICS_FILE, "a") as fh:
-        fh.write(json.dumps(record) + "\n")
+        fh.write(json.dumps(clean, allow_nan=False) + "\n")
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:

@@ -101,6 +101,21 @@ def _check_item(item: dict[str, Any], cfg: dict[str, Any], source) -> None:
     check_patch(shape, model_depth(cfg["model"]), where=where)
 
 
+def diverged(run_dir, what: str, step: int, lr: float) -> VolsegError:
+    """The error of a run whose loss or weights stopped being finite (nothing more is saved)."""
+    kept = "the last good checkpoint is kept" if (Path(run_dir) / rd.MODEL_FILE).is_file() \
+        else "no checkpoint was saved"
+    return VolsegError(run_dir, f"{what} at step {step}; lower --lr (now {lr:g}) or check the "
+                       f"training data for NaN/Inf; {kept}")
+
+
+def check_finite_model(model: nn.Module, run_dir, *, step: int, lr: float) -> None:
+    """Refuse to save a model with a non-finite weight (the run diverged)."""
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise diverged(run_dir, f"weight {name} became non-finite", step, lr)
+
+
 def _total_steps(cfg: dict[str, Any], n_train: int, world: int = 1) -> int:
     training = cfg["training"]
     if training["n_iters"] is not None:
@@ -186,6 +201,9 @@ def _train(source, run_dir: Path, *, model_type, config_path, overrides, resume,
     if len(train_ds) == 0:
         raise VolsegError(source, "gives no training patches; patchify more or lower "
                                   "--val-fraction")
+    if cfg["training"]["batch_size"] > len(train_ds):
+        raise VolsegError("--batch-size", f"{cfg['training']['batch_size']} is larger than the "
+                          f"{len(train_ds)} training patches of {source}; use at most {len(train_ds)}")
     _check_item(train_ds[0], cfg, source)
     if payload is None:
         _fill_normalisation(cfg, train_ds)
@@ -251,6 +269,7 @@ def _fit(cfg: dict[str, Any], train_ds, val_ds, run_dir: Path, *, device: torch.
     state = {"cfg": cfg, "model": model, "ema": ema, "kind": kind}
 
     def save(path: Path, at: int, spent: float, best_value) -> None:
+        check_finite_model(model, run_dir, step=at, lr=lr_at(max(at - 1, 0), cfg["optim"]))
         rd.save_checkpoint(path, {
             "model_type": kind, "model_config": mcfg, "config": cfg,
             "state_dict": model.state_dict(),
@@ -280,6 +299,8 @@ def _fit(cfg: dict[str, Any], train_ds, val_ds, run_dir: Path, *, device: torch.
             last_loss = distributed.run_step(
                 dist, train_step, model, batch, cfg=cfg, optimizer=optimizer, scaler=scaler,
                 device=device, amp=amp, generator=generator, ema=ema, forward=forward)
+            if not math.isfinite(last_loss):
+                raise diverged(run_dir, "loss became " + ("NaN" if math.isnan(last_loss) else "Inf"), step + 1, lr)
             seconds += time.perf_counter() - started
             cpu_seconds += time.process_time() - cpu_started
             losses.append(last_loss)

@@ -1,0 +1,37 @@
+"""The input volume as predict reads it, and the fixed forward batches of a patch group.
+
+Shared by :mod:`volseg.inference.predict` and :mod:`volseg.inference.diffusion` (a lower module,
+so neither imports the other for these).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+_VOLUMES: dict = {}
+
+
+def open_cached(path: str, nan_value: float | None = None):
+    """``volseg.io.open_volume(path)``, opened once per process; float blocks are checked for
+    NaN/Inf as they are read (replaced by ``nan_value`` when given, see :mod:`volseg.io.finite`)."""
+    from volseg.io import open_volume
+    from volseg.io.finite import guard
+
+    if (path, nan_value) not in _VOLUMES:
+        _VOLUMES[path, nan_value] = guard(open_volume(path), path, nan_value=nan_value)
+    return _VOLUMES[path, nan_value]
+
+
+def forward_batches(counts: Sequence[int], batch_size: int) -> list[np.ndarray]:
+    """The fixed forward batches of a group owning ``counts`` (z, y, x) patches.
+
+    Each batch is an array of flat C-order indices into the group's patches, taken in (y, x, z)
+    order ``batch_size`` at a time. A pass runs the batches holding a patch it needs, each
+    batch whole, so a patch's output never depends on which other patches a tile, part or
+    resumed pass wants (a model's numerics may depend on the batch). z is innermost because
+    column tiles never split z.
+    """
+    order = np.arange(int(np.prod(counts))).reshape(tuple(counts)).transpose(1, 2, 0).ravel()
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
