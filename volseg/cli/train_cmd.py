@@ -19,6 +19,8 @@ Examples:
   volseg train scan.zarr --model diffusion --patch 32 -o runs/ddpm --config configs/diffusion3d.yml
 
   volseg train patches.zarr -o runs/unet --resume --steps 800
+
+  volseg train patches.zarr -o runs/unet --steps 1000 --tensorboard   # + optim.schedule: poly in --config
 """
 
 
@@ -59,6 +61,9 @@ def train_command(
         "--val-fraction", help="Share of patches held out for validation (default 0.1).")] = None,
     workers: Annotated[int | None, typer.Option(
         "--workers", min=0, help="DataLoader worker processes (default 0).")] = None,
+    tensorboard: Annotated[bool | None, typer.Option(
+        "--tensorboard/--no-tensorboard", help="Also write TensorBoard event files to "
+        "RUN_DIR/tensorboard (needs the tensorboard package).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in RUN_DIR.")] = False,
     overwrite: OverwriteOpt = False,
     json_out: JsonOpt = None,
@@ -74,6 +79,7 @@ def train_command(
             "training.n_epochs": epochs, "training.batch_size": batch_size, "optim.lr": lr,
             "data.patch": parse_patch(patch), "training.device": device, "training.seed": seed,
             "data.val_fraction": val_fraction, "data.workers": workers,
+            "training.tensorboard": tensorboard,
         }
         result = train(data, output, model_type=model, config_path=config, overrides=overrides,
                        resume=resume, overwrite=overwrite, quiet=quiet)

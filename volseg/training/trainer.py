@@ -24,7 +24,9 @@ from volseg.models import build_model, load_run, model_depth, resolve_device
 from volseg.progress import progress_bar
 from volseg.training import run_dir as rd
 from volseg.training.config import parse_model_type, resolve
-from volseg.training.loop import EMA, batch_stream, grad_scaler, lr_at, make_optimizer, to_device, train_step
+from volseg.training.loop import EMA, batch_stream, grad_scaler, make_optimizer, to_device, train_step
+from volseg.training.schedule import lr_at
+from volseg.training.tracking import Tracker, require_tensorboard
 from volseg.training.validate import validate
 
 DEFAULT_STEPS = 500
@@ -166,6 +168,8 @@ def train(source: str | os.PathLike | None, run_dir: str | os.PathLike, *,
         raise VolsegError(source, "gives no training patches; patchify more or lower "
                                   "--val-fraction")
     _check_item(train_ds[0], cfg, source)
+    if cfg["training"]["tensorboard"]:
+        require_tensorboard()
     if payload is None:
         _fill_normalisation(cfg, train_ds)
     if overwrite:
@@ -213,6 +217,7 @@ def _fit(cfg: dict[str, Any], train_ds, val_ds, run_dir: Path, *, device: torch.
         best = payload.get("best_metric")
         rd.truncate_metrics(run_dir, step)
     total = _total_steps(cfg, len(train_ds))
+    horizon = total  # the schedule's horizon: a time limit ends the run, not the schedule
     metric = "val_dice" if kind == "unet" else "val_psnr"
     state = {"cfg": cfg, "model": model, "ema": ema, "kind": kind}
 
@@ -234,11 +239,13 @@ def _fit(cfg: dict[str, Any], train_ds, val_ds, run_dir: Path, *, device: torch.
     losses: list[float] = []
     last_loss = float("nan")
     limit, cpu_limit = training["max_seconds"], training["max_cpu_seconds"]
+    tracker = Tracker(run_dir, metric=metric, tensorboard=training["tensorboard"],
+                      start_step=step)
     model.train()
     with progress_bar(f"train {kind}", total, quiet=quiet) as bar:
         bar.advance(step)
         while step < total:
-            lr = lr_at(step, cfg["optim"])
+            lr = lr_at(step, cfg["optim"], total=horizon)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             started, cpu_started = time.perf_counter(), time.process_time()
@@ -267,10 +274,12 @@ def _fit(cfg: dict[str, Any], train_ds, val_ds, run_dir: Path, *, device: torch.
                         best = value
                         save(run_dir / rd.BEST_FILE, step, seconds, best)
                 rd.append_metrics(run_dir, record)
+                tracker.log(record, validated=validating)
             if step % training["snapshot_freq"] == 0 or step == total:
                 save(run_dir / rd.MODEL_FILE, step, seconds, best)
     if not (run_dir / rd.MODEL_FILE).is_file():
         save(run_dir / rd.MODEL_FILE, step, seconds, best)
+    tracker.close()
     return {"run_dir": str(run_dir), "model": kind, "steps": step, "seconds": seconds,
             "cpu_seconds": cpu_seconds,
             "loss": last_loss, "metric": metric, "best_metric": best,
