@@ -225,7 +225,7 @@ def export_model(run: str | os.PathLike, output: str | os.PathLike, *, fmt: str 
         probe = _example(meta, (3, 2, 5), batch=1)
         with torch.no_grad():
             expected = model(probe)
-        got = load_exported(output)(probe)
+            got = load_exported(output)(probe)
         result["max_abs_diff"] = float((got - expected).abs().max())
     result["seconds"] = round(time.perf_counter() - t0, 3)
     return result
