@@ -83,7 +83,7 @@ def draw_progress(records: list[dict[str, Any]], path: str | os.PathLike, *,
         ax_val.set_ylabel(metric)
         more = ax_val.get_legend_handles_labels()
         handles = (handles[0] + more[0], handles[1] + more[1])
-    ax_loss.legend(*handles, loc="upper right")
+    ax_loss.legend(*handles, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=2, frameon=False)
     lr_steps, lr = _series(records, "lr")
     ax_lr.plot(lr_steps, lr, color="tab:orange")
     ax_lr.set_ylabel("learning rate")
