@@ -66,7 +66,7 @@ def test_bad_schedule_exits_2_naming_the_key(tmp_path, text, where):
 def test_poly_resume_equals_an_uninterrupted_run(tmp_path):
     sched = dict(UNET, **{"optim.schedule": "poly", "optim.warmup": 2, "optim.schedule_steps": 8,
                           "training.validation_freq": 100, "training.log_freq": 1})
-    data = _seg(side=8)
+    data = (_seg(side=8)[0], None)  # no validation: the test is about the optimiser
     train(None, tmp_path / "once", model_type="unet", datasets=data,
           overrides=dict(sched, **{"training.n_iters": 8}), quiet=True)
     train(None, tmp_path / "twice", model_type="unet", datasets=data,
