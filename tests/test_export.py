@@ -17,7 +17,7 @@ from volseg.models import build_model, load_model
 torch.set_num_threads(1)
 pytest.importorskip("onnxscript")
 ort = pytest.importorskip("onnxruntime")
-UNET = {"type": "unet", "in_channels": 1, "out_ch": 1, "ch": 4, "depth": 2,
+UNET = {"type": "unet", "in_channels": 1, "out_ch": 1, "ch": 4, "depth": 1,
         "norm_mean": 100.0, "norm_std": 20.0}
 
 
@@ -57,7 +57,7 @@ def test_onnx_equals_load_model_on_another_shape(files):
     shape = session.get_inputs()[0].shape
     assert all(isinstance(s, str) for s in [shape[0], *shape[2:]]) and shape[1] == 1
     meta = json.loads(session.get_modelmeta().custom_metadata_map["volseg"])
-    assert meta["patch"] == [16, 16, 16] and meta["out_channels"] == 1 and meta["depth"] == 2
+    assert meta["patch"] == [16, 16, 16] and meta["out_channels"] == 1 and meta["depth"] == 1
     x = (100 + 20 * torch.randn(3, 1, 8, 12, 20, generator=torch.Generator().manual_seed(1)))
     with torch.no_grad():
         expected = load_model(root / "run")(x).numpy()
