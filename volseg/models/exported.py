@@ -22,8 +22,9 @@ RUNTIMES = {"onnx": "onnxruntime", "pt2": "torch.export", "torchscript": "torchs
 
 
 def is_exported(path: str | os.PathLike) -> bool:
-    """Whether ``path`` names an exported model file (by its suffix)."""
-    return Path(str(path)).suffix.lower() in SUFFIXES
+    """Whether ``path`` names an exported model file (by its suffix; a directory never does)."""
+    path = Path(str(path))
+    return path.suffix.lower() in SUFFIXES and not path.is_dir()
 
 
 def _require_onnxruntime(path: Path):
