@@ -24,7 +24,7 @@ def export_command(
     """Export a trained UNet run (input normalisation included; batch and z, y, x dynamic).
 
     `volseg predict` accepts the exported file in place of the run (ONNX runs with onnxruntime:
-    pip install 'volseg[onnx]').
+    pip install "volseg\\[onnx]").
 
     Examples:
 
