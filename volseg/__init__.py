@@ -20,6 +20,8 @@ write_synth        synthetic scroll / scan with ground truth      ``volseg synth
 patchify           cut 3D patches into a patch store              ``volseg patchify``
 train              fit a UNet3D or a conditional diffusion model  ``volseg train``
 load_model         a trained model, ready to call                 --
+export_model       a UNet run as .onnx / .pt2 / .ts               ``volseg export``
+load_exported      an exported model file, ready to call          --
 predict            run a model over every patch of a volume       ``volseg predict``
 stitch             blend a patch store back into a volume         ``volseg stitch``
 evaluate           streamed metrics against the truth             ``volseg evaluate``
@@ -44,6 +46,8 @@ _API = {
     "patchify": "volseg.data.patchify",
     "train": "volseg.training",
     "load_model": "volseg.models",
+    "export_model": "volseg.models.export",
+    "load_exported": "volseg.models.exported",
     "predict": "volseg.inference",
     "stitch": "volseg.inference",
     "evaluate": "volseg.metrics",

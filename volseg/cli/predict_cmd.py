@@ -41,7 +41,8 @@ def _summary(result: dict, quiet: bool) -> None:
 
 @app.command("predict")
 def predict_command(
-    run: Annotated[str, typer.Argument(help="Run directory (or model.pt) of a trained model.")],
+    run: Annotated[str, typer.Argument(help="Run directory (or model.pt) of a trained model, or a model "
+                                       "file from `volseg export` (.onnx, .pt2, .ts).")],
     volume: Annotated[str, typer.Argument(help="3D input volume (Zarr, OME-Zarr, TIFF, npy, NIfTI).")],
     output: Annotated[str, typer.Option("--output", "-o", help="Patch store, or with --stitch an OME-Zarr volume.")],
     patch: Annotated[str | None, typer.Option("--patch", help="Patch size N or DxHxW (default: the run's, else 64).")] = None,
@@ -86,6 +87,8 @@ def predict_command(
       volseg predict runs/unet scroll.zarr -o pred.zarr --stitch --part 2/8   # job array share
 
       volseg predict runs/unet scroll.zarr -o pred.zarr --stitch --tile 2048   # more memory, less recompute
+
+      volseg predict unet.onnx scroll.zarr -o pred.zarr --stitch   # an exported model, run by onnxruntime
     """
     with cli_errors(debug):
         guard_json(json_out, inputs=[run, volume], outputs=[output])

@@ -25,6 +25,8 @@ Examples:
   volseg train --images imagesTr/ --labels labelsTr/ --patch 64 -o runs/tifs --val-fraction 0.2
 
   torchrun --standalone --nproc-per-node 4 -m volseg train patches.zarr -o runs/ddp -b 2
+
+  volseg train patches.zarr -o runs/unet --steps 1000 --tensorboard   # + optim.schedule: poly in --config
 """
 
 
@@ -84,6 +86,9 @@ def train_command(
         "or equally.")] = None,
     workers: Annotated[int | None, typer.Option(
         "--workers", min=0, help="DataLoader worker processes (default 0).")] = None,
+    tensorboard: Annotated[bool | None, typer.Option(
+        "--tensorboard/--no-tensorboard", help="Also write TensorBoard event files to "
+        "RUN_DIR/tensorboard (needs the tensorboard package).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in RUN_DIR.")] = False,
     overwrite: OverwriteOpt = False,
     json_out: JsonOpt = None,
@@ -103,6 +108,7 @@ def train_command(
             "training.global_batch_size": global_batch_size,
             "data.patch": parse_patch(patch), "training.device": device, "training.seed": seed,
             "data.val_fraction": val_fraction, "data.workers": workers, "data.weights": weights,
+            "training.tensorboard": tensorboard,
         }
         sources = training_sources(data, val=val, images=images, labels=labels, list_file=list_file)
         result = train(sources, output, model_type=model, config_path=config, overrides=overrides,

@@ -107,9 +107,15 @@ def prepare(run, volume, *, patch=None, overlap: float = 0.5, batch_size: int = 
     from volseg.io.streaming import parse_chunks
     from volseg.models import load_run, model_depth, resolve_device
     from volseg.models import model_file as _run_model_file
+    from volseg.models.exported import exported_payload, is_exported
 
-    payload = load_run(run)
-    model_file = str(_run_model_file(run))
+    if is_exported(run):  # a file written by `volseg export`: its metadata stands for the run
+        payload, model_file = exported_payload(run), str(run)
+        if amp and payload["export"]["export_format"] == "onnx":
+            raise VolsegError("--amp", "applies to torch models; an ONNX model runs in the precision "
+                              "it was exported in")
+    else:
+        payload, model_file = load_run(run), str(_run_model_file(run))
     cfg = dict(payload["model_config"])
     kind = "diffusion" if str(cfg.get("type", "unet")).lower() in ("diffusion", "sg") else "unet"
     depth = model_depth(cfg)

@@ -38,14 +38,21 @@ def set_torch_threads(threads: int | None) -> None:
         torch.set_num_threads(max(1, int(threads)))
 
 
-def cached_model(model_path: str, device: str):
-    """The model of ``model_path`` on ``device``, loaded once per process and device."""
+def cached_model(model_path: str, device: str, threads: int | None = None):
+    """The model of ``model_path`` on ``device``, loaded once per process and device.
+
+    A run directory or ``model.pt`` gives the torch module of :func:`volseg.models.load_model`;
+    a file written by ``volseg export`` (``.onnx``, ``.pt2``, ``.ts``) an
+    :class:`volseg.models.exported.ExportedModel`, called the same way.
+    """
     from volseg.models import load_model
+    from volseg.models.exported import is_exported, load_exported
 
     key = (os.path.abspath(str(model_path)), str(device))
     with _LOCK:
         if key not in _CACHE:
-            _CACHE[key] = load_model(model_path, device=device)
+            _CACHE[key] = (load_exported(model_path, device=device, threads=threads)
+                           if is_exported(model_path) else load_model(model_path, device=device))
         return _CACHE[key]
 
 
@@ -80,7 +87,7 @@ class Runner:
 
     @property
     def model(self):
-        return cached_model(self.model_path, self.device)
+        return cached_model(self.model_path, self.device, self.threads)
 
     def _apply(self, fn: Callable, inputs: list[np.ndarray]) -> np.ndarray:
         """Run ``fn(*tensors) -> tensor`` over ``inputs`` (same batch length) in batches."""

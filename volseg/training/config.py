@@ -36,12 +36,15 @@ _COMMON = {
         "validation_freq": ("int", 100), "snapshot_freq": ("int", 100), "log_freq": ("int", 10),
         "val_batches": ("int", 16), "seed": ("int", 0), "device": ("str", "auto"),
         "amp": ("bool", False), "checkpoint": ("bool", False), "max_seconds": ("float?", None),
+        "tensorboard": ("bool", False),
         "max_cpu_seconds": ("float?", None),
     },
     "optim": {
         "optimizer": ("str", "adamw"), "lr": ("float", 2e-3), "weight_decay": ("float", 1e-4),
         "beta1": ("float", 0.9), "eps": ("float", 1e-8), "amsgrad": ("bool", False),
         "grad_clip": ("float?", 1.0), "warmup": ("int", 0),
+        "schedule": ("str", "constant"), "poly_exponent": ("float", 0.9),
+        "min_lr": ("float", 0.0), "schedule_steps": ("int?", None),
     },
 }
 _MODEL = {
@@ -76,6 +79,7 @@ _TYPE_DEFAULTS = {
 }
 _CHOICES = {
     "training.device": None, "optim.optimizer": ("adam", "adamw"), "data.weights": ("size", "equal"),
+    "optim.schedule": ("constant", "poly", "cosine"),
     "diffusion.beta_schedule": ("linear",), "diffusion.scheduler_type": ("uniform", "non-uniform"),
     "model.var_type": ("fixedsmall", "fixedlarge"),
 }
@@ -281,6 +285,9 @@ def resolve(*, model_type: str | None = None, config_path: str | os.PathLike | N
     if file_type is not None and isinstance(file_cfg["model"], dict):
         file_cfg = dict(file_cfg, model=dict(file_cfg["model"], type=kind))
     cfg = copy.deepcopy(base) if base is not None else defaults(kind)
+    for section, values in defaults(kind).items():  # keys added since the base run was made
+        if isinstance(values, dict) and isinstance(cfg.get(section), dict):
+            cfg[section] = {**values, **cfg[section]}
     cfg = merge(cfg, file_cfg, model_type=kind, where=where_file)
     ov = overrides or {}
     if ov.get("training.n_iters") is not None and ov.get("training.n_epochs") is not None:
@@ -348,6 +355,9 @@ def finalize(cfg: dict[str, Any], *, where: str = "config") -> dict[str, Any]:
         rate = model["ema_rate"]
         if not 0.0 <= rate < 1.0:
             raise VolsegError(where, f"'model.ema_rate' must be in [0, 1), got {rate}")
+    from volseg.training.schedule import check_schedule
+
+    check_schedule(cfg["optim"], where=where)
     return cfg
 
 

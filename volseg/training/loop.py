@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from volseg.training.losses import diffusion_loss, segmentation_loss
+from volseg.training.schedule import lr_at  # noqa: F401  (re-exported: the trainer's import)
 
 
 class StreamSampler(Sampler[int]):
@@ -210,14 +211,6 @@ def make_optimizer(params, optim: dict[str, Any]) -> torch.optim.Optimizer:
     cls = torch.optim.AdamW if optim["optimizer"] == "adamw" else torch.optim.Adam
     return cls(params, lr=optim["lr"], betas=(optim["beta1"], 0.999), eps=optim["eps"],
                weight_decay=optim["weight_decay"], amsgrad=optim["amsgrad"])
-
-
-def lr_at(step: int, optim: dict[str, Any]) -> float:
-    """Learning rate for ``step`` (0-based): linear warmup, then constant."""
-    warmup = optim["warmup"]
-    if warmup and step < warmup:
-        return optim["lr"] * (step + 1) / warmup
-    return optim["lr"]
 
 
 def train_step(model: nn.Module, batch: dict[str, torch.Tensor], *, cfg: dict[str, Any],

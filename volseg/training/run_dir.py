@@ -26,7 +26,8 @@ MODEL_FILE = "model.pt"
 BEST_FILE = "best.pt"
 CONFIG_FILE = "config.yml"
 METRICS_FILE = "metrics.jsonl"
-RUN_FILES = (MODEL_FILE, BEST_FILE, CONFIG_FILE, METRICS_FILE)
+PROGRESS_FILE = "progress.png"
+RUN_FILES = (MODEL_FILE, BEST_FILE, CONFIG_FILE, METRICS_FILE, PROGRESS_FILE)
 FORMAT_VERSION = 1
 
 
@@ -59,6 +60,11 @@ def clear_run_files(path: Path) -> None:
     """Remove the run files of a previous run (``--overwrite``), nothing else."""
     for name in RUN_FILES:
         (path / name).unlink(missing_ok=True)
+    events = path / "tensorboard"
+    if events.is_dir():
+        import shutil
+
+        shutil.rmtree(events)
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:

@@ -25,7 +25,9 @@ from volseg.progress import progress_bar
 from volseg.training import distributed
 from volseg.training import run_dir as rd
 from volseg.training.config import parse_model_type, resolve
-from volseg.training.loop import EMA, batch_stream, grad_scaler, lr_at, make_optimizer, to_device, train_step
+from volseg.training.loop import EMA, batch_stream, grad_scaler, make_optimizer, to_device, train_step
+from volseg.training.schedule import lr_at
+from volseg.training.tracking import Tracker, require_tensorboard
 from volseg.training.validate import validate
 
 DEFAULT_STEPS = 500
@@ -205,6 +207,8 @@ def _train(source, run_dir: Path, *, model_type, config_path, overrides, resume,
         raise VolsegError("--batch-size", f"{cfg['training']['batch_size']} is larger than the "
                           f"{len(train_ds)} training patches of {source}; use at most {len(train_ds)}")
     _check_item(train_ds[0], cfg, source)
+    if cfg["training"]["tensorboard"]:
+        require_tensorboard()
     if payload is None:
         _fill_normalisation(cfg, train_ds)
     # every rank has checked the same inputs; joining the group waits for all of them, so no
@@ -265,11 +269,12 @@ def _fit(cfg: dict[str, Any], train_ds, val_ds, run_dir: Path, *, device: torch.
             rd.truncate_metrics(run_dir, step)
     total = _total_steps(cfg, len(train_ds), dist.world)
     forward = distributed.wrap(model, cfg, dist, device)
+    horizon = total  # the schedule's horizon: a time limit ends the run, not the schedule
     metric = "val_dice" if kind == "unet" else "val_psnr"
     state = {"cfg": cfg, "model": model, "ema": ema, "kind": kind}
 
     def save(path: Path, at: int, spent: float, best_value) -> None:
-        check_finite_model(model, run_dir, step=at, lr=lr_at(max(at - 1, 0), cfg["optim"]))
+        check_finite_model(model, run_dir, step=at, lr=lr_at(max(at - 1, 0), cfg["optim"], total=horizon))
         rd.save_checkpoint(path, {
             "model_type": kind, "model_config": mcfg, "config": cfg,
             "state_dict": model.state_dict(),
@@ -287,11 +292,13 @@ def _fit(cfg: dict[str, Any], train_ds, val_ds, run_dir: Path, *, device: torch.
     losses: list[float] = []
     last_loss = float("nan")
     limit, cpu_limit = training["max_seconds"], training["max_cpu_seconds"]
+    tracker = Tracker(run_dir, metric=metric, tensorboard=training["tensorboard"],
+                      start_step=step, enabled=main)
     model.train()
     with progress_bar(f"train {kind}", total, quiet=quiet or not main) as bar:
         bar.advance(step)
         while step < total:
-            lr = lr_at(step, cfg["optim"])
+            lr = lr_at(step, cfg["optim"], total=horizon)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             started, cpu_started = time.perf_counter(), time.process_time()
@@ -324,10 +331,12 @@ def _fit(cfg: dict[str, Any], train_ds, val_ds, run_dir: Path, *, device: torch.
                         best = value
                         save(run_dir / rd.BEST_FILE, step, seconds, best)
                 rd.append_metrics(run_dir, record)
+                tracker.log(record, validated=validating)
             if main and (step % training["snapshot_freq"] == 0 or step == total):
                 save(run_dir / rd.MODEL_FILE, step, seconds, best)
     if main and not (run_dir / rd.MODEL_FILE).is_file():
         save(run_dir / rd.MODEL_FILE, step, seconds, best)
+    tracker.close()
     dist.barrier()  # the other ranks return once rank 0 has written the run
     return {"run_dir": str(run_dir), "model": kind, "steps": step, "seconds": seconds,
             "cpu_seconds": cpu_seconds,

@@ -1,0 +1,44 @@
+"""``volseg export``: write a trained UNet as ONNX, torch.export (.pt2) or TorchScript."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from volseg.cli._app import app
+from volseg.cli._common import DebugOpt, JsonOpt, OverwriteOpt, QuietOpt, cli_errors, console, emit_json
+
+
+@app.command("export")
+def export_command(
+    run: Annotated[str, typer.Argument(help="Run directory (best.pt, else model.pt) or a run checkpoint.")],
+    output: Annotated[str, typer.Option("--output", "-o", help="Model file: .onnx, .pt2 or .ts.")],
+    fmt: Annotated[str | None, typer.Option(
+        "--format", help="onnx, pt2 (torch.export) or torchscript (default: from the suffix of -o).")] = None,
+    overwrite: OverwriteOpt = False,
+    json_out: JsonOpt = None,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Export a trained UNet run (input normalisation included; batch and z, y, x dynamic).
+
+    `volseg predict` accepts the exported file in place of the run (ONNX runs with onnxruntime:
+    pip install "volseg\\[onnx]").
+
+    Examples:
+
+      volseg export runs/unet -o unet.onnx
+
+      volseg export runs/unet -o unet.pt2
+
+      volseg predict unet.onnx scroll.zarr -o pred.zarr --stitch
+    """
+    with cli_errors(debug):
+        from volseg.models.export import export_model
+
+        result = export_model(run, output, fmt=fmt, overwrite=overwrite)
+        emit_json(result, json_out)
+        console(quiet or json_out == "-").print(
+            f"wrote {result['output']} ({result['format']}, {result['bytes'] / 1e6:.1f} MB) in "
+            f"{result['seconds']:.1f} s; max |exported - torch| = {result['max_abs_diff']:.2e}", soft_wrap=True)

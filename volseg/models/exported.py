@@ -1,0 +1,136 @@
+"""Load an exported model (``volseg export``) and call it like the torch model.
+
+:class:`ExportedModel` wraps an onnxruntime session, a ``torch.export`` program or a TorchScript
+module behind one call: a float (N, C, z, y, x) torch tensor of RAW voxel values in, the
+probabilities (N, out_channels, z, y, x) as a torch tensor out. It carries ``in_channels``,
+``out_channels``, ``depth`` and the file's ``volseg`` metadata, which is what
+``volseg predict`` reads from a model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+from volseg.errors import VolsegError
+from volseg.models.export import EXPORT_FORMAT, META_FILE, META_KEY, SUFFIXES
+
+RUNTIMES = {"onnx": "onnxruntime", "pt2": "torch.export", "torchscript": "torchscript"}
+
+
+def is_exported(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names an exported model file (by its suffix; a directory never does)."""
+    path = Path(str(path))
+    return path.suffix.lower() in SUFFIXES and not path.is_dir()
+
+
+def _require_onnxruntime(path: Path):
+    try:
+        import onnxruntime
+    except ImportError:
+        raise VolsegError(path, "running an ONNX model needs onnxruntime: pip install "
+                                "'volseg[onnx]'") from None
+    return onnxruntime
+
+
+def _check_meta(path: Path, text: str | bytes | None) -> dict[str, Any]:
+    try:
+        meta = json.loads(text) if text else None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        meta = None
+    if not isinstance(meta, dict) or meta.get("format") != EXPORT_FORMAT:
+        raise VolsegError(path, "has no volseg metadata; export the model with `volseg export "
+                                "RUN -o FILE`")
+    return meta
+
+
+def _open(path: Path, device: str, threads: int | None):
+    """(metadata, callable on torch tensors, runtime name) of an exported file."""
+    import torch
+
+    fmt = SUFFIXES[path.suffix.lower()]
+    if not path.is_file():
+        raise VolsegError(path, "does not exist; pass a run directory or a file written by "
+                                "`volseg export`")
+    if fmt == "onnx":
+        ort = _require_onnxruntime(path)
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = int(threads)
+            options.inter_op_num_threads = 1
+        providers = ["CPUExecutionProvider"]
+        if str(device).startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        try:
+            session = ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise VolsegError(path, f"is not a readable ONNX model ({type(exc).__name__}); "
+                                    "export it again") from None
+        meta = _check_meta(path, session.get_modelmeta().custom_metadata_map.get(META_KEY))
+        name = session.get_inputs()[0].name
+
+        def call(x):
+            out = session.run(None, {name: x.detach().float().cpu().numpy()})[0]
+            return torch.from_numpy(out).to(x.device)
+
+        return meta, call, RUNTIMES[fmt]
+    files = {META_FILE: ""}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # TorchScript's deprecation notices
+            if fmt == "pt2":
+                module = torch.export.load(str(path), extra_files=files).module().to(device)
+            else:
+                module = torch.jit.load(str(path), map_location=device, _extra_files=files)
+    except Exception as exc:  # torch raises several types for a file that is not an archive
+        raise VolsegError(path, f"is not a readable {fmt} model ({type(exc).__name__}); "
+                                "export it again") from None
+    meta = _check_meta(path, files[META_FILE])
+    return meta, module, RUNTIMES[fmt]
+
+
+class ExportedModel:
+    """An exported volseg model: ``model(x)`` maps raw (N, C, z, y, x) to probabilities.
+
+    Parameters
+    ----------
+    path : path
+        A ``.onnx``, ``.pt2`` or ``.ts`` file written by ``volseg export``.
+    device : str
+        ``cpu`` or ``cuda[:N]`` (onnxruntime uses CUDA when its CUDA provider is installed).
+    threads : int, optional
+        Intra-op threads of the onnxruntime session.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, device: str = "cpu",
+                 threads: int | None = None):
+        self.path = Path(path)
+        self.meta, self._call, self.runtime = _open(self.path, str(device), threads)
+        self.in_channels = int(self.meta["in_channels"])
+        self.out_channels = int(self.meta["out_channels"])
+        self.depth = int(self.meta["depth"])
+
+    def __call__(self, x):
+        return self._call(x)
+
+    def payload(self) -> dict[str, Any]:
+        """A run-checkpoint-like view (``model_config`` and ``config.data.patch``) for predict."""
+        return exported_payload(self.path, meta=self.meta)
+
+
+def exported_payload(path: str | os.PathLike, *, meta: dict | None = None) -> dict[str, Any]:
+    """What ``predict`` reads of a run (``model_config``, ``config``), from an exported file."""
+    if meta is None:
+        meta = load_exported(path).meta
+    return {"model_config": {"type": meta["kind"], "depth": meta["depth"],
+                             "in_channels": meta["in_channels"], "out_ch": meta["out_channels"]},
+            "config": {"data": {"patch": meta.get("patch")}}, "export": meta}
+
+
+def load_exported(path: str | os.PathLike, *, device: str = "cpu",
+                  threads: int | None = None) -> ExportedModel:
+    """Open an exported model (see :class:`ExportedModel`)."""
+    return ExportedModel(path, device=device, threads=threads)
