@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from volseg.cli import app
+from volseg.cli._remote import CacheOpt, CacheSizeOpt, LevelOpt, StorageOpt, at_level, remote_setup
 from volseg.cli._common import (DebugOpt, JsonOpt, OverwriteOpt, PartOpt, QuietOpt, SchedulerOpt, WorkersOpt,
                                 cli_errors, console, emit_json)
 
@@ -37,6 +38,10 @@ def patchify_cmd(
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
     json: JsonOpt = None,
+    level: LevelOpt = None,
+    storage_options: StorageOpt = None,
+    cache: CacheOpt = None,
+    cache_size: CacheSizeOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Cut 3D patches from VOLUME into a patch store: a grid (--patch, --stride) or random,
@@ -51,7 +56,8 @@ def patchify_cmd(
         from volseg.data.patchstore import store_summary
         from volseg.parallel import parse_part
 
-        out = patchify(volume, out=output, labels=labels, patch=patch, stride=stride, samples=samples,
+        remote_setup(storage_options, cache, cache_size)
+        out = patchify(at_level(volume, level), out=output, labels=labels, patch=patch, stride=stride, samples=samples,
                        foreground_fraction=foreground_fraction, seed=seed, pad=pad, overwrite=overwrite,
                        scheduler=scheduler, workers=workers, part=parse_part(part), quiet=quiet,
                        command=_command_line(volume, output, labels, patch, stride, samples,

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from volseg.cli import app
+from volseg.cli._remote import CacheOpt, CacheSizeOpt, LevelOpt, StorageOpt, at_level, remote_setup
 from volseg.cli._common import (
     DebugOpt,
     DeviceOpt,
@@ -69,6 +70,10 @@ def predict_command(
     part: PartOpt = None,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
+    level: LevelOpt = None,
+    storage_options: StorageOpt = None,
+    cache: CacheOpt = None,
+    cache_size: CacheSizeOpt = None,
     debug: DebugOpt = False,
     json_out: JsonOpt = None,
 ) -> None:
@@ -87,7 +92,8 @@ def predict_command(
     with cli_errors(debug):
         from volseg.inference import predict
 
-        result = predict(run, volume, output, patch=patch, overlap=overlap, batch_size=batch_size, tta=tta,
+        remote_setup(storage_options, cache, cache_size)
+        result = predict(run, at_level(volume, level), output, patch=patch, overlap=overlap, batch_size=batch_size, tta=tta,
                          amp=amp, device=device, stitch=stitch, blend=blend, dtype=dtype, threshold=threshold,
                          channel=channel, skip_value=skip_value, chunks=chunks, pad=pad,
                          sampling_steps=sampling_steps, eta=eta, seed=seed, scheduler=scheduler,

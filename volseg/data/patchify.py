@@ -43,7 +43,10 @@ from volseg.io.atomic import check_output, remove_path, replace_dir, temp_siblin
 
 def _resolve_inputs(volume: Path, labels, targets):
     from volseg.io import find_labels
+    from volseg.io.remote import is_url
 
+    if is_url(volume):  # URLs: labels only when given (no folder to look into)
+        return labels, targets
     if labels is None and volume.is_dir():
         labels = find_labels(volume)
     if targets is None and volume.is_dir() and (volume / "target").is_dir():
@@ -106,7 +109,9 @@ def patchify(volume: str | os.PathLike, *, out: str | os.PathLike, labels=None, 
     scheduler = parse_scheduler(scheduler)
     if scheduler in ("threads", "processes", "synchronous"):
         parse_workers(workers)
-    volume, out = Path(volume), Path(out)
+    from volseg.io.remote import is_url
+
+    volume, out = (volume if is_url(volume) else Path(volume)), Path(out)
     meta = read_meta(volume)
     shape = tuple(int(s) for s in meta.shape)
     patch = parse_size3(patch, name="--patch")

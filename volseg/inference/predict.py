@@ -148,11 +148,13 @@ def prepare(run, volume, *, patch=None, overlap: float = 0.5, batch_size: int = 
     plan = Plan.build(meta.shape, patch, stride, chunks)
     tile = tile_chunks(parse_tile(tile), plan)
     blend = {"mode": parse_blend(blend), "sigma_scale": parse_sigma_scale(sigma_scale)}
-    settings = {"model_sha256": file_digest(model_file), "volume": os.path.abspath(volume),
+    from volseg.io.remote import is_url, volume_key
+
+    settings = {"model_sha256": file_digest(model_file), "volume": volume if is_url(volume) else os.path.abspath(volume),
                 "volume_shape": list(meta.shape), "patch": list(patch), "overlap": float(overlap),
                 "stride": list(stride), "tta": bool(tta), "amp": bool(amp), "skip_value": skip_value,
                 "chunks": list(plan.chunks), "blend": blend, "pad": bool(pad), "kind": kind}
-    key = f"{os.path.abspath(volume)}@{os.stat(volume).st_mtime_ns}"
+    key = volume_key(volume)
     return Setup(str(run), model_file, str(volume), info, meta, plan, runner, blend, skip_value, settings, key, tile)
 
 

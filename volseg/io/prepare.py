@@ -50,8 +50,10 @@ def prepare(input, output, *, chunks=128, levels=1, dtype="keep", channel: int |
     from volseg.io.streaming import block_budget, block_shape, parse_chunks, parse_dtype, parse_levels, same_path
     from volseg.parallel import parse_scheduler
 
-    input, output = Path(input), Path(output)
-    if input.exists() and same_path(input, output):
+    from volseg.io.remote import is_url
+
+    input, output = (input if is_url(input) else Path(input)), Path(output)
+    if not is_url(input) and input.exists() and same_path(input, output):
         raise VolsegError(output, f"overlaps the input {input}; choose another output name")
     chunks, levels = parse_chunks(chunks), parse_levels(levels)
     parse_scheduler(scheduler)
@@ -62,9 +64,14 @@ def prepare(input, output, *, chunks=128, levels=1, dtype="keep", channel: int |
     start = time.perf_counter()
     write_image(output, data, chunks=chunks, levels=levels, spacing=meta.spacing, unit=meta.unit,
                 dtype=target, overwrite=overwrite, scheduler=scheduler, workers=workers, quiet=quiet,
-                name=input.name, description=f"prepare {input.name}",
+                name=_name(input), description=f"prepare {_name(input)}",
                 attrs={"command": "prepare", "source": os.fspath(input), "source_format": meta.format})
     return {"input": os.fspath(input), "output": os.fspath(output), "format": meta.format,
             "shape": list(meta.shape), "dtype": target.name, "chunks": [min(c, s) for c, s in zip(chunks, meta.shape)],
             "levels": levels, "spacing": list(meta.spacing), "unit": meta.unit,
             "seconds": round(time.perf_counter() - start, 3)}
+
+
+def _name(input) -> str:
+    """The last component of a path or URL."""
+    return str(input).rstrip("/").rsplit("/", 1)[-1] if isinstance(input, str) else input.name

@@ -1,0 +1,167 @@
+"""Volumes by URL: a store in the published scrolls' layout (Zarr v2, NGFF 0.4, 3 levels,
+uint8, blosc) served by a real HTTP server and by moto's S3 server on 127.0.0.1; results equal
+the same commands on the local copy, bytes are fetched once, faults are retried, bad URLs exit 2."""
+
+import json
+import time
+
+import numpy as np
+import pytest
+import torch
+import zarr
+from typer.testing import CliRunner
+
+from remote_servers import CountingServer, free_port, moto_s3, upload, write_published_store
+from volseg.cli import app
+from volseg.models import build_model
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    root = tmp_path_factory.mktemp("remote")
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 255, (48, 48, 48), dtype=np.uint8)
+    data[:16] = 0  # air: chunks of the fill value, not stored
+    write_published_store(root / "site" / "scroll.zarr", data, chunks=16, levels=3, absent_value=0)
+    labels = (data > 128).astype(np.uint8)
+    gt = zarr.open_array(str(root / "site" / "gt.zarr"), mode="w", shape=labels.shape, chunks=(16, 16, 16),
+                         dtype="uint8", zarr_format=2)
+    gt[:] = labels
+    torch.manual_seed(0)
+    cfg = {"type": "unet", "in_channels": 1, "out_ch": 1, "ch": 4, "depth": 2}
+    (root / "run").mkdir()
+    torch.save({"format": "volseg-run", "version": 1, "model_config": cfg,
+                "state_dict": build_model(cfg).state_dict()}, root / "run" / "model.pt")
+    return root
+
+
+@pytest.fixture(scope="module")
+def http(site):
+    with CountingServer(site / "site") as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def _fresh_remote_env(monkeypatch):
+    """--storage-options/--cache set the environment of this (test) process: reset per test."""
+    for name in ("VOLSEG_STORAGE_OPTIONS", "VOLSEG_CACHE", "VOLSEG_CACHE_SIZE"):
+        monkeypatch.setenv(name, "")
+
+
+PREDICT = ("--patch", "16", "--overlap", "0.5", "--stitch", "--chunks", "16", "--device", "cpu", "--quiet")
+
+
+def test_info_over_http_names_levels_and_format(site, http):
+    r = invoke("info", http.url + "/scroll.zarr", "--json", "-")
+    assert r.exit_code == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["levels"] == 3 and info["level_shapes"] == [[48, 48, 48], [24, 24, 24], [12, 12, 12]]
+    assert info["zarr_format"] == 2 and info["ngff_version"] == "0.4" and info["chunks"] == [16, 16, 16]
+    assert info["spacing"] == [7.91] * 3 and info["unit"] == "micrometer"
+    r = invoke("info", http.url + "/scroll.zarr", "--level", "1", "--json", "-")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["shape"] == [24, 24, 24] and json.loads(r.stdout)["spacing"] == [15.82] * 3
+
+
+def test_predict_from_http_equals_local_and_fetches_each_chunk_once(site, http, tmp_path):
+    local = tmp_path / "local.zarr"
+    r = invoke("predict", site / "run", site / "site" / "scroll.zarr", "-o", local, *PREDICT)
+    assert r.exit_code == 0, r.stderr
+    http.reset()
+    cache = tmp_path / "cache"
+    out = tmp_path / "remote.zarr"
+    r = invoke("predict", site / "run", http.url + "/scroll.zarr", "-o", out, *PREDICT, "--cache", cache)
+    assert r.exit_code == 0, r.stderr
+    np.testing.assert_array_equal(zarr.open_array(str(out / "0"))[:], zarr.open_array(str(local / "0"))[:])
+    stored = sum(f.stat().st_size for f in (site / "site" / "scroll.zarr" / "0").glob("*.*.*"))
+    fetched = http.chunk_bytes()
+    assert 0 < fetched <= 1.05 * stored, (fetched, stored)
+    # a second pass with the disk cache fetches nothing but metadata
+    http.reset()
+    r = invoke("predict", site / "run", http.url + "/scroll.zarr", "-o", tmp_path / "again.zarr", *PREDICT,
+               "--cache", cache)
+    assert r.exit_code == 0, r.stderr
+    assert http.metadata_only(), http.httpd.sent
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "again.zarr" / "0"))[:],
+                                  zarr.open_array(str(local / "0"))[:])
+
+
+def test_level_1_and_evaluate_on_urls_equal_local(site, http, tmp_path):
+    for src, out in ((site / "site" / "scroll.zarr", tmp_path / "l.zarr"), (http.url + "/scroll.zarr", tmp_path / "r.zarr")):
+        r = invoke("predict", site / "run", src, "-o", out, *PREDICT, "--level", "1")
+        assert r.exit_code == 0, r.stderr
+    a, b = zarr.open_group(str(tmp_path / "l.zarr")), zarr.open_group(str(tmp_path / "r.zarr"))
+    np.testing.assert_array_equal(a["0"][:], b["0"][:])
+    assert a["0"].shape == (24, 24, 24)
+    assert b.attrs["ome"]["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"] == [15.82] * 3
+    scores = []
+    for gt in (site / "site" / "gt.zarr", http.url + "/gt.zarr"):
+        r = invoke("evaluate", site / "site" / "gt.zarr", gt, "--metrics", "dice,voi", "--json", "-")
+        assert r.exit_code == 0, r.stderr
+        scores.append(json.loads(r.stdout))
+    assert scores[0]["dice"] == scores[1]["dice"] == 1.0 and scores[0] == scores[1]
+
+
+def test_predict_from_s3_equals_local(site, tmp_path):
+    local = tmp_path / "local.zarr"
+    r = invoke("predict", site / "run", site / "site" / "scroll.zarr", "-o", local, *PREDICT)
+    assert r.exit_code == 0, r.stderr
+    with moto_s3() as endpoint:
+        upload(site / "site" / "scroll.zarr", "s3://scrolls/scroll.zarr", endpoint)
+        r = invoke("info", "s3://scrolls/scroll.zarr", "--json", "-")
+        assert r.exit_code == 0, r.stderr
+        assert json.loads(r.stdout)["level_shapes"][2] == [12, 12, 12]
+        out = tmp_path / "s3.zarr"
+        r = invoke("predict", site / "run", "s3://scrolls/scroll.zarr", "-o", out, *PREDICT,
+                   "--storage-options", json.dumps({"endpoint_url": endpoint}))
+        assert r.exit_code == 0, r.stderr
+    np.testing.assert_array_equal(zarr.open_array(str(out / "0"))[:], zarr.open_array(str(local / "0"))[:])
+
+
+def test_faults_are_retried_and_reported_with_debug(site, tmp_path, caplog):
+    local = tmp_path / "local.zarr"
+    r = invoke("predict", site / "run", site / "site" / "scroll.zarr", "-o", local, *PREDICT)
+    assert r.exit_code == 0, r.stderr
+    seen: dict = {}
+
+    def fault(path, n):  # the first request of every chunk fails: 503 or a dropped connection
+        if path.rsplit("/", 1)[-1][:1].isdigit() and path not in seen:
+            seen[path] = 1
+            return "503" if len(seen) % 2 else "drop"
+        return None
+
+    with CountingServer(site / "site", fault=fault) as server:
+        r = invoke("predict", site / "run", server.url + "/scroll.zarr", "-o", tmp_path / "f.zarr", *PREDICT, "--debug")
+    assert r.exit_code == 0, r.stderr
+    retries = [m for m in caplog.messages if m.startswith("retry")]  # --debug shows them on stderr
+    assert any("503" in m for m in retries) and len(retries) >= len(seen) // 2, retries
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "f.zarr" / "0"))[:], zarr.open_array(str(local / "0"))[:])
+
+
+@pytest.mark.parametrize("case", ["refused", "404", "403", "not-zarr", "level", "persistent-503"])
+def test_bad_urls_exit_2_naming_the_url_within_seconds(site, tmp_path, case):
+    fault = {"403": lambda p, n: "403", "persistent-503": lambda p, n: "503" if "/0/" in p else None}.get(case)
+    (site / "site" / "plain").mkdir(exist_ok=True)
+    (site / "site" / "plain" / "index.txt").write_text("hello")
+    with CountingServer(site / "site", fault=fault) as server:
+        url = {"refused": f"http://127.0.0.1:{free_port()}/scroll.zarr", "404": server.url + "/nothing.zarr",
+               "403": server.url + "/scroll.zarr", "not-zarr": server.url + "/plain",
+               "level": server.url + "/scroll.zarr", "persistent-503": server.url + "/scroll.zarr"}[case]
+        args = ("--level", "3") if case == "level" else ()
+        t0 = time.perf_counter()
+        r = invoke("predict", site / "run", url, "-o", tmp_path / "o.zarr", *PREDICT, *args)
+        took = time.perf_counter() - t0
+    assert r.exit_code == 2, (r.exit_code, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and url in lines[0], r.stderr
+    assert took < 15, took
+    if case == "level":
+        assert "0..2" in lines[0]
+    if case == "403":
+        assert "403" in lines[0]
