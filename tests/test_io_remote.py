@@ -69,16 +69,13 @@ def test_info_over_http_names_levels_and_format(site, http):
     assert json.loads(r.stdout)["shape"] == [24, 24, 24] and json.loads(r.stdout)["spacing"] == [15.82] * 3
 
 
-def test_predict_from_http_equals_local_and_fetches_each_chunk_once(site, http, tmp_path):
-    local = tmp_path / "local.zarr"
-    r = invoke("predict", site / "run", site / "site" / "scroll.zarr", "-o", local, *PREDICT)
-    assert r.exit_code == 0, r.stderr
+def test_predict_from_http_equals_local_and_fetches_each_chunk_once(site, http, local_pred, tmp_path):
     http.reset()
     cache = tmp_path / "cache"
     out = tmp_path / "remote.zarr"
     r = invoke("predict", site / "run", http.url + "/scroll.zarr", "-o", out, *PREDICT, "--cache", cache)
     assert r.exit_code == 0, r.stderr
-    np.testing.assert_array_equal(zarr.open_array(str(out / "0"))[:], zarr.open_array(str(local / "0"))[:])
+    np.testing.assert_array_equal(zarr.open_array(str(out / "0"))[:], local_pred)
     stored = sum(f.stat().st_size for f in (site / "site" / "scroll.zarr" / "0").glob("*.*.*"))
     fetched = http.chunk_bytes()
     assert 0 < fetched <= 1.05 * stored, (fetched, stored)
@@ -89,7 +86,7 @@ def test_predict_from_http_equals_local_and_fetches_each_chunk_once(site, http, 
     assert r.exit_code == 0, r.stderr
     assert http.metadata_only(), http.httpd.sent
     np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "again.zarr" / "0"))[:],
-                                  zarr.open_array(str(local / "0"))[:])
+                                  local_pred)
 
 
 def test_level_1_and_evaluate_on_urls_equal_local(site, http, tmp_path):
@@ -108,26 +105,57 @@ def test_level_1_and_evaluate_on_urls_equal_local(site, http, tmp_path):
     assert scores[0]["dice"] == scores[1]["dice"] == 1.0 and scores[0] == scores[1]
 
 
-def test_predict_from_s3_equals_local(site, tmp_path):
-    local = tmp_path / "local.zarr"
-    r = invoke("predict", site / "run", site / "site" / "scroll.zarr", "-o", local, *PREDICT)
-    assert r.exit_code == 0, r.stderr
+@pytest.fixture(scope="module")
+def s3(site):
     with moto_s3() as endpoint:
         upload(site / "site" / "scroll.zarr", "s3://scrolls/scroll.zarr", endpoint)
-        r = invoke("info", "s3://scrolls/scroll.zarr", "--json", "-")
-        assert r.exit_code == 0, r.stderr
-        assert json.loads(r.stdout)["level_shapes"][2] == [12, 12, 12]
-        out = tmp_path / "s3.zarr"
-        r = invoke("predict", site / "run", "s3://scrolls/scroll.zarr", "-o", out, *PREDICT,
-                   "--storage-options", json.dumps({"endpoint_url": endpoint}))
-        assert r.exit_code == 0, r.stderr
-    np.testing.assert_array_equal(zarr.open_array(str(out / "0"))[:], zarr.open_array(str(local / "0"))[:])
+        import s3fs
+
+        s3fs.S3FileSystem(key="testing", secret="testing", endpoint_url=endpoint).mkdir("preds")
+        yield endpoint
 
 
-def test_faults_are_retried_and_reported_with_debug(site, tmp_path, caplog):
-    local = tmp_path / "local.zarr"
+@pytest.fixture(scope="module")
+def local_pred(site, tmp_path_factory):
+    local = tmp_path_factory.mktemp("local") / "local.zarr"
     r = invoke("predict", site / "run", site / "site" / "scroll.zarr", "-o", local, *PREDICT)
     assert r.exit_code == 0, r.stderr
+    return zarr.open_array(str(local / "0"))[:]
+
+
+@pytest.mark.slow  # moto's server takes ~10 s to start on a busy 2-core machine
+def test_predict_from_s3_to_s3_equals_local_and_resumes(site, s3, local_pred, tmp_path):
+    r = invoke("info", "s3://scrolls/scroll.zarr", "--json", "-")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["level_shapes"][2] == [12, 12, 12]
+    out = tmp_path / "s3.zarr"
+    r = invoke("predict", site / "run", "s3://scrolls/scroll.zarr", "-o", out, *PREDICT,
+               "--storage-options", json.dumps({"endpoint_url": s3}))
+    assert r.exit_code == 0, r.stderr
+    np.testing.assert_array_equal(zarr.open_array(str(out / "0"))[:], local_pred)
+    # output to S3: part 1 of 2, then the whole run resumes it and does only the rest
+    dest = "s3://preds/run1/pred.zarr"
+    r = invoke("predict", site / "run", "s3://scrolls/scroll.zarr", "-o", dest, *PREDICT, "--part", "1/2", "--json", "-")
+    assert r.exit_code == 0, r.stderr
+    first = json.loads(r.stdout)["chunks_written"]
+    r = invoke("predict", site / "run", "s3://scrolls/scroll.zarr", "-o", dest, *PREDICT, "--json", "-")
+    assert r.exit_code == 0, r.stderr
+    again = json.loads(r.stdout)
+    assert again["chunks_done_before"] == first and again["chunks_written"] == 27 - first
+    back = volseg_open(dest)
+    np.testing.assert_array_equal(back, local_pred)
+    # other settings are refused, naming the URL
+    r = invoke("predict", site / "run", "s3://scrolls/scroll.zarr", "-o", dest, *PREDICT, "--overlap", "0.25")
+    assert r.exit_code == 2 and dest in r.stderr and "other settings" in r.stderr
+
+
+def volseg_open(url):
+    import volseg
+
+    return volseg.open_volume(url).compute()
+
+
+def test_faults_are_retried_and_reported_with_debug(site, local_pred, tmp_path, caplog):
     seen: dict = {}
 
     def fault(path, n):  # the first request of every chunk fails: 503 or a dropped connection
@@ -141,7 +169,7 @@ def test_faults_are_retried_and_reported_with_debug(site, tmp_path, caplog):
     assert r.exit_code == 0, r.stderr
     retries = [m for m in caplog.messages if m.startswith("retry")]  # --debug shows them on stderr
     assert any("503" in m for m in retries) and len(retries) >= len(seen) // 2, retries
-    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "f.zarr" / "0"))[:], zarr.open_array(str(local / "0"))[:])
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "f.zarr" / "0"))[:], local_pred)
 
 
 @pytest.mark.parametrize("case", ["refused", "404", "403", "not-zarr", "level", "persistent-503"])

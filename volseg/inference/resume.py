@@ -48,6 +48,15 @@ class Markers:
         The output Zarr group; markers live in its ``volseg_markers`` sub-group.
     """
 
+    def __new__(cls, output=None):
+        from volseg.io.remote import is_url
+
+        if cls is Markers and is_url(output):  # an output at a URL: markers are objects there
+            from volseg.inference.remote_output import RemoteMarkers
+
+            return super().__new__(RemoteMarkers)
+        return super().__new__(cls)
+
     def __init__(self, output: str | os.PathLike):
         self.root = Path(output) / MARKERS
 
@@ -126,6 +135,12 @@ def open_output(path: str | os.PathLike, *, settings: dict, create: Callable[[Pa
         ``path`` exists with other settings (or is not a resumable volseg output) and
         ``overwrite`` is false.
     """
+    from volseg.io.remote import is_url
+
+    if is_url(path):  # object stores have no rename: see volseg.inference.remote_output
+        from volseg.inference.remote_output import open_remote_output
+
+        return open_remote_output(path, settings=settings, create=create, overwrite=overwrite)
     path = Path(path)
     attrs = {"settings": settings, "fingerprint": fingerprint(settings)}
     for _attempt in range(2):
