@@ -224,31 +224,40 @@ class RemoteStore(WrapperStore):
         return type(self)(store, url=self.url, cache=self.cache)
 
     def __getstate__(self):
-        return {"_store": self._store, "url": self.url, "cache": self.cache, "_meta": {}}
+        return {"_store": self._store, "url": self.url, "cache": self.cache, "_meta": dict(self._meta)}
 
     def __setstate__(self, state):
         self.__dict__.update(state)
 
-    def _ident(self, key: str) -> str:
-        """Cache identity of a chunk: URL, key and the digest of its array's metadata."""
-        best = ""
-        for prefix, digest in self._meta.items():
-            if (not prefix or key.startswith(prefix + "/")) and len(prefix) >= len(best):
-                best = prefix
-        return f"{self.url}/{key}#{self._meta.get(best, '')}"
+    async def _ident(self, key: str, prototype) -> str:
+        """Cache identity of a chunk: URL, key and the digest of its array's metadata document
+        (so a rewritten array with other metadata is never served from stale entries)."""
+        parts = key.split("/")[:-1]
+        for i in range(len(parts), -1, -1):
+            prefix = "/".join(parts[:i])
+            if prefix not in self._meta:  # threads racing here compute the same value
+                digest = None
+                for name in ("zarr.json", ".zarray"):
+                    doc = await self._fetch(f"{prefix}/{name}" if prefix else name, prototype, None)
+                    if doc is not None:
+                        digest = hashlib.sha256(doc.to_bytes()).hexdigest()[:16]
+                        break
+                self._meta[prefix] = digest
+            if self._meta[prefix] is not None:
+                return f"{self.url}/{key}#{self._meta[prefix]}"
+        return f"{self.url}/{key}#"
 
     async def get(self, key, prototype, byte_range=None):
         is_meta = key.rsplit("/", 1)[-1] in METADATA
         cache = self.cache if byte_range is None and not is_meta else None
-        if cache is not None:
-            hit = cache.get(self._ident(key))
-            if hit is not None:
-                return None if hit is cache.ABSENT else prototype.buffer.from_bytes(hit)
+        if cache is None:
+            return await self._fetch(key, prototype, byte_range)
+        ident = await self._ident(key, prototype)
+        hit = cache.get(ident)
+        if hit is not None:
+            return None if hit is cache.ABSENT else prototype.buffer.from_bytes(hit)
         value = await self._fetch(key, prototype, byte_range)
-        if is_meta and value is not None:
-            self._meta[key.rpartition("/")[0]] = hashlib.sha256(value.to_bytes()).hexdigest()[:16]
-        if cache is not None:
-            cache.put(self._ident(key), None if value is None else value.to_bytes())
+        cache.put(ident, None if value is None else value.to_bytes())
         return value
 
     async def _fetch(self, key, prototype, byte_range):
