@@ -193,3 +193,54 @@ def test_bad_urls_exit_2_naming_the_url_within_seconds(site, tmp_path, case):
         assert "0..2" in lines[0]
     if case == "403":
         assert "403" in lines[0]
+
+
+def test_absent_chunks_are_not_fetched_nor_computed_with_skip_value(site, http, tmp_path):
+    absent = [f"{i}.{j}.{k}" for i in range(1) for j in range(3) for k in range(3)]
+    assert not any((site / "site" / "scroll.zarr" / "0" / a).exists() for a in absent)  # air: not stored
+    local = tmp_path / "local.zarr"
+    r = invoke("predict", site / "run", site / "site" / "scroll.zarr", "-o", local, *PREDICT, "--skip-value", "0")
+    assert r.exit_code == 0, r.stderr
+    http.reset()
+    r = invoke("predict", site / "run", http.url + "/scroll.zarr", "-o", tmp_path / "r.zarr", *PREDICT,
+               "--skip-value", "0", "--json", "-")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["patches_skipped"] > 0
+    assert not any(path.endswith("/0/" + a) and n for path, n in http.httpd.sent.items() for a in absent)
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "r.zarr" / "0"))[:],
+                                  zarr.open_array(str(local / "0"))[:])
+
+
+@pytest.mark.slow
+def test_kill_9_of_a_predict_writing_to_s3_then_rerun_is_identical(site, s3, local_pred, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import s3fs
+
+    volseg_exe = os.path.join(os.path.dirname(sys.executable), "volseg")
+    dest = "s3://preds/killed/pred.zarr"
+    cmd = [volseg_exe, "predict", str(site / "run"), "s3://scrolls/scroll.zarr", "-o", dest, *PREDICT,
+           "--workers", "1", "--json", "-"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    fs = s3fs.S3FileSystem(key="testing", secret="testing", endpoint_url=s3)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        fs.invalidate_cache()
+        if len(fs.ls("preds/killed/pred.zarr/volseg_markers", detail=False) if
+               fs.exists("preds/killed/pred.zarr/volseg_markers") else []) >= 4:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    fs.invalidate_cache()
+    done = len(fs.ls("preds/killed/pred.zarr/volseg_markers", detail=False)) - 1  # minus zarr.json
+    assert 0 < done < 27
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["chunks_done_before"] == done and result["chunks_written"] == 27 - done
+    np.testing.assert_array_equal(volseg_open(dest), local_pred)
