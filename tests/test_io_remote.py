@@ -173,7 +173,8 @@ def test_faults_are_retried_and_reported_with_debug(site, local_pred, tmp_path, 
 
 
 @pytest.mark.parametrize("case", ["refused", "404", "403", "not-zarr", "level", "persistent-503"])
-def test_bad_urls_exit_2_naming_the_url_within_seconds(site, tmp_path, case):
+def test_bad_urls_exit_2_naming_the_url_within_seconds(site, tmp_path, case, monkeypatch):
+    monkeypatch.setenv("VOLSEG_RETRIES", "1")  # the default 4 tries take 1.5 s more
     fault = {"403": lambda p, n: "403", "persistent-503": lambda p, n: "503" if "/0/" in p else None}.get(case)
     (site / "site" / "plain").mkdir(exist_ok=True)
     (site / "site" / "plain" / "index.txt").write_text("hello")
