@@ -123,6 +123,7 @@ def local_pred(site, tmp_path_factory):
     return zarr.open_array(str(local / "0"))[:]
 
 
+@pytest.mark.timeout(600)
 @pytest.mark.slow  # moto's server takes ~10 s to start on a busy 2-core machine
 def test_predict_from_s3_to_s3_equals_local_and_resumes(site, s3, local_pred, tmp_path):
     r = invoke("info", "s3://scrolls/scroll.zarr", "--json", "-")
@@ -213,6 +214,7 @@ def test_absent_chunks_are_not_fetched_nor_computed_with_skip_value(site, http, 
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_kill_9_of_a_predict_writing_to_s3_then_rerun_is_identical(site, s3, local_pred, tmp_path):
     import os
     import signal
