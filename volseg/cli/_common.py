@@ -50,6 +50,11 @@ def cli_errors(debug: bool = False, *, rank_zero: bool = False) -> Iterator[None
     """
     from volseg.errors import VolsegError
 
+    if debug:  # log lines of the library (e.g. retried remote requests) on stderr
+        import logging
+
+        logging.basicConfig(format="%(name)s: %(message)s")
+        logging.getLogger("volseg").setLevel(logging.DEBUG)
     try:
         yield
     except typer.Exit:

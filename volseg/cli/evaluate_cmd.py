@@ -9,6 +9,7 @@ import typer
 from volseg.cli._app import app
 from volseg.cli._common import (DebugOpt, JsonOpt, NanValueOpt, QuietOpt, SchedulerOpt, WorkersOpt, cli_errors,
                                 console, emit_json, guard_json)
+from volseg.cli._remote import CacheOpt, CacheSizeOpt, LevelOpt, StorageOpt, at_level, remote_setup
 
 _EPILOG = (
     "Examples:\n\n"
@@ -54,6 +55,10 @@ def evaluate_cmd(
     scheduler: SchedulerOpt = "threads",
     workers: WorkersOpt = None,
     quiet: QuietOpt = False,
+    level: LevelOpt = None,
+    storage_options: StorageOpt = None,
+    cache: CacheOpt = None,
+    cache_size: CacheSizeOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Score PRED against GT: Dice, surface Dice, VOI, Betti numbers, topology, combined score, PSNR, 3D SSIM.
@@ -66,6 +71,8 @@ def evaluate_cmd(
         guard_json(json, inputs=[pred, gt, image], outputs=[preview])
         from volseg.metrics.evaluate import evaluate
 
+        remote_setup(storage_options, cache, cache_size)
+        pred, gt, image = (at_level(v, level) for v in (pred, gt, image))
         values = evaluate(pred, gt, metrics=metrics, threshold=threshold, tolerance=tolerance,
                           ignore_label=ignore_label, data_range=data_range, block=block,
                           scheduler=scheduler, workers=workers, quiet=quiet, image=image,

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from volseg.cli._app import app
+from volseg.cli._remote import CacheOpt, CacheSizeOpt, LevelOpt, StorageOpt, at_level, remote_setup
 from volseg.cli._common import (DebugOpt, JsonOpt, OverwriteOpt, QuietOpt, SchedulerOpt, WorkersOpt,
                                 cli_errors, console, emit_json, guard_json)
 
@@ -32,6 +33,10 @@ def prepare_cmd(
     workers: WorkersOpt = None,
     quiet: QuietOpt = False,
     json: JsonOpt = None,
+    level: LevelOpt = None,
+    storage_options: StorageOpt = None,
+    cache: CacheOpt = None,
+    cache_size: CacheSizeOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Convert a volume to chunked OME-Zarr (Zarr v3, NGFF 0.5), streamed block by block.
@@ -42,7 +47,8 @@ def prepare_cmd(
         guard_json(json, inputs=[input], outputs=[output])
         from volseg.io.prepare import prepare
 
-        summary = prepare(input, output, chunks=chunks, levels=levels, dtype=dtype, channel=channel,
+        remote_setup(storage_options, cache, cache_size)
+        summary = prepare(at_level(input, level), output, chunks=chunks, levels=levels, dtype=dtype, channel=channel,
                           overwrite=overwrite, scheduler=scheduler, workers=workers, quiet=quiet)
         emit_json(summary, json)
         console(quiet or json == "-").print(
@@ -57,6 +63,10 @@ def info_cmd(
     channel: ChannelOpt = None,
     quiet: QuietOpt = False,
     json: JsonOpt = None,
+    level: LevelOpt = None,
+    storage_options: StorageOpt = None,
+    cache: CacheOpt = None,
+    cache_size: CacheSizeOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Shape, dtype, chunks, levels, spacing and value range (sampled for large volumes)."""
@@ -64,7 +74,8 @@ def info_cmd(
         guard_json(json, inputs=[volume])
         from volseg.io.info import volume_info
 
-        info = volume_info(volume, channel=channel)
+        remote_setup(storage_options, cache, cache_size)
+        info = volume_info(at_level(volume, level), channel=channel)
         emit_json(info, json)
         if quiet or json == "-":
             return

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from volseg.cli._app import app
+from volseg.cli._remote import CacheOpt, CacheSizeOpt, LevelOpt, StorageOpt, at_level, remote_setup
 from volseg.cli._common import (DebugOpt, JsonOpt, OverwriteOpt, PartOpt, QuietOpt, SchedulerOpt, WorkersOpt,
                                 cli_errors, console, emit_json, guard_json)
 
@@ -47,6 +48,10 @@ def patchify_cmd(
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
     json: JsonOpt = None,
+    level: LevelOpt = None,
+    storage_options: StorageOpt = None,
+    cache: CacheOpt = None,
+    cache_size: CacheSizeOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Cut 3D patches from VOLUME into a patch store: a grid (--patch, --stride) or random,
@@ -63,6 +68,7 @@ def patchify_cmd(
         from volseg.errors import VolsegError
         from volseg.parallel import parse_part
 
+        remote_setup(storage_options, cache, cache_size)
         if images is not None or list_file is not None:
             from volseg.data.patchify_many import patchify_many_cli
 
@@ -79,7 +85,7 @@ def patchify_cmd(
             raise VolsegError("VOLUME", "missing; give a volume, or --images DIR --labels DIR, or --list FILE")
         if per_volume:
             raise VolsegError("--per-volume", "applies to --images/--list only")
-        out = patchify(volume, out=output, labels=labels, patch=patch, stride=stride, samples=samples,
+        out = patchify(at_level(volume, level), out=output, labels=labels, patch=patch, stride=stride, samples=samples,
                        foreground_fraction=foreground_fraction, seed=seed, pad=pad, overwrite=overwrite,
                        scheduler=scheduler, workers=workers, part=parse_part(part), quiet=quiet,
                        command=_command_line(volume, output, labels, patch, stride, samples,

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from volseg.cli._app import app
+from volseg.cli._remote import CacheOpt, CacheSizeOpt, LevelOpt, StorageOpt, at_level, remote_setup
 from volseg.cli._common import (
     DebugOpt,
     DeviceOpt,
@@ -72,6 +73,10 @@ def predict_command(
     part: PartOpt = None,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
+    level: LevelOpt = None,
+    storage_options: StorageOpt = None,
+    cache: CacheOpt = None,
+    cache_size: CacheSizeOpt = None,
     debug: DebugOpt = False,
     json_out: JsonOpt = None,
     nan_value: NanValueOpt = None,
@@ -94,7 +99,8 @@ def predict_command(
         guard_json(json_out, inputs=[run, volume], outputs=[output])
         from volseg.inference import predict
 
-        result = predict(run, volume, output, patch=patch, overlap=overlap, batch_size=batch_size, tta=tta,
+        remote_setup(storage_options, cache, cache_size)
+        result = predict(run, at_level(volume, level), output, patch=patch, overlap=overlap, batch_size=batch_size, tta=tta,
                          amp=amp, device=device, stitch=stitch, blend=blend, dtype=dtype, threshold=threshold,
                          channel=channel, skip_value=skip_value, chunks=chunks, pad=pad,
                          sampling_steps=sampling_steps, eta=eta, seed=seed, scheduler=scheduler,

@@ -46,7 +46,10 @@ from volseg.io.outputs import guard_output, input_stamp
 
 def _resolve_inputs(volume: Path, labels, targets):
     from volseg.io import find_labels
+    from volseg.io.remote import is_url
 
+    if is_url(volume):  # URLs: labels only when given (no folder to look into)
+        return labels, targets
     if labels is None and volume.is_dir():
         labels = find_labels(volume)
     if targets is None and volume.is_dir() and (volume / "target").is_dir():
@@ -110,7 +113,9 @@ def patchify(volume: str | os.PathLike, *, out: str | os.PathLike, labels=None, 
     if scheduler in ("threads", "processes", "synchronous"):
         parse_workers(workers)
     guard_output(out, inputs=[volume, labels, targets], kind="patches", overwrite=overwrite)
-    volume, out = Path(volume), Path(out)
+    from volseg.io.remote import is_url
+
+    volume, out = (volume if is_url(volume) else Path(volume)), Path(out)
     meta = read_meta(volume)
     shape = tuple(int(s) for s in meta.shape)
     patch = parse_size3(patch, name="--patch")

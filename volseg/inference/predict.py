@@ -146,16 +146,18 @@ def prepare(run, volume, *, patch=None, overlap: float = 0.5, batch_size: int = 
     tile = tile_chunks(parse_tile(tile), plan)
     blend = {"mode": parse_blend(blend), "sigma_scale": parse_sigma_scale(sigma_scale)}
     from volseg.io.outputs import input_stamp
+    from volseg.io.remote import is_url, volume_key
 
-    settings = {"model_sha256": file_digest(model_file), "volume": os.path.abspath(volume),
-                "volume_stamp": input_stamp(volume), "volume_shape": list(meta.shape), "patch": list(patch), "overlap": float(overlap),
+    settings = {"model_sha256": file_digest(model_file), "volume": volume if is_url(volume) else os.path.abspath(volume),
+                "volume_stamp": input_stamp(volume), "volume_shape": list(meta.shape), "patch": list(patch),
+                "overlap": float(overlap),
                 "stride": list(stride), "tta": bool(tta), "amp": bool(amp), "skip_value": skip_value,
                 "chunks": list(plan.chunks), "blend": blend, "pad": bool(pad), "kind": kind}
     nan_value = parse_nan_value(nan_value)
     if nan_value is not None:
         settings["nan_value"] = nan_value
         warn_replaced(volume, count_nonfinite(open_volume(volume)), nan_value)
-    key = f"{os.path.abspath(volume)}@{os.stat(volume).st_mtime_ns}@{nan_value}"
+    key = f"{volume_key(volume)}@{nan_value}"
     return Setup(str(run), model_file, str(volume), info, meta, plan, runner, blend, skip_value, settings, key,
                  tile, nan_value)
 

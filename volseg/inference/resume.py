@@ -53,6 +53,15 @@ class Markers:
         The output Zarr group; markers live in its ``volseg_markers`` sub-group.
     """
 
+    def __new__(cls, output=None):
+        from volseg.io.remote import is_url
+
+        if cls is Markers and is_url(output):  # an output at a URL: markers are objects there
+            from volseg.inference.remote_output import RemoteMarkers
+
+            return super().__new__(RemoteMarkers)
+        return super().__new__(cls)
+
     def __init__(self, output: str | os.PathLike):
         self.root = Path(output) / MARKERS
 
@@ -140,6 +149,13 @@ def open_output(path: str | os.PathLike, *, settings: dict, create: Callable[[Pa
         ``path`` exists with other settings, from another version of an input, or is not a
         resumable volseg output, and ``overwrite`` is false.
     """
+    from volseg.io.remote import is_url
+
+    if is_url(path):  # object stores have no rename: see volseg.inference.remote_output
+        from volseg.inference.remote_output import open_remote_output
+
+        return open_remote_output(path, settings=settings, create=create, overwrite=overwrite,
+                                  total=total, unit=unit, prefix=prefix)
     path = Path(path)
     attrs = {"settings": settings, "fingerprint": fingerprint(settings), "complete": False,
              "blocks_total": int(total), "blocks_unit": unit, "marker_prefix": prefix}
@@ -206,7 +222,12 @@ def finish_output(path: str | os.PathLike, work: str | os.PathLike, *, total: in
     from volseg.io.atomic import replace_dir
     from volseg.io.locks import output_lock
     from volseg.io.completion import attrs, count_markers, set_complete
+    from volseg.io.remote import is_url
 
+    if is_url(path):  # written in place (no work folder): see volseg.inference.remote_output
+        from volseg.inference.remote_output import finish_remote_output
+
+        return finish_remote_output(os.fspath(path), total=total, prefix=prefix)
     path, work = Path(path), Path(work)
     if work == path and attrs(path).get("complete"):
         return True  # a rerun of a finished output: nothing to record
@@ -226,9 +247,15 @@ def removed_if_empty(work: str | os.PathLike, keep: bool) -> Iterator[None]:
     """Remove an output this run created when the run fails before any block was written
     (a scheduler that cannot be reached, a bad option found late). ``keep``: an output that
     existed, or one shared with concurrent ``--part`` jobs, is never removed."""
+    from volseg.io.remote import is_url
+
+    if is_url(work):  # a remote output is resumed, never removed
+        keep = True
     try:
         yield
     except BaseException:
+        if keep:
+            raise
         root = Path(work) / MARKERS
         if not keep and not any(e.name != "zarr.json" for e in _entries(root)):
             remove_path(work)

@@ -108,8 +108,11 @@ def write_chunk(output: str, chunk: Sequence[int], plan: Plan, block: np.ndarray
     """Write one output chunk's block into level 0 of the output volume."""
     import zarr
 
+    from volseg.io.remote import is_url, join, zarr_store
+
     start, stop = plan.bounds(chunk)
-    zarr.open_array(os.path.join(output, "0"), mode="r+")[as_slices(start, stop)] = block
+    level0 = join(output, "0") if is_url(output) else os.path.join(output, "0")
+    zarr.open_array(store=zarr_store(level0, mode="r+"), mode="r+")[as_slices(start, stop)] = block
 
 
 @dataclass(frozen=True)

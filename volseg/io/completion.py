@@ -1,4 +1,4 @@
-"""Completion of block-wise outputs (stdlib only).
+"""Completion of block-wise outputs (stdlib only; URLs go through volseg.io.remote, imported lazily).
 
 predict, stitch and patchify record in the ``volseg`` attributes of their output's root group
 ``complete`` (false until every block has its marker), ``blocks_total``, ``blocks_unit`` and
@@ -50,6 +50,32 @@ def completion(path: str | os.PathLike) -> dict | None:
             "total": total, "unit": unit}
 
 
+def remote_completion(url: str) -> dict | None:
+    """:func:`completion` of an output at a URL (``-o s3://...``): its root ``zarr.json`` and, for
+    an unfinished one, a listing of its marker objects. None when it is no block-wise output."""
+    from volseg.io.remote import filesystem
+
+    fs, root = filesystem(url.rstrip("/"))
+    try:
+        meta = json.loads(fs.cat_file(f"{root}/zarr.json"))
+    except Exception:  # absent (a Zarr v2 store, a sub-path) or unreadable: not ours to judge
+        return None
+    info = (meta.get("attributes") or {}).get("volseg") if isinstance(meta, dict) else None
+    if not isinstance(info, dict) or "complete" not in info:
+        return None
+    total, unit = int(info.get("blocks_total") or 0), str(info.get("blocks_unit") or "blocks")
+    if info["complete"]:
+        return {"complete": True, "done": total, "total": total, "unit": unit}
+    prefix = str(info.get("marker_prefix") or "c")
+    pattern = re.compile(re.escape(prefix) + r"\d+(\.\d+)*$")
+    try:
+        names = [n.rstrip("/").rsplit("/", 1)[-1] for n in fs.ls(f"{root}/{MARKERS}", detail=False)]
+    except Exception:
+        names = []
+    return {"complete": False, "done": sum(1 for n in names if pattern.match(n)), "total": total,
+            "unit": unit}
+
+
 def count_markers(path: str | os.PathLike, prefix: str) -> int:
     """Completion markers of ``path``: ``volseg_markers/<prefix>...`` inside, or ``<path>.done/<n>``."""
     path = Path(path)
@@ -71,9 +97,14 @@ def check_complete(*paths: str | os.PathLike | None) -> None:
         ``error: half.zarr: 412 of 512 chunks written; finish it with the same command``.
     """
     for path in paths:
-        if path is None or _is_url(os.fspath(path)) or not os.path.isdir(path):
+        if path is None:
             continue
-        state = completion(path)
+        if _is_url(os.fspath(path)):
+            state = remote_completion(os.fspath(path))
+        elif os.path.isdir(path):
+            state = completion(path)
+        else:
+            continue
         if state is not None and not state["complete"]:
             raise VolsegError(path, f"{state['done']} of {state['total']} {state['unit']} written; "
                               "finish it with the same command (every --part) before using it")

@@ -35,7 +35,9 @@ def volume_info(path, *, channel: int | None = None, exact_bytes: int = EXACT_BY
     from volseg.io.omezarr import find_labels
     from volseg.io.readers import _open
 
-    path = Path(path)
+    from volseg.io.remote import is_url
+
+    path = path if is_url(path) else Path(path)
     data, meta = _open(path, channel)
     nbytes = int(math.prod(meta.shape)) * meta.dtype.itemsize
     sampled = nbytes > exact_bytes
@@ -49,13 +51,13 @@ def volume_info(path, *, channel: int | None = None, exact_bytes: int = EXACT_BY
     else:
         low, high = dask.compute(*_range(data))
         used = int(math.prod(data.numblocks))
-    labels = find_labels(path) if meta.format == "ome-zarr" else None
+    labels = find_labels(path) if meta.format == "ome-zarr" and not is_url(path) else None
     return {"path": os.fspath(path), "format": meta.format, "shape": list(meta.shape),
             "dtype": meta.dtype.name, "chunks": list(meta.chunks), "levels": meta.levels,
             "level_shapes": _level_shapes(path, meta), "spacing": list(meta.spacing), "unit": meta.unit,
             "nbytes": nbytes, "min": _number(low), "max": _number(high), "range_sampled": bool(sampled),
             "sampled_chunks": used, "labels": os.fspath(labels) if labels else None,
-            **_state(path)}
+            **_format_versions(path, meta), **_state(path)}
 
 
 def _state(path) -> dict:
@@ -86,10 +88,28 @@ def _number(value):
 def _level_shapes(path, meta) -> list:
     if meta.format != "ome-zarr" or meta.levels <= 1:
         return [list(meta.shape)]
-    import zarr
-
-    group = zarr.open_group(str(path), mode="r")
     from volseg.io.omezarr import _group_multiscales
+    from volseg.io.remote import open_node
 
+    group = open_node(path)
+    if not hasattr(group, "keys"):  # one level of a pyramid (--level): its own shape
+        return [list(meta.shape)]
     datasets = _group_multiscales(group.attrs.asdict())[0]["datasets"]
     return [list(group[d["path"]].shape)[-3:] for d in datasets]
+
+
+def _format_versions(path, meta) -> dict:
+    """``zarr_format`` (2 or 3) and ``ngff_version`` (e.g. "0.4") of a Zarr input, else None."""
+    if meta.format not in ("zarr", "ome-zarr"):
+        return {"zarr_format": None, "ngff_version": None}
+    import zarr
+
+    from volseg.io.omezarr import _group_multiscales
+    from volseg.io.remote import open_node
+
+    node = open_node(path)
+    attrs = node.attrs.asdict() if isinstance(node, zarr.Group) else {}
+    ome = attrs.get("ome") if isinstance(attrs.get("ome"), dict) else {}
+    ms = _group_multiscales(attrs) or [{}]
+    version = ome.get("version") or ms[0].get("version")
+    return {"zarr_format": int(node.metadata.zarr_format), "ngff_version": version}

@@ -46,16 +46,16 @@ def open_zarr(path: str | os.PathLike, *, channel: int | None = None):
     import dask.array as da
     import zarr
 
-    path = Path(path)
-    try:
-        node = zarr.open(store=str(path), mode="r")
-    except Exception as exc:
-        raise VolsegError(path, f"is not a readable Zarr store ({type(exc).__name__}: {exc})") from None
+    from volseg.io.levels import dataset_context
+    from volseg.io.remote import is_url, open_node
+
+    path = path if is_url(path) else Path(path)
+    node = open_node(path)
     spacing, unit, levels, fmt, axes = (1.0, 1.0, 1.0), None, 1, "zarr", None
     if isinstance(node, zarr.Group):
         multiscales = _group_multiscales(node.attrs.asdict())
         if not multiscales:
-            members = sorted(node.keys())[:6]
+            members = [] if is_url(path) else sorted(node.keys())[:6]
             hint = f" (it holds {', '.join(members)}; pass one of those, e.g. {path / members[0]})" if members else ""
             raise VolsegError(path, f"is a Zarr group, not an image (no OME 'multiscales' metadata){hint}")
         ms = multiscales[0]
@@ -75,6 +75,12 @@ def open_zarr(path: str | os.PathLike, *, channel: int | None = None):
         levels, fmt = len(datasets), "ome-zarr"
     else:
         arr = node
+        context = dataset_context(path)  # a pyramid level (--level): the group's spacing
+        if context is not None:
+            ms, ds, levels, _ = context
+            axes = [a if isinstance(a, dict) else {"name": a} for a in ms.get("axes") or []]
+            spacing, unit = _spacing_unit(ms, ds, axes)
+            fmt = "ome-zarr"
     data = _checked_dask(arr, path)
     index = _axis_index(path, arr.shape, axes, channel)
     data = data[index]

@@ -52,10 +52,11 @@ def prepare(input, output, *, chunks=128, levels=1, dtype="keep", channel: int |
 
     from volseg.io.locks import remove_stale_temps
     from volseg.io.outputs import guard_output
+    from volseg.io.remote import is_url
 
     guard_output(output, inputs=[input], kind="volume", overwrite=overwrite)
-    input, output = Path(input), Path(output)
-    if input.exists() and same_path(input, output):
+    input, output = (input if is_url(input) else Path(input)), Path(output)
+    if not is_url(input) and input.exists() and same_path(input, output):
         raise VolsegError(output, f"overlaps the input {input}; choose another output name")
     remove_stale_temps(output, quiet=quiet)
     chunks, levels = parse_chunks(chunks), parse_levels(levels)
@@ -67,9 +68,14 @@ def prepare(input, output, *, chunks=128, levels=1, dtype="keep", channel: int |
     start = time.perf_counter()
     write_image(output, data, chunks=chunks, levels=levels, spacing=meta.spacing, unit=meta.unit,
                 dtype=target, overwrite=overwrite, scheduler=scheduler, workers=workers, quiet=quiet,
-                name=input.name, description=f"prepare {input.name}",
+                name=_name(input), description=f"prepare {_name(input)}",
                 attrs={"command": "prepare", "source": os.fspath(input), "source_format": meta.format})
     return {"input": os.fspath(input), "output": os.fspath(output), "format": meta.format,
             "shape": list(meta.shape), "dtype": target.name, "chunks": [min(c, s) for c, s in zip(chunks, meta.shape)],
             "levels": levels, "spacing": list(meta.spacing), "unit": meta.unit,
             "seconds": round(time.perf_counter() - start, 3)}
+
+
+def _name(input) -> str:
+    """The last component of a path or URL."""
+    return str(input).rstrip("/").rsplit("/", 1)[-1] if isinstance(input, str) else input.name

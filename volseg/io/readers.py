@@ -35,7 +35,8 @@ SUPPORTED = ".tif/.tiff, a folder of .tif slices, .npy, .nii/.nii.gz, or a .zarr
 _CHUNK_TARGET = 64 * 2**20  # bytes per chunk of a file-backed (non-Zarr) source
 
 
-def open_volume(path: str | os.PathLike, *, channel: int | None = None):
+def open_volume(path: str | os.PathLike, *, channel: int | None = None, level: int | None = None,
+                storage_options: dict | None = None):
     """Open a volume lazily as a 3D Dask array in (z, y, x) order (level 0 of a pyramid).
 
     Parameters
@@ -45,6 +46,11 @@ def open_volume(path: str | os.PathLike, *, channel: int | None = None):
     channel : int, optional
         The channel to take from a 4D input (4D NIfTI, (c, z, y, x) npy/Zarr, multi-channel
         OME-Zarr or TIFF). Required when the input has more than one channel.
+    level : int, optional
+        Pyramid level of an OME-Zarr image (0 = full resolution), with that level's spacing.
+    storage_options : dict, optional
+        fsspec options for a URL (``http(s)://``, ``s3://``, ``gs://``, ``file://``); see
+        :mod:`volseg.io.remote`. They are set for this process and its workers.
 
     Returns
     -------
@@ -57,17 +63,38 @@ def open_volume(path: str | os.PathLike, *, channel: int | None = None):
         Missing path, unsupported suffix, 2D image, empty folder, mixed slice shapes, corrupt
         file, 4D input without ``channel``, a Zarr group that is not an image.
     """
-    return _open(path, channel)[0]
+    return _open(_locate(path, level, storage_options), channel)[0]
 
 
-def read_meta(path: str | os.PathLike, *, channel: int | None = None) -> VolumeMeta:
-    """Describe a volume (shape, dtype, chunks, spacing, unit, levels, format) without reading voxels."""
-    return _open(path, channel)[1]
+def read_meta(path: str | os.PathLike, *, channel: int | None = None, level: int | None = None,
+              storage_options: dict | None = None) -> VolumeMeta:
+    """Describe a volume (shape, dtype, chunks, spacing, unit, levels, format) without reading
+    voxels; ``level`` and ``storage_options`` as in :func:`open_volume`."""
+    return _open(_locate(path, level, storage_options), channel)[1]
+
+
+def _locate(path, level, storage_options):
+    """The path (or URL) of the requested pyramid level."""
+    if storage_options is not None:
+        from volseg.io.remote import configure
+
+        configure(storage_options=storage_options)
+    if level is None:
+        return path
+    from volseg.io.levels import resolve_level
+
+    return resolve_level(path, level)
 
 
 def _open(path, channel, chunks=None):
     """(dask array, VolumeMeta); ``chunks(shape, dtype) -> tuple`` overrides the Dask chunks of
     file-backed sources (prepare reads whole write blocks directly, without a rechunk)."""
+    from volseg.io.remote import is_url
+
+    if is_url(path):
+        from volseg.io.omezarr import open_zarr
+
+        return open_zarr(path, channel=channel)
     path = Path(path)
     if not path.exists():
         raise VolsegError(path, "does not exist; check the path")
