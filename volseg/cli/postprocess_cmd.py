@@ -20,6 +20,9 @@ def postprocess_command(
     hysteresis: Annotated[str | None, typer.Option(
         "--hysteresis", metavar="LOW,HIGH",
         help="Keep weak (> LOW) 26-connected components that hold a strong (> HIGH) voxel.")] = None,
+    close: Annotated[int | None, typer.Option(
+        "--close", help="Radius of a binary closing (ball) before the component rules: closes holes through "
+        "sheets up to ~2r voxels (default 1; 0 = off).")] = None,
     min_size: Annotated[int | None, typer.Option(
         "--min-size", help="Remove 26-connected components of fewer voxels, whole volume (default 200; 0 = off).")] = None,
     fill_holes: Annotated[int | None, typer.Option(
@@ -34,7 +37,7 @@ def postprocess_command(
     debug: DebugOpt = False,
     json_out: JsonOpt = None,
 ) -> None:
-    """Threshold a prediction, remove small components and fill small cavities, streamed.
+    """Threshold a prediction, close small holes, remove small components, fill small cavities; streamed.
 
     Examples:
 
@@ -47,7 +50,8 @@ def postprocess_command(
     with cli_errors(debug):
         from volseg.postprocess import postprocess
 
-        result = postprocess(pred, output, threshold=threshold, hysteresis=hysteresis, min_size=min_size,
+        result = postprocess(pred, output, threshold=threshold, hysteresis=hysteresis, close=close,
+                             min_size=min_size,
                              fill_holes=fill_holes, chunks=chunks, scheduler=scheduler, workers=workers,
                              part=part, overwrite=overwrite, quiet=quiet)
         emit_json(result, json_out)

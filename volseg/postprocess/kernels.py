@@ -36,6 +36,12 @@ class Binarise:
 
     threshold: float | None = None
     hysteresis: tuple[float, float] | None = None
+    close: int = 0
+
+    @property
+    def halo(self) -> int:
+        """Voxels of context each side a chunk needs (the closing: dilation + erosion)."""
+        return 2 * self.close
 
     def masks(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """``(foreground, strong)`` boolean masks of a block (strong is None without hysteresis)."""
@@ -46,8 +52,43 @@ class Binarise:
             return values >= self.threshold, None
         return values > 0, None
 
+    def block_masks(self, read, start, stop, shape) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """Masks of the chunk ``[start, stop)`` of a volume of ``shape``, closing included.
 
-def summarise_block(values: np.ndarray, binarise: Binarise, *, fill: bool, start, stop,
+        ``read(lo, hi)`` returns the values of a box. With ``close`` = r > 0 the foreground is
+        ``mask | erode(dilate(mask, ball(r)), ball(r))`` computed on the volume padded by 2r
+        voxels of its own edge values (``np.pad(mode="edge")``), so chunks read 2r voxels of halo
+        and the result equals the whole-volume closing. Returns ``(fg, strong, values)``.
+        """
+        from volseg.geometry import with_halo
+
+        h = self.halo
+        lo, hi = with_halo(start, stop, h, shape)
+        values = read(lo, hi)
+        fg, strong = self.masks(values)
+        inner = tuple(slice(a - b, a - b + (c - a)) for a, b, c in zip(start, lo, stop))
+        if h:
+            pad = [(h - (a - b), h - (d - c)) for a, b, c, d in zip(start, lo, stop, hi)]
+            fg = close_mask(np.pad(fg, pad, mode="edge"), self.close)
+            fg = fg[tuple(slice(h, h + (c - a)) for a, c in zip(start, stop))]
+        else:
+            fg = fg[inner]
+        return fg, (strong[inner] if strong is not None else None), values[inner]
+
+
+def close_mask(mask: np.ndarray, radius: int) -> np.ndarray:
+    """``mask | erode(dilate(mask, ball(radius)), ball(radius))`` (scipy.ndimage, border 0)."""
+    from scipy import ndimage
+    from skimage.morphology import ball
+
+    if radius <= 0:
+        return mask
+    footprint = ball(radius).astype(bool)
+    closed = ndimage.binary_erosion(ndimage.binary_dilation(mask, footprint), footprint)
+    return mask | closed
+
+
+def summarise_block(fg: np.ndarray, strong: np.ndarray | None, *, fill: bool, start, stop,
                     shape) -> dict:
     """Pass 1 of one chunk: local labels' counts, faces, sizes and flags.
 
@@ -55,7 +96,6 @@ def summarise_block(values: np.ndarray, binarise: Binarise, *, fill: bool, start
     "bg": (n, faces, border) , "bg_size": ...}`` (``bg`` only with ``fill``), in the form
     :meth:`~volseg.metrics.components.FaceMerger.add_layer` takes.
     """
-    fg, strong = binarise.masks(values)
     labels, n = cc.label_block(fg, connectivity=3)
     out = {"fg": (n, cc.block_faces(labels), ()),
            "fg_size": np.bincount(labels.ravel(), minlength=n + 1)[1:].astype(np.int64),
@@ -84,7 +124,7 @@ def component_table(final: np.ndarray, n: int, sizes: np.ndarray,
     return size, flag
 
 
-def apply_block(values: np.ndarray, binarise: Binarise, *, keep_fg: np.ndarray, fg_offset: int,
+def apply_block(fg: np.ndarray, *, keep_fg: np.ndarray, fg_offset: int,
                 fill_bg: np.ndarray | None = None, bg_offset: int = 0) -> np.ndarray:
     """Pass 2 of one chunk: the uint8 cleaned labels (1 foreground, 0 background).
 
@@ -93,7 +133,6 @@ def apply_block(values: np.ndarray, binarise: Binarise, *, keep_fg: np.ndarray, 
     The block is relabelled exactly as in :func:`summarise_block` (deterministic), so the
     provisional ids agree.
     """
-    fg, _ = binarise.masks(values)
     labels, _ = cc.label_block(fg, connectivity=3)
     ids = np.where(labels > 0, labels.astype(np.int64) + fg_offset, 0)
     out = keep_fg[ids] & fg
@@ -105,16 +144,16 @@ def apply_block(values: np.ndarray, binarise: Binarise, *, keep_fg: np.ndarray, 
 
 
 def postprocess_array(values: np.ndarray, *, threshold: float | None = None,
-                      hysteresis: tuple[float, float] | None = None, min_size: int = 0,
-                      fill_holes: int = 0) -> np.ndarray:
+                      hysteresis: tuple[float, float] | None = None, close: int = 0,
+                      min_size: int = 0, fill_holes: int = 0) -> np.ndarray:
     """Whole-volume reference of ``volseg postprocess`` (in memory, for checks and small data).
 
     Parameters
     ----------
     values : ndarray, shape (z, y, x)
         Probabilities (with ``threshold`` or ``hysteresis``) or labels (foreground > 0).
-    threshold, hysteresis
-        See :class:`Binarise`.
+    threshold, hysteresis, close
+        See :class:`Binarise` (``close``: radius of the closing, 0 = none).
     min_size : int
         26-connected foreground components of fewer voxels are removed.
     fill_holes : int
@@ -127,7 +166,12 @@ def postprocess_array(values: np.ndarray, *, threshold: float | None = None,
     """
     from skimage.measure import label
 
-    fg, strong = Binarise(threshold, hysteresis).masks(np.asarray(values))
+    values = np.asarray(values)
+    binarise = Binarise(threshold, hysteresis, close)
+    fg, strong = binarise.masks(values)
+    if close:
+        h = binarise.halo
+        fg = close_mask(np.pad(fg, h, mode="edge"), close)[h:-h, h:-h, h:-h]
     labels, n = label(fg, connectivity=3, return_num=True)
     size = np.bincount(labels.ravel(), minlength=n + 1)
     keep = size >= min_size

@@ -13,6 +13,8 @@ from volseg.postprocess.kernels import Binarise
 DEFAULT_MIN_SIZE = 200
 #: Default ``--fill-holes`` (cavity volume in voxels).
 DEFAULT_FILL_HOLES = 64
+#: Default ``--close`` (radius of the closing ball in voxels; 0 = no closing).
+DEFAULT_CLOSE = 1
 #: Default threshold of a float (probability) input without ``--threshold``/``--hysteresis``.
 DEFAULT_THRESHOLD = 0.5
 
@@ -50,11 +52,13 @@ class Options:
 
     threshold: float | None
     hysteresis: tuple[float, float] | None
+    close: int
     min_size: int
     fill_holes: int
 
     @classmethod
-    def parse(cls, dtype, *, threshold=None, hysteresis=None, min_size=None, fill_holes=None) -> "Options":
+    def parse(cls, dtype, *, threshold=None, hysteresis=None, close=None, min_size=None,
+              fill_holes=None) -> "Options":
         """Validate the options against the input's dtype (float: probabilities)."""
         hysteresis = parse_hysteresis(hysteresis)
         if threshold is not None and hysteresis is not None:
@@ -68,12 +72,12 @@ class Options:
             raise VolsegError("input", f"unsupported dtype {dtype} for post-processing")
         if kind == "f" and threshold is None and hysteresis is None:
             threshold = DEFAULT_THRESHOLD
-        return cls(threshold, hysteresis, _parse_size(min_size, DEFAULT_MIN_SIZE, "--min-size"),
+        return cls(threshold, hysteresis, _parse_size(close, DEFAULT_CLOSE, "--close"), _parse_size(min_size, DEFAULT_MIN_SIZE, "--min-size"),
                    _parse_size(fill_holes, DEFAULT_FILL_HOLES, "--fill-holes"))
 
     @property
     def binarise(self) -> Binarise:
-        return Binarise(self.threshold, self.hysteresis)
+        return Binarise(self.threshold, self.hysteresis, self.close)
 
     def check_range(self, lo: float, hi: float, *, where: str) -> None:
         """Refuse a threshold that leaves nothing (or everything) foreground on data in [lo, hi]."""
@@ -90,5 +94,5 @@ class Options:
 
     def settings(self) -> dict:
         return {"threshold": self.threshold,
-                "hysteresis": list(self.hysteresis) if self.hysteresis else None,
+                "hysteresis": list(self.hysteresis) if self.hysteresis else None, "close": self.close,
                 "min_size": self.min_size, "fill_holes": self.fill_holes}

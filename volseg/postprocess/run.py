@@ -42,10 +42,15 @@ def _read(path: str, start, stop) -> np.ndarray:
     return np.asarray(region.compute(scheduler="synchronous"))
 
 
-def _summary_task(index, *, path, chunks, shape, binarise, fill) -> dict:
+def _masks(path, index, chunks, shape, binarise):
     start, stop = chunk_bounds(index, chunks, shape)
-    values = _read(path, start, stop)
-    out = summarise_block(values, binarise, fill=fill, start=start, stop=stop, shape=shape)
+    fg, strong, values = binarise.block_masks(functools.partial(_read, path), start, stop, shape)
+    return start, stop, fg, strong, values
+
+
+def _summary_task(index, *, path, chunks, shape, binarise, fill) -> dict:
+    start, stop, fg, strong, values = _masks(path, index, chunks, shape, binarise)
+    out = summarise_block(fg, strong, fill=fill, start=start, stop=stop, shape=shape)
     out["index"] = tuple(index)
     out["range"] = (float(values.min()), float(values.max())) if values.size else (np.inf, -np.inf)
     return out
@@ -159,9 +164,8 @@ def _write_task(index, *, path, output, chunks, shape, binarise) -> int:
     from volseg.inference.resume import Markers
 
     t = _cached_tables(output)
-    start, stop = chunk_bounds(index, chunks, shape)
-    values = _read(path, start, stop)
-    block = apply_block(values, binarise, keep_fg=t["keep_fg"], fg_offset=int(t["fg_offsets"][index]),
+    start, stop, fg, _, _ = _masks(path, index, chunks, shape, binarise)
+    block = apply_block(fg, keep_fg=t["keep_fg"], fg_offset=int(t["fg_offsets"][index]),
                         fill_bg=t.get("fill_bg"),
                         bg_offset=int(t["bg_offsets"][index]) if "bg_offsets" in t else 0)
     zarr.open_array(os.path.join(output, "0"), mode="r+")[as_slices(start, stop)] = block
@@ -170,7 +174,8 @@ def _write_task(index, *, path, output, chunks, shape, binarise) -> int:
 
 
 def postprocess(pred: str | os.PathLike, output: str | os.PathLike, *, threshold: float | None = None,
-                hysteresis=None, min_size: int | None = None, fill_holes: int | None = None,
+                hysteresis=None, close: int | None = None, min_size: int | None = None,
+                fill_holes: int | None = None,
                 chunks=128, scheduler: str = "threads", workers: int | None = None, part=None,
                 overwrite: bool = False, quiet: bool = False) -> dict:
     """Clean a prediction volume into uint8 labels, streamed chunk by chunk (see module docstring).
@@ -188,6 +193,10 @@ def postprocess(pred: str | os.PathLike, output: str | os.PathLike, *, threshold
     hysteresis : (low, high) or "LOW,HIGH", optional
         Weak ``> low``, strong ``> high``; weak 26-connected components holding a strong voxel
         anywhere in the volume survive.
+    close : int, optional
+        Radius r of a binary closing (ball) applied to the binarised mask before the component
+        rules: closes tunnels (holes through a sheet) up to ~2r voxels across and gaps up to ~2r
+        between surfaces. Default :data:`volseg.postprocess.options.DEFAULT_CLOSE`; 0 = none.
     min_size : int, optional
         26-connected components of fewer voxels are removed (whole volume). Default
         :data:`volseg.postprocess.options.DEFAULT_MIN_SIZE`.
@@ -219,7 +228,7 @@ def postprocess(pred: str | os.PathLike, output: str | os.PathLike, *, threshold
     scheduler, workers = parse_scheduler(scheduler), parse_workers(workers)
     chunks = parse_chunks(chunks)
     meta = read_meta(pred)
-    opts = Options.parse(meta.dtype, threshold=threshold, hysteresis=hysteresis,
+    opts = Options.parse(meta.dtype, threshold=threshold, hysteresis=hysteresis, close=close,
                          min_size=min_size, fill_holes=fill_holes)
     if same_path(pred, output):
         raise VolsegError(output, f"is, contains or lies inside the input {pred}; choose another -o")
