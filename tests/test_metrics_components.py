@@ -78,7 +78,13 @@ def test_betti_numbers_of_known_shapes(name):
 def test_topology_score():
     assert topology_score((1, 0, 0), (1, 0, 0)) == 1.0
     assert topology_score((0, 0, 0), (0, 0, 0)) == 1.0
-    # only b0 active: F1 = 2 * 1 / (1 + 3)
-    assert topology_score((3, 0, 0), (1, 0, 0)) == pytest.approx(0.5)
-    # b0 perfect, b1 missing entirely: (0.34 * 1 + 0.33 * 0) / 0.67
-    assert topology_score((1, 0, 0), (1, 2, 0)) == pytest.approx(0.34 / 0.67)
+    # b0 counts one component fewer (the oldest bar never dies): 2 against 0 features, the truth
+    # has none, so F1 = 0.5 / (2 + 0.5); the other dimensions are inactive
+    assert topology_score((3, 0, 0), (1, 0, 0)) == pytest.approx(0.2)
+    assert topology_score((3, 0, 0), (2, 0, 0)) == pytest.approx(2 * 1 / (2 + 1))
+    # b1 missing entirely, b0 inactive (one component each): F1_1 = 0
+    assert topology_score((1, 0, 0), (1, 2, 0)) == 0.0
+    # extra cavities where the truth has none: 0.5 / (p + 0.5), not 0
+    assert topology_score((1, 0, 3), (1, 0, 0)) == pytest.approx(0.5 / 3.5)
+    # active dimensions renormalised: b1 perfect (0.33), b2 spurious (0.33)
+    assert topology_score((1, 2, 1), (1, 2, 0)) == pytest.approx((0.33 * 1 + 0.33 * 0.5 / 1.5) / 0.66)
