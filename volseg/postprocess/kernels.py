@@ -9,6 +9,12 @@ global components (:class:`volseg.metrics.components.FaceMerger`) and decides pe
 * background component filled  <=>  it does not touch the volume border and has at most
   ``fill_holes`` voxels (a *cavity*: a closed pocket of background inside the foreground).
 
+The output is ``slice_holes(closing(kept foreground, ball(close)), N) | cavities(N)``: the
+optional closing (radius ``close``, volume padded with its edge values) and the 2D hole filling
+of every axis-aligned slice (:func:`fill_slice_holes`, holes of at most N = ``fill_holes``
+pixels: tunnels through sheets) run on the kept components only, so removed specks never bridge
+onto a sheet; cavities are those of the binarised mask.
+
 Foreground uses 26-connectivity and background 6-connectivity, the complementary pair of digital
 topology, as the Betti numbers of :mod:`volseg.metrics.topology` do. Axis order (z, y, x), sizes
 in voxels.
@@ -36,12 +42,6 @@ class Binarise:
 
     threshold: float | None = None
     hysteresis: tuple[float, float] | None = None
-    close: int = 0
-
-    @property
-    def halo(self) -> int:
-        """Voxels of context each side a chunk needs (the closing: dilation + erosion)."""
-        return 2 * self.close
 
     def masks(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """``(foreground, strong)`` boolean masks of a block (strong is None without hysteresis)."""
@@ -52,32 +52,14 @@ class Binarise:
             return values >= self.threshold, None
         return values > 0, None
 
-    def block_masks(self, read, start, stop, shape) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-        """Masks of the chunk ``[start, stop)`` of a volume of ``shape``, closing included.
-
-        ``read(lo, hi)`` returns the values of a box. With ``close`` = r > 0 the foreground is
-        ``mask | erode(dilate(mask, ball(r)), ball(r))`` computed on the volume padded by 2r
-        voxels of its own edge values (``np.pad(mode="edge")``), so chunks read 2r voxels of halo
-        and the result equals the whole-volume closing. Returns ``(fg, strong, values)``.
-        """
-        from volseg.geometry import with_halo
-
-        h = self.halo
-        lo, hi = with_halo(start, stop, h, shape)
-        values = read(lo, hi)
-        fg, strong = self.masks(values)
-        inner = tuple(slice(a - b, a - b + (c - a)) for a, b, c in zip(start, lo, stop))
-        if h:
-            pad = [(h - (a - b), h - (d - c)) for a, b, c, d in zip(start, lo, stop, hi)]
-            fg = close_mask(np.pad(fg, pad, mode="edge"), self.close)
-            fg = fg[tuple(slice(h, h + (c - a)) for a, c in zip(start, stop))]
-        else:
-            fg = fg[inner]
-        return fg, (strong[inner] if strong is not None else None), values[inner]
-
 
 def close_mask(mask: np.ndarray, radius: int) -> np.ndarray:
-    """``mask | erode(dilate(mask, ball(radius)), ball(radius))`` (scipy.ndimage, border 0)."""
+    """``mask | erode(dilate(mask, ball(radius)), ball(radius))`` (scipy.ndimage, border 0).
+
+    Closes holes through a sheet (tunnels) whose width is up to about 2 * radius voxels (a
+    1-voxel-thick sheet is never closed: the ball finds no support on both faces) and gaps of
+    that width between surfaces.
+    """
     from scipy import ndimage
     from skimage.morphology import ball
 
@@ -124,23 +106,78 @@ def component_table(final: np.ndarray, n: int, sizes: np.ndarray,
     return size, flag
 
 
-def apply_block(fg: np.ndarray, *, keep_fg: np.ndarray, fg_offset: int,
-                fill_bg: np.ndarray | None = None, bg_offset: int = 0) -> np.ndarray:
-    """Pass 2 of one chunk: the uint8 cleaned labels (1 foreground, 0 background).
+def kept_block(fg: np.ndarray, keep_fg: np.ndarray, fg_offset: int) -> np.ndarray:
+    """The chunk's foreground voxels whose component survives.
 
     ``keep_fg[p]`` says whether provisional foreground id ``p`` (local label + ``fg_offset``)
-    survives; ``fill_bg[p]`` whether provisional background id ``p`` is a cavity to fill.
-    The block is relabelled exactly as in :func:`summarise_block` (deterministic), so the
-    provisional ids agree.
+    survives. The chunk is relabelled exactly as in :func:`summarise_block` (deterministic), so
+    the provisional ids agree.
     """
     labels, _ = cc.label_block(fg, connectivity=3)
     ids = np.where(labels > 0, labels.astype(np.int64) + fg_offset, 0)
-    out = keep_fg[ids] & fg
-    if fill_bg is not None:
-        bg, _ = cc.label_block(~fg, connectivity=1)
-        bids = np.where(bg > 0, bg.astype(np.int64) + bg_offset, 0)
-        out |= fill_bg[bids] & ~fg
-    return out.astype(np.uint8)
+    return keep_fg[ids] & fg
+
+
+def filled_block(fg: np.ndarray, fill_bg: np.ndarray, bg_offset: int) -> np.ndarray:
+    """The chunk's background voxels in cavities to fill (``fill_bg[p]`` per provisional id)."""
+    bg, _ = cc.label_block(~fg, connectivity=1)
+    ids = np.where(bg > 0, bg.astype(np.int64) + bg_offset, 0)
+    return fill_bg[ids] & ~fg
+
+
+def fill_slice_holes(mask: np.ndarray, max_size: int) -> np.ndarray:
+    """Fill 2D holes of at most ``max_size`` pixels in every axis-aligned slice (z, y and x).
+
+    A 2D hole is a 4-connected background component of one slice that does not touch the
+    slice's border. A small hole through a sheet shows as such a hole in the slices across the
+    sheet, while the open gap between two separate sheets never does, so this closes tunnels
+    without bridging neighbouring surfaces. The holes of all three orientations are found on
+    the same input and filled together.
+    """
+    from skimage.measure import label
+
+    if max_size <= 0:
+        return mask
+    out = mask.copy()
+    for axis in range(3):
+        for k in range(mask.shape[axis]):
+            plane = np.take(mask, k, axis=axis)
+            bg, n = label(~plane, connectivity=1, return_num=True)
+            if n == 0:
+                continue
+            size = np.bincount(bg.ravel(), minlength=n + 1)
+            fill = size <= max_size
+            for edge in (bg[0], bg[-1], bg[:, 0], bg[:, -1]):
+                fill[edge] = False
+            fill[0] = False
+            if fill.any():
+                index = [slice(None)] * 3
+                index[axis] = k
+                out[tuple(index)] |= fill[bg]
+    return out
+
+
+def close_box(box: np.ndarray, lo, hi, start, stop, shape, *, radius: int, holes: int) -> np.ndarray:
+    """Closing and 2D hole filling of the chunk ``[start, stop)`` from the mask ``box`` over ``[lo, hi)``.
+
+    ``box`` covers the chunk plus ``2 * radius + holes + 1`` voxels of halo, clipped to the
+    volume of ``shape``; the clipped sides are padded with edge values for the closing, as the
+    whole volume is in :func:`postprocess_array`. A 2D hole of at most ``holes`` pixels that
+    meets the chunk lies within ``holes`` voxels of it, so one more voxel of context tells it
+    from a larger one and the result equals the whole-volume one.
+    """
+    h = 2 * radius
+    if radius:
+        pad = [(h if b == 0 else 0, h if d == n else 0) for b, d, n in zip(lo, hi, shape)]
+        closed = close_mask(np.pad(box, pad, mode="edge"), radius)
+        box = closed[tuple(slice(p, p + n) for (p, _), n in zip(pad, box.shape))]
+    # Crop to `holes + 1` voxels around the chunk: holes touching this box's sides are too big
+    # or open to the volume border.
+    a = [max(b, s - holes - 1) for b, s in zip(lo, start)]
+    e = [min(d, t + holes + 1) for d, t in zip(hi, stop)]
+    crop = box[tuple(slice(x - b, y - b) for x, y, b in zip(a, e, lo))]
+    crop = fill_slice_holes(crop, holes)
+    return crop[tuple(slice(s - x, t - x) for s, t, x in zip(start, stop, a))]
 
 
 def postprocess_array(values: np.ndarray, *, threshold: float | None = None,
@@ -152,13 +189,17 @@ def postprocess_array(values: np.ndarray, *, threshold: float | None = None,
     ----------
     values : ndarray, shape (z, y, x)
         Probabilities (with ``threshold`` or ``hysteresis``) or labels (foreground > 0).
-    threshold, hysteresis, close
-        See :class:`Binarise` (``close``: radius of the closing, 0 = none).
+    threshold, hysteresis
+        See :class:`Binarise`.
+    close : int
+        Radius of the closing (:func:`close_mask`) applied to the kept components (0: none).
     min_size : int
         26-connected foreground components of fewer voxels are removed.
     fill_holes : int
-        6-connected background components not touching the volume border with at most this
-        many voxels are filled (0: none).
+        Then 2D holes of at most this many pixels in every axis-aligned slice of the kept mask
+        are filled (:func:`fill_slice_holes`: tunnels through sheets), and 6-connected
+        background components of the binarised mask not touching the volume border with at
+        most this many voxels (cavities). 0: neither.
 
     Returns
     -------
@@ -166,12 +207,7 @@ def postprocess_array(values: np.ndarray, *, threshold: float | None = None,
     """
     from skimage.measure import label
 
-    values = np.asarray(values)
-    binarise = Binarise(threshold, hysteresis, close)
-    fg, strong = binarise.masks(values)
-    if close:
-        h = binarise.halo
-        fg = close_mask(np.pad(fg, h, mode="edge"), close)[h:-h, h:-h, h:-h]
+    fg, strong = Binarise(threshold, hysteresis).masks(np.asarray(values))
     labels, n = label(fg, connectivity=3, return_num=True)
     size = np.bincount(labels.ravel(), minlength=n + 1)
     keep = size >= min_size
@@ -179,7 +215,11 @@ def postprocess_array(values: np.ndarray, *, threshold: float | None = None,
         keep &= np.bincount(labels[strong].ravel(), minlength=n + 1) > 0
     keep[0] = False
     out = keep[labels]
+    if close:
+        h = 2 * close
+        out = close_mask(np.pad(out, h, mode="edge"), close)[h:-h, h:-h, h:-h]
     if fill_holes > 0:
+        out = fill_slice_holes(out, fill_holes)
         bg, m = label(~fg, connectivity=1, return_num=True)
         bsize = np.bincount(bg.ravel(), minlength=m + 1)
         border = np.zeros(m + 1, dtype=bool)
@@ -188,5 +228,5 @@ def postprocess_array(values: np.ndarray, *, threshold: float | None = None,
                 border[np.unique(np.take(bg, side, axis=axis))] = True
         fill = (~border) & (bsize <= fill_holes)
         fill[0] = False
-        out |= fill[bg]
+        out |= fill[bg] & ~fg
     return out.astype(np.uint8)

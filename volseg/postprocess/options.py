@@ -11,10 +11,10 @@ from volseg.postprocess.kernels import Binarise
 
 #: Default ``--min-size``: chosen with ``benchmarks/postprocess.py`` on synthetic scrolls.
 DEFAULT_MIN_SIZE = 200
-#: Default ``--fill-holes`` (cavity volume in voxels).
-DEFAULT_FILL_HOLES = 64
+#: Default ``--fill-holes`` (2D slice holes in pixels and cavities in voxels).
+DEFAULT_FILL_HOLES = 16
 #: Default ``--close`` (radius of the closing ball in voxels; 0 = no closing).
-DEFAULT_CLOSE = 1
+DEFAULT_CLOSE = 0
 #: Default threshold of a float (probability) input without ``--threshold``/``--hysteresis``.
 DEFAULT_THRESHOLD = 0.5
 
@@ -77,7 +77,7 @@ class Options:
 
     @property
     def binarise(self) -> Binarise:
-        return Binarise(self.threshold, self.hysteresis, self.close)
+        return Binarise(self.threshold, self.hysteresis)
 
     def check_range(self, lo: float, hi: float, *, where: str) -> None:
         """Refuse a threshold that leaves nothing (or everything) foreground on data in [lo, hi]."""

@@ -23,7 +23,8 @@ import numpy as np
 from volseg.errors import VolsegError
 from volseg.geometry import as_slices, chunk_bounds, chunk_counts
 from volseg.metrics import components as cc
-from volseg.postprocess.kernels import Binarise, apply_block, component_table, summarise_block
+from volseg.postprocess.kernels import (Binarise, close_box, component_table, filled_block, kept_block,
+                                        summarise_block)
 from volseg.postprocess.options import Options
 
 TABLES = "volseg_tables"
@@ -32,24 +33,37 @@ _BATCH_BLOCKS = 256
 
 @functools.lru_cache(maxsize=4)
 def _source(path: str):
+    """Level 0 of a 3D Zarr / OME-Zarr input as a zarr array (one call reads a halo box of many
+    chunks concurrently), else the lazy volume of :func:`volseg.io.open_volume`."""
+    import zarr
+
     from volseg.io import open_volume
 
-    return open_volume(path)
+    volume = open_volume(path)  # validates the input
+    try:
+        node = zarr.open(store=path, mode="r")
+        if isinstance(node, zarr.Group):
+            attrs = node.attrs.asdict()
+            node = node[(attrs.get("ome") or attrs)["multiscales"][0]["datasets"][0]["path"]]
+        if isinstance(node, zarr.Array) and tuple(node.shape) == tuple(volume.shape) \
+                and node.dtype == volume.dtype:
+            return node
+    except Exception:  # not a plain 3D Zarr: read through the lazy volume
+        pass
+    return volume
 
 
 def _read(path: str, start, stop) -> np.ndarray:
     region = _source(path)[as_slices(start, stop)]
-    return np.asarray(region.compute(scheduler="synchronous"))
-
-
-def _masks(path, index, chunks, shape, binarise):
-    start, stop = chunk_bounds(index, chunks, shape)
-    fg, strong, values = binarise.block_masks(functools.partial(_read, path), start, stop, shape)
-    return start, stop, fg, strong, values
+    if hasattr(region, "compute"):
+        region = region.compute(scheduler="synchronous")
+    return np.asarray(region)
 
 
 def _summary_task(index, *, path, chunks, shape, binarise, fill) -> dict:
-    start, stop, fg, strong, values = _masks(path, index, chunks, shape, binarise)
+    start, stop = chunk_bounds(index, chunks, shape)
+    values = _read(path, start, stop)
+    fg, strong = binarise.masks(values)
     out = summarise_block(fg, strong, fill=fill, start=start, stop=stop, shape=shape)
     out["index"] = tuple(index)
     out["range"] = (float(values.min()), float(values.max())) if values.size else (np.inf, -np.inf)
@@ -131,6 +145,19 @@ def save_tables(output: Path, tables: dict) -> None:
         remove_path(tmp)
 
 
+def _version(path: str) -> str:
+    """Identifies the input's content for resuming: its volseg fingerprint, else its mtime."""
+    import json
+
+    try:
+        attrs = json.loads((Path(path) / "zarr.json").read_text()).get("attributes", {})
+        if (attrs.get("volseg") or {}).get("fingerprint"):
+            return f"{attrs['volseg']['fingerprint']}@{os.stat(path).st_mtime_ns}"
+    except (OSError, ValueError):
+        pass
+    return str(os.stat(path).st_mtime_ns)
+
+
 def _same_settings(output: Path, settings: dict) -> bool:
     import json
 
@@ -158,17 +185,48 @@ def _cached_tables(output: str) -> dict:
     return tables
 
 
-def _write_task(index, *, path, output, chunks, shape, binarise) -> int:
+def _kept(path, index, chunks, shape, binarise, t) -> tuple[np.ndarray, np.ndarray]:
+    """(binarised foreground, kept foreground) of chunk ``index``."""
+    start, stop = chunk_bounds(index, chunks, shape)
+    fg, _ = binarise.masks(_read(path, start, stop))
+    return fg, kept_block(fg, t["keep_fg"], int(t["fg_offsets"][tuple(index)]))
+
+
+def _write_task(index, *, path, output, chunks, shape, binarise, close, holes) -> int:
     import zarr
 
+    from volseg.geometry import with_halo
     from volseg.inference.resume import Markers
 
     t = _cached_tables(output)
-    start, stop, fg, _, _ = _masks(path, index, chunks, shape, binarise)
-    block = apply_block(fg, keep_fg=t["keep_fg"], fg_offset=int(t["fg_offsets"][index]),
-                        fill_bg=t.get("fill_bg"),
-                        bg_offset=int(t["bg_offsets"][index]) if "bg_offsets" in t else 0)
-    zarr.open_array(os.path.join(output, "0"), mode="r+")[as_slices(start, stop)] = block
+    index = tuple(index)
+    start, stop = chunk_bounds(index, chunks, shape)
+    fg, out = _kept(path, index, chunks, shape, binarise, t)
+    if close or holes:
+        # The closing and the slice holes need the kept mask 2r + N voxels around the chunk:
+        # relabel the neighbouring chunks exactly as pass 1 did and map their ids through the
+        # same table.
+        lo, hi = with_halo(start, stop, 2 * close + holes + 1, shape)
+        box = np.zeros([b - a for a, b in zip(lo, hi)], dtype=bool)
+        counts = chunk_counts(shape, chunks)
+        ks = [-(-(2 * close + holes + 1) // c) for c in chunks]  # chunks the halo reaches, per axis
+        reach = [range(-k, k + 1) for k in ks]
+        for step in itertools.product(*reach):
+            nb = tuple(i + d for i, d in zip(index, step))
+            if not all(0 <= i < c for i, c in zip(nb, counts)):
+                continue
+            s0, s1 = chunk_bounds(nb, chunks, shape)
+            a = [max(x, y) for x, y in zip(s0, lo)]
+            b = [min(x, y) for x, y in zip(s1, hi)]
+            if any(x >= y for x, y in zip(a, b)):
+                continue
+            kept = out if nb == index else _kept(path, nb, chunks, shape, binarise, t)[1]
+            box[as_slices([x - y for x, y in zip(a, lo)], [x - y for x, y in zip(b, lo)])] = \
+                kept[as_slices([x - y for x, y in zip(a, s0)], [x - y for x, y in zip(b, s0)])]
+        out = close_box(box, lo, hi, start, stop, shape, radius=close, holes=holes)
+    if "fill_bg" in t:
+        out = out | filled_block(fg, t["fill_bg"], int(t["bg_offsets"][index]))
+    zarr.open_array(os.path.join(output, "0"), mode="r+")[as_slices(start, stop)] = out.astype(np.uint8)
     Markers(output).mark(index)
     return 1
 
@@ -194,15 +252,20 @@ def postprocess(pred: str | os.PathLike, output: str | os.PathLike, *, threshold
         Weak ``> low``, strong ``> high``; weak 26-connected components holding a strong voxel
         anywhere in the volume survive.
     close : int, optional
-        Radius r of a binary closing (ball) applied to the binarised mask before the component
-        rules: closes tunnels (holes through a sheet) up to ~2r voxels across and gaps up to ~2r
-        between surfaces. Default :data:`volseg.postprocess.options.DEFAULT_CLOSE`; 0 = none.
+        Radius r of a binary closing (ball) applied to the kept components: closes tunnels
+        (holes through a sheet) up to ~2r voxels across, and gaps up to ~2r between surfaces.
+        With a closing or ``fill_holes``, each chunk relabels the neighbouring chunks its halo
+        (2r + N + 1 voxels) reaches, to know which halo voxels are kept: pass 2 then costs up to 27
+        labellings per chunk while 2r + N + 1 <= the chunk size. Default
+        :data:`volseg.postprocess.options.DEFAULT_CLOSE`; 0 = none.
     min_size : int, optional
         26-connected components of fewer voxels are removed (whole volume). Default
         :data:`volseg.postprocess.options.DEFAULT_MIN_SIZE`.
     fill_holes : int, optional
-        6-connected background components not touching the volume border (cavities) with at
-        most this many voxels are filled. Default
+        N: 2D holes of at most N pixels in every axis-aligned slice of the kept mask (tunnels
+        through sheets, :func:`~volseg.postprocess.kernels.fill_slice_holes`) and 6-connected
+        background components not touching the border (cavities) of at most N voxels are
+        filled. Default
         :data:`volseg.postprocess.options.DEFAULT_FILL_HOLES`.
     chunks : int or (z, y, x)
         Output chunks = blocks of both passes.
@@ -234,8 +297,8 @@ def postprocess(pred: str | os.PathLike, output: str | os.PathLike, *, threshold
         raise VolsegError(output, f"is, contains or lies inside the input {pred}; choose another -o")
     path, shape = os.path.abspath(pred), tuple(meta.shape)
     chunks = tuple(min(c, s) for c, s in zip(chunks, shape))
-    settings = {"command": "postprocess", "input": path, "shape": list(shape), "chunks": list(chunks),
-                **opts.settings()}
+    settings = {"command": "postprocess", "input": path, "input_version": _version(path),
+                "shape": list(shape), "chunks": list(chunks), **opts.settings()}
     out_path = Path(output)
     tables = load_tables(out_path) if _same_settings(out_path, settings) else None
     if tables is None:  # pass 1 before the output exists: a bad threshold leaves nothing behind
@@ -253,7 +316,7 @@ def postprocess(pred: str | os.PathLike, output: str | os.PathLike, *, threshold
     mine = select_part(list(itertools.product(*(range(c) for c in chunk_counts(shape, chunks)))), part)
     todo = markers.todo(mine)
     task = functools.partial(_write_task, path=path, output=str(out), chunks=chunks, shape=shape,
-                             binarise=opts.binarise)
+                             binarise=opts.binarise, close=opts.close, holes=opts.fill_holes)
     run_tasks(task, todo, scheduler=scheduler, workers=workers, description="post-processing", quiet=quiet)
     return {"output": str(out), "components": stats[0], "components_removed": stats[1],
             "cavities_filled": stats[2], "chunks_total": len(mine),

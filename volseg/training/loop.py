@@ -138,11 +138,13 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 
 def unet_loss(model: nn.Module, batch: dict[str, torch.Tensor], loss_cfg: dict[str, Any]
               ) -> torch.Tensor:
-    """BCE + soft Dice of the UNet on one batch (ignore label masked)."""
+    """BCE + soft Dice (+ skeleton recall) of the UNet on one batch (ignore label masked)."""
     logits = model.logits(batch["image"].float())
     return segmentation_loss(logits, batch["label"], ignore_label=loss_cfg["ignore_label"],
                              bce_weight=loss_cfg["bce_weight"],
-                             dice_weight=loss_cfg["dice_weight"])
+                             dice_weight=loss_cfg["dice_weight"],
+                             skeleton_recall_weight=loss_cfg.get("skeleton_recall_weight", 0.0),
+                             skeleton_tube_radius=loss_cfg.get("skeleton_tube_radius", 1))
 
 
 def diffusion_step_loss(model: nn.Module, batch: dict[str, torch.Tensor],
