@@ -174,3 +174,12 @@ def test_default_postprocess_repairs_a_damaged_scroll_prediction(tmp_path):
     assert after["topology"] >= before["topology"] + 0.2, (before, after)
     assert after["dice"] >= before["dice"] - 0.01, (before, after)
     assert (tmp_path / "pred.npy").read_bytes() == before_bytes
+
+
+def test_postprocess_needs_no_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, volseg.postprocess; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
