@@ -1,10 +1,11 @@
 """``volseg demo``: the main job on the embedded default, end to end on synthetic data.
 
 Synthesise a scroll, cut label-balanced patches, train the residual UNet3D with mixed precision
-and gradient checkpointing (BCE + Dice; ``DemoPlan.skeleton_recall`` adds the skeleton recall term), predict and stitch the whole volume,
-post-process it (``volseg postprocess`` defaults), score both the raw and the post-processed
-prediction against the truth and write a preview. Every stage is the library function behind the matching command, so the demo
-is also the reference for a user's own pipeline (the README shows the same steps as commands).
+and gradient checkpointing (BCE + Dice; ``DemoPlan.skeleton_recall`` adds the skeleton recall
+term), predict and stitch the whole volume, post-process it (``volseg postprocess`` defaults),
+score both the raw and the post-processed prediction against the truth and write a preview.
+Every stage is the library function behind the matching command, so the demo is also the
+reference for a user's own pipeline (the README shows the same steps as commands).
 """
 
 from __future__ import annotations

@@ -72,7 +72,8 @@ class Options:
             raise VolsegError("input", f"unsupported dtype {dtype} for post-processing")
         if kind == "f" and threshold is None and hysteresis is None:
             threshold = DEFAULT_THRESHOLD
-        return cls(threshold, hysteresis, _parse_size(close, DEFAULT_CLOSE, "--close"), _parse_size(min_size, DEFAULT_MIN_SIZE, "--min-size"),
+        return cls(threshold, hysteresis, _parse_size(close, DEFAULT_CLOSE, "--close"),
+                   _parse_size(min_size, DEFAULT_MIN_SIZE, "--min-size"),
                    _parse_size(fill_holes, DEFAULT_FILL_HOLES, "--fill-holes"))
 
     @property

@@ -6,8 +6,8 @@ Optional topology term: skeleton recall (Kirchhoff et al., "Skeleton Recall Loss
 Connectivity Conserving and Resource Efficient Segmentation of Thin Tubular Structures", ECCV
 2024): the truth's foreground is skeletonised (:func:`skimage.morphology.skeletonize` of every
 axis-aligned 2D slice, united: the medial surface of a sheet; scikit-image's 3D thinning reduces
-a plate to a curve or nothing), dilated by a ball into a tube and kept inside the foreground; the term is ``1 - soft recall`` of
-the predicted foreground probability on that tube, ignore label excluded. It punishes a cut
+a plate to a curve or nothing), dilated by a ball into a tube and kept inside the foreground;
+the term is ``1 - soft recall`` of the predicted foreground probability on that tube, ignore label excluded. It punishes a cut
 through a thin sheet far more than a Dice term does. Skeletons are computed on the fly on the
 CPU from each label patch.
 Diffusion: MSE between the true and the predicted noise.
