@@ -58,7 +58,7 @@ class Options:
 
     @classmethod
     def parse(cls, dtype, *, threshold=None, hysteresis=None, close=None, min_size=None,
-              fill_holes=None) -> "Options":
+              fill_holes=None, where: str = "input") -> "Options":
         """Validate the options against the input's dtype (float: probabilities)."""
         hysteresis = parse_hysteresis(hysteresis)
         if threshold is not None and hysteresis is not None:
@@ -69,7 +69,7 @@ class Options:
                 raise VolsegError("--threshold", f"must be a finite number, got {threshold}")
         kind = np.dtype(dtype).kind
         if kind not in "biuf":
-            raise VolsegError("input", f"unsupported dtype {dtype} for post-processing")
+            raise VolsegError(where, f"has dtype {dtype}; post-processing needs numbers (probabilities or labels)")
         if kind == "f" and threshold is None and hysteresis is None:
             threshold = DEFAULT_THRESHOLD
         return cls(threshold, hysteresis, _parse_size(close, DEFAULT_CLOSE, "--close"),

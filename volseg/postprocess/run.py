@@ -292,7 +292,7 @@ def postprocess(pred: str | os.PathLike, output: str | os.PathLike, *, threshold
     chunks = parse_chunks(chunks)
     meta = read_meta(pred)
     opts = Options.parse(meta.dtype, threshold=threshold, hysteresis=hysteresis, close=close,
-                         min_size=min_size, fill_holes=fill_holes)
+                         min_size=min_size, fill_holes=fill_holes, where=str(pred))
     if same_path(pred, output):
         raise VolsegError(output, f"is, contains or lies inside the input {pred}; choose another -o")
     path, shape = os.path.abspath(pred), tuple(meta.shape)
