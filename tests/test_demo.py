@@ -25,8 +25,10 @@ def test_fast_demo_json_and_outputs(fast_demo):
     for key in ("dice", "surface_dice", "voi", "topology", "score"):
         assert isinstance(summary["scores"][key], float)
     assert 0.0 <= summary["scores"]["dice"] <= 1.0
-    assert set(summary["seconds"]) == {"synth", "patchify", "train", "predict", "evaluate", "total"}
-    for name in ("scroll", "patches", "prediction", "preview", "scores"):
+    assert set(summary["seconds"]) == {"synth", "patchify", "train", "predict", "evaluate", "postprocess",
+                                       "evaluate_post", "total"}
+    assert set(summary["raw_scores"]) == set(summary["scores"])  # before and after post-processing
+    for name in ("scroll", "patches", "prediction", "postprocessed", "preview", "scores"):
         assert Path(summary["paths"][name]).exists(), name
     assert (out / "run" / "model.pt").exists()
     assert json.loads((out / "scores.json").read_text())["scores"] == summary["scores"]

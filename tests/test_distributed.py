@@ -90,7 +90,7 @@ def test_two_ranks_of_batch_2_equal_one_process_of_batch_4(tmp_path, store):
     np.testing.assert_allclose(ddp_losses, one_losses, rtol=1e-3)
     assert _max_diff(_weights(tmp_path / "ddp"), _weights(tmp_path / "one")) < 1e-3
     assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == [
-        "best.pt", "config.yml", "metrics.jsonl", "model.pt"]
+        "best.pt", "config.yml", "metrics.jsonl", "model.pt", "progress.png"]
     assert "error" not in out.stderr
     assert out.stdout.count("trained unet for 6 steps") == 1  # rank 0 reports, once
 

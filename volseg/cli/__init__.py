@@ -17,6 +17,7 @@ from volseg.cli import train_cmd  # noqa: E402,F401  train
 from volseg.cli import predict_cmd  # noqa: E402,F401  predict, stitch
 from volseg.cli import export_cmd  # noqa: E402,F401  export
 from volseg.cli import evaluate_cmd  # noqa: E402,F401  evaluate
+from volseg.cli import postprocess_cmd  # noqa: E402,F401  postprocess
 from volseg.cli import bench_cmd  # noqa: E402,F401  bench-memory
 from volseg.cli import demo_cmd  # noqa: E402,F401  demo
 

@@ -25,7 +25,7 @@ def demo(
     json_out: JsonOpt = None,
     debug: DebugOpt = False,
 ) -> None:
-    """Synthesise a scroll, patchify, train UNet3D (--amp --checkpoint), predict + stitch, evaluate.
+    """Synthesise a scroll, patchify, train UNet3D (--amp --checkpoint), predict + stitch, post-process, evaluate.
 
     Examples:
 
@@ -56,10 +56,14 @@ def _print_summary(out_console, summary: dict) -> None:
 
     scores = Table(title="volseg demo: scores against the synthetic truth", show_header=True)
     scores.add_column("metric")
-    scores.add_column("value", justify="right")
+    raw = summary.get("raw_scores") or summary["scores"]
+    if raw is not summary["scores"]:
+        scores.add_column("raw", justify="right")
+    scores.add_column("post-processed" if raw is not summary["scores"] else "value", justify="right")
     for key, label in _SCORES:
         if summary["scores"].get(key) is not None:
-            scores.add_row(label, f"{summary['scores'][key]:.4f}")
+            values = [summary["scores"][key]] if raw is summary["scores"] else [raw[key], summary["scores"][key]]
+            scores.add_row(label, *(f"{v:.4f}" for v in values))
     times = Table(title="time per stage", show_header=True)
     times.add_column("stage")
     times.add_column("seconds", justify="right")
@@ -71,5 +75,7 @@ def _print_summary(out_console, summary: dict) -> None:
     out_console.print(f"scroll      {paths['scroll']}  (labels: {paths['labels']})")
     out_console.print(f"model       {paths['run']}/model.pt")
     out_console.print(f"prediction  {paths['prediction']}")
+    if "postprocessed" in paths:
+        out_console.print(f"labels      {paths['postprocessed']}  (volseg postprocess)")
     out_console.print(f"preview     {paths['preview']}")
     out_console.print(f"scores      {paths['scores']}")

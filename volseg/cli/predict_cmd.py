@@ -68,6 +68,9 @@ def predict_command(
         "--tile", help="With --stitch (and diffusion): process (y, x) column tiles of N or YxX voxels through "
         "all z (rounded down to whole chunks), bounding memory by the tile, not the scroll's plane; "
         "0 or none = one pass over the whole cross-section. Part of the output's settings.")] = "1024",
+    postprocess: Annotated[str | None, typer.Option(
+        "--postprocess", metavar="OUT.zarr",
+        help="With --stitch: also write `volseg postprocess` labels (default settings) to OUT.zarr.")] = None,
     scheduler: SchedulerOpt = "threads",
     workers: WorkersOpt = None,
     part: PartOpt = None,
@@ -94,11 +97,22 @@ def predict_command(
       volseg predict runs/unet scroll.zarr -o pred.zarr --stitch --tile 2048   # more memory, less recompute
 
       volseg predict unet.onnx scroll.zarr -o pred.zarr --stitch   # an exported model, run by onnxruntime
+
+      volseg predict runs/unet scroll.zarr -o prob.zarr --stitch --postprocess labels.zarr
     """
     with cli_errors(debug):
-        guard_json(json_out, inputs=[run, volume], outputs=[output])
+        guard_json(json_out, inputs=[run, volume], outputs=[output, postprocess])
+        from volseg.errors import VolsegError
         from volseg.inference import predict
 
+        if postprocess is not None and (not stitch or part is not None):
+            raise VolsegError("--postprocess", "needs the whole stitched volume: add --stitch and drop --part "
+                              "(or run `volseg postprocess` once every part is done)")
+        if postprocess is not None:
+            from volseg.io.outputs import guard_output
+
+            guard_output(postprocess, inputs=[run, volume, output], kind="volume", overwrite=overwrite,
+                         option="--postprocess")
         remote_setup(storage_options, cache, cache_size)
         result = predict(run, at_level(volume, level), output, patch=patch, overlap=overlap, batch_size=batch_size, tta=tta,
                          amp=amp, device=device, stitch=stitch, blend=blend, dtype=dtype, threshold=threshold,
@@ -106,6 +120,11 @@ def predict_command(
                          sampling_steps=sampling_steps, eta=eta, seed=seed, scheduler=scheduler,
                          workers=workers, part=part, tile=tile, overwrite=overwrite, quiet=quiet,
                          nan_value=nan_value)
+        if postprocess is not None:
+            from volseg.postprocess import postprocess as clean
+
+            result["postprocess"] = clean(result["output"], postprocess, chunks=chunks, scheduler=scheduler,
+                                          workers=workers, overwrite=overwrite, quiet=quiet)
         emit_json(result, json_out)
         _summary(result, quiet or json_out == "-")
 

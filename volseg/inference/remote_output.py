@@ -22,7 +22,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from volseg.errors import VolsegError
-from volseg.inference.resume import _GROUP_JSON, MARKERS, Markers, _differences, fingerprint
+from volseg.inference.markers import _GROUP_JSON, MARKERS, BlockMarkers, fingerprint
+from volseg.inference.markers import differences as _differences
 from volseg.io.remote import filesystem, join
 
 
@@ -31,8 +32,8 @@ def _writable(url: str) -> None:
         raise VolsegError(url, "plain HTTP is read-only; write outputs to s3://, gs://, file:// or a local path")
 
 
-class RemoteMarkers(Markers):
-    """:class:`~volseg.inference.resume.Markers` as empty objects under ``URL/volseg_markers/``."""
+class RemoteMarkers(BlockMarkers):
+    """:class:`~volseg.inference.markers.BlockMarkers` as empty objects under ``URL/volseg_markers/``."""
 
     def __init__(self, output: str):
         self.url = join(output, MARKERS)
@@ -70,7 +71,7 @@ def _read_root(fs, root: str) -> dict | None:
 
 def open_remote_output(url: str, *, settings: dict, create: Callable[[Path, dict], None],
                        overwrite: bool = False, total: int = 0, unit: str = "chunks",
-                       prefix: str = "c") -> tuple[str, Markers, bool]:
+                       prefix: str = "c") -> tuple[str, BlockMarkers, bool]:
     """:func:`volseg.inference.resume.open_output` for a URL (see the module docstring)."""
     _writable(url)
     url = url.rstrip("/")
@@ -99,7 +100,7 @@ def open_remote_output(url: str, *, settings: dict, create: Callable[[Path, dict
     with tempfile.TemporaryDirectory(prefix="volseg-out-") as tmp:
         local = Path(tmp) / "out.zarr"
         create(local, attrs)
-        Markers(local).create()
+        BlockMarkers(local).create()
         files = sorted(p for p in local.rglob("*") if p.is_file())
         top = local / "zarr.json"
         for f in [p for p in files if p != top] + [top]:  # the root metadata last: "created"

@@ -66,8 +66,10 @@ def open_zarr(path: str | os.PathLike, *, channel: int | None = None):
             arr = node[datasets[0]["path"]]
         except KeyError:
             raise VolsegError(path, f"names level {datasets[0]['path']!r}, which is missing") from None
+        except VolsegError:  # a remote fault already named its URL (retries spent, 403, ...)
+            raise
         except Exception as exc:  # damaged array metadata: truncated JSON, negative shape, bad dtype
-            raise VolsegError(path / str(datasets[0]["path"]), f"has damaged array metadata "
+            raise VolsegError(f"{os.fspath(path).rstrip('/')}/{datasets[0]['path']}", f"has damaged array metadata "
                               f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); restore it "
                               "or write the volume again") from None
         axes = [a if isinstance(a, dict) else {"name": a} for a in ms.get("axes") or []]

@@ -35,8 +35,9 @@ from volseg.io.completion import attrs as _attrs
 from volseg.io.completion import check_complete
 
 KINDS = ("volume", "patches", "run", "demo", "json", "png")
-RUN_FILES = ("model.pt", "best.pt", "config.yml", "metrics.jsonl")
-DEMO_FILES = ("scroll.zarr", "patches.zarr", "run", "prediction.zarr", "preview.png", "scores.json")
+RUN_FILES = ("model.pt", "best.pt", "config.yml", "metrics.jsonl", "progress.png", "tensorboard")
+DEMO_FILES = ("scroll.zarr", "patches.zarr", "run", "prediction.zarr", "postprocessed.zarr", "preview.png",
+              "scores.json")
 _PNG = b"\x89PNG\r\n\x1a\n"
 _MAX_JSON = 64 * 2**20
 

@@ -36,11 +36,8 @@ import torch
 
 from volseg.errors import VolsegError
 
-FORMATS = {"onnx": ".onnx", "pt2": ".pt2", "torchscript": ".ts"}
-SUFFIXES = {suffix: name for name, suffix in FORMATS.items()}
-EXPORT_FORMAT = "volseg-export"
-META_KEY = "volseg"
-META_FILE = "volseg.json"
+from volseg.models.exported import EXPORT_FORMAT, FORMATS, META_FILE, META_KEY, SUFFIXES  # noqa: F401
+
 OPSET = 18
 
 

@@ -16,7 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from volseg.errors import VolsegError
-from volseg.models.export import EXPORT_FORMAT, META_FILE, META_KEY, SUFFIXES
+
+# The exported-file contract, shared with volseg.models.export (which writes what this reads).
+FORMATS = {"onnx": ".onnx", "pt2": ".pt2", "torchscript": ".ts"}
+SUFFIXES = {suffix: name for name, suffix in FORMATS.items()}
+EXPORT_FORMAT = "volseg-export"
+META_KEY = "volseg"
+META_FILE = "volseg.json"
 
 RUNTIMES = {"onnx": "onnxruntime", "pt2": "torch.export", "torchscript": "torchscript"}
 

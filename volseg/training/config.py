@@ -65,6 +65,7 @@ _MODEL = {
 }
 _EXTRA = {
     "unet": {"loss": {"bce_weight": ("float", 1.0), "dice_weight": ("float", 1.0),
+                      "skeleton_recall_weight": ("float", 0.0), "skeleton_tube_radius": ("int", 1),
                       "ignore_label": ("int?", 2)}},
     "diffusion": {"diffusion": {
         "beta_schedule": ("str", "linear"), "beta_start": ("float", 1e-4),
@@ -336,6 +337,9 @@ def finalize(cfg: dict[str, Any], *, where: str = "config") -> dict[str, Any]:
                                  f"{what} = {expected}")
     if not 0.0 <= data["val_fraction"] < 1.0:
         raise VolsegError(where, f"'data.val_fraction' must be in [0, 1), got {data['val_fraction']}")
+    for key, value in (cfg.get("loss") or {}).items():
+        if key != "ignore_label" and value < 0:
+            raise VolsegError(where, f"'loss.{key}' must be >= 0, got {value}")
     if training["n_iters"] is not None and training["n_epochs"] is not None:
         raise VolsegError(where, "give either training.n_iters (--steps) or training.n_epochs "
                                  "(--epochs), not both")

@@ -2,6 +2,14 @@
 
 Segmentation: binary cross-entropy + soft Dice (one class) or cross-entropy + soft Dice over the
 foreground classes (several), with voxels of the ignore label masked out of both terms.
+Optional topology term: skeleton recall (Kirchhoff et al., "Skeleton Recall Loss for
+Connectivity Conserving and Resource Efficient Segmentation of Thin Tubular Structures", ECCV
+2024): the truth's foreground is skeletonised (:func:`skimage.morphology.skeletonize` of every
+axis-aligned 2D slice, united: the medial surface of a sheet; scikit-image's 3D thinning reduces
+a plate to a curve or nothing), dilated by a ball into a tube and kept inside the foreground;
+the term is ``1 - soft recall`` of the predicted foreground probability on that tube, ignore label excluded. It punishes a cut
+through a thin sheet far more than a Dice term does. Skeletons are computed on the fly on the
+CPU from each label patch.
 Diffusion: MSE between the true and the predicted noise.
 """
 
@@ -9,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -19,12 +28,53 @@ def _mask(label: torch.Tensor, ignore_label: int | None) -> torch.Tensor:
     return (label != ignore_label).float()
 
 
+def tubed_skeleton(label: torch.Tensor, *, radius: int = 1) -> torch.Tensor:
+    """The tubed skeleton of the foreground (label 1) of each patch, as float32 (N, 1, z, y, x).
+
+    Each patch's foreground is skeletonised slice by slice along z, y and x with
+    :func:`skimage.morphology.skeletonize` (2D) and the three results united: for a sheet this
+    is its medial surface (the 3D thinning of scikit-image, Lee 1994, keeps only curves and
+    erases a plate). The skeleton is dilated with :func:`skimage.morphology.ball` of ``radius``
+    voxels (0: the bare skeleton) and intersected with the foreground. Computed with numpy on
+    the CPU, returned on ``label``'s device.
+    """
+    from scipy.ndimage import binary_dilation
+    from skimage.morphology import ball, skeletonize
+
+    fg = (label[:, 0] == 1).cpu().numpy()
+    tubes = np.zeros(fg.shape, dtype=np.float32)
+    footprint = ball(int(radius)).astype(bool) if radius > 0 else None
+    for i, mask in enumerate(fg):
+        if not mask.any():
+            continue
+        skel = np.zeros_like(mask)
+        for axis in range(3):
+            for k in range(mask.shape[axis]):
+                plane = np.take(mask, k, axis=axis)
+                if plane.any():
+                    index = [slice(None)] * 3
+                    index[axis] = k
+                    skel[tuple(index)] |= skeletonize(plane)
+        if footprint is not None:
+            skel = binary_dilation(skel, footprint)
+        tubes[i] = skel & mask
+    return torch.from_numpy(tubes)[:, None].to(label.device)
+
+
+def skeleton_recall(prob: torch.Tensor, tube: torch.Tensor, mask: torch.Tensor, *,
+                    smooth: float = 1.0) -> torch.Tensor:
+    """``1 - sum(prob * tube) / sum(tube)`` over voxels where ``mask`` is 1 (smoothed)."""
+    tube = tube * mask
+    return 1.0 - ((prob * tube).sum() + smooth) / (tube.sum() + smooth)
+
+
 def segmentation_loss(logits: torch.Tensor, label: torch.Tensor, *,
                       ignore_label: int | None = 2, bce_weight: float = 1.0,
-                      dice_weight: float = 1.0, smooth: float = 1.0,
+                      dice_weight: float = 1.0, skeleton_recall_weight: float = 0.0,
+                      skeleton_tube_radius: int = 1, smooth: float = 1.0,
                       reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
                       ) -> torch.Tensor:
-    """BCE (or CE) + soft Dice on the batch, ignoring voxels labelled ``ignore_label``.
+    """BCE (or CE) + soft Dice (+ skeleton recall) on the batch, ignoring ``ignore_label``.
 
     Both terms are ratios of sums over the whole batch (CE summed over valid voxels / their
     count; batch soft Dice as nnU-Net's ``batch_dice``). ``reduce`` receives the vector of those
@@ -41,8 +91,10 @@ def segmentation_loss(logits: torch.Tensor, label: torch.Tensor, *,
         class indices 0..K-1 when K > 1).
     ignore_label : int or None
         Label excluded from both terms (2 in the Vesuvius convention).
-    bce_weight, dice_weight : float
-        Weights of the two terms.
+    bce_weight, dice_weight, skeleton_recall_weight : float
+        Weights of the terms (skeleton recall: off at 0, see :func:`tubed_skeleton`).
+    skeleton_tube_radius : int
+        Radius in voxels of the ball that dilates the skeleton into a tube.
     smooth : float
         Additive smoothing of the Dice ratio.
     reduce : callable, optional
@@ -61,6 +113,7 @@ def segmentation_loss(logits: torch.Tensor, label: torch.Tensor, *,
         prob = torch.sigmoid(logits) * mask
         target = target * mask
         sums = torch.stack([ce, mask.sum(), (prob * target).sum(), prob.sum() + target.sum()])
+        fg_prob = prob
     else:
         classes = label[:, 0].long()
         if ignore_label is not None:
@@ -71,12 +124,20 @@ def segmentation_loss(logits: torch.Tensor, label: torch.Tensor, *,
         dims = (0, 2, 3, 4)
         sums = torch.cat([torch.stack([ce, mask.sum()]), (prob * onehot).sum(dims),
                           prob.sum(dims) + onehot.sum(dims)])
+        fg_prob = 1.0 - torch.softmax(logits, dim=1)[:, :1]
+    k = (sums.numel() - 2) // 2
+    if skeleton_recall_weight:  # recall on the tube is a ratio of sums too: reduced with the rest
+        tube = tubed_skeleton(label, radius=skeleton_tube_radius) * mask
+        sums = torch.cat([sums, torch.stack([(fg_prob * tube).sum(), tube.sum()])])
     if reduce is not None:
         sums = reduce(sums)
-    k = (sums.numel() - 2) // 2
-    inter, denom = sums[2:2 + k], sums[2 + k:]
+    inter, denom = sums[2:2 + k], sums[2 + k:2 + 2 * k]
     dice = 1.0 - ((2.0 * inter + smooth) / (denom + smooth)).mean()
-    return bce_weight * sums[0] / sums[1].clamp_min(1.0) + dice_weight * dice
+    loss = bce_weight * sums[0] / sums[1].clamp_min(1.0) + dice_weight * dice
+    if skeleton_recall_weight:
+        hit, tube_sum = sums[2 + 2 * k], sums[3 + 2 * k]
+        loss = loss + skeleton_recall_weight * (1.0 - (hit + smooth) / (tube_sum + smooth))
+    return loss
 
 
 def dice_counts(prob: torch.Tensor, label: torch.Tensor, *, ignore_label: int | None = 2,

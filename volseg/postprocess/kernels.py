@@ -1,0 +1,232 @@
+"""Block kernels of ``volseg postprocess``: pure numpy/scikit-image, no storage, no graph.
+
+A post-processing run binarises the prediction, labels the 26-connected foreground components
+and the 6-connected background components of every chunk, merges them across chunk faces into
+global components (:class:`volseg.metrics.components.FaceMerger`) and decides per component:
+
+* foreground component kept  <=>  size >= ``min_size`` and (no hysteresis, or it holds a strong
+  voxel);
+* background component filled  <=>  it does not touch the volume border and has at most
+  ``fill_holes`` voxels (a *cavity*: a closed pocket of background inside the foreground).
+
+The output is ``slice_holes(closing(kept foreground, ball(close)), N) | cavities(N)``: the
+optional closing (radius ``close``, volume padded with its edge values) and the 2D hole filling
+of every axis-aligned slice (:func:`fill_slice_holes`, holes of at most N = ``fill_holes``
+pixels: tunnels through sheets) run on the kept components only, so removed specks never bridge
+onto a sheet; cavities are those of the binarised mask.
+
+Foreground uses 26-connectivity and background 6-connectivity, the complementary pair of digital
+topology, as the Betti numbers of :mod:`volseg.metrics.topology` do. Axis order (z, y, x), sizes
+in voxels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from volseg.metrics import components as cc
+
+
+@dataclass(frozen=True)
+class Binarise:
+    """How a prediction block becomes a foreground mask (and, for hysteresis, a strong mask).
+
+    * ``threshold`` T: foreground where ``value >= T`` (as ``predict --threshold``).
+    * ``hysteresis`` (LOW, HIGH): weak where ``value > LOW``, strong where ``value > HIGH`` (as
+      :func:`skimage.filters.apply_hysteresis_threshold`); the weak mask is labelled and a weak
+      component survives when it holds a strong voxel anywhere in the volume.
+    * neither: an integer/bool volume is foreground where ``value > 0``.
+    """
+
+    threshold: float | None = None
+    hysteresis: tuple[float, float] | None = None
+
+    def masks(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(foreground, strong)`` boolean masks of a block (strong is None without hysteresis)."""
+        if self.hysteresis is not None:
+            low, high = self.hysteresis
+            return values > low, values > high
+        if self.threshold is not None:
+            return values >= self.threshold, None
+        return values > 0, None
+
+
+def close_mask(mask: np.ndarray, radius: int) -> np.ndarray:
+    """``mask | erode(dilate(mask, ball(radius)), ball(radius))`` (scipy.ndimage, border 0).
+
+    Closes holes through a sheet (tunnels) whose width is up to about 2 * radius voxels (a
+    1-voxel-thick sheet is never closed: the ball finds no support on both faces) and gaps of
+    that width between surfaces.
+    """
+    from scipy import ndimage
+    from skimage.morphology import ball
+
+    if radius <= 0:
+        return mask
+    footprint = ball(radius).astype(bool)
+    closed = ndimage.binary_erosion(ndimage.binary_dilation(mask, footprint), footprint)
+    return mask | closed
+
+
+def summarise_block(fg: np.ndarray, strong: np.ndarray | None, *, fill: bool, start, stop,
+                    shape) -> dict:
+    """Pass 1 of one chunk: local labels' counts, faces, sizes and flags.
+
+    Returns ``{"fg": (n, faces, ()), "fg_size": sizes[1..n], "fg_strong": bool[1..n] or None,
+    "bg": (n, faces, border) , "bg_size": ...}`` (``bg`` only with ``fill``), in the form
+    :meth:`~volseg.metrics.components.FaceMerger.add_layer` takes.
+    """
+    labels, n = cc.label_block(fg, connectivity=3)
+    out = {"fg": (n, cc.block_faces(labels), ()),
+           "fg_size": np.bincount(labels.ravel(), minlength=n + 1)[1:].astype(np.int64),
+           "fg_strong": None}
+    if strong is not None:
+        hits = np.bincount(labels[strong].ravel(), minlength=n + 1)[1:]
+        out["fg_strong"] = hits > 0
+    if fill:
+        bg, m = cc.label_block(~fg, connectivity=1)
+        out["bg"] = (m, cc.block_faces(bg), cc.border_labels(bg, start, stop, shape))
+        out["bg_size"] = np.bincount(bg.ravel(), minlength=m + 1)[1:].astype(np.int64)
+    return out
+
+
+def component_table(final: np.ndarray, n: int, sizes: np.ndarray,
+                    flags: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Global size (and any-flag) of each component from the per-provisional-id values.
+
+    ``final[p]`` is the component of provisional id ``p`` (``final[0] == 0``); ``sizes[p - 1]`` and
+    ``flags[p - 1]`` belong to provisional id ``p``. Returns ``(size[0..n], flag[0..n])``.
+    """
+    size = np.bincount(final[1:], weights=sizes, minlength=n + 1).astype(np.int64)
+    flag = np.ones(n + 1, dtype=bool)
+    if flags is not None:
+        flag = np.bincount(final[1:], weights=flags.astype(np.int64), minlength=n + 1) > 0
+    return size, flag
+
+
+def kept_block(fg: np.ndarray, keep_fg: np.ndarray, fg_offset: int) -> np.ndarray:
+    """The chunk's foreground voxels whose component survives.
+
+    ``keep_fg[p]`` says whether provisional foreground id ``p`` (local label + ``fg_offset``)
+    survives. The chunk is relabelled exactly as in :func:`summarise_block` (deterministic), so
+    the provisional ids agree.
+    """
+    labels, _ = cc.label_block(fg, connectivity=3)
+    ids = np.where(labels > 0, labels.astype(np.int64) + fg_offset, 0)
+    return keep_fg[ids] & fg
+
+
+def filled_block(fg: np.ndarray, fill_bg: np.ndarray, bg_offset: int) -> np.ndarray:
+    """The chunk's background voxels in cavities to fill (``fill_bg[p]`` per provisional id)."""
+    bg, _ = cc.label_block(~fg, connectivity=1)
+    ids = np.where(bg > 0, bg.astype(np.int64) + bg_offset, 0)
+    return fill_bg[ids] & ~fg
+
+
+def fill_slice_holes(mask: np.ndarray, max_size: int) -> np.ndarray:
+    """Fill 2D holes of at most ``max_size`` pixels in every axis-aligned slice (z, y and x).
+
+    A 2D hole is a 4-connected background component of one slice that does not touch the
+    slice's border. A small hole through a sheet shows as such a hole in the slices across the
+    sheet, while the open gap between two separate sheets never does, so this closes tunnels
+    without bridging neighbouring surfaces. The holes of all three orientations are found on
+    the same input and filled together.
+    """
+    from skimage.measure import label
+
+    if max_size <= 0:
+        return mask
+    out = mask.copy()
+    for axis in range(3):
+        for k in range(mask.shape[axis]):
+            plane = np.take(mask, k, axis=axis)
+            bg, n = label(~plane, connectivity=1, return_num=True)
+            if n == 0:
+                continue
+            size = np.bincount(bg.ravel(), minlength=n + 1)
+            fill = size <= max_size
+            for edge in (bg[0], bg[-1], bg[:, 0], bg[:, -1]):
+                fill[edge] = False
+            fill[0] = False
+            if fill.any():
+                index = [slice(None)] * 3
+                index[axis] = k
+                out[tuple(index)] |= fill[bg]
+    return out
+
+
+def close_box(box: np.ndarray, lo, hi, start, stop, shape, *, radius: int, holes: int) -> np.ndarray:
+    """Closing and 2D hole filling of the chunk ``[start, stop)`` from the mask ``box`` over ``[lo, hi)``.
+
+    ``box`` covers the chunk plus ``2 * radius + holes + 1`` voxels of halo, clipped to the
+    volume of ``shape``; the clipped sides are padded with edge values for the closing, as the
+    whole volume is in :func:`postprocess_array`. A 2D hole of at most ``holes`` pixels that
+    meets the chunk lies within ``holes`` voxels of it, so one more voxel of context tells it
+    from a larger one and the result equals the whole-volume one.
+    """
+    h = 2 * radius
+    if radius:
+        pad = [(h if b == 0 else 0, h if d == n else 0) for b, d, n in zip(lo, hi, shape)]
+        closed = close_mask(np.pad(box, pad, mode="edge"), radius)
+        box = closed[tuple(slice(p, p + n) for (p, _), n in zip(pad, box.shape))]
+    # Crop to `holes + 1` voxels around the chunk: holes touching this box's sides are too big
+    # or open to the volume border.
+    a = [max(b, s - holes - 1) for b, s in zip(lo, start)]
+    e = [min(d, t + holes + 1) for d, t in zip(hi, stop)]
+    crop = box[tuple(slice(x - b, y - b) for x, y, b in zip(a, e, lo))]
+    crop = fill_slice_holes(crop, holes)
+    return crop[tuple(slice(s - x, t - x) for s, t, x in zip(start, stop, a))]
+
+
+def postprocess_array(values: np.ndarray, *, threshold: float | None = None,
+                      hysteresis: tuple[float, float] | None = None, close: int = 0,
+                      min_size: int = 0, fill_holes: int = 0) -> np.ndarray:
+    """Whole-volume reference of ``volseg postprocess`` (in memory, for checks and small data).
+
+    Parameters
+    ----------
+    values : ndarray, shape (z, y, x)
+        Probabilities (with ``threshold`` or ``hysteresis``) or labels (foreground > 0).
+    threshold, hysteresis
+        See :class:`Binarise`.
+    close : int
+        Radius of the closing (:func:`close_mask`) applied to the kept components (0: none).
+    min_size : int
+        26-connected foreground components of fewer voxels are removed.
+    fill_holes : int
+        Then 2D holes of at most this many pixels in every axis-aligned slice of the kept mask
+        are filled (:func:`fill_slice_holes`: tunnels through sheets), and 6-connected
+        background components of the binarised mask not touching the volume border with at
+        most this many voxels (cavities). 0: neither.
+
+    Returns
+    -------
+    ndarray of uint8, shape (z, y, x)
+    """
+    from skimage.measure import label
+
+    fg, strong = Binarise(threshold, hysteresis).masks(np.asarray(values))
+    labels, n = label(fg, connectivity=3, return_num=True)
+    size = np.bincount(labels.ravel(), minlength=n + 1)
+    keep = size >= min_size
+    if strong is not None:
+        keep &= np.bincount(labels[strong].ravel(), minlength=n + 1) > 0
+    keep[0] = False
+    out = keep[labels]
+    if close:
+        h = 2 * close
+        out = close_mask(np.pad(out, h, mode="edge"), close)[h:-h, h:-h, h:-h]
+    if fill_holes > 0:
+        out = fill_slice_holes(out, fill_holes)
+        bg, m = label(~fg, connectivity=1, return_num=True)
+        bsize = np.bincount(bg.ravel(), minlength=m + 1)
+        border = np.zeros(m + 1, dtype=bool)
+        for axis in range(3):
+            for side in (0, -1):
+                border[np.unique(np.take(bg, side, axis=axis))] = True
+        fill = (~border) & (bsize <= fill_holes)
+        fill[0] = False
+        out |= fill[bg] & ~fg
+    return out.astype(np.uint8)

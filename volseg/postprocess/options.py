@@ -1,0 +1,99 @@
+"""Options of ``volseg postprocess``: parsing and validation (errors name the option and the fix)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from volseg.errors import VolsegError
+from volseg.postprocess.kernels import Binarise
+
+#: Default ``--min-size``: chosen with ``benchmarks/postprocess.py`` on synthetic scrolls.
+DEFAULT_MIN_SIZE = 200
+#: Default ``--fill-holes`` (2D slice holes in pixels and cavities in voxels).
+DEFAULT_FILL_HOLES = 16
+#: Default ``--close`` (radius of the closing ball in voxels; 0 = no closing).
+DEFAULT_CLOSE = 0
+#: Default threshold of a float (probability) input without ``--threshold``/``--hysteresis``.
+DEFAULT_THRESHOLD = 0.5
+
+
+def parse_hysteresis(value) -> tuple[float, float] | None:
+    """``--hysteresis LOW,HIGH`` -> (low, high) with low <= high."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        low, high = (float(v) for v in (value.split(",") if isinstance(value, str) else value))
+    except (TypeError, ValueError):
+        raise VolsegError("--hysteresis", f"expected LOW,HIGH such as 0.3,0.7, got {value!r}") from None
+    if not (np.isfinite(low) and np.isfinite(high)):
+        raise VolsegError("--hysteresis", f"LOW and HIGH must be finite numbers, got {value!r}")
+    if low > high:
+        raise VolsegError("--hysteresis", f"LOW {low:g} is above HIGH {high:g}; pass LOW,HIGH with LOW <= HIGH")
+    return low, high
+
+
+def _parse_size(value, default: int, name: str) -> int:
+    if value is None:
+        return default
+    try:
+        size = int(value)
+    except (TypeError, ValueError):
+        raise VolsegError(name, f"expected a number of voxels, got {value!r}") from None
+    if size < 0 or size != float(value):
+        raise VolsegError(name, f"must be a whole number of voxels >= 0, got {value!r}")
+    return size
+
+
+@dataclass(frozen=True)
+class Options:
+    """Validated post-processing settings (see :func:`volseg.postprocess.postprocess`)."""
+
+    threshold: float | None
+    hysteresis: tuple[float, float] | None
+    close: int
+    min_size: int
+    fill_holes: int
+
+    @classmethod
+    def parse(cls, dtype, *, threshold=None, hysteresis=None, close=None, min_size=None,
+              fill_holes=None, where: str = "input") -> "Options":
+        """Validate the options against the input's dtype (float: probabilities)."""
+        hysteresis = parse_hysteresis(hysteresis)
+        if threshold is not None and hysteresis is not None:
+            raise VolsegError("--threshold", "give either --threshold or --hysteresis, not both")
+        if threshold is not None:
+            threshold = float(threshold)
+            if not np.isfinite(threshold):
+                raise VolsegError("--threshold", f"must be a finite number, got {threshold}")
+        kind = np.dtype(dtype).kind
+        if kind not in "biuf":
+            raise VolsegError(where, f"has dtype {dtype}; post-processing needs numbers (probabilities or labels)")
+        if kind == "f" and threshold is None and hysteresis is None:
+            threshold = DEFAULT_THRESHOLD
+        return cls(threshold, hysteresis, _parse_size(close, DEFAULT_CLOSE, "--close"),
+                   _parse_size(min_size, DEFAULT_MIN_SIZE, "--min-size"),
+                   _parse_size(fill_holes, DEFAULT_FILL_HOLES, "--fill-holes"))
+
+    @property
+    def binarise(self) -> Binarise:
+        return Binarise(self.threshold, self.hysteresis)
+
+    def check_range(self, lo: float, hi: float, *, where: str) -> None:
+        """Refuse a threshold that leaves nothing (or everything) foreground on data in [lo, hi]."""
+        if self.threshold is not None and not lo < self.threshold <= hi:
+            raise VolsegError("--threshold", f"{self.threshold:g} is outside the range of {where} "
+                              f"({lo:g}..{hi:g}): every voxel would be "
+                              f"{'background' if self.threshold > hi else 'foreground'}; "
+                              "choose a value inside it")
+        if self.hysteresis is not None:
+            for name, value in zip(("LOW", "HIGH"), self.hysteresis):
+                if not lo <= value < hi:
+                    raise VolsegError("--hysteresis", f"{name} {value:g} is outside the range of {where} "
+                                      f"({lo:g}..{hi:g}); choose LOW,HIGH inside it")
+
+    def settings(self) -> dict:
+        return {"threshold": self.threshold,
+                "hysteresis": list(self.hysteresis) if self.hysteresis else None, "close": self.close,
+                "min_size": self.min_size, "fill_holes": self.fill_holes}
