@@ -73,9 +73,8 @@ def test_bad_options_exit_2_with_one_line_and_leave_the_input_alone(prob, tmp_pa
 
 def test_output_equal_to_or_inside_the_input_is_refused(prob):
     before = _digest(prob)
-    for out in (prob, prob / "labels" / "clean"):
-        _one_error_line(runner.invoke(app, ["postprocess", str(prob), "-o", str(out), "--quiet"]),
-                        "lies inside the input")
+    for out, why in ((prob, "is the input"), (prob / "labels" / "clean", "lies inside the input")):
+        _one_error_line(runner.invoke(app, ["postprocess", str(prob), "-o", str(out), "--quiet"]), why)
     assert _digest(prob) == before
 
 
