@@ -194,12 +194,7 @@ def _betti_matching(pred, truth, settings, values) -> dict[str, Any]:
 
     zero, shape = (0, 0, 0), tuple(truth.shape)
     t_raw, p_raw = _read(truth, zero, shape), _read(pred, zero, shape)
-    g = binary_mask(t_raw, threshold=settings["threshold"], ignore=settings["ignore"],
-                    name=settings["truth_name"])
-    p = binary_mask(p_raw, threshold=settings["threshold"], ignore=settings["ignore"],
-                    name=settings["pred_name"])
-    if settings["ignore"] is not None and t_raw.dtype.kind in "iu":
-        p &= t_raw != settings["ignore"]
+    p, g = _masks(p_raw, t_raw, settings)
     result = betti_matching(p, g)
     if "score" in values:
         result["score"] = combined_score(result["topology"], values["surface_dice"], values["voi"])
@@ -249,6 +244,17 @@ def _read(arr, lo, hi) -> np.ndarray:
     return np.asarray(region)
 
 
+def _masks(p_raw: np.ndarray, t_raw: np.ndarray, settings: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Binary (prediction, truth) masks of one block; the truth's ignore label masks both."""
+    g = binary_mask(t_raw, threshold=settings["threshold"], ignore=settings["ignore"],
+                    name=settings["truth_name"])
+    p = binary_mask(p_raw, threshold=settings["threshold"], ignore=settings["ignore"],
+                    name=settings["pred_name"])
+    if settings["ignore"] is not None and t_raw.dtype.kind in "iu":
+        p &= t_raw != settings["ignore"]
+    return p, g
+
+
 def _block_task(index, *, pred, truth, block, settings) -> dict:
     from volseg.geometry import chunk_bounds, with_halo
 
@@ -271,12 +277,7 @@ def _block_task(index, *, pred, truth, block, settings) -> dict:
                                                data_range=settings["data_range"])
     if not needed & set(SEGMENTATION_METRICS):
         return out
-    g = binary_mask(t_raw, threshold=settings["threshold"], ignore=settings["ignore"],
-                    name=settings["truth_name"])
-    p = binary_mask(p_raw, threshold=settings["threshold"], ignore=settings["ignore"],
-                    name=settings["pred_name"])
-    if settings["ignore"] is not None and t_raw.dtype.kind in "iu":
-        p &= t_raw != settings["ignore"]
+    p, g = _masks(p_raw, t_raw, settings)
     if "dice" in needed:
         out["dice"] = overlap.dice_counts(p[inner], g[inner])
     if "surface_dice" in needed:
