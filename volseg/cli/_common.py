@@ -29,6 +29,8 @@ PartOpt = Annotated[Optional[str], typer.Option(
 NanValueOpt = Annotated[Optional[float], typer.Option(
     "--nan-value", metavar="V",
     help="Read NaN/Inf voxels of float inputs as V and warn with their count (default: refuse them).")]
+ChunksOpt = Annotated[str, typer.Option(
+    "--chunks", help="Output chunk size (N or ZxYxX); one task per chunk.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
 
 

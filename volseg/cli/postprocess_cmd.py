@@ -7,8 +7,8 @@ from typing import Annotated
 import typer
 
 from volseg.cli._app import app
-from volseg.cli._common import (DebugOpt, JsonOpt, OverwriteOpt, PartOpt, QuietOpt, SchedulerOpt,
-                                WorkersOpt, cli_errors, console, emit_json)
+from volseg.cli._common import (ChunksOpt, DebugOpt, JsonOpt, OverwriteOpt, PartOpt, QuietOpt, SchedulerOpt,
+                                WorkersOpt, cli_errors, console, emit_json, guard_json)
 
 
 @app.command("postprocess")
@@ -27,8 +27,8 @@ def postprocess_command(
         "--min-size", help="Remove 26-connected components of fewer voxels, whole volume (default 200; 0 = off).")] = None,
     fill_holes: Annotated[int | None, typer.Option(
         "--fill-holes", help="Fill cavities (6-connected background not touching the border) of at most N "
-        "voxels (default 64; 0 = off).")] = None,
-    chunks: Annotated[str, typer.Option("--chunks", help="Output chunk size (N or ZxYxX); one task per chunk.")] = "128",
+        "voxels, and 2D holes of at most N pixels in every z, y and x slice (default 16; 0 = off).")] = None,
+    chunks: ChunksOpt = "128",
     scheduler: SchedulerOpt = "threads",
     workers: WorkersOpt = None,
     part: PartOpt = None,
@@ -48,6 +48,7 @@ def postprocess_command(
       volseg postprocess prob.zarr -o clean.zarr --part 2/8 --scheduler processes
     """
     with cli_errors(debug):
+        guard_json(json_out, inputs=[pred], outputs=[output])
         from volseg.postprocess import postprocess
 
         result = postprocess(pred, output, threshold=threshold, hysteresis=hysteresis, close=close,

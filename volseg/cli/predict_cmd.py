@@ -9,6 +9,7 @@ import typer
 from volseg.cli._app import app
 from volseg.cli._remote import CacheOpt, CacheSizeOpt, LevelOpt, StorageOpt, at_level, remote_setup
 from volseg.cli._common import (
+    ChunksOpt,
     DebugOpt,
     DeviceOpt,
     JsonOpt,
@@ -25,7 +26,6 @@ from volseg.cli._common import (
 )
 
 BlendOpt = Annotated[str, typer.Option("--blend", help="Blending window: gaussian, hann, constant or crop.")]
-ChunksOpt = Annotated[str, typer.Option("--chunks", help="Output chunk size (N or ZxYxX); one task per chunk.")]
 ThresholdOpt = Annotated[float | None, typer.Option(
     "--threshold", help="Write uint8 labels: 1 where the probability >= T.")]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="Output probabilities as float16 or float32.")]
