@@ -135,6 +135,21 @@ def chunk_bounds(index: Sequence[int], chunks: Sequence[int], shape: Sequence[in
     return start, stop  # type: ignore[return-value]
 
 
+def axis_cuts(n: int, parts: int) -> list[tuple[int, int]]:
+    """Split ``[0, n)`` into ``parts`` contiguous (start, stop) pieces, the first ``n % parts``
+    one voxel longer (the leaderboard's tiles); at most ``n`` pieces, at least one.
+    """
+    n = int(n)
+    parts = max(1, min(int(parts), n))
+    base, extra = divmod(n, parts)
+    cuts, start = [], 0
+    for i in range(parts):
+        stop = start + base + (1 if i < extra else 0)
+        cuts.append((start, stop))
+        start = stop
+    return cuts
+
+
 def as_slices(start: Sequence[int], stop: Sequence[int]) -> tuple[slice, slice, slice]:
     """(start, stop) corners as a tuple of slices."""
     return tuple(slice(int(a), int(b)) for a, b in zip(start, stop))  # type: ignore[return-value]

@@ -90,6 +90,9 @@ def _print_table(values: dict[str, Any], preview: str | None, *, quiet: bool) ->
     for name, value in values.items():
         if name == "betti":
             text = (f"pred {tuple(value['pred'])}  truth {tuple(value['truth'])}")
+        elif name == "topology_counts":
+            text = (f"matched {tuple(value['matched'])} of pred {tuple(value['pred'])}, "
+                    f"truth {tuple(value['truth'])} in {'x'.join(map(str, value['tiles']))} tiles")
         elif name == "betti_matching":
             text = (f"{value['topology']:.4f} (matched {tuple(value['matched'])} of pred "
                     f"{tuple(value['pred'])}, truth {tuple(value['truth'])})")

@@ -15,9 +15,9 @@ what this module does the same way:
   infinite bar, and the features counted are the finite bars: b0 - 1 components (0 for an
   empty mask), b1 tunnels, b2 cavities. Barcodes come from ``cripser`` (CubicalRipser).
 * Comparison image: ``min(1 - P, 1 - G) = 1 - (P | G)``, the union U of both masks.
-* Tiles: the leaderboard cuts each volume into 2 x 2 x 2 tiles (``_axis_cuts``: the first
-  ``n % 2`` halves one voxel longer), matches every tile on its own and sums the counts
-  (m_k, p_k, g_k) before the F1s; ``tiles=(2, 2, 2)`` here does the same.
+* Tiles: the leaderboard cuts each volume into 2 x 2 x 2 tiles
+  (:func:`volseg.geometry.axis_cuts`: the first ``n % 2`` halves one voxel longer), matches
+  every tile on its own and sums the counts (m_k, p_k, g_k) before the F1s; ``tiles=(2, 2, 2)`` here does the same.
 * Score: per dimension :func:`volseg.metrics.topology.topology_f1`, weighted by
   :func:`volseg.metrics.topology.weighted_topology`.
 
@@ -50,10 +50,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from volseg.errors import VolsegError
+from volseg.geometry import axis_cuts
+from volseg.metrics.tiles import LEADERBOARD_TILES
 from volseg.metrics.topology import TOPOLOGY_WEIGHTS, topology_f1, weighted_topology
 
 MAX_VOXELS = 320 ** 3
-LEADERBOARD_TILES = (2, 2, 2)
 
 
 def _cripser(name: str = "_cripser"):
@@ -248,17 +249,6 @@ def check_size(shape: Sequence[int]) -> None:
                           f"or crop the volumes")
 
 
-def _axis_cuts(n: int, parts: int) -> list[tuple[int, int]]:
-    parts = max(1, min(int(parts), n))
-    base, extra = divmod(n, parts)
-    cuts, start = [], 0
-    for i in range(parts):
-        stop = start + base + (1 if i < extra else 0)
-        cuts.append((start, stop))
-        start = stop
-    return cuts
-
-
 def betti_matching(pred, truth, *, tiles: Sequence[int] = LEADERBOARD_TILES,
                    weights: Sequence[float] = TOPOLOGY_WEIGHTS) -> dict[str, Any]:
     """Betti matching of a predicted and a true binary volume, and the leaderboard's TopoScore.
@@ -289,7 +279,7 @@ def betti_matching(pred, truth, *, tiles: Sequence[int] = LEADERBOARD_TILES,
     if len(tiles) != 3 or min(tiles) < 1:
         raise VolsegError("tiles", f"expected 3 positive ints, got {tiles!r}")
     totals = np.zeros((3, 3), dtype=np.int64)       # rows: matched, pred, truth
-    cuts = [_axis_cuts(n, t) for n, t in zip(p.shape, tiles)]
+    cuts = [axis_cuts(n, t) for n, t in zip(p.shape, tiles)]
     for box in itertools.product(*cuts):
         region = tuple(slice(a, b) for a, b in box)
         totals += tile_counts(p[region], g[region])

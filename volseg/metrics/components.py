@@ -65,16 +65,21 @@ def face_pairs(low: np.ndarray, high: np.ndarray, *, connectivity: int = 3) -> n
     """
     offsets = [(0, 0)] if connectivity == 1 else list(itertools.product((-1, 0, 1), repeat=2))
     n0, n1 = low.shape
-    found = []
+    lows, highs = [], []
     for di, dj in offsets:
         a = low[max(0, -di):n0 - max(0, di), max(0, -dj):n1 - max(0, dj)]
         b = high[max(0, di):n0 - max(0, -di), max(0, dj):n1 - max(0, -dj)]
         keep = (a > 0) & (b > 0)
         if keep.any():
-            found.append(np.stack([a[keep], b[keep]], axis=1).astype(np.int64))
-    if not found:
+            lows.append(a[keep].astype(np.int64))
+            highs.append(b[keep].astype(np.int64))
+    if not lows:
         return np.zeros((0, 2), dtype=np.int64)
-    return np.unique(np.concatenate(found), axis=0)
+    # One int64 key per pair (sorted like the pairs): far faster than np.unique(axis=0).
+    a, b = np.concatenate(lows), np.concatenate(highs)
+    base = int(b.max()) + 1
+    keys = np.unique(a * base + b)
+    return np.stack([keys // base, keys % base], axis=1)
 
 
 class FaceMerger:
@@ -89,6 +94,9 @@ class FaceMerger:
 
     Feed every z-layer in order with :meth:`add_layer`; then :meth:`finish` gives the final
     component of every provisional id. :meth:`offset` gives a chunk's provisional-id offset.
+    Chunks may also put their ids in *groups* (the leaderboard's tiles,
+    :func:`volseg.metrics.tiles.label_cells`): :meth:`finish_groups` then counts the
+    components when ids of different groups are never merged.
     """
 
     def __init__(self, counts: Sequence[int], *, connectivity: int = 3):
@@ -98,6 +106,8 @@ class FaceMerger:
         self._offsets: dict[tuple[int, int, int], int] = {}
         self._pairs: list[np.ndarray] = []
         self._border: list[np.ndarray] = []
+        self._groups: list[np.ndarray] = [np.zeros(1, dtype=np.int16)]
+        self._group_border: list[np.ndarray] = []
         self._previous_top: np.ndarray | None = None
         self._next_layer = 0
 
@@ -106,20 +116,29 @@ class FaceMerger:
         return self._offsets[tuple(int(i) for i in index)]
 
     def add_layer(self, iz: int, blocks: dict) -> None:
-        """Add z-layer ``iz``: ``blocks[(iy, ix)] = (n, faces, border)`` for every chunk of it.
+        """Add z-layer ``iz``: ``blocks[(iy, ix)] = (n, faces, border[, extra])`` for every chunk.
 
         ``n`` is the chunk's label count, ``faces`` its :func:`block_faces`, ``border`` the local
-        labels touching the volume border (may be empty).
+        labels touching the volume border (may be empty). ``extra`` (optional) holds
+        ``groups`` (the group of every local label, label 0 first), ``pairs`` (local labels
+        to merge inside the chunk, never within a group) and ``group_border`` (local labels
+        touching the border of their group).
         """
         if iz != self._next_layer:
             raise ValueError(f"layers must be added in order: expected {self._next_layer}, got {iz}")
         _, ny, nx = self.counts
         shifted = {}
         for iy, ix in itertools.product(range(ny), range(nx)):
-            n, faces, border = blocks[(iy, ix)]
+            n, faces, border, *extra = blocks[(iy, ix)]
             off = self.total
             self._offsets[(iz, iy, ix)] = off
             self.total += int(n)
+            groups = extra[0]["groups"][1:] if extra else np.zeros(int(n), dtype=np.int16)
+            self._groups.append(np.asarray(groups, dtype=np.int16))
+            if extra and len(extra[0]["pairs"]):
+                self._pairs.append(np.asarray(extra[0]["pairs"], dtype=np.int64) + off)
+            if extra and len(extra[0]["group_border"]):
+                self._group_border.append(np.asarray(extra[0]["group_border"], dtype=np.int64) + off)
             shifted[(iy, ix)] = {key: _shift(face, off) for key, face in faces.items()}
             if len(border):
                 self._border.append(np.asarray(border, dtype=np.int64) + off)
@@ -150,16 +169,10 @@ class FaceMerger:
         provisional id ``p`` (``final[0] == 0``), ``n`` the number of components and
         ``touches_border[c]`` whether component ``c`` touches the volume border.
         """
-        from scipy.sparse import coo_array
-        from scipy.sparse.csgraph import connected_components
-
         if self._next_layer != self.counts[0]:
             raise ValueError(f"{self.counts[0] - self._next_layer} z-layers were never added")
         size = self.total + 1
-        pairs = np.concatenate(self._pairs) if self._pairs else np.zeros((0, 2), dtype=np.int64)
-        graph = coo_array((np.ones(len(pairs), dtype=np.int8), (pairs[:, 0], pairs[:, 1])),
-                          shape=(size, size))
-        _, comp = connected_components(graph, directed=False)
+        comp = _components(self._all_pairs(), size)
         # Renumber components 1..n in order of first provisional id; id 0 stays background.
         _, first, inverse = np.unique(comp[1:], return_index=True, return_inverse=True)
         order = np.argsort(np.argsort(first))
@@ -171,6 +184,40 @@ class FaceMerger:
             touches[final[np.concatenate(self._border)]] = True
         touches[0] = False
         return final, n, touches
+
+    def finish_groups(self, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+        """Components when ids of different groups are never merged, counted per group.
+
+        Returns ``(count, enclosed)``, int64 arrays of length ``n_groups``: the components of
+        each group and those of them that touch no ``group_border`` id.
+        """
+        if self._next_layer != self.counts[0]:
+            raise ValueError(f"{self.counts[0] - self._next_layer} z-layers were never added")
+        groups = np.concatenate(self._groups)
+        pairs = self._all_pairs()
+        pairs = pairs[groups[pairs[:, 0]] == groups[pairs[:, 1]]]
+        comp = _components(pairs, self.total + 1)
+        ids, first = np.unique(comp[1:], return_index=True)
+        group_of = groups[1:][first].astype(np.int64)
+        touching = np.zeros(int(comp.max()) + 1, dtype=bool)
+        if self._group_border:
+            touching[comp[np.concatenate(self._group_border)]] = True
+        count = np.bincount(group_of, minlength=n_groups)
+        enclosed = np.bincount(group_of[~touching[ids]], minlength=n_groups)
+        return count.astype(np.int64), enclosed.astype(np.int64)
+
+    def _all_pairs(self) -> np.ndarray:
+        return np.concatenate(self._pairs) if self._pairs else np.zeros((0, 2), dtype=np.int64)
+
+
+def _components(pairs: np.ndarray, size: int) -> np.ndarray:
+    """Connected component of every id 0..size-1 of the graph with edges ``pairs``."""
+    from scipy.sparse import coo_array
+    from scipy.sparse.csgraph import connected_components
+
+    graph = coo_array((np.ones(len(pairs), dtype=np.int8), (pairs[:, 0], pairs[:, 1])),
+                      shape=(size, size))
+    return connected_components(graph, directed=False)[1]
 
 
 def _shift(face: np.ndarray, offset: int) -> np.ndarray:

@@ -24,7 +24,7 @@ import numpy as np
 from volseg.errors import VolsegError
 from volseg.io.finite import check_array, count_nonfinite, guard, parse_finite, parse_nan_value, warn_replaced
 from volseg.metrics import components as cc
-from volseg.metrics import intensity, overlap, topology, voi
+from volseg.metrics import intensity, overlap, tiles, topology, voi
 from volseg.metrics.masks import binary_mask
 
 METRICS = ("dice", "surface_dice", "voi", "betti", "topology", "betti_matching", "score", "psnr", "ssim")
@@ -151,7 +151,7 @@ def evaluate(pred, truth, *, metrics: str | Sequence[str] | None = None, thresho
         "threshold": float(threshold), "tolerance": parse_tolerance(tolerance),
         "ignore": parse_ignore_label(ignore_label), "needed": frozenset(needed),
         "data_range": intensity.parse_data_range(data_range),
-        "pred_name": pred_name, "truth_name": truth_name,
+        "pred_name": pred_name, "truth_name": truth_name, "cuts": tiles.tile_cuts(truth.shape),
     }
     if needed & set(INTENSITY_METRICS):
         if settings["data_range"] is None:
@@ -174,11 +174,13 @@ def evaluate(pred, truth, *, metrics: str | Sequence[str] | None = None, thresho
     block = tuple(max(2, b) for b in parse_size3(block, name="--block"))
     counts = chunk_counts(truth.shape, block)
     task = functools.partial(_block_task, pred=pred, truth=truth, block=block, settings=settings)
-    totals = _run(task, counts, needed, scheduler=scheduler, workers=workers, quiet=quiet)
+    n_tiles = int(np.prod([len(c) for c in settings["cuts"]]))
+    totals = _run(task, counts, needed, n_tiles, scheduler=scheduler, workers=workers, quiet=quiet)
     values = _finish(totals, needed, settings)
     if "betti_matching" in chosen:
         values["betti_matching"] = _betti_matching(pred, truth, settings, values)
-    values = {name: values[name] for name in chosen}
+    values = {key: values[key] for name in chosen
+              for key in ((name, "topology_counts") if name == "topology" else (name,))}
     if preview is not None:
         from volseg.metrics.preview import write_preview
 
@@ -282,26 +284,27 @@ def _block_task(index, *, pred, truth, block, settings) -> dict:
         out["dice"] = overlap.dice_counts(p[inner], g[inner])
     if "surface_dice" in needed:
         out["surface"] = overlap.surface_counts(p, g, inner, tolerance=settings["tolerance"])
+    cuts = settings["cuts"]
     if needed & {"voi", "betti"}:
-        pl, n_p = cc.label_block(p[inner], connectivity=3)
-        gl, n_g = cc.label_block(g[inner], connectivity=3)
-        out["fg"] = ((n_p, cc.block_faces(pl), ()), (n_g, cc.block_faces(gl), ()))
+        pl, n_p, p_extra = tiles.label_cells(p[inner], start, stop, shape, cuts, connectivity=3)
+        gl, n_g, g_extra = tiles.label_cells(g[inner], start, stop, shape, cuts, connectivity=3)
+        out["fg"] = ((n_p, cc.block_faces(pl), (), p_extra), (n_g, cc.block_faces(gl), (), g_extra))
         if "voi" in needed:
             out["pairs"] = voi.pair_counts(gl, pl)
     if "betti" in needed:
-        has_high = [b < n for b, n in zip(stop, shape)]
-        ext = tuple(slice(a - r, b - r + (1 if h else 0)) for a, b, r, h in zip(start, stop, lo, has_high))
-        out["euler"] = (topology.euler_block_term(p[ext], has_high),
-                        topology.euler_block_term(g[ext], has_high))
+        (p_whole, p_tiles), (g_whole, g_tiles) = (tiles.euler_cells(m, lo, start, stop, shape, cuts)
+                                                  for m in (p, g))
+        out["euler"] = (p_whole, g_whole)
+        out["tile_euler"] = [(t, p_tiles.get(t, 0), g_tiles.get(t, 0)) for t in sorted({*p_tiles, *g_tiles})]
         bg = []
         for mask in (p[inner], g[inner]):
-            labels, n = cc.label_block(~mask, connectivity=1)
-            bg.append((n, cc.block_faces(labels), cc.border_labels(labels, start, stop, shape)))
+            labels, n, extra = tiles.label_cells(~mask, start, stop, shape, cuts, connectivity=1)
+            bg.append((n, cc.block_faces(labels), extra["border"], extra))
         out["bg"] = tuple(bg)
     return out
 
 
-def _run(task, counts, needed, *, scheduler, workers, quiet) -> dict:
+def _run(task, counts, needed, n_tiles, *, scheduler, workers, quiet) -> dict:
     from volseg.parallel import run_tasks
     from volseg.progress import progress_bar
 
@@ -313,7 +316,7 @@ def _run(task, counts, needed, *, scheduler, workers, quiet) -> dict:
                for key, c in (("fg", 3), ("bg", 1))}
     totals: dict[str, Any] = {"dice": np.zeros(3, np.int64), "surface": np.zeros(4, np.int64),
                               "sse": [0.0, 0], "ssim": [0.0, 0], "euler": np.zeros(2, np.int64),
-                              "pairs": []}
+                              "pairs": [], "tile_euler": np.zeros((n_tiles, 2), np.int64)}
     with progress_bar("evaluate", nz * layer_size, quiet=quiet) as bar:
         for z0 in range(0, nz, per_batch):
             layers = range(z0, min(nz, z0 + per_batch))
@@ -324,6 +327,8 @@ def _run(task, counts, needed, *, scheduler, workers, quiet) -> dict:
                 for key in ("dice", "surface", "euler"):
                     if key in r:
                         totals[key] += np.asarray(r[key], dtype=np.int64)
+                for t, p_term, g_term in r.get("tile_euler", ()):
+                    totals["tile_euler"][t] += (p_term, g_term)
                 for key in ("sse", "ssim"):
                     if key in r:
                         totals[key][0] += r[key][0]
@@ -334,6 +339,8 @@ def _run(task, counts, needed, *, scheduler, workers, quiet) -> dict:
         totals["fg"] = [m.finish() for m in mergers["fg"]]
     if "betti" in needed:
         totals["bg"] = [m.finish() for m in mergers["bg"]]
+        for key in ("fg", "bg"):
+            totals[f"{key}_tiles"] = [m.finish_groups(n_tiles) for m in mergers[key]]
     return totals
 
 
@@ -372,7 +379,14 @@ def _finish(totals: dict, needed, settings) -> dict[str, Any]:
             betti.append(list(topology.betti_from_counts(b0, cavities, int(totals["euler"][side]))))
         values["betti"] = {"pred": betti[0], "truth": betti[1]}
     if "topology" in needed:
-        values["topology"] = topology.topology_score(values["betti"]["pred"], values["betti"]["truth"])
+        per_side = []
+        for side in (0, 1):
+            count, _ = totals["fg_tiles"][side]
+            _, enclosed = totals["bg_tiles"][side]
+            per_side.append([topology.betti_from_counts(count[t], enclosed[t], totals["tile_euler"][t, side])
+                             for t in range(len(count))])
+        counts, values["topology"] = tiles.counts_result(tiles.tile_counts(*per_side), settings["cuts"])
+        values["topology_counts"] = counts
     if "score" in needed:
         values["score"] = combined_score(values["topology"], values["surface_dice"], values["voi"])
     if "psnr" in needed:
