@@ -49,9 +49,11 @@ def test_json_has_metric_names_as_keys(volumes, tmp_path):
                                  "--block", "8", "--quiet", "--scheduler", "synchronous"])
     assert result.exit_code == 0, result.stderr
     values = json.loads(result.stdout)
-    assert list(values) == ["dice", "surface_dice", "voi", "betti", "topology", "score"]
+    assert list(values) == ["dice", "surface_dice", "voi", "betti", "topology", "topology_counts", "score"]
     assert set(values["betti"]) == {"pred", "truth"} and len(values["betti"]["pred"]) == 3
-    assert all(isinstance(values[k], float) for k in values if k != "betti")
+    assert set(values["topology_counts"]) == {"matched", "pred", "truth", "tiles"}
+    assert values["topology_counts"]["tiles"] == [2, 2, 2]
+    assert all(isinstance(values[k], float) for k in values if k not in ("betti", "topology_counts"))
     assert values["surface_dice"] == 1.0  # a one-voxel shift at tolerance 2
 
 

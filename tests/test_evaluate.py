@@ -7,7 +7,7 @@ from skimage.measure import label
 from skimage.metrics import variation_of_information as skimage_voi
 
 from volseg.errors import VolsegError
-from volseg.metrics import (betti_numbers, dice, evaluate, surface_dice, topology_score, voi_score,
+from volseg.metrics import (betti_numbers, dice, evaluate, surface_dice, tiled_topology, voi_score,
                             write_preview)
 from volseg.metrics.evaluate import SEGMENTATION_METRICS, parse_metrics
 
@@ -32,18 +32,19 @@ def _reference(prob, truth, threshold=0.5, tolerance=2.0):
     u = g | p
     voi = skimage_voi(gl[u], pl[u]).sum()
     bp, bg = betti_numbers(p), betti_numbers(g)
-    topo = topology_score(bp, bg)
+    tiled = tiled_topology(p, g)
+    topo = tiled.pop("topology")
     sd = surface_dice(p, g, tolerance=tolerance)
     return {"dice": dice(p, g), "surface_dice": sd, "voi": voi,
-            "betti": {"pred": list(bp), "truth": list(bg)}, "topology": topo,
+            "betti": {"pred": list(bp), "truth": list(bg)}, "topology": topo, "topology_counts": tiled,
             "score": 0.30 * topo + 0.35 * sd + 0.35 * voi_score(voi)}
 
 
 def _assert_close(got, ref):
     assert list(got) == list(ref)
     for key, value in ref.items():
-        if key == "betti":
-            assert got[key] == value
+        if key in ("betti", "topology_counts"):
+            assert got[key] == value, key
         else:
             assert got[key] == pytest.approx(value, rel=1e-12, abs=1e-12), key
 
@@ -53,7 +54,8 @@ def test_streamed_equals_whole_volume(case, block):
     prob, truth = case
     got = evaluate(prob, truth, block=block, scheduler="synchronous", quiet=True)
     _assert_close(got, _reference(prob, truth))
-    assert got["betti"]["truth"] == [1, 0, 1]
+    assert got["betti"]["truth"] == [1, 0, 1]                   # the whole volume: one shell
+    assert got["topology_counts"]["truth"] == [0, 0, 0]         # 8 tiles cut it into 8 bowls
 
 
 def test_dask_inputs_and_thread_scheduler(case):
@@ -134,7 +136,7 @@ def test_betti_matching_through_evaluate(case):
     ref = _reference(prob, truth)
     assert bm["score"] == pytest.approx(0.30 * bm["topology"] + 0.35 * ref["surface_dice"]
                                         + 0.35 * voi_score(ref["voi"]))
-    assert got["score"] == pytest.approx(ref["score"])            # count-based topology
+    assert got["score"] == pytest.approx(ref["score"])            # count-based tiled topology
     same = evaluate(truth, truth, metrics="betti_matching", scheduler="synchronous", quiet=True)
     assert same["betti_matching"]["topology"] == 1.0 and "score" not in same["betti_matching"]
 

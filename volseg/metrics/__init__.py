@@ -10,9 +10,10 @@ from volseg.metrics.evaluate import METRICS, combined_score, evaluate, parse_met
 from volseg.metrics.intensity import psnr, ssim
 from volseg.metrics.overlap import dice, surface_dice
 from volseg.metrics.preview import write_preview
+from volseg.metrics.tiles import tiled_topology
 from volseg.metrics.topology import betti_numbers, euler_chunked, topology_score
 from volseg.metrics.voi import variation_of_information, voi_score
 
 __all__ = ["evaluate", "parse_metrics", "METRICS", "combined_score", "dice", "surface_dice",
            "psnr", "ssim", "variation_of_information", "voi_score", "betti_numbers", "euler_chunked",
-           "topology_score", "betti_matching", "label_chunked", "write_preview"]
+           "topology_score", "tiled_topology", "betti_matching", "label_chunked", "write_preview"]
