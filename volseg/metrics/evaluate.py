@@ -10,6 +10,10 @@ Segmentation metrics see binary masks: an integer volume must hold only 0 (backg
 1 (foreground) and the ignore label; a float volume (probabilities) is foreground where it is
 ``> threshold``. Voxels where the truth has the ignore label are background in both masks
 before every metric. Axis order (z, y, x); distances in voxels.
+
+``topology`` counts features per leaderboard tile (2 x 2 x 2, :mod:`volseg.metrics.tiles`):
+every block is split at the tile cuts, so one pass gives both the whole volume's Betti numbers
+(``betti``) and every tile's (merges across a tile cut count for the first only).
 """
 
 from __future__ import annotations
@@ -117,7 +121,11 @@ def evaluate(pred, truth, *, metrics: str | Sequence[str] | None = None, thresho
     Returns
     -------
     dict
-        Metric name -> float; ``betti`` -> ``{"pred": [b0, b1, b2], "truth": [b0, b1, b2]}``;
+        Metric name -> float; ``betti`` -> ``{"pred": [b0, b1, b2], "truth": [b0, b1, b2]}``
+        (the whole volume); ``topology`` -> the TopoScore from feature counts summed over the
+        leaderboard's 2 x 2 x 2 tiles (:func:`volseg.metrics.tiles.tiled_topology`), followed
+        by ``topology_counts`` -> ``{"matched", "pred", "truth": [k=0, 1, 2], "tiles": [2, 2,
+        2]}``, the summed counts it comes from (one tile along an axis under 2 voxels);
         ``betti_matching`` -> ``{"matched", "pred", "truth": [k=0, 1, 2], "f1": [...],
         "topology": float}`` plus ``"score"`` (the combined score with this topology) when
         ``score`` is also chosen.

@@ -9,6 +9,10 @@ topology consistent; scikit-image ``connectivity=3`` for the foreground). Axis o
 * b1: tunnels, from the Euler characteristic chi = b0 - b1 + b2, with chi from
   :func:`skimage.measure.euler_number` (``connectivity=3``).
 
+The ``topology`` metric of :func:`volseg.metrics.evaluate` applies these per leaderboard tile
+(2 x 2 x 2, counts summed over the tiles before the F1s): :mod:`volseg.metrics.tiles`.
+:func:`topology_score` is count matching of one whole volume (one tile).
+
 Chunked Euler characteristic: chunks are extended by one voxel plane towards each higher
 neighbour, so neighbouring pieces overlap by exactly one plane. For cubical complexes,
 chi(A u B) = chi(A) + chi(B) - chi(A n B), and with one-plane overlaps the intersection is the
@@ -141,7 +145,7 @@ def weighted_topology(f1s: Sequence[float | None], *,
 
 def topology_score(pred: Sequence[int], truth: Sequence[int], *,
                    weights: Sequence[float] = TOPOLOGY_WEIGHTS) -> float:
-    """The leaderboard's TopoScore with features matched by count (streamable fallback).
+    """TopoScore of one volume taken as a single tile, features matched by count.
 
     The Vesuvius surface-detection leaderboard (the ``topometrics`` package, ``TopoScore`` in
     ``toposcore.py``, on Betti-Matching-3D) scores each homology dimension k
@@ -150,7 +154,11 @@ def topology_score(pred: Sequence[int], truth: Sequence[int], *,
     weights the F1s (0.34, 0.33, 0.33) renormalised over the dimensions where p_k + g_k > 0.
 
     Here the features are matched by count only, m_k = min(p_k, g_k), so no persistent
-    homology is needed and the Betti numbers stream over chunks of any volume. This is not a
+    homology is needed and the Betti numbers stream over chunks of any volume. The leaderboard
+    first cuts the volume into 2 x 2 x 2 tiles and sums the counts over them, which this
+    function does not: the streamed ``topology`` metric of :func:`volseg.metrics.evaluate` and
+    :func:`volseg.metrics.tiles.tiled_topology` do (a rolled sheet is one component of the whole
+    volume but many arcs in the tiles, so the two differ a lot). This is not a
     bound of the leaderboard's score in either direction: count matching pairs features that
     sit in different places (higher than Betti matching), and the Betti numbers here use a
     26-connected foreground while the leaderboard's barcodes use a 6-connected one (a sheet
