@@ -300,10 +300,7 @@ def _block_task(index, *, pred, truth, block, settings) -> dict:
         if "voi" in needed:
             out["pairs"] = voi.pair_counts(gl, pl)
     if "betti" in needed:
-        (p_whole, p_tiles), (g_whole, g_tiles) = (tiles.euler_cells(m, lo, start, stop, shape, cuts)
-                                                  for m in (p, g))
-        out["euler"] = (p_whole, g_whole)
-        out["tile_euler"] = [(t, p_tiles.get(t, 0), g_tiles.get(t, 0)) for t in sorted({*p_tiles, *g_tiles})]
+        out["euler"], out["tile_euler"] = tiles.euler_pair(p, g, lo, start, stop, shape, cuts)
         bg = []
         for mask in (p[inner], g[inner]):
             labels, n, extra = tiles.label_cells(~mask, start, stop, shape, cuts, connectivity=1)
@@ -387,14 +384,8 @@ def _finish(totals: dict, needed, settings) -> dict[str, Any]:
             betti.append(list(topology.betti_from_counts(b0, cavities, int(totals["euler"][side]))))
         values["betti"] = {"pred": betti[0], "truth": betti[1]}
     if "topology" in needed:
-        per_side = []
-        for side in (0, 1):
-            count, _ = totals["fg_tiles"][side]
-            _, enclosed = totals["bg_tiles"][side]
-            per_side.append([topology.betti_from_counts(count[t], enclosed[t], totals["tile_euler"][t, side])
-                             for t in range(len(count))])
-        counts, values["topology"] = tiles.counts_result(tiles.tile_counts(*per_side), settings["cuts"])
-        values["topology_counts"] = counts
+        values["topology_counts"], values["topology"] = tiles.streamed_result(
+            totals["fg_tiles"], totals["bg_tiles"], totals["tile_euler"], settings["cuts"])
     if "score" in needed:
         values["score"] = combined_score(values["topology"], values["surface_dice"], values["voi"])
     if "psnr" in needed:

@@ -29,8 +29,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from volseg.metrics.topology import (TOPOLOGY_WEIGHTS, betti_numbers, euler_block_term, feature_counts,
-                                     topology_f1, weighted_topology)
+from volseg.metrics.topology import (TOPOLOGY_WEIGHTS, betti_from_counts, betti_numbers, euler_block_term,
+                                     feature_counts, topology_f1, weighted_topology)
 
 LEADERBOARD_TILES = (2, 2, 2)
 
@@ -67,6 +67,21 @@ def counts_result(totals: np.ndarray, cuts: Sequence[Sequence[tuple[int, int]]],
     counts = {"matched": totals[0].tolist(), "pred": totals[1].tolist(), "truth": totals[2].tolist(),
               "tiles": [len(c) for c in cuts]}
     return counts, weighted_topology(f1s, weights=weights)
+
+
+def streamed_result(fg, bg, euler, cuts, *,
+                    weights: Sequence[float] = TOPOLOGY_WEIGHTS) -> tuple[dict[str, Any], float]:
+    """:func:`counts_result` from streamed per-tile summaries.
+
+    ``fg`` and ``bg``: for the prediction and the truth, :meth:`FaceMerger.finish_groups
+    <volseg.metrics.components.FaceMerger.finish_groups>` of the foreground and of the
+    background labels; ``euler``: (tiles, 2) Euler characteristics (prediction, truth).
+    """
+    per_side = []
+    for side in (0, 1):
+        (count, _), (_, enclosed) = fg[side], bg[side]
+        per_side.append([betti_from_counts(count[t], enclosed[t], euler[t][side]) for t in range(len(count))])
+    return counts_result(tile_counts(*per_side), cuts, weights=weights)
 
 
 def tiled_topology(pred, truth, *, tiles: Sequence[int] = LEADERBOARD_TILES,
@@ -205,3 +220,11 @@ def euler_cells(ext: np.ndarray, lo: Sequence[int], start: Sequence[int], stop: 
         number = tile_index(cuts, tile)
         per_tile[number] = per_tile.get(number, 0) + terms["tile"]
     return whole, per_tile
+
+
+def euler_pair(pred: np.ndarray, truth: np.ndarray, lo, start, stop, shape, cuts) -> tuple[tuple, list]:
+    """:func:`euler_cells` of both masks: ``((pred, truth) whole terms, [(tile, pred, truth), ...])``."""
+    (p_whole, p_tiles), (g_whole, g_tiles) = (euler_cells(m, lo, start, stop, shape, cuts)
+                                              for m in (pred, truth))
+    per_tile = [(t, p_tiles.get(t, 0), g_tiles.get(t, 0)) for t in sorted({*p_tiles, *g_tiles})]
+    return (p_whole, g_whole), per_tile
