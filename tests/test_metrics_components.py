@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from skimage.measure import euler_number, label
 
-from volseg.metrics.components import face_pairs, label_chunked
+from volseg.metrics.components import FaceMerger, block_faces, face_pairs, label_chunked
 from volseg.metrics.topology import betti_numbers, euler_chunked, topology_score
 
 
@@ -88,3 +88,20 @@ def test_topology_score():
     assert topology_score((1, 0, 3), (1, 0, 0)) == pytest.approx(0.5 / 3.5)
     # active dimensions renormalised: b1 perfect (0.33), b2 spurious (0.33)
     assert topology_score((1, 2, 1), (1, 2, 0)) == pytest.approx((0.33 * 1 + 0.33 * 0.5 / 1.5) / 0.66)
+
+
+def test_face_merger_groups_never_merge_across_groups():
+    # Two chunks along z; each chunk's two labels sit in groups 0 and 1 (like two tiles in y).
+    merger = FaceMerger((2, 1, 1), connectivity=3)
+    for iz in range(2):
+        labels = np.zeros((2, 4, 2), np.uint8)
+        labels[:, :2] = 1
+        labels[:, 2:] = 2
+        extra = {"groups": np.array([0, 0, 1]), "pairs": np.array([[1, 2]]),   # touch inside the chunk
+                 "group_border": np.array([1]) if iz == 0 else np.zeros(0, np.int64)}
+        merger.add_layer(iz, {(0, 0): (2, block_faces(labels), (), extra)})
+    _, n, _ = merger.finish()
+    assert n == 1                                    # the whole volume: one component
+    count, enclosed = merger.finish_groups(2)
+    assert count.tolist() == [1, 1]                  # per group: merged across the z face only
+    assert enclosed.tolist() == [0, 1]               # group 0's component touches its border
