@@ -65,7 +65,7 @@ def evaluate_cmd(
 
     Streams block by block with Dask, so a whole scroll is scored without loading it. Segmentation metrics threshold probability maps at --threshold and need label volumes holding only 0, 1 and the ignore label.
 
-    score = 0.30 topology + 0.35 surface_dice + 0.35 / (1 + 0.3 voi); voi is in bits, over the union foreground of the 26-connected components.
+    topology counts features per tile of the leaderboard's 2x2x2 tiles and sums them before the F1s (JSON topology_counts); betti is the whole volume's. score = 0.30 topology + 0.35 surface_dice + 0.35 / (1 + 0.3 voi); voi is in bits, over the union foreground of the 26-connected components.
     """
     with cli_errors(debug):
         guard_json(json, inputs=[pred, gt, image], outputs=[preview])
