@@ -27,10 +27,18 @@ def test_fast_demo_json_and_outputs(fast_demo):
     assert 0.0 <= summary["scores"]["dice"] <= 1.0
     assert set(summary["seconds"]) == {"synth", "patchify", "train", "predict", "evaluate", "postprocess",
                                        "evaluate_post", "total"}
-    assert set(summary["raw_scores"]) == set(summary["scores"])  # before and after post-processing
+    # before and after post-processing; the exact Betti matching only for the final prediction
+    assert set(summary["scores"]) - set(summary["raw_scores"]) == {"betti_matching"}
+    matching = summary["scores"]["betti_matching"]
+    assert 0.0 <= matching["topology"] <= 1.0 and isinstance(matching["score"], float)
+    assert summary["scores"]["topology_counts"]["tiles"] == [2, 2, 2]
     for name in ("scroll", "patches", "prediction", "postprocessed", "preview", "scores"):
         assert Path(summary["paths"][name]).exists(), name
     assert (out / "run" / "model.pt").exists()
+    import yaml
+
+    config = yaml.safe_load((out / "run" / "config.yml").read_text())
+    assert config["loss"]["ignore_label"] is None        # the ignore band trained as background
     assert json.loads((out / "scores.json").read_text())["scores"] == summary["scores"]
 
 
@@ -42,7 +50,8 @@ def test_demo_summary_as_printed_and_rerun_replaces(fast_demo):
     summary = json.loads((out / "scores.json").read_text())
     assert summary["train"]["steps"] == 2 != first["train"]["steps"]  # replaced, not resumed
     text = proc.stdout
-    for needle in ("Dice", "Surface Dice", "Leaderboard-style score", "time per stage", "train",
+    for needle in ("Dice", "Surface Dice", "Leaderboard-style score", "Topology (Betti matching)",
+                   "time per stage", "train",
                    "prediction.zarr", "preview.png"):
         assert needle in text, needle
 
