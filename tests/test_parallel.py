@@ -5,7 +5,7 @@ import pickle
 import pytest
 
 from volseg.errors import VolsegError
-from volseg.parallel import parse_part, parse_scheduler, parse_workers, run_tasks
+from volseg.parallel import parse_part, parse_scheduler, parse_workers, run_layers, run_tasks
 
 
 def square(x):
@@ -65,3 +65,16 @@ def test_parse_scheduler():
     assert parse_workers(3) == 3
     with pytest.raises(VolsegError, match="--workers"):
         parse_workers(0)
+
+
+def _index(item):
+    return item
+
+
+@pytest.mark.parametrize("per_batch", [1, 2, 5])
+@pytest.mark.parametrize("scheduler", ["threads", "processes"])
+def test_run_layers_yields_every_layer_in_order(scheduler, per_batch):
+    layers = list(run_layers(_index, (3, 2, 2), per_batch=per_batch, scheduler=scheduler, workers=2, quiet=True))
+    assert [iz for iz, _ in layers] == [0, 1, 2]
+    for iz, results in layers:
+        assert results == [(iz, 0, 0), (iz, 0, 1), (iz, 1, 0), (iz, 1, 1)]

@@ -89,6 +89,38 @@ def run_tasks(
         return _run_distributed(fn, items, scheduler, workers, bar)
 
 
+def run_layers(
+    fn: Callable[[tuple[int, int, int]], Any],
+    counts: Sequence[int],
+    *,
+    per_batch: int,
+    scheduler: str = "threads",
+    workers: int | None = None,
+    description: str = "blocks",
+    quiet: bool = False,
+) -> Iterator[tuple[int, list[Any]]]:
+    """Run ``fn`` on every block index of a (nz, ny, nx) grid, ``per_batch`` z-layers at a time.
+
+    Yields ``(iz, results)`` for every z-layer in order, ``results`` in (iy, ix) order, so that
+    a caller can merge component labels across faces layer by layer (memory bounded by the
+    blocks of one batch) while the blocks of a batch run in parallel.
+    """
+    import itertools
+
+    from volseg.progress import progress_bar
+
+    nz, ny, nx = (int(n) for n in counts)
+    per_batch = max(1, int(per_batch))
+    with progress_bar(description, nz * ny * nx, quiet=quiet) as bar:
+        for z0 in range(0, nz, per_batch):
+            layers = range(z0, min(nz, z0 + per_batch))
+            items = [(iz, iy, ix) for iz in layers for iy, ix in itertools.product(range(ny), range(nx))]
+            results = run_tasks(fn, items, scheduler=scheduler, workers=workers, quiet=True)
+            bar.advance(len(items))
+            for k, iz in enumerate(layers):
+                yield iz, results[k * ny * nx:(k + 1) * ny * nx]
+
+
 def _run_local(fn, items, scheduler, workers, bar) -> list[Any]:
     import dask
     from dask.callbacks import Callback

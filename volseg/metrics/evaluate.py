@@ -19,7 +19,6 @@ every block is split at the tile cuts, so one pass gives both the whole volume's
 from __future__ import annotations
 
 import functools
-import itertools
 import os
 from typing import Any, Sequence
 
@@ -310,8 +309,7 @@ def _block_task(index, *, pred, truth, block, settings) -> dict:
 
 
 def _run(task, counts, needed, n_tiles, *, scheduler, workers, quiet) -> dict:
-    from volseg.parallel import run_tasks
-    from volseg.progress import progress_bar
+    from volseg.parallel import run_layers
 
     nz, ny, nx = counts
     layer_size = ny * nx
@@ -322,24 +320,19 @@ def _run(task, counts, needed, n_tiles, *, scheduler, workers, quiet) -> dict:
     totals: dict[str, Any] = {"dice": np.zeros(3, np.int64), "surface": np.zeros(4, np.int64),
                               "sse": [0.0, 0], "ssim": [0.0, 0], "euler": np.zeros(2, np.int64),
                               "pairs": [], "tile_euler": np.zeros((n_tiles, 2), np.int64)}
-    with progress_bar("evaluate", nz * layer_size, quiet=quiet) as bar:
-        for z0 in range(0, nz, per_batch):
-            layers = range(z0, min(nz, z0 + per_batch))
-            items = [(iz, iy, ix) for iz in layers for iy, ix in itertools.product(range(ny), range(nx))]
-            results = run_tasks(task, items, scheduler=scheduler, workers=workers, quiet=True)
-            bar.advance(len(items))
-            for r in results:
-                for key in ("dice", "surface", "euler"):
-                    if key in r:
-                        totals[key] += np.asarray(r[key], dtype=np.int64)
-                for t, p_term, g_term in r.get("tile_euler", ()):
-                    totals["tile_euler"][t] += (p_term, g_term)
-                for key in ("sse", "ssim"):
-                    if key in r:
-                        totals[key][0] += r[key][0]
-                        totals[key][1] += r[key][1]
-            for iz in layers:
-                _merge_layer(iz, [r for r in results if r["index"][0] == iz], mergers, totals)
+    for iz, layer in run_layers(task, counts, per_batch=per_batch, scheduler=scheduler,
+                                workers=workers, description="evaluate", quiet=quiet):
+        for r in layer:
+            for key in ("dice", "surface", "euler"):
+                if key in r:
+                    totals[key] += np.asarray(r[key], dtype=np.int64)
+            for t, p_term, g_term in r.get("tile_euler", ()):
+                totals["tile_euler"][t] += (p_term, g_term)
+            for key in ("sse", "ssim"):
+                if key in r:
+                    totals[key][0] += r[key][0]
+                    totals[key][1] += r[key][1]
+        _merge_layer(iz, layer, mergers, totals)
     if merge:
         totals["fg"] = [m.finish() for m in mergers["fg"]]
     if "betti" in needed:

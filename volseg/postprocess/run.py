@@ -23,7 +23,7 @@ import numpy as np
 from volseg.errors import VolsegError
 from volseg.geometry import as_slices, chunk_bounds, chunk_counts
 from volseg.metrics import components as cc
-from volseg.postprocess.kernels import (Binarise, close_box, component_table, filled_block, kept_block,
+from volseg.postprocess.kernels import (close_box, component_table, filled_block, kept_block,
                                         summarise_block)
 from volseg.postprocess.options import Options
 
@@ -72,8 +72,7 @@ def _summary_task(index, *, path, chunks, shape, binarise, fill) -> dict:
 
 def label_pass(path: str, shape, chunks, opts: Options, *, scheduler, workers, quiet) -> dict:
     """Pass 1: the global keep/fill decision of every provisional id, and each chunk's offsets."""
-    from volseg.parallel import run_tasks
-    from volseg.progress import progress_bar
+    from volseg.parallel import run_layers
 
     counts = chunk_counts(shape, chunks)
     nz, ny, nx = counts
@@ -85,21 +84,15 @@ def label_pass(path: str, shape, chunks, opts: Options, *, scheduler, workers, q
     lo, hi = np.inf, -np.inf
     task = functools.partial(_summary_task, path=path, chunks=chunks, shape=tuple(shape),
                              binarise=opts.binarise, fill=fill)
-    per_batch = max(1, _BATCH_BLOCKS // (ny * nx))
-    with progress_bar("labelling", nz * ny * nx, quiet=quiet) as bar:
-        for z0 in range(0, nz, per_batch):
-            layers = range(z0, min(nz, z0 + per_batch))
-            items = [(iz, iy, ix) for iz in layers for iy, ix in itertools.product(range(ny), range(nx))]
-            results = run_tasks(task, items, scheduler=scheduler, workers=workers, quiet=True)
-            bar.advance(len(items))
-            for iz in layers:
-                layer = [r for r in results if r["index"][0] == iz]  # in (iy, ix) order
-                for k in kinds:
-                    mergers[k].add_layer(iz, {r["index"][1:]: r[k] for r in layer})
-                    sizes[k].extend(r[f"{k}_size"] for r in layer)
-                strong.extend(r["fg_strong"] for r in layer if r["fg_strong"] is not None)
-                lo = min([lo] + [r["range"][0] for r in layer])
-                hi = max([hi] + [r["range"][1] for r in layer])
+    layers = run_layers(task, counts, per_batch=_BATCH_BLOCKS // (ny * nx), scheduler=scheduler,
+                        workers=workers, description="labelling", quiet=quiet)
+    for iz, layer in layers:                                   # layer: (iy, ix) order
+        for k in kinds:
+            mergers[k].add_layer(iz, {r["index"][1:]: r[k] for r in layer})
+            sizes[k].extend(r[f"{k}_size"] for r in layer)
+        strong.extend(r["fg_strong"] for r in layer if r["fg_strong"] is not None)
+        lo = min([lo] + [r["range"][0] for r in layer])
+        hi = max([hi] + [r["range"][1] for r in layer])
     opts.check_range(lo, hi, where=path)
     final, n, _ = mergers["fg"].finish()
     size, flag = component_table(final, n, _cat(sizes["fg"]), _cat(strong) if strong else None)
