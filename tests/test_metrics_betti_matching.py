@@ -132,3 +132,9 @@ def test_matched_counts_equal_4d_persistent_ranks(p, g):
     expected = _matched_by_4d_ranks(p, g) if p.any() and g.any() else [0, 0, 0]
     assert counts[0].tolist() == expected
     assert all(counts[0] <= np.minimum(counts[1], counts[2]))
+
+
+def test_available_with_the_topology_extra():
+    from volseg.metrics.betti_matching import available
+
+    assert available() is True        # dev installs volseg[topology]'s cripser

@@ -38,7 +38,7 @@ class DemoPlan:
     #: (``loss.ignore_label: null``) rather than leaving it out of the loss: the model learns the
     #: sheet's core, so its boundary errors fall in the band, which the metrics ignore, instead of
     #: beyond it, where the band cuts them off the sheet as loose shells (README, "Why the demo's
-    #: topology stays low": tunnels 8310 -> 3220, topology 0.075 -> 0.121, Dice 0.913 -> 0.903).
+    #: topology stays low": tunnels 8253 -> 3312, topology 0.075 -> 0.121, Dice 0.913 -> 0.903).
     ignore_as_background: bool = True
 
 
@@ -60,16 +60,13 @@ def _parse_shape(shape: int | None, plan: DemoPlan) -> DemoPlan:
 def _metrics(plan: DemoPlan, *, final: bool) -> str:
     """The demo's metrics: the streamed ones, and for the final prediction the exact Betti
     matching (``betti_matching``, ~10 s at 160^3) where the volume and the optional extra allow."""
-    from volseg.metrics.betti_matching import MAX_VOXELS, _cripser
+    from volseg.metrics.betti_matching import MAX_VOXELS, available
 
     names = "dice,surface_dice,voi,topology,score"
-    if not final or plan.shape ** 3 > MAX_VOXELS:
-        return names
-    try:
-        _cripser()              # optional extra volseg[topology] (GPL-3); make demo installs it
-    except VolsegError:
-        return names
-    return names + ",betti_matching"
+    # cripser is the optional extra volseg[topology] (GPL-3); make demo installs it
+    if final and plan.shape ** 3 <= MAX_VOXELS and available():
+        names += ",betti_matching"
+    return names
 
 
 def run_demo(out: str | os.PathLike = "volseg-demo", *, shape: int | None = None, fast: bool = False,

@@ -88,6 +88,15 @@ def _cripser(name: str = "_cripser"):
     raise VolsegError("--metrics", f"cripser's compiled module {name!r} was not found; reinstall cripser")
 
 
+def available() -> bool:
+    """Whether ``betti_matching`` can run here (the optional extra ``volseg[topology]``)."""
+    try:
+        _cripser()
+    except VolsegError:
+        return False
+    return True
+
+
 def barcode(mask, *, connectivity: int = 6) -> np.ndarray:
     """Persistence barcode of a binary 3D mask (filtration ``1 - mask``), from ``cripser``.
 
