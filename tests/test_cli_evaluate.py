@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from cli_checks import one_error_line
 from volseg.cli import app
 
 runner = CliRunner()
@@ -33,15 +34,6 @@ def volumes(tmp_path_factory):
     np.save(paths["short"], truth[:-1])
     np.save(paths["clean"], image + 0.05)
     return paths
-
-
-def _one_error_line(result, *needles):
-    assert result.exit_code == 2, (result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    assert "Traceback" not in result.stderr + result.stdout
 
 
 def test_json_has_metric_names_as_keys(volumes, tmp_path):
@@ -76,7 +68,7 @@ def test_betti_matching_refuses_a_volume_over_320_cubed(tmp_path):
     del big
     result = runner.invoke(app, ["evaluate", str(tmp_path / "big.npy"), str(tmp_path / "big.npy"),
                                  "--metrics", "betti_matching", "--quiet"])
-    _one_error_line(result, "--metrics", "320^3", "'topology'")
+    one_error_line(result, "--metrics", "320^3", "'topology'")
 
 
 def test_table_preview_and_intensity_defaults(volumes, tmp_path):
@@ -101,7 +93,7 @@ def test_table_preview_and_intensity_defaults(volumes, tmp_path):
 ])
 def test_bad_inputs_exit_2(volumes, args, needles):
     argv = ["evaluate"] + [str(volumes[a]) if a in volumes else a for a in args]
-    _one_error_line(runner.invoke(app, argv), *needles)
+    one_error_line(runner.invoke(app, argv), *needles)
 
 
 def test_real_subprocess(volumes):

@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from test_io_readers import BAD, _bad_inputs, make_volume, write_input
+from cli_checks import one_error_line
 from volseg.cli import app
 from volseg.io import open_volume
 
@@ -22,14 +23,6 @@ SCRIPT = Path(sys.executable).parent / "volseg"
 
 def _tree(path):
     return sorted((p.relative_to(path).as_posix(), p.read_bytes()) for p in path.rglob("*") if p.is_file())
-
-
-def _assert_one_error_line(result, path_text):
-    assert result.exit_code == 2, (result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert path_text in lines[0]
-    assert "Traceback" not in result.stderr + result.stdout
 
 
 def test_prepare_and_info_end_to_end(tmp_path):
@@ -60,14 +53,14 @@ def test_prepare_bad_input_exit_2_nothing_left(case, tmp_path):
     src = _bad_inputs(tmp_path)[case]
     out = tmp_path / "out" / "vol.zarr"
     result = runner.invoke(app, ["prepare", str(src), "-o", str(out)])
-    _assert_one_error_line(result, src.name)
+    one_error_line(result, src.name)
     assert not out.parent.exists() or not list(out.parent.iterdir())
 
 
 @pytest.mark.parametrize("case", ["missing", "corrupt-tiff", "4d-nifti", "group"])
 def test_info_bad_input_exit_2(case, tmp_path):
     src = _bad_inputs(tmp_path)[case]
-    _assert_one_error_line(runner.invoke(app, ["info", str(src)]), src.name)
+    one_error_line(runner.invoke(app, ["info", str(src)]), src.name)
 
 
 def test_existing_output_without_overwrite_is_untouched(tmp_path):
@@ -76,7 +69,7 @@ def test_existing_output_without_overwrite_is_untouched(tmp_path):
     assert runner.invoke(app, ["prepare", str(src), "-o", str(out), "-q"]).exit_code == 0
     before = _tree(out)
     np.save(src, make_volume("uint8", seed=9))
-    _assert_one_error_line(runner.invoke(app, ["prepare", str(src), "-o", str(out)]), "out.zarr")
+    one_error_line(runner.invoke(app, ["prepare", str(src), "-o", str(out)]), "out.zarr")
     assert "--overwrite" in runner.invoke(app, ["prepare", str(src), "-o", str(out)]).stderr
     assert _tree(out) == before
     result = runner.invoke(app, ["prepare", str(src), "-o", str(out), "--overwrite", "-q"])
@@ -88,7 +81,7 @@ def test_existing_output_without_overwrite_is_untouched(tmp_path):
 def test_bad_values_for_dtype_leave_nothing(tmp_path):
     src = write_input("npy", tmp_path, make_volume("uint16"))
     result = runner.invoke(app, ["prepare", str(src), "-o", str(tmp_path / "o.zarr"), "--dtype", "uint8"])
-    _assert_one_error_line(result, "--dtype")
+    one_error_line(result, "--dtype")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["vol.npy"]
 
 
@@ -99,7 +92,7 @@ def test_bad_values_for_dtype_leave_nothing(tmp_path):
 def test_bad_options(args, word, tmp_path):
     src = write_input("npy", tmp_path, make_volume("uint8"))
     result = runner.invoke(app, ["prepare", str(src), "-o", str(tmp_path / "o.zarr"), *args])
-    _assert_one_error_line(result, word)
+    one_error_line(result, word)
     assert not (tmp_path / "o.zarr").exists()
 
 

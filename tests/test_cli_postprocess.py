@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from cli_checks import one_error_line
 from volseg.cli import app
 
 runner = CliRunner()
@@ -31,15 +32,6 @@ def prob(tmp_path_factory):
     p = (0.5 + 0.4 * np.sin(x / 2.0) * np.cos(y / 3.0)).astype(np.float32)
     write_volume(root / "prob.zarr", p, chunks=8)
     return root / "prob.zarr"
-
-
-def _one_error_line(result, *needles):
-    assert result.exit_code == 2, (result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    assert "Traceback" not in result.stderr + result.stdout
 
 
 def test_postprocess_writes_uint8_labels_and_json(prob, tmp_path):
@@ -66,7 +58,7 @@ def test_postprocess_writes_uint8_labels_and_json(prob, tmp_path):
 def test_bad_options_exit_2_with_one_line_and_leave_the_input_alone(prob, tmp_path, args, needles):
     before = _digest(prob)
     result = runner.invoke(app, ["postprocess", str(prob), "-o", str(tmp_path / "o.zarr"), "--quiet", *args])
-    _one_error_line(result, *needles)
+    one_error_line(result, *needles)
     assert not (tmp_path / "o.zarr").exists()
     assert _digest(prob) == before
 
@@ -74,7 +66,7 @@ def test_bad_options_exit_2_with_one_line_and_leave_the_input_alone(prob, tmp_pa
 def test_output_equal_to_or_inside_the_input_is_refused(prob):
     before = _digest(prob)
     for out, why in ((prob, "is the input"), (prob / "labels" / "clean", "lies inside the input")):
-        _one_error_line(runner.invoke(app, ["postprocess", str(prob), "-o", str(out), "--quiet"]), why)
+        one_error_line(runner.invoke(app, ["postprocess", str(prob), "-o", str(out), "--quiet"]), why)
     assert _digest(prob) == before
 
 
@@ -102,7 +94,7 @@ def test_predict_stitch_postprocess_writes_the_same_labels_as_postprocess(tmp_pa
     base = ["predict", str(tmp_path / "run"), str(tmp_path / "v.npy"), "-o", str(tmp_path / "p.zarr"),
             "--patch", "8", "--chunks", "8", "--device", "cpu", "--quiet"]
     bad = runner.invoke(app, base + ["--postprocess", str(tmp_path / "l.zarr")])
-    _one_error_line(bad, "--postprocess", "--stitch")
+    one_error_line(bad, "--postprocess", "--stitch")
     ok = runner.invoke(app, base + ["--stitch", "--postprocess", str(tmp_path / "l.zarr"), "--json", "-"])
     assert ok.exit_code == 0, ok.stderr
     assert json.loads(ok.stdout)["postprocess"]["chunks_written"] == 8
