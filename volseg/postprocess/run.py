@@ -278,7 +278,7 @@ def postprocess(pred: str | os.PathLike, output: str | os.PathLike, *, threshold
     from volseg.io import create_volume, read_meta
     from volseg.io.completion import check_complete
     from volseg.io.outputs import guard_output
-    from volseg.io.streaming import parse_chunks, same_path
+    from volseg.io.streaming import parse_chunks
     from volseg.parallel import parse_part, parse_scheduler, parse_workers, run_tasks
 
     t0 = time.perf_counter()
@@ -290,8 +290,6 @@ def postprocess(pred: str | os.PathLike, output: str | os.PathLike, *, threshold
     meta = read_meta(pred)
     opts = Options.parse(meta.dtype, threshold=threshold, hysteresis=hysteresis, close=close,
                          min_size=min_size, fill_holes=fill_holes, where=str(pred))
-    if same_path(pred, output):
-        raise VolsegError(output, f"is, contains or lies inside the input {pred}; choose another -o")
     path, shape = os.path.abspath(pred), tuple(meta.shape)
     chunks = tuple(min(c, s) for c, s in zip(chunks, shape))
     settings = {"command": "postprocess", "input": path, "input_version": _version(path),
