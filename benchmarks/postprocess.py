@@ -8,7 +8,7 @@ metrics. A probability map, if given (``--prediction prob.zarr --truth labels``)
 
     python benchmarks/postprocess.py --shape 64 --seeds 0 1
     python benchmarks/postprocess.py --prediction volseg-demo/prediction.zarr \\
-        --truth volseg-demo/scroll.zarr/labels/surface
+        --truth volseg-demo/scroll.zarr/labels/surface   # --prediction may be repeated
 
 Prints one JSON object, then a table.
 """
@@ -26,9 +26,15 @@ SETTINGS = [
     {"name": "min-size 20", "min_size": 20, "fill_holes": 0, "close": 0},
     {"name": "min-size 200", "min_size": 200, "fill_holes": 0, "close": 0},
     {"name": "min-size 200, fill-holes 8", "min_size": 200, "fill_holes": 8, "close": 0},
-    {"name": "min-size 200, fill-holes 16 (default)", "min_size": 200, "fill_holes": 16, "close": 0},
+    {"name": "min-size 200, fill-holes 16 (labels' default)", "min_size": 200, "fill_holes": 16, "close": 0},
     {"name": "min-size 200, fill-holes 32", "min_size": 200, "fill_holes": 32, "close": 0},
     {"name": "min-size 200, fill-holes 16, close 1", "min_size": 200, "fill_holes": 16, "close": 1},
+]
+#: Extra rows for probability maps: a Gaussian (sigma in voxels) before the threshold.
+SMOOTH_SETTINGS = [
+    {"name": f"smooth {sigma:g}, min-size 200, fill-holes 16{tag}", "smooth": sigma, "min_size": 200,
+     "fill_holes": 16, "close": 0}
+    for sigma, tag in ((0.7, ""), (1.0, " (default)"), (1.5, ""))
 ]
 METRICS = "dice,surface_dice,voi,topology,score,betti"
 
@@ -58,10 +64,10 @@ def score_settings(values, truth, *, threshold=None) -> list[dict]:
     from volseg.postprocess import postprocess_array
 
     rows = []
-    for s in SETTINGS:
+    for s in SETTINGS + (SMOOTH_SETTINGS if values.dtype.kind == "f" else []):
         t0 = time.perf_counter()
-        out = postprocess_array(values, threshold=threshold, min_size=s["min_size"],
-                                fill_holes=s["fill_holes"], close=s["close"])
+        out = postprocess_array(values, threshold=threshold, smooth=s.get("smooth", 0.0),
+                                min_size=s["min_size"], fill_holes=s["fill_holes"], close=s["close"])
         seconds = time.perf_counter() - t0
         m = evaluate(out, truth, metrics=METRICS, quiet=True, scheduler="synchronous")
         rows.append({**s, **{k: m[k] for k in ("dice", "surface_dice", "voi", "topology", "score")},
@@ -76,27 +82,29 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--specks", type=int, default=150)
     ap.add_argument("--holes", type=int, default=40)
-    ap.add_argument("--prediction", help="A probability map (or labels) to score as well.")
+    ap.add_argument("--prediction", action="append", default=[],
+                    help="A probability map (or labels) to score as well; repeat for several.")
     ap.add_argument("--truth", help="Its truth labels (0, 1, 2 ignore).")
     args = ap.parse_args()
     cases = []
     for seed in args.seeds:
         truth, pred = damaged(args.shape, seed, specks=args.specks, holes=args.holes)
         cases.append({"case": f"damaged scroll {args.shape}^3 seed {seed}", "rows": score_settings(pred, truth)})
-    if args.prediction:
+    for path in args.prediction:
         from volseg.io import open_volume
 
-        values = np.asarray(open_volume(args.prediction).compute())
+        values = np.asarray(open_volume(path).compute())
         truth = np.asarray(open_volume(args.truth).compute())
-        cases.append({"case": args.prediction,
+        cases.append({"case": path,
                       "rows": score_settings(values, truth, threshold=0.5 if values.dtype.kind == "f" else None)})
     print(json.dumps({"cases": cases}))
     for case in cases:
         print(f"\n{case['case']}")
-        print(f"{'setting':40s} {'Dice':>7s} {'topology':>9s} {'score':>7s}  betti pred / truth")
+        print(f"{'setting':52s} {'Dice':>7s} {'sDice':>7s} {'VOI':>6s} {'topology':>9s} {'score':>7s}  "
+              "betti pred / truth")
         for r in case["rows"]:
-            print(f"{r['name']:40s} {r['dice']:7.4f} {r['topology']:9.4f} {r['score']:7.4f}  "
-                  f"{r['betti_pred']} / {r['betti_truth']}")
+            print(f"{r['name']:52s} {r['dice']:7.4f} {r['surface_dice']:7.4f} {r['voi']:6.3f} "
+                  f"{r['topology']:9.4f} {r['score']:7.4f}  {r['betti_pred']} / {r['betti_truth']}")
 
 
 if __name__ == "__main__":

@@ -54,6 +54,9 @@ def test_postprocess_writes_uint8_labels_and_json(prob, tmp_path):
     (["--min-size", "-3"], ("--min-size", ">= 0")),
     (["--fill-holes", "-1"], ("--fill-holes", ">= 0")),
     (["--part", "3/2"], ("--part",)),
+    (["--smooth", "-1"], ("--smooth", "between 0 and 8")),
+    (["--smooth", "nan"], ("--smooth", "between 0 and 8")),
+    (["--smooth", "40"], ("--smooth", "between 0 and 8")),
 ])
 def test_bad_options_exit_2_with_one_line_and_leave_the_input_alone(prob, tmp_path, args, needles):
     before = _digest(prob)
@@ -61,6 +64,18 @@ def test_bad_options_exit_2_with_one_line_and_leave_the_input_alone(prob, tmp_pa
     one_error_line(result, *needles)
     assert not (tmp_path / "o.zarr").exists()
     assert _digest(prob) == before
+
+
+def test_smooth_on_integer_labels_is_refused(tmp_path):
+    labels = tmp_path / "labels.npy"
+    np.save(labels, (np.arange(16 ** 3).reshape(16, 16, 16) % 7 == 0).astype(np.uint8))
+    before = labels.read_bytes()
+    result = runner.invoke(app, ["postprocess", str(labels), "-o", str(tmp_path / "o.zarr"), "--smooth", "1"])
+    one_error_line(result, "--smooth", "integer labels")
+    assert not (tmp_path / "o.zarr").exists() and labels.read_bytes() == before
+    ok = runner.invoke(app, ["postprocess", str(labels), "-o", str(tmp_path / "o.zarr"), "--smooth", "0",
+                             "--min-size", "0", "--quiet"])
+    assert ok.exit_code == 0, ok.stderr
 
 
 def test_output_equal_to_or_inside_the_input_is_refused(prob):
@@ -102,4 +117,4 @@ def test_predict_stitch_postprocess_writes_the_same_labels_as_postprocess(tmp_pa
 
     prob = zarr.open_array(str(tmp_path / "p.zarr" / "0"))[:]
     np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "l.zarr" / "0"))[:],
-                                  postprocess_array(prob, threshold=0.5, min_size=200, fill_holes=16))
+                                  postprocess_array(prob, threshold=0.5, smooth=1.0, min_size=200, fill_holes=16))

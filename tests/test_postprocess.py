@@ -54,8 +54,8 @@ def test_hysteresis_equals_skimage_with_26_connected_components(tmp_path):
     prob = _smooth_noise(3, (40, 36, 50))
     write_volume(tmp_path / "p.zarr", prob, chunks=16)
     low, high = 0.55, 0.7
-    postprocess(tmp_path / "p.zarr", tmp_path / "o.zarr", hysteresis=f"{low},{high}", close=0, min_size=0,
-                fill_holes=0, chunks=16, scheduler="threads", workers=2, quiet=True)
+    postprocess(tmp_path / "p.zarr", tmp_path / "o.zarr", hysteresis=f"{low},{high}", smooth=0, close=0,
+                min_size=0, fill_holes=0, chunks=16, scheduler="threads", workers=2, quiet=True)
     got = _read(tmp_path / "o.zarr").astype(bool)
     # skimage labels the weak mask with ndi.label's default 6-connectivity; volseg's components are
     # 26-connected, so compare with the same rule on 26-connected components ...
@@ -87,7 +87,7 @@ def test_fill_holes_fills_cavities_up_to_n_voxels_and_equals_the_reference(tmp_p
         np.testing.assert_array_equal(got, postprocess_array(shell, fill_holes=n, min_size=0))
     prob = _smooth_noise(4)
     write_volume(tmp_path / "p.zarr", prob, chunks=16)
-    postprocess(tmp_path / "p.zarr", tmp_path / "pf.zarr", threshold=0.45, fill_holes=40, close=0,
+    postprocess(tmp_path / "p.zarr", tmp_path / "pf.zarr", threshold=0.45, smooth=0, fill_holes=40, close=0,
                 min_size=5, chunks=16, scheduler="synchronous", quiet=True)
     ref = postprocess_array(prob, threshold=0.45, fill_holes=40, min_size=5)
     assert ref.sum() > (prob >= 0.45).sum() - 1  # something filled, little removed
@@ -113,16 +113,36 @@ def test_slice_holes_close_tunnels_without_bridging_sheets(tmp_path):
 def test_close_with_halo_equals_the_whole_volume_closing(tmp_path):
     prob = _smooth_noise(5, (36, 30, 40))
     write_volume(tmp_path / "p.zarr", prob, chunks=12)
-    postprocess(tmp_path / "p.zarr", tmp_path / "o.zarr", threshold=0.55, close=2, min_size=10,
+    postprocess(tmp_path / "p.zarr", tmp_path / "o.zarr", threshold=0.55, smooth=1.0, close=2, min_size=10,
                 fill_holes=15, chunks=12, scheduler="synchronous", quiet=True)
-    np.testing.assert_array_equal(_read(tmp_path / "o.zarr"),
-                                  postprocess_array(prob, threshold=0.55, close=2, min_size=10, fill_holes=15))
+    np.testing.assert_array_equal(_read(tmp_path / "o.zarr"), postprocess_array(
+        prob, threshold=0.55, smooth=1.0, close=2, min_size=10, fill_holes=15))
     sheet = np.zeros((9, 9, 9), bool)
     sheet[:, :, 3:6] = True
     holed = sheet.copy()
     holed[4, 4:6, 3:6] = False       # a hole 2 voxels wide through the 3-voxel sheet
     closed = close_mask(holed, 1)
     assert closed[4, 4:6, 4].all() and (closed <= sheet).all()  # the tunnel is shut in the middle
+
+
+def test_smoothing_over_small_chunks_equals_the_whole_volume_filter(tmp_path):
+    # Noisy probabilities, blocks of 10 voxels: a sigma-2.5 kernel (radius 10) reaches past the
+    # neighbouring block, and blocks at the volume border reflect as the whole volume does.
+    prob = _smooth_noise(7, (24, 22, 33), sigma=0.6)
+    write_volume(tmp_path / "p.zarr", prob, chunks=10)
+    for sigma, holes in ((0.7, 8), (2.5, 0)):
+        out = tmp_path / f"s{sigma}.zarr"
+        postprocess(tmp_path / "p.zarr", out, smooth=sigma, min_size=10, fill_holes=holes, chunks=10,
+                    scheduler="threads", workers=2, quiet=True)
+        ref = postprocess_array(prob, threshold=0.5, smooth=sigma, min_size=10, fill_holes=holes)
+        np.testing.assert_array_equal(_read(out), ref)
+        assert (ref != postprocess_array(prob, threshold=0.5, min_size=10, fill_holes=holes)).sum() > 100
+    # A float input without --smooth is smoothed with the default sigma; labels are not.
+    from volseg.postprocess.options import DEFAULT_SMOOTH
+
+    postprocess(tmp_path / "p.zarr", tmp_path / "d.zarr", chunks=16, scheduler="synchronous", quiet=True)
+    np.testing.assert_array_equal(_read(tmp_path / "d.zarr"), postprocess_array(
+        prob, threshold=0.5, smooth=DEFAULT_SMOOTH, min_size=200, fill_holes=16))
 
 
 def test_parts_and_resume_equal_one_pass(tmp_path):

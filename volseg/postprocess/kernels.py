@@ -1,6 +1,7 @@
 """Block kernels of ``volseg postprocess``: pure numpy/scikit-image, no storage, no graph.
 
-A post-processing run binarises the prediction, labels the 26-connected foreground components
+A post-processing run optionally smooths a probability map (Gaussian, :func:`smooth_values`),
+binarises the prediction, labels the 26-connected foreground components
 and the 6-connected background components of every chunk, merges them across chunk faces into
 global components (:class:`volseg.metrics.components.FaceMerger`) and decides per component:
 
@@ -28,6 +29,23 @@ import numpy as np
 
 from volseg.metrics import components as cc
 
+_TRUNCATE = 4.0    # Gaussian kernel radius in standard deviations (scipy's default)
+
+
+def smooth_values(values: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian-filtered float32 copy of ``values`` (sigma in voxels, edges reflected).
+
+    A network's probabilities flicker voxel by voxel at sheet boundaries and in the noise; one
+    voxel of smoothing before the threshold removes most one-voxel bumps, pits and specks, which
+    are tunnels and components to the topology metrics (``benchmarks/postprocess.py``). On a
+    block read with :attr:`Binarise.halo` voxels of context (fewer only at the volume border,
+    where the reflection is the whole volume's), the block's values equal the whole volume's.
+    """
+    from scipy.ndimage import gaussian_filter
+
+    return gaussian_filter(np.asarray(values, dtype=np.float32), sigma, mode="reflect",
+                           truncate=_TRUNCATE, output=np.float32)
+
 
 @dataclass(frozen=True)
 class Binarise:
@@ -38,10 +56,19 @@ class Binarise:
       :func:`skimage.filters.apply_hysteresis_threshold`); the weak mask is labelled and a weak
       component survives when it holds a strong voxel anywhere in the volume.
     * neither: an integer/bool volume is foreground where ``value > 0``.
+
+    ``smooth`` sigma > 0 first filters a probability map with a Gaussian of that standard
+    deviation (voxels, :func:`smooth_values`); a block then needs :attr:`halo` voxels of context.
     """
 
     threshold: float | None = None
     hysteresis: tuple[float, float] | None = None
+    smooth: float = 0.0
+
+    @property
+    def halo(self) -> int:
+        """Voxels of context the smoothing reads on each side (scipy's kernel radius)."""
+        return int(_TRUNCATE * self.smooth + 0.5) if self.smooth else 0
 
     def masks(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """``(foreground, strong)`` boolean masks of a block (strong is None without hysteresis)."""
@@ -181,8 +208,8 @@ def close_box(box: np.ndarray, lo, hi, start, stop, shape, *, radius: int, holes
 
 
 def postprocess_array(values: np.ndarray, *, threshold: float | None = None,
-                      hysteresis: tuple[float, float] | None = None, close: int = 0,
-                      min_size: int = 0, fill_holes: int = 0) -> np.ndarray:
+                      hysteresis: tuple[float, float] | None = None, smooth: float = 0.0,
+                      close: int = 0, min_size: int = 0, fill_holes: int = 0) -> np.ndarray:
     """Whole-volume reference of ``volseg postprocess`` (in memory, for checks and small data).
 
     Parameters
@@ -191,6 +218,9 @@ def postprocess_array(values: np.ndarray, *, threshold: float | None = None,
         Probabilities (with ``threshold`` or ``hysteresis``) or labels (foreground > 0).
     threshold, hysteresis
         See :class:`Binarise`.
+    smooth : float
+        Sigma (voxels) of a Gaussian applied to ``values`` before the threshold
+        (:func:`smooth_values`); 0: none.
     close : int
         Radius of the closing (:func:`close_mask`) applied to the kept components (0: none).
     min_size : int
@@ -207,7 +237,8 @@ def postprocess_array(values: np.ndarray, *, threshold: float | None = None,
     """
     from skimage.measure import label
 
-    fg, strong = Binarise(threshold, hysteresis).masks(np.asarray(values))
+    values = smooth_values(values, smooth) if smooth else np.asarray(values)
+    fg, strong = Binarise(threshold, hysteresis, smooth).masks(values)
     labels, n = label(fg, connectivity=3, return_num=True)
     size = np.bincount(labels.ravel(), minlength=n + 1)
     keep = size >= min_size

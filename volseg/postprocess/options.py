@@ -15,6 +15,11 @@ DEFAULT_MIN_SIZE = 200
 DEFAULT_FILL_HOLES = 16
 #: Default ``--close`` (radius of the closing ball in voxels; 0 = no closing).
 DEFAULT_CLOSE = 0
+#: Default ``--smooth`` of a float (probability) input: Gaussian sigma in voxels, chosen with
+#: ``benchmarks/postprocess.py --prediction`` on demo predictions. Integer (label) inputs: 0.
+DEFAULT_SMOOTH = 1.0
+#: Largest ``--smooth``: the kernel reads 4 sigma of context around every block.
+MAX_SMOOTH = 8.0
 #: Default threshold of a float (probability) input without ``--threshold``/``--hysteresis``.
 DEFAULT_THRESHOLD = 0.5
 
@@ -46,19 +51,36 @@ def _parse_size(value, default: int, name: str) -> int:
     return size
 
 
+def parse_smooth(value, kind: str, where: str) -> float:
+    """``--smooth SIGMA`` -> sigma in voxels (default: :data:`DEFAULT_SMOOTH` for float data, else 0)."""
+    if value is None:
+        return DEFAULT_SMOOTH if kind == "f" else 0.0
+    try:
+        sigma = float(value)
+    except (TypeError, ValueError):
+        raise VolsegError("--smooth", f"expected a Gaussian sigma in voxels such as 1.0, got {value!r}") from None
+    if not (np.isfinite(sigma) and 0 <= sigma <= MAX_SMOOTH):
+        raise VolsegError("--smooth", f"must be a sigma between 0 and {MAX_SMOOTH:g} voxels, got {value!r}")
+    if sigma and kind != "f":
+        raise VolsegError("--smooth", f"smooths probabilities, but {where} holds integer labels; "
+                          "drop --smooth (or pass --smooth 0)")
+    return sigma
+
+
 @dataclass(frozen=True)
 class Options:
     """Validated post-processing settings (see :func:`volseg.postprocess.postprocess`)."""
 
     threshold: float | None
     hysteresis: tuple[float, float] | None
+    smooth: float
     close: int
     min_size: int
     fill_holes: int
 
     @classmethod
-    def parse(cls, dtype, *, threshold=None, hysteresis=None, close=None, min_size=None,
-              fill_holes=None, where: str = "input") -> "Options":
+    def parse(cls, dtype, *, threshold=None, hysteresis=None, smooth=None, close=None,
+              min_size=None, fill_holes=None, where: str = "input") -> "Options":
         """Validate the options against the input's dtype (float: probabilities)."""
         hysteresis = parse_hysteresis(hysteresis)
         if threshold is not None and hysteresis is not None:
@@ -72,13 +94,14 @@ class Options:
             raise VolsegError(where, f"has dtype {dtype}; post-processing needs numbers (probabilities or labels)")
         if kind == "f" and threshold is None and hysteresis is None:
             threshold = DEFAULT_THRESHOLD
-        return cls(threshold, hysteresis, _parse_size(close, DEFAULT_CLOSE, "--close"),
+        return cls(threshold, hysteresis, parse_smooth(smooth, kind, where),
+                   _parse_size(close, DEFAULT_CLOSE, "--close"),
                    _parse_size(min_size, DEFAULT_MIN_SIZE, "--min-size"),
                    _parse_size(fill_holes, DEFAULT_FILL_HOLES, "--fill-holes"))
 
     @property
     def binarise(self) -> Binarise:
-        return Binarise(self.threshold, self.hysteresis)
+        return Binarise(self.threshold, self.hysteresis, self.smooth)
 
     def check_range(self, lo: float, hi: float, *, where: str) -> None:
         """Refuse a threshold that leaves nothing (or everything) foreground on data in [lo, hi]."""
@@ -95,5 +118,6 @@ class Options:
 
     def settings(self) -> dict:
         return {"threshold": self.threshold,
-                "hysteresis": list(self.hysteresis) if self.hysteresis else None, "close": self.close,
+                "hysteresis": list(self.hysteresis) if self.hysteresis else None, "smooth": self.smooth,
+                "close": self.close,
                 "min_size": self.min_size, "fill_holes": self.fill_holes}

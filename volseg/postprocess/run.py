@@ -24,7 +24,7 @@ from volseg.errors import VolsegError
 from volseg.geometry import as_slices, chunk_bounds, chunk_counts
 from volseg.metrics import components as cc
 from volseg.postprocess.kernels import (close_box, component_table, filled_block, kept_block,
-                                        summarise_block)
+                                        smooth_values, summarise_block)
 from volseg.postprocess.options import Options
 
 TABLES = "volseg_tables"
@@ -60,10 +60,24 @@ def _read(path: str, start, stop) -> np.ndarray:
     return np.asarray(region)
 
 
+def _values(path: str, start, stop, shape, binarise) -> tuple[np.ndarray, np.ndarray]:
+    """(raw values, values to binarise) of the block ``[start, stop)``: with smoothing, the block
+    is read with ``binarise.halo`` voxels of context, filtered, and cropped back."""
+    if not binarise.smooth:
+        values = _read(path, start, stop)
+        return values, values
+    from volseg.geometry import with_halo
+
+    lo, hi = with_halo(start, stop, binarise.halo, shape)
+    box = _read(path, lo, hi)
+    inner = as_slices([s - a for s, a in zip(start, lo)], [t - a for t, a in zip(stop, lo)])
+    return box[inner], smooth_values(box, binarise.smooth)[inner]
+
+
 def _summary_task(index, *, path, chunks, shape, binarise, fill) -> dict:
     start, stop = chunk_bounds(index, chunks, shape)
-    values = _read(path, start, stop)
-    fg, strong = binarise.masks(values)
+    values, smoothed = _values(path, start, stop, shape, binarise)
+    fg, strong = binarise.masks(smoothed)
     out = summarise_block(fg, strong, fill=fill, start=start, stop=stop, shape=shape)
     out["index"] = tuple(index)
     out["range"] = (float(values.min()), float(values.max())) if values.size else (np.inf, -np.inf)
@@ -181,7 +195,7 @@ def _cached_tables(output: str) -> dict:
 def _kept(path, index, chunks, shape, binarise, t) -> tuple[np.ndarray, np.ndarray]:
     """(binarised foreground, kept foreground) of chunk ``index``."""
     start, stop = chunk_bounds(index, chunks, shape)
-    fg, _ = binarise.masks(_read(path, start, stop))
+    fg, _ = binarise.masks(_values(path, start, stop, shape, binarise)[1])
     return fg, kept_block(fg, t["keep_fg"], int(t["fg_offsets"][tuple(index)]))
 
 
@@ -225,7 +239,7 @@ def _write_task(index, *, path, output, chunks, shape, binarise, close, holes) -
 
 
 def postprocess(pred: str | os.PathLike, output: str | os.PathLike, *, threshold: float | None = None,
-                hysteresis=None, close: int | None = None, min_size: int | None = None,
+                hysteresis=None, smooth: float | None = None, close: int | None = None, min_size: int | None = None,
                 fill_holes: int | None = None,
                 chunks=128, scheduler: str = "threads", workers: int | None = None, part=None,
                 overwrite: bool = False, quiet: bool = False) -> dict:
@@ -244,6 +258,11 @@ def postprocess(pred: str | os.PathLike, output: str | os.PathLike, *, threshold
     hysteresis : (low, high) or "LOW,HIGH", optional
         Weak ``> low``, strong ``> high``; weak 26-connected components holding a strong voxel
         anywhere in the volume survive.
+    smooth : float, optional
+        Sigma (voxels) of a Gaussian filter applied to a probability map before the threshold
+        (each block is read with 4 sigma of context, so the result equals the whole volume's).
+        Default :data:`volseg.postprocess.options.DEFAULT_SMOOTH` for float input, 0 (none) for
+        integer labels, where any other value is refused.
     close : int, optional
         Radius r of a binary closing (ball) applied to the kept components: closes tunnels
         (holes through a sheet) up to ~2r voxels across, and gaps up to ~2r between surfaces.
@@ -288,7 +307,7 @@ def postprocess(pred: str | os.PathLike, output: str | os.PathLike, *, threshold
     guard_output(output, inputs=[pred], kind="volume", overwrite=overwrite)
     check_complete(pred)
     meta = read_meta(pred)
-    opts = Options.parse(meta.dtype, threshold=threshold, hysteresis=hysteresis, close=close,
+    opts = Options.parse(meta.dtype, threshold=threshold, hysteresis=hysteresis, smooth=smooth, close=close,
                          min_size=min_size, fill_holes=fill_holes, where=str(pred))
     path, shape = os.path.abspath(pred), tuple(meta.shape)
     chunks = tuple(min(c, s) for c, s in zip(chunks, shape))
