@@ -29,6 +29,9 @@ from volseg.postprocess.options import Options
 
 TABLES = "volseg_tables"
 _BATCH_BLOCKS = 256
+#: Chunks whose kept masks pass 2 keeps for the next tasks' halos (neighbouring tasks share 18
+#: of their 27 chunks; at most this many binarised chunks, e.g. 64 MB of 128^3 chunks).
+_KEPT_CACHE = 32
 
 
 @functools.lru_cache(maxsize=4)
@@ -185,7 +188,9 @@ def load_tables(output: Path) -> dict | None:
 
 
 @functools.lru_cache(maxsize=2)
-def _cached_tables(output: str) -> dict:
+def _cached_tables(output: str, token: int = 0) -> dict:
+    """The tables of ``output``; ``token`` (their mtime) keeps a long-lived worker from reusing
+    another run's tables or chunks."""
     tables = load_tables(Path(output))
     if tables is None:
         raise VolsegError(output, f"lost its {TABLES} folder while running; rerun the command")
@@ -199,16 +204,25 @@ def _kept(path, index, chunks, shape, binarise, t) -> tuple[np.ndarray, np.ndarr
     return fg, kept_block(fg, t["keep_fg"], int(t["fg_offsets"][tuple(index)]))
 
 
-def _write_task(index, *, path, output, chunks, shape, binarise, close, holes) -> int:
+@functools.lru_cache(maxsize=_KEPT_CACHE)
+def _kept_cached(path, output, token, index, chunks, shape, binarise) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_kept` of one chunk, kept (read-only) for the neighbouring tasks."""
+    masks = _kept(path, index, chunks, shape, binarise, _cached_tables(output, token))
+    for m in masks:
+        m.setflags(write=False)
+    return masks
+
+
+def _write_task(index, *, path, output, token, chunks, shape, binarise, close, holes) -> int:
     import zarr
 
     from volseg.geometry import with_halo
     from volseg.inference.resume import Markers
 
-    t = _cached_tables(output)
+    t = _cached_tables(output, token)
     index = tuple(index)
     start, stop = chunk_bounds(index, chunks, shape)
-    fg, out = _kept(path, index, chunks, shape, binarise, t)
+    fg, out = _kept_cached(path, output, token, index, chunks, shape, binarise)
     if close or holes:
         # The closing and the slice holes need the kept mask 2r + N voxels around the chunk:
         # relabel the neighbouring chunks exactly as pass 1 did and map their ids through the
@@ -227,7 +241,8 @@ def _write_task(index, *, path, output, chunks, shape, binarise, close, holes) -
             b = [min(x, y) for x, y in zip(s1, hi)]
             if any(x >= y for x, y in zip(a, b)):
                 continue
-            kept = out if nb == index else _kept(path, nb, chunks, shape, binarise, t)[1]
+            kept = out if nb == index else \
+                _kept_cached(path, output, token, nb, chunks, shape, binarise)[1]
             box[as_slices([x - y for x, y in zip(a, lo)], [x - y for x, y in zip(b, lo)])] = \
                 kept[as_slices([x - y for x, y in zip(a, s0)], [x - y for x, y in zip(b, s0)])]
         out = close_box(box, lo, hi, start, stop, shape, radius=close, holes=holes)
@@ -328,14 +343,19 @@ def postprocess(pred: str | os.PathLike, output: str | os.PathLike, *, threshold
     if not resumed or load_tables(out) is None:
         save_tables(out, tables)
     _cached_tables.cache_clear()
+    _kept_cached.cache_clear()
     stats = [int(v) for v in load_tables(out)["stats"]]
     mine = select_part(grid, part)
     todo = markers.todo(mine)
-    task = functools.partial(_write_task, path=path, output=str(out), chunks=chunks, shape=shape,
-                             binarise=opts.binarise, close=opts.close, holes=opts.fill_holes)
+    token = (out / TABLES / "stats.npy").stat().st_mtime_ns
+    task = functools.partial(_write_task, path=path, output=str(out), token=token, chunks=chunks,
+                             shape=shape, binarise=opts.binarise, close=opts.close, holes=opts.fill_holes)
     with removed_if_empty(out, resumed or part is not None):
-        run_tasks(task, todo, scheduler=scheduler, workers=workers, description="post-processing",
-                  quiet=quiet)
+        try:
+            run_tasks(task, todo, scheduler=scheduler, workers=workers, description="post-processing",
+                      quiet=quiet)
+        finally:
+            _kept_cached.cache_clear()
     complete = finish_output(output, out, total=len(grid))
     return {"output": str(output), "complete": complete, "components": stats[0], "components_removed": stats[1],
             "cavities_filled": stats[2], "chunks_total": len(mine),
