@@ -13,7 +13,8 @@ here, independently of volseg's.
 
 Cases: the hand cases of tests/test_metrics_betti_matching.py, random blob volumes (smoothed
 noise thresholded; the prediction's noise is the truth's plus independent noise), independent
-random voxels (8^3: ties everywhere, all dimensions populated) and crops of the
+random voxels (8^3: ties everywhere, all dimensions populated), boxes with odd or 1-voxel sides,
+and crops of the
 synthetic scroll (truth = label 1; prediction = damaged copies, ignore label set to background as
 the leaderboard does), each matched whole (tiles 1) and with the leaderboard's tiles (2).
 Where the counts differ, Betti-Matching-3D is run again on the 8 mirror images of the pair and
@@ -154,6 +155,18 @@ def hand_cases():
     yield "empty vs torus", empty, torus
     yield "torus vs empty", torus, empty
     yield "two cubes vs empty", two, empty
+    yield "full box vs ball", np.ones_like(ball), ball
+
+
+def odd_shape_cases(seed: int = 5):
+    """Smoothed noise in boxes with odd or tiny sides (uneven tiles, flat and 1-voxel boxes)."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    for shape in ((25, 31, 17), (3, 40, 40), (1, 30, 30), (2, 2, 50), (33, 1, 20)):
+        t = ndimage.gaussian_filter(rng.standard_normal(shape), 1.0)
+        p = ndimage.gaussian_filter(rng.standard_normal(shape), 1.0) + t
+        yield f"odd shape {shape}", p > 0.1, t > 0.1
 
 
 def blob_cases(sizes, seeds, fractions=(0.3, 0.5, 0.7)):
@@ -252,6 +265,7 @@ def main(argv=None) -> dict:
     rows = []
     groups = (("hand", hand_cases()), ("blobs", blob_cases(args.blob_sizes, args.blob_seeds)),
               ("noise", noise_cases(args.noise_size, args.noise_seeds)),
+              ("odd shapes", odd_shape_cases()),
               ("scroll", scroll_cases(args.scroll_sizes, args.scroll_seeds)))
     for group, cases in groups:
         for name, pred, truth in cases:
@@ -259,7 +273,7 @@ def main(argv=None) -> dict:
                 rows.append({"group": group, **compare(bm, name, np.asarray(pred, bool),
                                                        np.asarray(truth, bool), tiles)})
     summary = {}
-    for group in ("hand", "blobs", "noise", "scroll", "all"):
+    for group in ("hand", "blobs", "noise", "odd shapes", "scroll", "all"):
         sel = [r for r in rows if group in ("all", r["group"])]
         diffs = np.array([abs(r["topology_diff"]) for r in sel])
         summary[group] = {
