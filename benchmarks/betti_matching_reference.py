@@ -243,6 +243,13 @@ def compare(bm, name, pred, truth, tiles: int) -> dict:
     return row
 
 
+def to_json(report: dict) -> str:
+    """The report as JSON, one line per compared case."""
+    head = json.dumps({k: v for k, v in report.items() if k != "rows"}, indent=1)
+    rows = ",\n  ".join(json.dumps(r) for r in report["rows"])
+    return f'{head[:-2]},\n "rows": [\n  {rows}\n ]\n}}'
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bm3d", default=os.environ.get("VOLSEG_BM3D"),
@@ -294,7 +301,7 @@ def main(argv=None) -> dict:
               "reference": "nstucki/Betti-Matching-3D compute_matching on ~mask (uint8), "
                            "counted and tiled as topometrics' TopoScore / compute_leaderboard_score",
               "seconds": round(time.perf_counter() - start, 1), "summary": summary, "rows": rows}
-    text = json.dumps(report, indent=1)
+    text = to_json(report)
     print(text)
     if args.json and args.json != "-":
         Path(args.json).write_text(text + "\n")
