@@ -24,10 +24,13 @@ what this module does the same way:
 The matched count. A feature of P is matched to one of G when both map to the same feature of
 U under the inclusions P -> U <- G (the induced matchings through the comparison barcode).
 For binary masks every bar is born at 0 and dies at 1, so the induced matchings are decided by
-ties alone: Betti-Matching-3D breaks them by its cell order, which can pair features far apart
-or leave neighbours unpaired depending on how the background happens to be enumerated. This
-module counts what does not depend on the tie-break, the dimension of the intersection of the
-two images in the comparison's homology at level 0,
+ties alone: Betti-Matching-3D breaks them by its cell order, matching a bar of U when an image
+bar of P and one of G die on the same cell of U. A class in both images always gives such a
+shared cell, so its m_k is never below the count below; it is above where a cycle of P and a
+different one of G (one around two tunnels of U, one around the first) happen to become
+boundaries at the same cell, or where the oldest component (left out as the infinite bar) is
+picked by that order. This module counts what does not depend on the tie-break, the dimension
+of the intersection of the two images in the comparison's homology at level 0,
 
     m_k = dim(im H_k(P) -> H_k(U)  n  im H_k(G) -> H_k(U))    (reduced homology for k = 0),
 
@@ -38,7 +41,10 @@ of P -> U <- G, which retracts onto U, so bars born at 0 (or 0.5) that outlive l
 the rank. For components this is the number of components of U that hold a component of P and
 one of G, less one; for cavities, the groups of cavities of U enclosed by both. It is
 ``identical -> m = p = g`` and ``disjoint features -> m = 0`` like Betti matching, and never
-exceeds min(p_k, g_k). Cost: about 7 barcodes of the tile's size; a 160^3 tile (one eighth of
+exceeds min(p_k, g_k). Against Betti-Matching-3D called as topometrics calls it
+(``benchmarks/betti_matching_reference.py``, 160 comparisons): p_k and g_k always equal, m_k
+never above (equal on all synthetic-scroll crops; below in dimension 1 on random blobs, where
+the topology is up to 0.1 lower). Cost: about 7 barcodes of the tile's size; a 160^3 tile (one eighth of
 a 320^3 crop) takes tens of seconds, so volumes are limited to 320^3 voxels.
 """
 
