@@ -66,6 +66,7 @@ _MODEL = {
 _EXTRA = {
     "unet": {"loss": {"bce_weight": ("float", 1.0), "dice_weight": ("float", 1.0),
                       "skeleton_recall_weight": ("float", 0.0), "skeleton_tube_radius": ("int", 1),
+                      "cldice_weight": ("float", 0.0), "cldice_iters": ("int", 3),
                       "ignore_label": ("int?", 2)}},
     "diffusion": {"diffusion": {
         "beta_schedule": ("str", "linear"), "beta_start": ("float", 1e-4),
@@ -89,7 +90,7 @@ _POSITIVE = {"data.channels", "training.batch_size", "training.global_batch_size
              "training.val_batches", "data.samples_per_epoch", "model.in_channels",
              "model.out_ch", "model.ch", "model.depth", "model.groups", "model.num_res_blocks",
              "diffusion.num_diffusion_timesteps", "diffusion.timesteps", "data.image_size",
-             "data.depth"}
+             "data.depth", "loss.cldice_iters"}
 
 _POSITIVE_FLOAT = {"optim.lr"}
 _NONNEGATIVE = {"training.seed", "data.workers", "optim.warmup", "optim.weight_decay", "optim.eps"}

@@ -176,7 +176,7 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 
 def unet_loss(model: nn.Module, batch: dict[str, torch.Tensor], loss_cfg: dict[str, Any],
               reduce=None) -> torch.Tensor:
-    """BCE + soft Dice (+ skeleton recall) of the UNet on one batch (ignore label masked);
+    """BCE + soft Dice (+ skeleton recall, + soft clDice) of the UNet on one batch (ignore label masked);
     ``reduce`` sums the batch sums across ranks (see
     :func:`volseg.training.losses.segmentation_loss`)."""
     logits = model.logits(batch["image"].float())
@@ -185,6 +185,8 @@ def unet_loss(model: nn.Module, batch: dict[str, torch.Tensor], loss_cfg: dict[s
                              dice_weight=loss_cfg["dice_weight"],
                              skeleton_recall_weight=loss_cfg.get("skeleton_recall_weight", 0.0),
                              skeleton_tube_radius=loss_cfg.get("skeleton_tube_radius", 1),
+                             cldice_weight=loss_cfg.get("cldice_weight", 0.0),
+                             cldice_iters=loss_cfg.get("cldice_iters", 3),
                              reduce=reduce)
 
 
