@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from loss_checks import train_on_a_sheet
 from volseg.errors import VolsegError
 from volseg.training.losses import segmentation_loss, tubed_skeleton
 
@@ -66,19 +67,5 @@ def test_config_accepts_the_skeleton_keys_and_names_bad_ones():
 
 
 def test_training_with_skeleton_recall_runs_and_records_the_weight(tmp_path):
-    import yaml
-
-    from volseg.training import train
-
-    g = torch.Generator().manual_seed(0)
-    items = []
-    for _ in range(4):
-        lab = torch.zeros(1, 16, 16, 16, dtype=torch.uint8)
-        lab[:, :, :, 6:10] = 1
-        items.append({"image": lab.float() * 50 + 100 + 10 * torch.randn(1, 16, 16, 16, generator=g), "label": lab})
-    overrides = {"model.ch": 4, "model.depth": 2, "training.n_iters": 2, "training.validation_freq": 2,
-                 "training.device": "cpu", "loss.skeleton_recall_weight": 1.0}
-    result = train(None, tmp_path / "run", model_type="unet", overrides=overrides, datasets=(items, items[:1]),
-                   quiet=True)
-    assert result["steps"] == 2 and np.isfinite(result["loss"])
-    assert yaml.safe_load((tmp_path / "run" / "config.yml").read_text())["loss"]["skeleton_recall_weight"] == 1.0
+    config = train_on_a_sheet(tmp_path, {"loss.skeleton_recall_weight": 1.0})
+    assert config["loss"]["skeleton_recall_weight"] == 1.0
