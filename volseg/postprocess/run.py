@@ -188,7 +188,7 @@ def load_tables(output: Path) -> dict | None:
 
 
 @functools.lru_cache(maxsize=2)
-def _cached_tables(output: str, token: int = 0) -> dict:
+def _cached_tables(output: str, token: int) -> dict:
     """The tables of ``output``; ``token`` (their mtime) keeps a long-lived worker from reusing
     another run's tables or chunks."""
     tables = load_tables(Path(output))
@@ -254,8 +254,8 @@ def _write_task(index, *, path, output, token, chunks, shape, binarise, close, h
 
 
 def postprocess(pred: str | os.PathLike, output: str | os.PathLike, *, threshold: float | None = None,
-                hysteresis=None, smooth: float | None = None, close: int | None = None, min_size: int | None = None,
-                fill_holes: int | None = None,
+                hysteresis=None, smooth: float | None = None, close: int | None = None,
+                min_size: int | None = None, fill_holes: int | None = None,
                 chunks=128, scheduler: str = "threads", workers: int | None = None, part=None,
                 overwrite: bool = False, quiet: bool = False) -> dict:
     """Clean a prediction volume into uint8 labels, streamed chunk by chunk (see module docstring).
@@ -322,8 +322,8 @@ def postprocess(pred: str | os.PathLike, output: str | os.PathLike, *, threshold
     guard_output(output, inputs=[pred], kind="volume", overwrite=overwrite)
     check_complete(pred)
     meta = read_meta(pred)
-    opts = Options.parse(meta.dtype, threshold=threshold, hysteresis=hysteresis, smooth=smooth, close=close,
-                         min_size=min_size, fill_holes=fill_holes, where=str(pred))
+    opts = Options.parse(meta.dtype, threshold=threshold, hysteresis=hysteresis, smooth=smooth,
+                         close=close, min_size=min_size, fill_holes=fill_holes, where=str(pred))
     path, shape = os.path.abspath(pred), tuple(meta.shape)
     chunks = tuple(min(c, s) for c, s in zip(chunks, shape))
     settings = {"command": "postprocess", "input": path, "input_version": _version(path),
@@ -343,7 +343,6 @@ def postprocess(pred: str | os.PathLike, output: str | os.PathLike, *, threshold
     if not resumed or load_tables(out) is None:
         save_tables(out, tables)
     _cached_tables.cache_clear()
-    _kept_cached.cache_clear()
     stats = [int(v) for v in load_tables(out)["stats"]]
     mine = select_part(grid, part)
     todo = markers.todo(mine)
