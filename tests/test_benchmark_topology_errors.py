@@ -1,17 +1,11 @@
 """``benchmarks/topology_errors.py``: the error breakdown on a hand-made sheet."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
+from benchmark_checks import load_benchmark
 
 
 def _module():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "topology_errors.py"
-    spec = importlib.util.spec_from_file_location("topology_errors", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("topology_errors")
 
 
 def test_breakdown_of_a_sheet_with_a_skin_a_speck_and_a_hole():
