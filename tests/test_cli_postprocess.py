@@ -118,3 +118,27 @@ def test_predict_stitch_postprocess_writes_the_same_labels_as_postprocess(tmp_pa
     prob = zarr.open_array(str(tmp_path / "p.zarr" / "0"))[:]
     np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "l.zarr" / "0"))[:],
                                   postprocess_array(prob, threshold=0.5, smooth=1.0, min_size=200, fill_holes=16))
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--threshold", "0.5"], "no voxel reaches --threshold 0.5"),
+    (["--hysteresis", "0.01,0.5"], "no voxel reaches --hysteresis HIGH 0.5"),
+])
+def test_threshold_above_every_smoothed_value_warns(tmp_path, args, needle):
+    """One bright voxel: inside the raw range, but after --smooth 1 it peaks at ~0.06."""
+    import zarr
+
+    prob = tmp_path / "prob.npy"
+    values = np.zeros((16, 16, 16), np.float32)
+    values[8, 8, 8] = 1.0
+    np.save(prob, values)
+    out = tmp_path / "o.zarr"
+    result = runner.invoke(app, ["postprocess", str(prob), "-o", str(out), "--smooth", "1", "--quiet", *args])
+    assert result.exit_code == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"warning: {prob}") and needle in lines[0], result.stderr
+    assert "all background" in lines[0] and "--smooth 0" in lines[0]
+    assert not zarr.open_array(str(out / "0"))[:].any()
+    again = runner.invoke(app, ["postprocess", str(prob), "-o", str(tmp_path / "p.zarr"), "--smooth", "0",
+                                "--min-size", "0", "--quiet", *args])
+    assert again.exit_code == 0 and "warning" not in again.stderr

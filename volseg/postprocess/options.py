@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -115,6 +116,25 @@ class Options:
                 if not lo <= value < hi:
                     raise VolsegError("--hysteresis", f"{name} {value:g} is outside the range of {where} "
                                       f"({lo:g}..{hi:g}); choose LOW,HIGH inside it")
+
+    def warn_smoothed_range(self, lo: float, hi: float, *, where: str) -> None:
+        """Say on stderr when the smoothed values in [lo, hi] binarise to a single label.
+
+        The threshold lies inside the raw data's range (:meth:`check_range`), but smoothing
+        narrows the range: a lone bright voxel may stay below the threshold after it.
+        """
+        if self.threshold is not None:
+            name, cut = "--threshold", self.threshold
+            nothing, everything = hi < cut, lo >= cut              # foreground: value >= T
+        else:
+            name, cut = "--hysteresis HIGH", self.hysteresis[1]
+            nothing, everything = hi <= cut, False                 # strong: value > HIGH
+        if not (nothing or everything):
+            return
+        what, label = ("every voxel reaches", "foreground") if everything else ("no voxel reaches", "background")
+        print(f"warning: {where}: after --smooth {self.smooth:g}, {what} {name} {cut:g} (smoothed values "
+              f"{lo:.4g}..{hi:.4g}): the output is all {label}; choose a value inside that range or "
+              "pass --smooth 0", file=sys.stderr)
 
     def settings(self) -> dict:
         return {"threshold": self.threshold,

@@ -84,6 +84,8 @@ def _summary_task(index, *, path, chunks, shape, binarise, fill) -> dict:
     out = summarise_block(fg, strong, fill=fill, start=start, stop=stop, shape=shape)
     out["index"] = tuple(index)
     out["range"] = (float(values.min()), float(values.max())) if values.size else (np.inf, -np.inf)
+    if binarise.smooth:
+        out["smoothed_range"] = (float(smoothed.min()), float(smoothed.max())) if smoothed.size else (np.inf, -np.inf)
     return out
 
 
@@ -99,6 +101,7 @@ def label_pass(path: str, shape, chunks, opts: Options, *, scheduler, workers, q
     sizes = {k: [] for k in kinds}
     strong: list = []
     lo, hi = np.inf, -np.inf
+    smoothed = [np.inf, -np.inf]
     task = functools.partial(_summary_task, path=path, chunks=chunks, shape=tuple(shape),
                              binarise=opts.binarise, fill=fill)
     layers = run_layers(task, counts, per_batch=_BATCH_BLOCKS // (ny * nx), scheduler=scheduler,
@@ -110,7 +113,12 @@ def label_pass(path: str, shape, chunks, opts: Options, *, scheduler, workers, q
         strong.extend(r["fg_strong"] for r in layer if r["fg_strong"] is not None)
         lo = min([lo] + [r["range"][0] for r in layer])
         hi = max([hi] + [r["range"][1] for r in layer])
+        if opts.smooth:
+            smoothed = [min([smoothed[0]] + [r["smoothed_range"][0] for r in layer]),
+                        max([smoothed[1]] + [r["smoothed_range"][1] for r in layer])]
     opts.check_range(lo, hi, where=path)
+    if opts.smooth:
+        opts.warn_smoothed_range(*smoothed, where=path)
     final, n, _ = mergers["fg"].finish()
     size, flag = component_table(final, n, _cat(sizes["fg"]), _cat(strong) if strong else None)
     keep = (size >= opts.min_size) & flag
