@@ -83,10 +83,20 @@ def _summary_task(index, *, path, chunks, shape, binarise, fill) -> dict:
     fg, strong = binarise.masks(smoothed)
     out = summarise_block(fg, strong, fill=fill, start=start, stop=stop, shape=shape)
     out["index"] = tuple(index)
-    out["range"] = (float(values.min()), float(values.max())) if values.size else (np.inf, -np.inf)
+    out["range"] = _value_range(values)
     if binarise.smooth:
-        out["smoothed_range"] = (float(smoothed.min()), float(smoothed.max())) if smoothed.size else (np.inf, -np.inf)
+        out["smoothed_range"] = _value_range(smoothed)
     return out
+
+
+def _value_range(values: np.ndarray) -> tuple[float, float]:
+    return (float(values.min()), float(values.max())) if values.size else (np.inf, -np.inf)
+
+
+def _union(ranges) -> tuple[float, float]:
+    """The (min, max) covering every (lo, hi) of ``ranges``."""
+    los, his = zip(*ranges)
+    return min(los), max(his)
 
 
 def label_pass(path: str, shape, chunks, opts: Options, *, scheduler, workers, quiet) -> dict:
@@ -100,8 +110,7 @@ def label_pass(path: str, shape, chunks, opts: Options, *, scheduler, workers, q
     mergers = {k: cc.FaceMerger(counts, connectivity=3 if k == "fg" else 1) for k in kinds}
     sizes = {k: [] for k in kinds}
     strong: list = []
-    lo, hi = np.inf, -np.inf
-    smoothed = [np.inf, -np.inf]
+    raw, smoothed = [], []                                     # (lo, hi) of every block
     task = functools.partial(_summary_task, path=path, chunks=chunks, shape=tuple(shape),
                              binarise=opts.binarise, fill=fill)
     layers = run_layers(task, counts, per_batch=_BATCH_BLOCKS // (ny * nx), scheduler=scheduler,
@@ -111,14 +120,11 @@ def label_pass(path: str, shape, chunks, opts: Options, *, scheduler, workers, q
             mergers[k].add_layer(iz, {r["index"][1:]: r[k] for r in layer})
             sizes[k].extend(r[f"{k}_size"] for r in layer)
         strong.extend(r["fg_strong"] for r in layer if r["fg_strong"] is not None)
-        lo = min([lo] + [r["range"][0] for r in layer])
-        hi = max([hi] + [r["range"][1] for r in layer])
-        if opts.smooth:
-            smoothed = [min([smoothed[0]] + [r["smoothed_range"][0] for r in layer]),
-                        max([smoothed[1]] + [r["smoothed_range"][1] for r in layer])]
-    opts.check_range(lo, hi, where=path)
-    if opts.smooth:
-        opts.warn_smoothed_range(*smoothed, where=path)
+        raw.extend(r["range"] for r in layer)
+        smoothed.extend(r["smoothed_range"] for r in layer if "smoothed_range" in r)
+    opts.check_range(*_union(raw), where=path)
+    if smoothed:
+        opts.warn_smoothed_range(*_union(smoothed), where=path)
     final, n, _ = mergers["fg"].finish()
     size, flag = component_table(final, n, _cat(sizes["fg"]), _cat(strong) if strong else None)
     keep = (size >= opts.min_size) & flag
