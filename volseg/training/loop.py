@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from volseg.models.precision import amp_pays_off  # noqa: F401  (re-exported: demo, tests)
 from volseg.training.losses import diffusion_loss, segmentation_loss
 from volseg.training.schedule import lr_at  # noqa: F401  (re-exported: the trainer's import)
 
@@ -108,19 +109,6 @@ def batch_stream(dataset: Dataset, *, batch_size: int, seed: int, start_step: in
                         generator=torch.Generator().manual_seed(seed + start_step),
                         pin_memory=pin_memory)
     return iter(loader)
-
-
-def amp_pays_off(device: torch.device | str = "cpu") -> bool:
-    """Whether mixed precision speeds this device up: always on CUDA (fp16); on a CPU only with
-    native bf16 instructions (AVX512-BF16 or AMX). Without them PyTorch emulates bf16 and a 3D
-    convolution under autocast runs about 100x slower than in fp32 (measured on an AVX2-only AMD
-    EPYC: 8.9 s against 0.09 s), so the demo leaves ``--amp`` off there."""
-    if torch.device(device).type == "cuda":
-        return True
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def autocast(device: torch.device, enabled: bool):

@@ -34,11 +34,14 @@ FORMAT_VERSION = 1
 def check_run_dir(path: str | os.PathLike, *, resume: bool, overwrite: bool) -> Path:
     """Validate the output run directory for a new run, ``--resume`` or ``--overwrite``.
 
+    A folder holding run files but no checkpoint (a run stopped before its first one) takes a
+    new run without ``--overwrite``: it has nothing to resume.
+
     Raises
     ------
     VolsegError
-        The directory holds files but neither flag was given; ``--resume`` without a
-        ``model.pt``; both flags; a file where the directory should be.
+        The directory holds a checkpoint but neither flag was given; ``--resume`` without a
+        checkpoint; both flags; a file where the directory should be.
     """
     path = Path(path)
     if resume and overwrite:
@@ -46,25 +49,34 @@ def check_run_dir(path: str | os.PathLike, *, resume: bool, overwrite: bool) -> 
     if path.exists() and not path.is_dir():
         raise VolsegError(path, "is a file; give a directory for the run (-o RUN_DIR)")
     if resume:
-        if not (path / MODEL_FILE).is_file():
-            raise VolsegError(path, "has no model.pt to resume from; drop --resume to start a "
-                                    "new run")
+        resume_file(path)
         return path
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
+    if has_checkpoint(path) and not overwrite:
         raise VolsegError(path, "exists; pass --resume to continue its training or --overwrite "
                                 "to replace it")
     return path
 
 
-def clear_run_files(path: Path) -> None:
-    """Remove the run files of a previous run (``--overwrite``), nothing else."""
-    for name in RUN_FILES:
-        (path / name).unlink(missing_ok=True)
-    events = path / "tensorboard"
-    if events.is_dir():
-        import shutil
+def has_checkpoint(path: str | os.PathLike) -> bool:
+    """True when the run directory holds ``model.pt`` or ``best.pt``."""
+    return any((Path(path) / name).is_file() for name in (MODEL_FILE, BEST_FILE))
 
-        shutil.rmtree(events)
+
+def resume_file(path: str | os.PathLike) -> Path:
+    """The checkpoint ``--resume`` continues from: ``model.pt``, else ``best.pt`` (a run cut
+    between the two saves of a step, e.g. by a full disk, has only the best one).
+
+    Raises
+    ------
+    VolsegError
+        Neither file exists.
+    """
+    path = Path(path)
+    for name in (MODEL_FILE, BEST_FILE):
+        if (path / name).is_file():
+            return path / name
+    raise VolsegError(path, "has no checkpoint (model.pt or best.pt) to resume from; drop --resume "
+                            "to start a new run")
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
@@ -108,14 +120,22 @@ def _nbytes(value: Any) -> int:
 
 
 def write_config(run_dir: Path, cfg: dict[str, Any]) -> None:
-    """Write the resolved config as ``config.yml`` (atomically)."""
+    """Write the resolved config as ``config.yml`` (atomically; a full disk is a one-line
+    error naming the file)."""
+    from volseg.io.outputs import os_error
     from volseg.training.config import to_yaml
 
     run_dir.mkdir(parents=True, exist_ok=True)
     target = run_dir / CONFIG_FILE
     tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-    tmp.write_text(to_yaml(cfg))
-    os.replace(tmp, target)
+    text = to_yaml(cfg)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise os_error(exc, target, need=len(text.encode())) from None
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from volseg.errors import VolsegError
 from volseg.training.progress_plot import PLOT_FILE, draw_progress, plot_available, read_records
@@ -53,11 +53,14 @@ class Tracker:
         The step the run starts (or resumes) at; TensorBoard events at later steps are purged.
     enabled : bool
         False: every call does nothing (the non-writing ranks of a distributed run).
+    title : str, optional
+        The plot's title (default: the name of ``run_dir``).
     """
 
     def __init__(self, run_dir: str | Path, *, metric: str, tensorboard: bool = False,
-                 start_step: int = 0, enabled: bool = True):
+                 start_step: int = 0, enabled: bool = True, title: str | None = None):
         self.run_dir = Path(run_dir)
+        self.title = title if title is not None else self.run_dir.name
         self.metric = metric
         self.enabled = enabled
         self.plot = enabled and plot_available()
@@ -92,7 +95,19 @@ class Tracker:
             return None
         records = read_records(self.run_dir / "metrics.jsonl")
         return draw_progress(records, self.run_dir / PLOT_FILE, metric=self.metric,
-                             title=self.run_dir.name)
+                             title=self.title)
+
+    def relocate(self, move: Callable[[], Path]) -> None:
+        """Follow the run to another folder: close the event file, call ``move()`` (which moves
+        the run's files and returns the new folder), then write there (a new event file beside
+        the moved ones; TensorBoard reads them together)."""
+        had_writer = self.writer is not None
+        self.close()
+        self.run_dir = Path(move())
+        if had_writer:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.run_dir / TENSORBOARD_DIR))
 
     def close(self) -> None:
         """Flush and close the event files."""

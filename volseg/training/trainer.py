@@ -3,14 +3,18 @@
 The run directory holds ``model.pt`` (the last step: weights, optimizer, scaler, EMA and RNG
 state, step, resolved config), ``best.pt`` (same content at the best validation metric: Dice
 for the UNet, PSNR of DDIM samples for diffusion), ``config.yml`` (resolved) and
-``metrics.jsonl``. ``--resume`` restores everything in ``model.pt`` and continues the same
-seeded data stream, so N steps + resume to M steps equals M steps at once.
+``metrics.jsonl``. ``--resume`` restores everything in ``model.pt`` (``best.pt`` when a run
+was cut before its ``model.pt``) and continues the same seeded data stream, so N steps +
+resume to M steps equals M steps at once. A new run and ``--overwrite`` are built beside the
+run directory and take its place with their first good checkpoint
+(:mod:`volseg.training.run_stage`): a failed run never loses a good one.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,7 +27,9 @@ from volseg.errors import VolsegError
 from volseg.models import build_model, load_run, model_depth, resolve_device
 from volseg.progress import progress_bar
 from volseg.training import distributed
+from volseg.models.precision import use_amp
 from volseg.training import run_dir as rd
+from volseg.training.run_stage import RunStage
 from volseg.training.config import parse_model_type, resolve
 from volseg.training.loop import EMA, batch_stream, grad_scaler, make_optimizer, to_device, train_step
 from volseg.training.schedule import lr_at
@@ -103,19 +109,22 @@ def _check_item(item: dict[str, Any], cfg: dict[str, Any], source) -> None:
     check_patch(shape, model_depth(cfg["model"]), where=where)
 
 
-def diverged(run_dir, what: str, step: int, lr: float) -> VolsegError:
-    """The error of a run whose loss or weights stopped being finite (nothing more is saved)."""
-    kept = "the last good checkpoint is kept" if (Path(run_dir) / rd.MODEL_FILE).is_file() \
-        else "no checkpoint was saved"
+def diverged(run_dir, what: str, step: int, lr: float, kept: str | None = None) -> VolsegError:
+    """The error of a run whose loss or weights stopped being finite (nothing more is saved);
+    ``kept`` says what the failure leaves (default: whether ``run_dir`` holds a model.pt)."""
+    if kept is None:
+        kept = "the last good checkpoint is kept" if (Path(run_dir) / rd.MODEL_FILE).is_file() \
+            else "no checkpoint was saved"
     return VolsegError(run_dir, f"{what} at step {step}; lower --lr (now {lr:g}) or check the "
                        f"training data for NaN/Inf; {kept}")
 
 
-def check_finite_model(model: nn.Module, run_dir, *, step: int, lr: float) -> None:
+def check_finite_model(model: nn.Module, run_dir, *, step: int, lr: float,
+                       kept: str | None = None) -> None:
     """Refuse to save a model with a non-finite weight (the run diverged)."""
     for name, tensor in model.state_dict().items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise diverged(run_dir, f"weight {name} became non-finite", step, lr)
+            raise diverged(run_dir, f"weight {name} became non-finite", step, lr, kept)
 
 
 def _total_steps(cfg: dict[str, Any], n_train: int, world: int = 1) -> int:
@@ -178,8 +187,13 @@ def train(source: str | os.PathLike | None, run_dir: str | os.PathLike, *,
 def _train(source, run_dir: Path, *, model_type, config_path, overrides, resume, overwrite, quiet,
            datasets) -> dict[str, Any]:
     payload = None
+    main_rank = os.environ.get("RANK", "0").strip() in ("", "0")
     if resume:
-        payload = load_run(run_dir / rd.MODEL_FILE)
+        checkpoint = rd.resume_file(run_dir)
+        payload = load_run(checkpoint)
+        if checkpoint.name != rd.MODEL_FILE and main_rank:
+            print(f"warning: {run_dir}: has no {rd.MODEL_FILE} (the run stopped before saving it); "
+                  f"resuming from {checkpoint.name} at step {int(payload['step'])}", file=sys.stderr)
         saved = payload.get("model_type", payload["model_config"].get("type"))
         if model_type is not None and parse_model_type(model_type) != saved:
             raise VolsegError("--model", f"{run_dir} was trained with --model {saved}; resume "
@@ -192,6 +206,7 @@ def _train(source, run_dir: Path, *, model_type, config_path, overrides, resume,
     else:
         cfg = resolve(model_type=model_type, config_path=config_path, overrides=overrides)
     device = resolve_device(cfg["training"]["device"])
+    cfg["training"]["amp"] = use_amp(device, cfg["training"]["amp"], warn=main_rank)
     cfg["training"]["batch_size"] = distributed.per_rank_batch(
         cfg["training"]["batch_size"], cfg["training"].get("global_batch_size"),
         distributed.launch_env().world)
@@ -214,14 +229,16 @@ def _train(source, run_dir: Path, *, model_type, config_path, overrides, resume,
     # every rank has checked the same inputs; joining the group waits for all of them, so no
     # rank writes into the run directory before the others have checked it
     dist, device = distributed.setup(device)
+    stage = RunStage(run_dir, resume=resume)
     try:
         if dist.is_main:
-            if overwrite:
-                rd.clear_run_files(run_dir)
-            run_dir.mkdir(parents=True, exist_ok=True)
-            rd.write_config(run_dir, cfg)
-        return _fit(cfg, train_ds, val_ds, run_dir, device=device, payload=payload,
+            stage.start()
+        return _fit(cfg, train_ds, val_ds, stage, device=device, payload=payload,
                     quiet=quiet, dist=dist)
+    except BaseException:
+        if dist.is_main:
+            stage.abandon()  # a run that failed before its first good checkpoint leaves nothing
+        raise
     finally:
         dist.close()
 
@@ -238,10 +255,13 @@ def _make_datasets(source, cfg: dict[str, Any]):
         foreground_fraction=data["foreground_fraction"], weights=data["weights"])
 
 
-def _fit(cfg: dict[str, Any], train_ds, val_ds, run_dir: Path, *, device: torch.device,
+def _fit(cfg: dict[str, Any], train_ds, val_ds, stage: RunStage, *, device: torch.device,
          payload: dict[str, Any] | None, quiet: bool,
          dist: distributed.Dist | None = None) -> dict[str, Any]:
+    """The training loop; writes into ``stage.dir`` and hands the run over with its first
+    good checkpoint (``stage.checkpoint_saved``, main rank only)."""
     dist = dist if dist is not None else distributed.Dist(distributed.LaunchEnv())
+    run_dir = stage.final  # named in messages; files go to stage.dir
     main = dist.is_main
     training, kind = cfg["training"], cfg["model"]["type"]
     seed, amp = training["seed"], training["amp"]
@@ -266,16 +286,17 @@ def _fit(cfg: dict[str, Any], train_ds, val_ds, run_dir: Path, *, device: torch.
         cpu_seconds = float(payload.get("cpu_seconds", 0.0))
         best = payload.get("best_metric")
         if main:
-            rd.truncate_metrics(run_dir, step)
+            rd.truncate_metrics(stage.dir, step)
     total = _total_steps(cfg, len(train_ds), dist.world)
     forward = distributed.wrap(model, cfg, dist, device)
     horizon = total  # the schedule's horizon: a time limit ends the run, not the schedule
     metric = "val_dice" if kind == "unet" else "val_psnr"
     state = {"cfg": cfg, "model": model, "ema": ema, "kind": kind}
 
-    def save(path: Path, at: int, spent: float, best_value) -> None:
-        check_finite_model(model, run_dir, step=at, lr=lr_at(max(at - 1, 0), cfg["optim"], total=horizon))
-        rd.save_checkpoint(path, {
+    def save(name: str, at: int, spent: float, best_value) -> None:
+        check_finite_model(model, run_dir, step=at, lr=lr_at(max(at - 1, 0), cfg["optim"], total=horizon),
+                           kept=stage.state())
+        rd.save_checkpoint(stage.dir / name, {
             "model_type": kind, "model_config": mcfg, "config": cfg,
             "state_dict": model.state_dict(),
             "ema_state_dict": ema.state_dict() if ema is not None else None,
@@ -292,8 +313,8 @@ def _fit(cfg: dict[str, Any], train_ds, val_ds, run_dir: Path, *, device: torch.
     losses: list[float] = []
     last_loss = float("nan")
     limit, cpu_limit = training["max_seconds"], training["max_cpu_seconds"]
-    tracker = Tracker(run_dir, metric=metric, tensorboard=training["tensorboard"],
-                      start_step=step, enabled=main)
+    tracker = Tracker(stage.dir, metric=metric, tensorboard=training["tensorboard"],
+                      start_step=step, enabled=main, title=run_dir.name)
     model.train()
     with progress_bar(f"train {kind}", total, quiet=quiet or not main) as bar:
         bar.advance(step)
@@ -307,7 +328,8 @@ def _fit(cfg: dict[str, Any], train_ds, val_ds, run_dir: Path, *, device: torch.
                 dist, train_step, model, batch, cfg=cfg, optimizer=optimizer, scaler=scaler,
                 device=device, amp=amp, generator=generator, ema=ema, forward=forward)
             if not math.isfinite(last_loss):
-                raise diverged(run_dir, "loss became " + ("NaN" if math.isnan(last_loss) else "Inf"), step + 1, lr)
+                raise diverged(run_dir, "loss became " + ("NaN" if math.isnan(last_loss) else "Inf"),
+                               step + 1, lr, stage.state())
             seconds += time.perf_counter() - started
             cpu_seconds += time.process_time() - cpu_started
             losses.append(last_loss)
@@ -319,6 +341,7 @@ def _fit(cfg: dict[str, Any], train_ds, val_ds, run_dir: Path, *, device: torch.
                     or (cpu_limit is not None and cpu_seconds >= cpu_limit)):
                 total = step  # the time budget is spent (on some rank): this step is the last
             validating = has_val and (step % training["validation_freq"] == 0 or step == total)
+            saved = False
             if main and (step % training["log_freq"] == 0 or step == total or validating):
                 record = {"step": step, "loss": sum(losses) / len(losses), "lr": lr,
                           "seconds": round(seconds, 4), "cpu_seconds": round(cpu_seconds, 4)}
@@ -329,13 +352,18 @@ def _fit(cfg: dict[str, Any], train_ds, val_ds, run_dir: Path, *, device: torch.
                     value = record.get(metric)
                     if value is not None and (best is None or value > best):
                         best = value
-                        save(run_dir / rd.BEST_FILE, step, seconds, best)
-                rd.append_metrics(run_dir, record)
+                        save(rd.BEST_FILE, step, seconds, best)
+                        saved = True
+                rd.append_metrics(stage.dir, record)
                 tracker.log(record, validated=validating)
             if main and (step % training["snapshot_freq"] == 0 or step == total):
-                save(run_dir / rd.MODEL_FILE, step, seconds, best)
-    if main and not (run_dir / rd.MODEL_FILE).is_file():
-        save(run_dir / rd.MODEL_FILE, step, seconds, best)
+                save(rd.MODEL_FILE, step, seconds, best)
+                saved = True
+            if saved:
+                _hand_over(stage, cfg, tracker)
+    if main and not (stage.dir / rd.MODEL_FILE).is_file():
+        save(rd.MODEL_FILE, step, seconds, best)
+        _hand_over(stage, cfg, tracker)
     tracker.close()
     dist.barrier()  # the other ranks return once rank 0 has written the run
     return {"run_dir": str(run_dir), "model": kind, "steps": step, "seconds": seconds,
@@ -343,4 +371,18 @@ def _fit(cfg: dict[str, Any], train_ds, val_ds, run_dir: Path, *, device: torch.
             "loss": last_loss, "metric": metric, "best_metric": best,
             "model_file": str(run_dir / rd.MODEL_FILE),
             "best_file": str(run_dir / rd.BEST_FILE) if best is not None else None,
-            "device": str(device)}
+            "device": str(device), "amp": bool(amp)}
+
+
+def _hand_over(stage: RunStage, cfg: dict[str, Any], tracker: Tracker) -> None:
+    """A good checkpoint was saved: ``config.yml`` with the first one, and a new run moves
+    from its work folder into the run directory (the tracker follows it)."""
+    if stage.promoted:
+        stage.checkpoint_saved(cfg)
+        return
+
+    def move() -> Path:
+        stage.checkpoint_saved(cfg)
+        return stage.dir
+
+    tracker.relocate(move)
