@@ -118,6 +118,25 @@ def test_run_dir_rules_exit_2(tmp_path, seg_store):
     assert result.exit_code == 2 and "not a weights-only checkpoint" in result.stderr
 
 
+def test_readme_config_with_augment_false_trains(tmp_path, seg_store):
+    from test_train_config import _readme_augment_snippets
+
+    cfg = _cfg(tmp_path, "model: {ch: 4, depth: 2}\n" + _readme_augment_snippets()[0] + "\n")
+    run = tmp_path / "run"
+    result = runner.invoke(app, ["train", str(seg_store), "-o", str(run), "--config", cfg, *TINY])
+    assert result.exit_code == 0, result.output
+    assert "augment: false" in (run / "config.yml").read_text()
+
+
+def test_val_fraction_flag_is_named_in_its_error(tmp_path, seg_store):
+    result = runner.invoke(app, ["train", str(seg_store), "-o", str(tmp_path / "run"),
+                                 "--val-fraction", "1.5", *TINY])
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: --val-fraction: 'data.val_fraction' must be in [0, 1), got 1.5; e.g. 0.1"]
+    assert not (tmp_path / "run").exists()
+
+
 def test_train_streams_patches_from_a_volume(tmp_path):
     from volseg.data.synth import write_synth
 

@@ -105,3 +105,34 @@ def test_parse_patch(text, sides):
 def test_parse_patch_refuses(text):
     with pytest.raises(VolsegError, match="--patch"):
         parse_patch(text)
+
+
+def _readme_augment_snippets():
+    """The inline config snippets the README gives for `augment` (``augment: false``)."""
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    return re.findall(r"`(augment: (?:true|false))`", text)
+
+
+def test_readme_augment_false_is_accepted(tmp_path):
+    from volseg.data.augment import parse_augment
+
+    snippets = _readme_augment_snippets()
+    assert "augment: false" in snippets
+    for snippet in snippets + ["augment: true"]:
+        cfg = resolve(config_path=_write(tmp_path, snippet + "\n"))
+        on = snippet.endswith("true")
+        assert cfg["augment"] is on and parse_augment(cfg["augment"]).enabled is on
+        assert f"augment: {str(on).lower()}" in to_yaml(cfg)
+    with pytest.raises(VolsegError, match="'augment' must be true, false, null or a mapping"):
+        resolve(config_path=_write(tmp_path, "augment: 3\n"))
+
+
+def test_val_fraction_is_blamed_on_where_it_came_from(tmp_path):
+    with pytest.raises(VolsegError) as err:
+        resolve(overrides={"data.val_fraction": 1.5})
+    assert str(err.value) == "--val-fraction: 'data.val_fraction' must be in [0, 1), got 1.5; e.g. 0.1"
+    path = _write(tmp_path, "data:\n  val_fraction: -0.2\n")
+    with pytest.raises(VolsegError, match=rf"^{path}: 'data.val_fraction' must be in \[0, 1\)"):
+        resolve(config_path=path)

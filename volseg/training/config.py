@@ -93,6 +93,7 @@ _POSITIVE = {"data.channels", "training.batch_size", "training.global_batch_size
              "data.depth", "loss.cldice_iters"}
 
 _POSITIVE_FLOAT = {"optim.lr"}
+_UNIT_INTERVAL = {"data.val_fraction"}
 _NONNEGATIVE = {"training.seed", "data.workers", "optim.warmup", "optim.weight_decay", "optim.eps"}
 
 
@@ -190,6 +191,8 @@ def _check_value(kind: str, value: Any, dotted: str, where: str) -> Any:
         raise VolsegError(where, f"{dotted!r} must be at least 1, got {value}")
     if dotted in _POSITIVE_FLOAT and value <= 0:
         raise VolsegError(where, f"{dotted!r} must be a positive number, got {value!r}; e.g. 2e-3")
+    if dotted in _UNIT_INTERVAL and not 0.0 <= value < 1.0:
+        raise VolsegError(where, f"{dotted!r} must be in [0, 1), got {value!r}; e.g. 0.1")
     if dotted in _NONNEGATIVE and value < 0:
         raise VolsegError(where, f"{dotted!r} must be 0 or more, got {value!r}")
     choices = _CHOICES.get(dotted)
@@ -222,9 +225,10 @@ def merge(cfg: dict[str, Any], updates: Mapping[str, Any], *, model_type: str,
     known = [f"{s}.{k}" for s, keys in allowed.items() for k in keys] + ["augment"]
     out = copy.deepcopy(cfg)
     for section, values in updates.items():
-        if section == "augment":
-            if values is not None and not isinstance(values, dict):
-                raise VolsegError(where, f"'augment' must be a mapping or null, got {values!r}")
+        if section == "augment":  # false: off; true or null: the defaults; a mapping: changes
+            if values is not None and not isinstance(values, (dict, bool)):
+                raise VolsegError(where, f"'augment' must be true, false, null or a mapping of "
+                                         f"settings, got {values!r}")
             out["augment"] = copy.deepcopy(values)
             continue
         if section not in allowed:
