@@ -136,6 +136,7 @@ def prepare(run, volume, *, patch=None, overlap: float = 0.5, batch_size: int = 
     dev = str(resolve_device(device))
     threads = threads_per_worker(workers) if dev == "cpu" else None
     runner = Runner(model_file, device=dev, batch_size=batch_size, amp=amp, tta=tta, threads=threads)
+    amp = runner.amp  # fp32 where --amp does not pay off (one warning)
     info = model_info(runner.model)
     if info["in_channels"] != 1:
         raise VolsegError(run, f"the model expects {info['in_channels']} input channels; predict feeds "

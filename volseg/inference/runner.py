@@ -68,7 +68,9 @@ class Runner:
     batch_size : int
         Patches per forward pass.
     amp : bool
-        Autocast: bfloat16 on CPU, float16 on CUDA. Outputs are returned in float32.
+        Autocast: bfloat16 on CPU, float16 on CUDA. Outputs are returned in float32. On a CPU
+        without native bf16 the runner runs in fp32 instead, with one ``warning:`` line
+        (:func:`volseg.models.precision.use_amp`); ``self.amp`` is what it runs.
     tta : bool
         Average the outputs over all 8 combinations of flipping the z, y and x axes.
     threads : int, optional
@@ -80,6 +82,10 @@ class Runner:
         self.model_path = str(model_path)
         self.device = str(device)
         self.batch_size = parse_batch_size(batch_size)
+        if amp:
+            from volseg.models.precision import use_amp
+
+            amp = use_amp(self.device, True)
         self.amp = bool(amp)
         self.tta = bool(tta)
         self.threads = threads
