@@ -13,9 +13,17 @@ What is measured:
   ``peak_bytes`` = activations + parameters + gradients + optimizer state. Each combination
   runs in a fresh Python process (the process peak RSS only grows), which reports its peak RSS
   (``rss_peak_bytes``) and how much each step raised it (``infer_rss_bytes`` then
-  ``train_rss_bytes``: inference runs first).
+  ``train_rss_bytes``: inference runs first). Inference does not depend on checkpointing, so a
+  checkpointed row takes its ``infer_*`` values from the row without checkpointing.
 
 ``activation_bytes`` is the saved-tensor count on every device (it is what checkpointing cuts).
+
+Mixed precision is measured where it pays off (:func:`volseg.models.precision.amp_pays_off`:
+CUDA, or a CPU with native bf16). Elsewhere bf16 is emulated, about 100x slower, and
+``train --amp`` runs in fp32, so by default the amp rows are skipped with one note saying why
+(``notes``); an explicit ``--amp`` measures them anyway, with a warning. Patches whose training
+step cannot fit this machine's memory (extrapolated from a small probe step) are refused
+before any measuring, naming the limit and the largest cube that fits.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -105,24 +114,105 @@ def bench_memory(*, model: str = "unet", patches: str | Sequence = "32,64",
     from volseg.models import model_depth, resolve_device
     from volseg.progress import progress_bar
 
+    from volseg.models.precision import NO_BF16, amp_pays_off
+
     budget_bytes = parse_budget(budget)
     if batch_size < 1:
         raise VolsegError("--batch-size", f"must be >= 1, got {batch_size}")
     dev = resolve_device(device)
     depth = model_depth(model_config(model, checkpoint=False))
     sizes = parse_patches(patches, multiple=2 ** depth)
-    combos = list(itertools.product([False, True] if amp is None else [bool(amp)],
-                                    [False, True] if checkpoint is None else [bool(checkpoint)]))
+    notes = []
+    amps = [False, True] if amp is None else [bool(amp)]
+    if True in amps and not amp_pays_off(dev):
+        if amp is None:
+            amps = [False]
+            notes.append(f"amp rows skipped: {NO_BF16}, and train --amp runs in fp32 here; "
+                         "pass --amp to measure bf16 anyway")
+        elif not quiet:
+            print(f"warning: --amp: {NO_BF16}; measuring bf16 anyway (train --amp runs in fp32 "
+                  "on this machine)", file=sys.stderr)
+    checkpoints = [False, True] if checkpoint is None else [bool(checkpoint)]
+    combos = list(itertools.product(amps, checkpoints))
+    check_fits_machine(model, sizes, batch_size=int(batch_size), device=dev,
+                       checkpoint=True in checkpoints, amp=False not in amps,
+                       multiple=2 ** depth)
     rows = []
     with progress_bar("bench-memory", len(sizes) * len(combos), quiet=quiet) as bar:
         for (use_amp, use_ckpt), patch in itertools.product(combos, sizes):
             spec = {"model": model, "patch": list(patch), "amp": use_amp, "checkpoint": use_ckpt,
                     "batch_size": int(batch_size), "device": str(dev)}
-            rows.append(_measure_child(spec) if isolate and dev.type == "cpu" else measure(spec))
+            plain = next((r for r in rows if r["patch"] == list(patch) and r["amp"] == use_amp
+                          and not r["checkpoint"]), None)
+            if use_ckpt and plain is not None:  # inference ignores checkpointing: measured once
+                spec["infer"] = False
+            row = _measure_child(spec) if isolate and dev.type == "cpu" else measure(spec)
+            if not row.get("infer_seconds") and plain is not None:
+                row.update({k: v for k, v in plain.items() if k.startswith("infer_")})
+            rows.append(row)
             bar.advance(1)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
     return {"device": f"{dev} ({name})" if dev.type == "cuda" else "cpu", "rows": rows,
-            "budget": fits(rows, budget_bytes, multiple=2 ** depth) if budget_bytes else None}
+            "budget": fits(rows, budget_bytes, multiple=2 ** depth) if budget_bytes else None,
+            "notes": notes}
+
+
+def machine_memory(device) -> int:
+    """Bytes a step may use: the GPU's total memory, or the host's physical memory (lowered to
+    the cgroup limit where one is set)."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:
+        limit = open("/sys/fs/cgroup/memory.max").read().strip()
+        if limit.isdigit():
+            total = min(total, int(limit))
+    except OSError:
+        pass
+    return int(total)
+
+
+def check_fits_machine(model: str, sizes: list, *, batch_size: int, device, checkpoint: bool,
+                       amp: bool, multiple: int) -> None:
+    """Refuse a patch whose training step cannot fit in :func:`machine_memory`, before measuring.
+
+    The need is extrapolated from one probe step at ``2 * multiple`` voxels a side (activations
+    grow with the voxel count): parameters, gradients and optimizer state plus the probe's
+    activation bytes per voxel (with checkpointing when it is measured, halved when only amp
+    rows are); the lightest measured combination must fit.
+
+    Raises
+    ------
+    VolsegError
+        ``--patch``: the patch, the bytes it needs, the machine's memory and the largest cube
+        side that fits.
+    """
+    side = 2 * multiple
+    big = [p for p in sizes if math.prod(p) > side ** 3]
+    if not big:
+        return
+    limit = machine_memory(device)
+    if all(math.prod(p) * batch_size * 8192 <= limit for p in big):
+        return  # far below the limit at any plausible bytes per voxel: no probe needed
+    probe = measure({"model": model, "patch": [side] * 3, "amp": False, "checkpoint": checkpoint,
+                     "batch_size": 1, "device": str(device), "probe": True})
+    per_voxel = probe["activation_bytes"] / side ** 3 * (0.5 if amp else 1.0)
+    for patch in big:
+        need = probe["state_bytes"] + per_voxel * math.prod(patch) * batch_size
+        if need > limit:
+            room = max(0.0, (limit - probe["state_bytes"]) / (per_voxel * batch_size))
+            fit = int(room ** (1 / 3)) // multiple * multiple
+            hint = f"use --patch {fit} or smaller" if fit >= multiple else "no patch fits"
+            raise VolsegError("--patch", f"{'x'.join(map(str, patch))}: one training step needs about "
+                              f"{_gib(need)} (extrapolated from a {side}^3 step), more than the "
+                              f"{_gib(limit)} of memory of this machine ({device}); {hint}")
+
+
+def _gib(n: float) -> str:
+    return f"{n / 1024 ** 3:,.1f} GiB"
 
 
 def fits(rows: list[dict], budget: int, *, multiple: int) -> dict[str, Any]:
@@ -165,6 +255,9 @@ def _measure_child(spec: dict) -> dict:
     proc = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], capture_output=True, text=True)
     if proc.returncode != 0:
         tail = " ".join(proc.stderr.strip().splitlines()[-1:])
+        if proc.returncode == -9 or "MemoryError" in tail or "DefaultCPUAllocator" in tail:
+            raise VolsegError("--patch", f"{'x'.join(map(str, spec['patch']))}: the measuring process ran "
+                              "out of memory; use a smaller --patch or --batch-size")
         raise RuntimeError(f"the measuring process failed for {spec}: {tail}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -177,7 +270,10 @@ def _rss_peak() -> int:
 
 def measure(spec: dict) -> dict:
     """Measure one combination in this process. ``spec``: model, patch, amp, checkpoint,
-    batch_size, device. Returns one row (see the module docstring)."""
+    batch_size, device; ``infer: false`` skips the inference step (it does not depend on
+    checkpointing: the caller copies it from the row without), ``probe: true`` counts only the
+    forward's saved tensors (no inference, no backward; ``state_bytes`` as parameters,
+    gradients and two AdamW moments). Returns one row (see the module docstring)."""
     import torch
 
     from volseg.models import build_model
@@ -204,22 +300,24 @@ def measure(spec: dict) -> dict:
     row = {key: spec[key] for key in ("model", "patch", "amp", "checkpoint", "batch_size")}
     # Inference first: on CPU the process peak RSS only grows.
     core.eval()
-    rss0 = _rss_peak()
-    if cuda:
+    rss0 = rss1 = _rss_peak()
+    infer = spec.get("infer", True) and not spec.get("probe", False)
+    if infer and cuda:
         torch.cuda.synchronize(dev)
         torch.cuda.reset_peak_memory_stats(dev)
         base = torch.cuda.memory_allocated(dev)
-    start = time.perf_counter()
-    with torch.no_grad():
-        out = forward()
-    if cuda:
-        torch.cuda.synchronize(dev)
-        row["infer_peak_bytes"] = int(torch.cuda.max_memory_allocated(dev))
-        row["infer_activation_peak_bytes"] = int(torch.cuda.max_memory_allocated(dev) - base)
-    row["infer_seconds"] = time.perf_counter() - start
-    del out
-    rss1 = _rss_peak()
-    row["infer_rss_bytes"] = rss1 - rss0
+    if infer:
+        start = time.perf_counter()
+        with torch.no_grad():
+            out = forward()
+        if cuda:
+            torch.cuda.synchronize(dev)
+            row["infer_peak_bytes"] = int(torch.cuda.max_memory_allocated(dev))
+            row["infer_activation_peak_bytes"] = int(torch.cuda.max_memory_allocated(dev) - base)
+        row["infer_seconds"] = time.perf_counter() - start
+        del out
+        rss1 = _rss_peak()
+        row["infer_rss_bytes"] = rss1 - rss0
 
     core.train()
     optimizer = torch.optim.AdamW(params, lr=1e-4)
@@ -242,6 +340,8 @@ def measure(spec: dict) -> dict:
         out = forward()
         loss = (torch.nn.functional.mse_loss(out.float(), target) if spec["model"] == "diffusion"
                 else torch.nn.functional.binary_cross_entropy_with_logits(out.float(), target))
+    if spec.get("probe", False):
+        return dict(row, activation_bytes=int(sum(saved.values())), state_bytes=4 * param_bytes)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(optimizer)

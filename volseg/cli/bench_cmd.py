@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated, Any, Optional
 
 import typer
@@ -24,7 +25,7 @@ def bench_memory_cmd(
         "--patch", metavar="N,N,...", help="Cube patch sides in voxels, multiples of 2^depth "
         "(or one ZxYxX).")] = "32,64",
     amp: Annotated[Optional[bool], typer.Option(
-        "--amp/--no-amp", help="Mixed precision only / never (default: both).")] = None,
+        "--amp/--no-amp", help="Mixed precision only / never (default: both where amp pays off: CUDA, or a CPU with native bf16).")] = None,
     checkpoint: Annotated[Optional[bool], typer.Option(
         "--checkpoint/--no-checkpoint", help="Gradient checkpointing only / never (default: both).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Patches per step.")] = 1,
@@ -36,7 +37,7 @@ def bench_memory_cmd(
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Peak memory of one training step (forward, backward, optimizer step) and of one inference step, for each patch size x amp off/on x checkpoint off/on.
+    """Peak memory of one training step (forward, backward, optimizer step) and of one inference step, for each patch size x amp off/on x checkpoint off/on (amp rows only where amp pays off: CUDA, or a CPU with native bf16; --amp forces them).
 
     On CUDA: torch.cuda.max_memory_allocated. On CPU: the bytes of the tensors saved for backward plus parameters, gradients and optimizer state, and the peak RSS of a fresh process per combination.
     """
@@ -49,6 +50,9 @@ def bench_memory_cmd(
                               batch_size=batch_size, budget=budget, device=device, quiet=quiet)
         emit_json(result, json)
         _print(result, quiet=quiet or json == "-")
+        if not quiet:
+            for note in result.get("notes", []):
+                print(f"note: {note}", file=sys.stderr)
 
 
 def _size(n: Any) -> str:
