@@ -129,3 +129,50 @@ def test_stores_with_different_channel_counts_exit_2(tmp_path, pairs):
 def test_sources_describe_themselves():
     assert str(Sources(paths=["a.zarr"])) == "a.zarr"
     assert str(Sources(paths=["a.zarr", "b.zarr"])) == "2 training sources"
+
+
+def _refused(result, first, second):
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, lines
+    assert lines[0].startswith(f"error: {second}: is the same source as {first}"), lines[0]
+    assert "give each source once" in lines[0]
+
+
+def test_a_source_given_twice_is_refused_before_the_split(pairs, tmp_path):
+    store = pairs["per"] / "vol0.zarr"
+    link = tmp_path / "link.zarr"
+    link.symlink_to(store)
+    run = tmp_path / "run"
+    for first, second in [(store, store), (store, link), (store, f"{store}/../vol0.zarr")]:
+        result = runner.invoke(app, ["train", str(first), str(pairs["per"] / "vol1.zarr"), str(second),
+                                     "-o", str(run), "--config", _cfg(tmp_path), *TINY])
+        _refused(result, first, second)
+    listing = tmp_path / "twice.csv"
+    root = pairs["root"]
+    listing.write_text(f"{root}/images/vol0.tif,{root}/labels/vol0.tif\nimages/vol1.tif,labels/vol1.tif\n"
+                       "images/vol0.tif,labels/vol0.tif\n")
+    (tmp_path / "images").symlink_to(root / "images")
+    (tmp_path / "labels").symlink_to(root / "labels")
+    result = runner.invoke(app, ["train", "--list", str(listing), "-o", str(run), "--patch", "16",
+                                 "--config", _cfg(tmp_path), *TINY])
+    _refused(result, f"{root}/images/vol0.tif,{root}/labels/vol0.tif",
+             f"{tmp_path}/images/vol0.tif,{tmp_path}/labels/vol0.tif")
+    assert not run.exists()
+
+
+def test_one_store_of_many_pairs_twice_is_refused(pairs, tmp_path):
+    with pytest.raises(Exception, match=r"is the same source as .*all\.zarr \(all\.zarr:vol0\)"):
+        make_training_datasets(Sources(paths=[str(pairs["store"])] * 2), task="segmentation")
+
+
+def test_source_key_sees_through_spellings(tmp_path):
+    from volseg.data.sources import source_key
+
+    (tmp_path / "a.zarr").mkdir()
+    (tmp_path / "b.zarr").symlink_to(tmp_path / "a.zarr")
+    same = [tmp_path / "a.zarr", f"{tmp_path}/./a.zarr/", tmp_path / "b.zarr", f"file://{tmp_path}/a.zarr",
+            f"file://localhost{tmp_path}/b.zarr"]
+    assert len({source_key(p) for p in same}) == 1
+    assert source_key("S3://Bucket//k/./x/") == source_key("s3://bucket/k/x")
+    assert source_key(tmp_path / "a.zarr") != source_key(tmp_path / "c.zarr")

@@ -56,7 +56,7 @@ def training_sources(paths, *, val=None, images=None, labels=None, list_file=Non
 
     A ``--val`` source that is also listed in DATA (a glob) is taken out of the training sources.
     """
-    from volseg.data.sources import gather_pairs
+    from volseg.data.sources import gather_pairs, source_key
 
     pairs = gather_pairs(images=images, labels=labels, list_file=list_file)
     paths = [str(p) for p in (paths or [])]
@@ -64,9 +64,9 @@ def training_sources(paths, *, val=None, images=None, labels=None, list_file=Non
         raise VolsegError("DATA", "missing; give patch stores or volumes, or --images DIR "
                           "--labels DIR, or --list FILE")
     val = [str(v) for v in (val or [])]
-    held = {Path(v).resolve() for v in val}
-    paths = [p for p in paths if Path(p).resolve() not in held]  # `stores/*.zarr --val s/7.zarr`
-    pairs = [p for p in pairs if Path(p.image).resolve() not in held]
+    held = {source_key(v) for v in val}
+    paths = [p for p in paths if source_key(p) not in held]  # `stores/*.zarr --val s/7.zarr`
+    pairs = [p for p in pairs if source_key(p.image) not in held]
     if not paths and not pairs:
         raise VolsegError("--val", "leaves no training source; validation volumes are never "
                           "trained on")
@@ -79,6 +79,14 @@ class _Unit:
     label: Path | None = None       # explicit label volume (pairs)
     indices: np.ndarray | None = None  # store rows of this source (None: the whole store)
     name: str = ""
+    part: int | None = None         # the source number inside a store of many pairs
+    given: str = ""                 # as the user wrote it (DATA, --val or the --list row)
+
+    def key(self) -> tuple:
+        from volseg.data.sources import source_key
+
+        return (source_key(self.path), source_key(self.label) if self.label is not None else None,
+                self.part)
 
     @property
     def is_store(self) -> bool:
@@ -146,13 +154,31 @@ def _units(path: Path) -> list[_Unit]:
     if not path.exists():
         raise VolsegError(path, "does not exist; give patch stores or volumes")
     if not is_patch_store(path):
-        return [_Unit(path, name=path.name)]
+        return [_Unit(path, name=path.name, given=str(path))]
     prov = patch_sources(PatchStore.open(path))
     if prov is None:
-        return [_Unit(path, name=path.name)]
+        return [_Unit(path, name=path.name, given=str(path))]
     index, records = prov
-    return [_Unit(path, indices=np.flatnonzero(index == s), name=f"{path.name}:{r.get('name', s)}")
+    return [_Unit(path, indices=np.flatnonzero(index == s), name=f"{path.name}:{r.get('name', s)}",
+                  part=s, given=str(path))
             for s, r in enumerate(records) if np.any(index == s)]
+
+
+def _check_distinct(units: list[_Unit], val_units: list[_Unit]) -> None:
+    """Refuse a source given twice (the same resolved path, symlinks and ``file://`` included):
+    split by volume, its copies would land in validation and training at once."""
+    seen: dict[tuple, tuple[_Unit, str]] = {}
+    for unit, role in [(u, "training") for u in units] + [(u, "--val") for u in val_units]:
+        first = seen.setdefault(unit.key(), (unit, role))
+        if first[0] is unit:
+            continue
+        other, other_role = first
+        what = "a training source" if role == other_role == "training" else \
+            ("a --val source" if role == other_role else "both a training and a --val source")
+        shown = f"{other.given}" + (f" ({other.name})" if other.part is not None else "")
+        raise VolsegError(unit.given, f"is the same source as {shown}, given twice as {what}; "
+                          "give each source once (its copies would be split into validation and "
+                          "training at once, so the held-out score would not be held out)")
 
 
 def _check_channels(units: list[_Unit]) -> None:
@@ -201,6 +227,10 @@ def _dataset(unit: _Unit, *, train: bool, common: dict, val_items: int):
     return ds
 
 
+def _pair_text(pair: Pair) -> str:
+    return f"{pair.image},{pair.label}" if pair.label is not None else str(pair.image)
+
+
 def make_training_datasets(sources: Sources | str | os.PathLike, *, task: str, patch=None,
                            val_fraction: float = 0.1, seed: int = 0, augment=None,
                            samples_per_epoch: int = 256, foreground_fraction: float = 0.5,
@@ -224,11 +254,13 @@ def make_training_datasets(sources: Sources | str | os.PathLike, *, task: str, p
     weights = parse_weights(weights)
     val_fraction = _parse_val_fraction(val_fraction)
     units = [u for p in sources.paths for u in _units(Path(p))]
-    units += [_Unit(Path(p.image), label=p.label, name=p.name) for p in sources.pairs]
+    units += [_Unit(Path(p.image), label=p.label, name=p.name, given=_pair_text(p))
+              for p in sources.pairs]
     val_units = [u for p in sources.val for u in _units(Path(p))]
     if not units:
         raise VolsegError("DATA", "missing; give patch stores or volumes, or --images/--labels, "
                           "or --list")
+    _check_distinct(units, val_units)
     _check_channels(units + val_units)
     if not val_units and len(units) == 1:  # one volume: the single-volume split
         return make_datasets(units[0].path, task=task, patch=patch, val_fraction=val_fraction,

@@ -165,6 +165,24 @@ def _listed(list_file: Path, value, where: str) -> Path:
     return path
 
 
+def source_key(path: str | os.PathLike) -> str:
+    """Where a source lives, so that one volume given twice is recognised however it is written:
+    a local path (``./``, ``..``, ``~``, symlinks) or ``file://`` URL is its resolved real path,
+    another URL its lower-cased scheme and host with the path normalised (``s3://b//k/`` is
+    ``s3://b/k``)."""
+    from urllib.parse import urlsplit
+
+    text = os.fspath(path)
+    if text[:7].lower() == "file://":
+        text = text[7:]
+        text = text[len("localhost"):] if text.lower().startswith("localhost/") else text
+    if "://" not in text:
+        return os.path.realpath(os.path.abspath(os.path.expanduser(text)))
+    url = urlsplit(text)
+    parts = [p for p in url.path.split("/") if p not in ("", ".")]
+    return f"{url.scheme.lower()}://{url.netloc.lower()}/" + "/".join(parts)
+
+
 def gather_pairs(*, images=None, labels=None, list_file=None) -> list[Pair]:
     """Pairs from ``--images``/``--labels`` folders or from ``--list`` (exactly one of the two)."""
     if list_file is not None:
@@ -193,4 +211,4 @@ def patch_sources(store) -> tuple[np.ndarray, list[dict]] | None:
 
 
 __all__ = ["Pair", "volume_stem", "pairs_from_dirs", "pairs_from_list", "gather_pairs",
-           "patch_sources"]
+           "patch_sources", "source_key"]
