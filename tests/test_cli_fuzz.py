@@ -189,6 +189,12 @@ ROWS = [
     ("patchify-patch-larger", ["patchify", "{s.zarr}", "-o", "OUT", "--patch", "32"], "--patch"),
     ("predict-patch-no-pad", ["predict", "{run}", "{v.npy}", "-o", "OUT", "--patch", "32", "--no-pad", "--device", "cpu"], "--patch"),
     ("bench-budget-0", ["bench-memory", "--budget", "0"], "--budget"),
+    ("bench-patch-4096", ["bench-memory", "--patch", "4096", "--device", "cpu"], "of memory of this machine (cpu)"),
+    ("train-val-fraction-1.5", ["train", "{ps.zarr}", "-o", "OUT", "--val-fraction", "1.5", *TRAIN],
+     "--val-fraction: 'data.val_fraction' must be in [0, 1)"),
+    ("train-source-twice", ["train", "{ps.zarr}", "{ps.zarr}", "-o", "OUT", *TRAIN], "is the same source as"),
+    ("train-diverges-at-start", ["train", "{ps.zarr}", "-o", "OUT", "--lr", "1e30", "--steps", "4", *TRAIN],
+     "no checkpoint was saved, so nothing is left"),
     # damaged Zarr input
     ("evaluate-corrupt-chunk", ["evaluate", "{chunk.zarr}", "{s.zarr}", "--metrics", "psnr", "--quiet"], "damaged chunk"),
     ("info-truncated-metadata", ["info", "{trunc.zarr}"], "damaged array metadata"),
