@@ -163,3 +163,36 @@ def test_resume_from_best_pt_when_model_pt_is_missing(tmp_path, store, cfg):
         f"warning: {run}: has no model.pt (the run stopped before saving it); resuming from best.pt "
         f"at step {best_step}"]
     assert torch.load(run / "model.pt", weights_only=True)["step"] == 6
+
+
+@pytest.fixture()
+def small_disk(tmp_path):
+    """A real 600 KiB file system (tmpfs): room for the first checkpoint of the tiny run, not a
+    second one. Needs root and mount(8); skipped elsewhere."""
+    import shutil
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("needs root and mount to make a small tmpfs")
+    yield disk
+    subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_a_full_disk_leaves_a_resumable_run(tmp_path, store, small_disk):
+    import subprocess
+
+    cfg = tmp_path / "cfg.yml"
+    cfg.write_text("model: {ch: 4, depth: 2}\ntraining: {validation_freq: 2, snapshot_freq: 4}\n")
+    run = small_disk / "run"
+    _one_error(_train(store, "-o", run, "--config", cfg, *TINY), "the disk may be full")
+    assert (run / "best.pt").is_file() and not (run / "model.pt").exists()  # cut after step 2's best.pt
+    _one_error(_train(store, "-o", run, "--config", cfg, *TINY), "exists; pass --resume")
+    subprocess.run(["mount", "-o", "remount,size=4m", str(small_disk)], check=True)  # space freed
+    result = _train(store, "-o", run, "--resume", "--device", "cpu", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.strip().splitlines() == [
+        f"warning: {run}: has no model.pt (the run stopped before saving it); resuming from best.pt at step 2"]
+    assert torch.load(run / "model.pt", weights_only=True)["step"] == 4
