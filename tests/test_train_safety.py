@@ -196,3 +196,18 @@ def test_a_full_disk_leaves_a_resumable_run(tmp_path, store, small_disk):
     assert result.stderr.strip().splitlines() == [
         f"warning: {run}: has no model.pt (the run stopped before saving it); resuming from best.pt at step 2"]
     assert torch.load(run / "model.pt", weights_only=True)["step"] == 4
+
+
+def test_a_killed_start_is_cleaned_up_but_a_foreign_run_new_is_not_touched(tmp_path, store, cfg):
+    run = tmp_path / "run"
+    work = tmp_path / "run.new"
+    work.mkdir()
+    (work / "metrics.jsonl").write_text('{"step": 1}\n')  # what a start killed by SIGKILL leaves
+    result = _train(store, "-o", run, "--config", cfg, *TINY)
+    assert result.exit_code == 0, result.output
+    assert not work.exists() and (run / "model.pt").is_file()
+    other = tmp_path / "other"
+    (tmp_path / "other.new").mkdir()
+    (tmp_path / "other.new" / "mine.txt").write_text("keep")
+    _one_error(_train(store, "-o", other, "--config", cfg, *TINY), "is in the way")
+    assert (tmp_path / "other.new" / "mine.txt").read_text() == "keep" and not other.exists()

@@ -23,6 +23,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from volseg.errors import VolsegError
 from volseg.training.run_dir import BEST_FILE, CONFIG_FILE, MODEL_FILE, RUN_FILES, write_config
 
 WORK_SUFFIX = ".new"
@@ -51,6 +52,7 @@ class RunStage:
         self.work = self.final if resume else work_path(self.final)
         self.promoted = bool(resume)
         self.config_written = False
+        self.created = False  # the work folder is this run's own (removed on failure)
 
     @property
     def dir(self) -> Path:
@@ -58,13 +60,26 @@ class RunStage:
         return self.final if self.promoted else self.work
 
     def start(self) -> None:
-        """Create an empty work folder (a leftover of a killed start is removed first; the
-        caller holds the run's lock, so no other trainer uses it)."""
+        """Create an empty work folder. A leftover of a killed start (only run files in it) is
+        removed first: the caller holds the run's lock, so no other trainer uses it.
+
+        Raises
+        ------
+        VolsegError
+            ``RUN.new`` exists and is not a run volseg made (a file, or other content).
+        """
         if self.promoted:
             return
         if os.path.lexists(self.work):
+            from volseg.io.outputs import made_by_volseg
+
+            if not self.work.is_dir() or self.work.is_symlink() or not made_by_volseg(self.work, "run"):
+                raise VolsegError(self.work, f"is in the way: a new run of {self.final} is built "
+                                  "there first, and volseg did not make it; move it away or choose "
+                                  "another -o")
             _remove(self.work)
         self.work.mkdir(parents=True)
+        self.created = True
 
     def checkpoint_saved(self, cfg: dict[str, Any]) -> bool:
         """After a good checkpoint: write ``config.yml`` the first time, then hand the work
@@ -93,8 +108,8 @@ class RunStage:
         self.promoted = True
 
     def abandon(self) -> None:
-        """A run that failed before its first good checkpoint: remove the work folder."""
-        if not self.promoted and os.path.lexists(self.work):
+        """A run that failed before its first good checkpoint: remove the work folder it made."""
+        if self.created and not self.promoted and os.path.lexists(self.work):
             _remove(self.work)
 
     def state(self) -> str:
