@@ -13,6 +13,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from volseg import open_volume
 from volseg.cli import app
 
 torch.set_num_threads(1)
@@ -125,11 +126,10 @@ def test_a_refused_nan_volume_in_a_list_leaves_nothing(tmp_path):
     from volseg.data.synth import write_synth
 
     scroll = write_synth("scroll", tmp_path / "scroll.zarr", shape=(32, 32, 32), seed=0)
-    bad = np.asarray(__import__("volseg").open_volume(scroll).compute(), dtype=np.float32)
+    bad = np.asarray(open_volume(scroll).compute(), dtype=np.float32)
     bad[::4] = np.nan  # every 16^3 patch meets one
     np.save(tmp_path / "bad.npy", bad)
-    np.save(tmp_path / "label.npy", np.asarray(__import__("volseg").open_volume(
-        scroll / "labels" / "surface").compute()))
+    np.save(tmp_path / "label.npy", np.asarray(open_volume(scroll / "labels" / "surface").compute()))
     listing = tmp_path / "pairs.csv"
     listing.write_text(f"image,label\n{scroll},{scroll}/labels/surface\nbad.npy,label.npy\n")
     run = tmp_path / "run"

@@ -25,13 +25,13 @@ from torch import nn
 
 from volseg.errors import VolsegError
 from volseg.models import build_model, load_run, model_depth, resolve_device
+from volseg.models.precision import use_amp
 from volseg.progress import progress_bar
 from volseg.training import distributed
-from volseg.models.precision import use_amp
 from volseg.training import run_dir as rd
-from volseg.training.run_stage import RunStage
 from volseg.training.config import parse_model_type, resolve
 from volseg.training.loop import EMA, batch_stream, grad_scaler, make_optimizer, to_device, train_step
+from volseg.training.run_stage import RunStage
 from volseg.training.schedule import lr_at
 from volseg.training.tracking import Tracker, require_tensorboard
 from volseg.training.validate import validate
