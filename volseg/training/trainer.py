@@ -179,9 +179,30 @@ def train(source: str | os.PathLike | None, run_dir: str | os.PathLike, *,
     guard_reader(sources)  # an unfinished patch store (one --part of several) is refused
     run_dir = rd.check_run_dir(run_dir, resume=resume, overwrite=overwrite)
     main_rank = os.environ.get("RANK", "0").strip() in ("", "0")  # torchrun: rank 0 holds the lock
-    with output_lock(run_dir) if main_rank else contextlib.nullcontext():  # one trainer per run dir
-        return _train(source, run_dir, model_type=model_type, config_path=config_path, overrides=overrides,
-                      resume=resume, overwrite=overwrite, quiet=quiet, datasets=datasets)
+    made = _missing_folders(run_dir.parent)  # the lock creates them; a failed start removes them
+    try:
+        with output_lock(run_dir) if main_rank else contextlib.nullcontext():  # one trainer per run dir
+            return _train(source, run_dir, model_type=model_type, config_path=config_path,
+                          overrides=overrides, resume=resume, overwrite=overwrite, quiet=quiet,
+                          datasets=datasets)
+    except BaseException:
+        if main_rank and not run_dir.exists():
+            for folder in made:  # deepest first; a folder someone filled meanwhile stays
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
+        raise
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and its ancestors that do not exist yet, deepest first."""
+    missing = []
+    folder = Path(os.path.abspath(folder))
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
 
 
 def _train(source, run_dir: Path, *, model_type, config_path, overrides, resume, overwrite, quiet,
