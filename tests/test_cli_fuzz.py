@@ -104,7 +104,7 @@ def box(tmp_path_factory, make_diffusion_run):
     level = root / "s.zarr" / "0"
     meta = (level / "zarr.json").read_text()
     damaged = {
-        "chunk.zarr": lambda d: next(p for p in (d / "0" / "c").rglob("*") if p.is_file()).write_bytes(b"garbage"),
+        "chunk.zarr": lambda d: (d / "0" / "c" / "1" / "0" / "1").write_bytes(b"garbage"),
         "trunc.zarr": lambda d: (d / "0" / "zarr.json").write_text(meta[:40]),
         "negshape.zarr": lambda d: (d / "0" / "zarr.json").write_text(meta.replace("16", "-16", 1)),
         "dtype.zarr": lambda d: (d / "0" / "zarr.json").write_text(meta.replace('"float32"', '"float99"')),
@@ -113,6 +113,11 @@ def box(tmp_path_factory, make_diffusion_run):
     for name, spoil in damaged.items():
         shutil.copytree(root / "s.zarr", root / name)
         spoil(root / name)
+    for name, src, chunk in (("chunkpred.zarr", "pred.zarr", "patches/c/3/0/0/0/0"),
+                             ("chunkps.zarr", "ps.zarr", "patches/c/1/0/0/0/0"),
+                             ("chunkpsl.zarr", "ps.zarr", "labels/c/2/0/0/0/0")):
+        shutil.copytree(root / src, root / name)
+        (root / name / chunk).write_bytes((root / name / chunk).read_bytes()[:9])  # truncated
     os.mkfifo(root / "fifo.npy")
     os.mkfifo(root / "fifo.tif")
     return root
@@ -190,13 +195,22 @@ ROWS = [
     ("predict-patch-no-pad", ["predict", "{run}", "{v.npy}", "-o", "OUT", "--patch", "32", "--no-pad", "--device", "cpu"], "--patch"),
     ("bench-budget-0", ["bench-memory", "--budget", "0"], "--budget"),
     # damaged Zarr input
-    ("evaluate-corrupt-chunk", ["evaluate", "{chunk.zarr}", "{s.zarr}", "--metrics", "psnr", "--quiet"], "damaged chunk"),
+    ("evaluate-corrupt-chunk", ["evaluate", "{chunk.zarr}", "{s.zarr}", "--metrics", "psnr", "--quiet"], "chunk.zarr/0: has a damaged chunk c/1/0/1 ("),
+    ("evaluate-corrupt-labels", ["evaluate", "{s.zarr}", "{chunk.zarr}", "--metrics", "psnr", "--quiet"], "chunk.zarr/0: has a damaged chunk c/1/0/1 ("),
+    ("info-corrupt-chunk", ["info", "{chunk.zarr}"], "chunk.zarr/0: has a damaged chunk c/1/0/1 ("),
+    ("predict-corrupt-chunk", ["predict", "{run}", "{chunk.zarr}", "-o", "OUT", *PRED], "partial:chunk.zarr/0: has a damaged chunk c/1/0/1 ("),
+    ("patchify-corrupt-chunk", ["patchify", "{chunk.zarr}", "-o", "OUT", "--patch", "8", "--quiet"], "partial:chunk.zarr/0: has a damaged chunk c/1/0/1 ("),
+    ("postprocess-corrupt-chunk", ["postprocess", "{chunk.zarr}", "-o", "OUT", "--quiet"], "partial:chunk.zarr/0: has a damaged chunk c/1/0/1 ("),
+    ("stitch-corrupt-patches", ["stitch", "{chunkpred.zarr}", "-o", "OUT", "--quiet"], "partial:chunkpred.zarr/patches: has a damaged chunk c/3/0/0/0/0 ("),
+    ("train-corrupt-patches", ["train", "{chunkps.zarr}", "-o", "OUT", "--steps", "2", *TRAIN], "partial:chunkps.zarr/patches: has a damaged chunk c/1/0/0/0/0 ("),
+    ("train-corrupt-labels", ["train", "{chunkpsl.zarr}", "-o", "OUT", "--steps", "2", *TRAIN], "partial:chunkpsl.zarr/labels: has a damaged chunk c/2/0/0/0/0 ("),
+    ("train-corrupt-volume", ["train", "{chunk.zarr}", "-o", "OUT", "--patch", "8", "--steps", "2", *TRAIN], "partial:chunk.zarr/0: has a damaged chunk c/1/0/1 ("),
     ("info-truncated-metadata", ["info", "{trunc.zarr}"], "damaged array metadata"),
     ("info-negative-shape", ["info", "{negshape.zarr}"], "damaged array metadata"),
     ("info-wrong-dtype", ["info", "{dtype.zarr}"], "damaged array metadata"),
     ("info-truncated-group", ["info", "{group.zarr}"], "not a readable Zarr store"),
     ("predict-truncated-metadata", ["predict", "{run}", "{trunc.zarr}", "-o", "OUT", *PRED], "damaged array metadata"),
-    ("prepare-corrupt-chunk", ["prepare", "{chunk.zarr}", "-o", "OUT", "--quiet"], "partial:damaged chunk"),
+    ("prepare-corrupt-chunk", ["prepare", "{chunk.zarr}", "-o", "OUT", "--quiet"], "partial:chunk.zarr/0: has a damaged chunk c/1/0/1 ("),
     # non-regular files
     ("info-fifo", ["info", "{fifo.npy}"], "not a regular file"),
     ("evaluate-fifo", ["evaluate", "{fifo.npy}", "{g.npy}"], "not a regular file"),

@@ -36,21 +36,24 @@ _KEPT_CACHE = 32
 
 @functools.lru_cache(maxsize=4)
 def _source(path: str):
-    """Level 0 of a 3D Zarr / OME-Zarr input as a zarr array (one call reads a halo box of many
-    chunks concurrently), else the lazy volume of :func:`volseg.io.open_volume`."""
+    """Level 0 of a 3D Zarr / OME-Zarr input as a checked zarr array (one call reads a halo box
+    of many chunks concurrently; a damaged chunk is named), else the lazy volume of
+    :func:`volseg.io.open_volume`."""
     import zarr
 
     from volseg.io import open_volume
+    from volseg.io.checked import checked
+    from volseg.io.remote import open_node
 
     volume = open_volume(path)  # validates the input
     try:
-        node = zarr.open(store=path, mode="r")
+        node = open_node(path)
         if isinstance(node, zarr.Group):
             attrs = node.attrs.asdict()
             node = node[(attrs.get("ome") or attrs)["multiscales"][0]["datasets"][0]["path"]]
         if isinstance(node, zarr.Array) and tuple(node.shape) == tuple(volume.shape) \
                 and node.dtype == volume.dtype:
-            return node
+            return checked(node, path)
     except Exception:  # not a plain 3D Zarr: read through the lazy volume
         pass
     return volume
