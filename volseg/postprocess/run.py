@@ -173,9 +173,14 @@ def save_tables(output: Path, tables: dict) -> None:
 
 
 def _version(path: str) -> str:
-    """Identifies the input's content for resuming: its volseg fingerprint, else its mtime."""
+    """Identifies the input's content for resuming: its volseg fingerprint, else its mtime (for a
+    URL: the fingerprint, else nothing)."""
     import json
 
+    from volseg.io.remote import is_url, open_node
+
+    if is_url(path):
+        return str((open_node(path).attrs.get("volseg") or {}).get("fingerprint"))
     try:
         attrs = json.loads((Path(path) / "zarr.json").read_text()).get("attributes", {})
         if (attrs.get("volseg") or {}).get("fingerprint"):
@@ -341,7 +346,9 @@ def postprocess(pred: str | os.PathLike, output: str | os.PathLike, *, threshold
     meta = read_meta(pred)
     opts = Options.parse(meta.dtype, threshold=threshold, hysteresis=hysteresis, smooth=smooth,
                          close=close, min_size=min_size, fill_holes=fill_holes, where=str(pred))
-    path, shape = os.path.abspath(pred), tuple(meta.shape)
+    from volseg.io.remote import is_url
+
+    path, shape = (pred if is_url(pred) else os.path.abspath(pred)), tuple(meta.shape)
     chunks = tuple(min(c, s) for c, s in zip(chunks, shape))
     settings = {"command": "postprocess", "input": path, "input_version": _version(path),
                 "shape": list(shape), "chunks": list(chunks), **opts.settings()}
