@@ -53,6 +53,26 @@ def _save_run(path: Path, *, poison: bool = False) -> None:
                path / "model.pt")
 
 
+def _save_rank4_onnx(path: Path) -> None:
+    """An ONNX file with volseg's metadata whose input is 4D (N, C, y, x), not (N, C, z, y, x)."""
+    import json
+
+    try:
+        import onnx
+        from onnx import TensorProto, helper
+    except ImportError:  # the row is skipped (see the table test)
+        return
+
+    meta = {"format": "volseg-export", "kind": "unet", "depth": 2, "in_channels": 1, "out_channels": 1,
+            "patch": [8, 8, 8], "export_format": "onnx"}
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1, "y", "x"])
+    y = helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["n", 1, "y", "x"])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["probabilities"])], "rank4", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    helper.set_model_props(model, {"volseg": json.dumps(meta)})
+    onnx.save(model, str(path))
+
+
 @pytest.fixture(scope="module")
 def box(tmp_path_factory, make_diffusion_run):
     """A sandbox of small inputs, good and bad, made once for the whole table."""
@@ -118,6 +138,9 @@ def box(tmp_path_factory, make_diffusion_run):
                              ("chunkpsl.zarr", "ps.zarr", "labels/c/2/0/0/0/0")):
         shutil.copytree(root / src, root / name)
         (root / name / chunk).write_bytes((root / name / chunk).read_bytes()[:9])  # truncated
+    np.save(root / "empty.npy", np.zeros((0, 16, 16), np.float32))
+    np.save(root / "cplx.npy", (v * (1 + 2j)).astype(np.complex64))
+    _save_rank4_onnx(root / "rank4.onnx")
     os.mkfifo(root / "fifo.npy")
     os.mkfifo(root / "fifo.tif")
     return root
@@ -194,6 +217,15 @@ ROWS = [
     ("patchify-patch-larger", ["patchify", "{s.zarr}", "-o", "OUT", "--patch", "32"], "--patch"),
     ("predict-patch-no-pad", ["predict", "{run}", "{v.npy}", "-o", "OUT", "--patch", "32", "--no-pad", "--device", "cpu"], "--patch"),
     ("bench-budget-0", ["bench-memory", "--budget", "0"], "--budget"),
+    ("postprocess-close-huge", ["postprocess", "{s.zarr}", "-o", "OUT", "--close", "100000", "--quiet"], "--close: 100000 is too large: closing one 16x16x16 chunk"),
+    ("predict-patch-huge", ["predict", "{run}", "{v.npy}", "-o", "OUT", "--patch", "100000", "--device", "cpu"], "--patch: 100000x100000x100000 is too large: a batch of 4 patches"),
+    ("synth-scroll-shape-huge", ["synth", "scroll", "-o", "OUT", "--shape", "100000"], "--shape: 100000x100000x100000 is too large"),
+    ("synth-scan-shape-huge", ["synth", "scan", "-o", "OUT", "--shape", "16x16x100000000000"], "--shape: 16x16x100000000000 is too large"),
+    ("predict-onnx-rank-4", ["predict", "{rank4.onnx}", "{v.npy}", "-o", "OUT", *PRED], "rank4.onnx: takes the input x ['n', 1, 'y', 'x'], not one (N, C, z, y, x) tensor"),
+    ("info-empty", ["info", "{empty.npy}"], "empty.npy: is empty (shape 0x16x16)"),
+    ("info-complex-json", ["info", "{cplx.npy}", "--json", "-"], "cplx.npy: has dtype complex64; volseg reads real numbers"),
+    ("predict-empty", ["predict", "{run}", "{empty.npy}", "-o", "OUT", *PRED], "empty.npy: is empty"),
+    ("evaluate-empty", ["evaluate", "{empty.npy}", "{empty.npy}"], "empty.npy: is empty"),
     # damaged Zarr input
     ("evaluate-corrupt-chunk", ["evaluate", "{chunk.zarr}", "{s.zarr}", "--metrics", "psnr", "--quiet"], "chunk.zarr/0: has a damaged chunk c/1/0/1 ("),
     ("evaluate-corrupt-labels", ["evaluate", "{s.zarr}", "{chunk.zarr}", "--metrics", "psnr", "--quiet"], "chunk.zarr/0: has a damaged chunk c/1/0/1 ("),
@@ -238,6 +270,10 @@ def test_the_table_is_big_enough():
 
 @pytest.mark.parametrize("name, row_args, expect", ROWS, ids=[r[0] for r in ROWS])
 def test_bad_input_exits_2_with_one_line(box, box_digest, tmp_path, name, row_args, expect):
+    if "{rank4.onnx}" in row_args:
+        pytest.importorskip("onnxruntime")
+        if not (box / "rank4.onnx").exists():
+            pytest.skip("onnx is not installed")
     out = tmp_path / "out.zarr"
     before = box_digest
     r = _invoke(_args(row_args, box, out))
@@ -262,6 +298,18 @@ def test_usage_errors_in_a_subprocess(box, args, expect):
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.splitlines() == [proc.stderr.strip()] and expect in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr and "╭" not in proc.stderr
+
+
+def test_an_absurd_close_names_the_memory_it_would_take(box, tmp_path, monkeypatch):
+    import volseg.memlimit
+
+    monkeypatch.setattr(volseg.memlimit, "machine_memory", lambda: 64 * 2**30)
+    r = _invoke(["postprocess", box / "s.zarr", "-o", tmp_path / "o.zarr", "--close", "1000", "--quiet"])
+    assert r.exit_code == 2 and r.stderr.startswith("error: --close: 1000 is too large: closing one "), r.stderr
+    assert "GiB, more than the 64.0 GiB of memory of this machine; use a radius of" in r.stderr
+    assert not (tmp_path / "o.zarr").exists()
+    r = _invoke(["postprocess", box / "s.zarr", "-o", tmp_path / "o.zarr", "--close", "2", "--quiet"])
+    assert r.exit_code == 0, r.stderr
 
 
 def test_help_and_version_still_work():

@@ -252,3 +252,20 @@ def test_a_damaged_chunk_of_an_ome_zarr_level_names_the_level(tmp_path):
     assert err.value.path == str(tmp_path / "v.zarr" / "0")
     err2 = pytest.raises(VolsegError, open_volume(tmp_path / "v.zarr" / "0").compute)
     assert err2.value.path == str(tmp_path / "v.zarr" / "0") and "c/1/1/0" in err2.value.message
+
+
+@pytest.mark.parametrize("kind", ["npy", "zarr"])
+@pytest.mark.parametrize("data, expect", [
+    (np.zeros((0, 16, 16), np.float32), "is empty (shape 0x16x16); a volume needs at least one voxel"),
+    (np.ones((4, 5, 6), np.complex64), "has dtype complex64; volseg reads real numbers"),
+])
+def test_empty_and_complex_volumes_are_refused_by_every_reader(tmp_path, kind, data, expect):
+    path = tmp_path / f"v.{kind}"
+    if kind == "npy":
+        np.save(path, data)
+    else:
+        zarr.open_array(str(path), mode="w", shape=data.shape, dtype=data.dtype, chunks=(4, 4, 4))
+    for read in (open_volume, read_meta):
+        with pytest.raises(VolsegError, match=expect.replace("(", r"\(").replace(")", r"\)")) as err:
+            read(path)
+        assert err.value.path == str(path)

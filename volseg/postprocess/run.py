@@ -245,6 +245,7 @@ def postprocess(pred: str | os.PathLike, output: str | os.PathLike, *, threshold
 
     path, shape = (pred if is_url(pred) else os.path.abspath(pred)), tuple(meta.shape)
     chunks = tuple(min(c, s) for c, s in zip(chunks, shape))
+    opts.check_memory(shape, chunks)
     settings = {"command": "postprocess", "input": path, "input_version": _version(path),
                 "shape": list(shape), "chunks": list(chunks), **opts.settings()}
     out_path = Path(output)
