@@ -292,3 +292,49 @@ def test_postprocess_of_a_url_equals_the_local_result(site, http, tmp_path):
         outs.append(zarr.open_array(str(out / "0"))[:])
     np.testing.assert_array_equal(outs[0], outs[1])
     assert outs[0].any()
+
+
+class _HtmlEverywhere(__import__("http.server").server.BaseHTTPRequestHandler):
+    """A web server answering every path with the same HTML page (no 404s)."""
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        body = b"<html><body>welcome</body></html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command == "GET":
+            self.wfile.write(body)
+
+    do_HEAD = do_GET
+
+
+def test_unreachable_s3_and_html_servers_print_exactly_one_line(tmp_path):
+    """In a real process (interpreter shutdown included): no 'Exception ignored in <coroutine>'
+    after the error, no ZarrUserWarning before it."""
+    import http.server
+    import os
+    import subprocess
+    import sys
+    import threading
+    from pathlib import Path
+
+    volseg = str(Path(sys.executable).with_name("volseg"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HtmlEverywhere)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = {**os.environ, "VOLSEG_RETRIES": "0", "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y",
+           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"}
+    html = f"http://127.0.0.1:{server.server_address[1]}/scroll.zarr"
+    try:
+        for url, expect in (("s3://no-such-bucket/scroll.zarr", "Could not connect to the endpoint URL"),
+                            (html, "is not JSON (a web page?)")):
+            proc = subprocess.run([volseg, "info", url], capture_output=True, text=True, env=env, timeout=60)
+            assert proc.returncode == 2, proc.stderr
+            assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(f"error: {url}"), proc.stderr
+            assert expect in proc.stderr
+    finally:
+        server.shutdown()
+        server.server_close()
