@@ -199,6 +199,8 @@ ROWS = [
     ("evaluate-threshold-inf", ["evaluate", "{v.npy}", "{g.npy}", "--threshold", "inf"], "--threshold"),
     ("evaluate-nan-value-nan", ["evaluate", "{nan.npy}", "{g.npy}", "--nan-value", "nan"], "--nan-value"),
     ("stitch-nan-predictions", ["stitch", "{nanpred.zarr}", "-o", "OUT", "--quiet"], "partial:non-finite"),
+    ("postprocess-nan", ["postprocess", "{nan.npy}", "-o", "OUT", "--quiet"], "nan.npy: 1 non-finite voxel (NaN) at (3, 10, 7); a prediction must be finite"),
+    ("postprocess-inf-chunks", ["postprocess", "{inf.npy}", "-o", "OUT", "--chunks", "8", "--quiet"], "inf.npy: 1 non-finite voxel (+Inf) at (5, 1, 2) in the block starting at (0, 0, 0)"),
     # training divergence and bad training data
     ("train-lr-0", ["train", "{ps.zarr}", "-o", "OUT", "--lr", "0", *TRAIN], "--lr"),
     ("train-lr-negative", ["train", "{ps.zarr}", "-o", "OUT", "--lr", "-1", *TRAIN], "--lr"),

@@ -36,6 +36,11 @@ _BATCH_BLOCKS = 256
 def _summary_task(index, *, path, chunks, shape, binarise) -> dict:
     start, stop = chunk_bounds(index, chunks, shape)
     values, smoothed = block_values(path, start, stop, shape, binarise)
+    if values.dtype.kind == "f":  # a NaN would only show as a range of (nan..nan) later
+        from volseg.io.finite import check_array
+
+        check_array(values, path, offset=start, whole=tuple(values.shape) == tuple(shape),
+                    hint="a prediction must be finite; predict it again or clean it")
     fg, strong = binarise.masks(smoothed)
     out = summarise_block(fg, strong)
     out["index"] = tuple(index)
