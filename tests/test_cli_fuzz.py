@@ -94,6 +94,9 @@ def box(tmp_path_factory, make_diffusion_run):
     np.save(root / "l7.npy", np.where(v > 0.5, 7, 0).astype(np.uint8))
     _save_run(root / "run")
     _save_run(root / "nanrun", poison=True)
+    shutil.copytree(root / "run", root / "truncrun")
+    model = (root / "truncrun" / "model.pt").read_bytes()
+    (root / "truncrun" / "model.pt").write_bytes(model[:len(model) // 2])
     make_diffusion_run(root / "drun")
     for args in (("prepare", root / "v.npy", "-o", root / "s.zarr", "--chunks", "8", "--quiet"),
                  ("patchify", root / "v.npy", "--labels", root / "g.npy", "-o", root / "ps.zarr",
@@ -135,7 +138,8 @@ def box(tmp_path_factory, make_diffusion_run):
         spoil(root / name)
     for name, src, chunk in (("chunkpred.zarr", "pred.zarr", "patches/c/3/0/0/0/0"),
                              ("chunkps.zarr", "ps.zarr", "patches/c/1/0/0/0/0"),
-                             ("chunkpsl.zarr", "ps.zarr", "labels/c/2/0/0/0/0")):
+                             ("chunkpsl.zarr", "ps.zarr", "labels/c/2/0/0/0/0"),
+                             ("chunklab.zarr", "s.zarr", "labels/surface/0/c/1/1/0")):
         shutil.copytree(root / src, root / name)
         (root / name / chunk).write_bytes((root / name / chunk).read_bytes()[:9])  # truncated
     np.save(root / "empty.npy", np.zeros((0, 16, 16), np.float32))
@@ -238,6 +242,9 @@ ROWS = [
     ("stitch-corrupt-patches", ["stitch", "{chunkpred.zarr}", "-o", "OUT", "--quiet"], "partial:chunkpred.zarr/patches: has a damaged chunk c/3/0/0/0/0 ("),
     ("train-corrupt-patches", ["train", "{chunkps.zarr}", "-o", "OUT", "--steps", "2", *TRAIN], "partial:chunkps.zarr/patches: has a damaged chunk c/1/0/0/0/0 ("),
     ("train-corrupt-labels", ["train", "{chunkpsl.zarr}", "-o", "OUT", "--steps", "2", *TRAIN], "partial:chunkpsl.zarr/labels: has a damaged chunk c/2/0/0/0/0 ("),
+    ("patchify-corrupt-labels", ["patchify", "{chunklab.zarr}", "-o", "OUT", "--patch", "8", "--quiet"], "partial:chunklab.zarr/labels/surface/0: has a damaged chunk c/1/1/0 ("),
+    ("train-corrupt-labels-volume", ["train", "{chunklab.zarr}", "-o", "OUT", "--patch", "8", "--steps", "2", *TRAIN], "partial:chunklab.zarr/labels/surface/0: has a damaged chunk c/1/1/0 ("),
+    ("predict-truncated-run", ["predict", "{truncrun}", "{v.npy}", "-o", "OUT", *PRED], "truncrun/model.pt: is corrupt or truncated"),
     ("train-corrupt-volume", ["train", "{chunk.zarr}", "-o", "OUT", "--patch", "8", "--steps", "2", *TRAIN], "partial:chunk.zarr/0: has a damaged chunk c/1/0/1 ("),
     ("info-truncated-metadata", ["info", "{trunc.zarr}"], "damaged array metadata"),
     ("info-negative-shape", ["info", "{negshape.zarr}"], "damaged array metadata"),
