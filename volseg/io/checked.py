@@ -57,7 +57,7 @@ class CheckedZarr:
     def __getitem__(self, key):
         try:
             return self.array[key]
-        except VolsegError:
+        except (VolsegError, MemoryError):  # a remote fault already named; not the data's fault
             raise
         except Exception as exc:
             raise damaged_chunk(self.array, self.path, key, exc) from None
