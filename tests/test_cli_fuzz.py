@@ -53,6 +53,26 @@ def _save_run(path: Path, *, poison: bool = False) -> None:
                path / "model.pt")
 
 
+def _save_rank4_onnx(path: Path) -> None:
+    """An ONNX file with volseg's metadata whose input is 4D (N, C, y, x), not (N, C, z, y, x)."""
+    import json
+
+    try:
+        import onnx
+        from onnx import TensorProto, helper
+    except ImportError:  # the row is skipped (see the table test)
+        return
+
+    meta = {"format": "volseg-export", "kind": "unet", "depth": 2, "in_channels": 1, "out_channels": 1,
+            "patch": [8, 8, 8], "export_format": "onnx"}
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1, "y", "x"])
+    y = helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["n", 1, "y", "x"])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["probabilities"])], "rank4", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    helper.set_model_props(model, {"volseg": json.dumps(meta)})
+    onnx.save(model, str(path))
+
+
 @pytest.fixture(scope="module")
 def box(tmp_path_factory, make_diffusion_run):
     """A sandbox of small inputs, good and bad, made once for the whole table."""
@@ -74,6 +94,9 @@ def box(tmp_path_factory, make_diffusion_run):
     np.save(root / "l7.npy", np.where(v > 0.5, 7, 0).astype(np.uint8))
     _save_run(root / "run")
     _save_run(root / "nanrun", poison=True)
+    shutil.copytree(root / "run", root / "truncrun")
+    model = (root / "truncrun" / "model.pt").read_bytes()
+    (root / "truncrun" / "model.pt").write_bytes(model[:len(model) // 2])
     make_diffusion_run(root / "drun")
     for args in (("prepare", root / "v.npy", "-o", root / "s.zarr", "--chunks", "8", "--quiet"),
                  ("patchify", root / "v.npy", "--labels", root / "g.npy", "-o", root / "ps.zarr",
@@ -104,7 +127,7 @@ def box(tmp_path_factory, make_diffusion_run):
     level = root / "s.zarr" / "0"
     meta = (level / "zarr.json").read_text()
     damaged = {
-        "chunk.zarr": lambda d: next(p for p in (d / "0" / "c").rglob("*") if p.is_file()).write_bytes(b"garbage"),
+        "chunk.zarr": lambda d: (d / "0" / "c" / "1" / "0" / "1").write_bytes(b"garbage"),
         "trunc.zarr": lambda d: (d / "0" / "zarr.json").write_text(meta[:40]),
         "negshape.zarr": lambda d: (d / "0" / "zarr.json").write_text(meta.replace("16", "-16", 1)),
         "dtype.zarr": lambda d: (d / "0" / "zarr.json").write_text(meta.replace('"float32"', '"float99"')),
@@ -113,6 +136,15 @@ def box(tmp_path_factory, make_diffusion_run):
     for name, spoil in damaged.items():
         shutil.copytree(root / "s.zarr", root / name)
         spoil(root / name)
+    for name, src, chunk in (("chunkpred.zarr", "pred.zarr", "patches/c/3/0/0/0/0"),
+                             ("chunkps.zarr", "ps.zarr", "patches/c/1/0/0/0/0"),
+                             ("chunkpsl.zarr", "ps.zarr", "labels/c/2/0/0/0/0"),
+                             ("chunklab.zarr", "s.zarr", "labels/surface/0/c/1/1/0")):
+        shutil.copytree(root / src, root / name)
+        (root / name / chunk).write_bytes((root / name / chunk).read_bytes()[:9])  # truncated
+    np.save(root / "empty.npy", np.zeros((0, 16, 16), np.float32))
+    np.save(root / "cplx.npy", (v * (1 + 2j)).astype(np.complex64))
+    _save_rank4_onnx(root / "rank4.onnx")
     os.mkfifo(root / "fifo.npy")
     os.mkfifo(root / "fifo.tif")
     return root
@@ -171,6 +203,8 @@ ROWS = [
     ("evaluate-threshold-inf", ["evaluate", "{v.npy}", "{g.npy}", "--threshold", "inf"], "--threshold"),
     ("evaluate-nan-value-nan", ["evaluate", "{nan.npy}", "{g.npy}", "--nan-value", "nan"], "--nan-value"),
     ("stitch-nan-predictions", ["stitch", "{nanpred.zarr}", "-o", "OUT", "--quiet"], "partial:non-finite"),
+    ("postprocess-nan", ["postprocess", "{nan.npy}", "-o", "OUT", "--quiet"], "nan.npy: 1 non-finite voxel (NaN) at (3, 10, 7); a prediction must be finite"),
+    ("postprocess-inf-chunks", ["postprocess", "{inf.npy}", "-o", "OUT", "--chunks", "8", "--quiet"], "inf.npy: 1 non-finite voxel (+Inf) at (5, 1, 2) in the block starting at (0, 0, 0)"),
     # training divergence and bad training data
     ("train-lr-0", ["train", "{ps.zarr}", "-o", "OUT", "--lr", "0", *TRAIN], "--lr"),
     ("train-lr-negative", ["train", "{ps.zarr}", "-o", "OUT", "--lr", "-1", *TRAIN], "--lr"),
@@ -195,14 +229,35 @@ ROWS = [
     ("train-source-twice", ["train", "{ps.zarr}", "{ps.zarr}", "-o", "OUT", *TRAIN], "is the same source as"),
     ("train-diverges-at-start", ["train", "{ps.zarr}", "-o", "OUT", "--lr", "1e30", "--steps", "4", *TRAIN],
      "no checkpoint was saved, so nothing is left"),
+    ("postprocess-close-huge", ["postprocess", "{s.zarr}", "-o", "OUT", "--close", "100000", "--quiet"], "--close: 100000 is too large: closing one 16x16x16 chunk"),
+    ("predict-patch-huge", ["predict", "{run}", "{v.npy}", "-o", "OUT", "--patch", "100000", "--device", "cpu"], "--patch: 100000x100000x100000 is too large: a batch of 4 patches"),
+    ("synth-scroll-shape-huge", ["synth", "scroll", "-o", "OUT", "--shape", "100000"], "--shape: 100000x100000x100000 is too large"),
+    ("synth-scan-shape-huge", ["synth", "scan", "-o", "OUT", "--shape", "16x16x100000000000"], "--shape: 16x16x100000000000 is too large"),
+    ("predict-onnx-rank-4", ["predict", "{rank4.onnx}", "{v.npy}", "-o", "OUT", *PRED], "rank4.onnx: takes the input x ['n', 1, 'y', 'x'], not one (N, C, z, y, x) tensor"),
+    ("info-empty", ["info", "{empty.npy}"], "empty.npy: is empty (shape 0x16x16)"),
+    ("info-complex-json", ["info", "{cplx.npy}", "--json", "-"], "cplx.npy: has dtype complex64; volseg reads real numbers"),
+    ("predict-empty", ["predict", "{run}", "{empty.npy}", "-o", "OUT", *PRED], "empty.npy: is empty"),
+    ("evaluate-empty", ["evaluate", "{empty.npy}", "{empty.npy}"], "empty.npy: is empty"),
     # damaged Zarr input
-    ("evaluate-corrupt-chunk", ["evaluate", "{chunk.zarr}", "{s.zarr}", "--metrics", "psnr", "--quiet"], "damaged chunk"),
+    ("evaluate-corrupt-chunk", ["evaluate", "{chunk.zarr}", "{s.zarr}", "--metrics", "psnr", "--quiet"], "chunk.zarr/0: has a damaged chunk c/1/0/1 ("),
+    ("evaluate-corrupt-labels", ["evaluate", "{s.zarr}", "{chunk.zarr}", "--metrics", "psnr", "--quiet"], "chunk.zarr/0: has a damaged chunk c/1/0/1 ("),
+    ("info-corrupt-chunk", ["info", "{chunk.zarr}"], "chunk.zarr/0: has a damaged chunk c/1/0/1 ("),
+    ("predict-corrupt-chunk", ["predict", "{run}", "{chunk.zarr}", "-o", "OUT", *PRED], "partial:chunk.zarr/0: has a damaged chunk c/1/0/1 ("),
+    ("patchify-corrupt-chunk", ["patchify", "{chunk.zarr}", "-o", "OUT", "--patch", "8", "--quiet"], "partial:chunk.zarr/0: has a damaged chunk c/1/0/1 ("),
+    ("postprocess-corrupt-chunk", ["postprocess", "{chunk.zarr}", "-o", "OUT", "--quiet"], "partial:chunk.zarr/0: has a damaged chunk c/1/0/1 ("),
+    ("stitch-corrupt-patches", ["stitch", "{chunkpred.zarr}", "-o", "OUT", "--quiet"], "partial:chunkpred.zarr/patches: has a damaged chunk c/3/0/0/0/0 ("),
+    ("train-corrupt-patches", ["train", "{chunkps.zarr}", "-o", "OUT", "--steps", "2", *TRAIN], "partial:chunkps.zarr/patches: has a damaged chunk c/1/0/0/0/0 ("),
+    ("train-corrupt-labels", ["train", "{chunkpsl.zarr}", "-o", "OUT", "--steps", "2", *TRAIN], "partial:chunkpsl.zarr/labels: has a damaged chunk c/2/0/0/0/0 ("),
+    ("patchify-corrupt-labels", ["patchify", "{chunklab.zarr}", "-o", "OUT", "--patch", "8", "--quiet"], "partial:chunklab.zarr/labels/surface/0: has a damaged chunk c/1/1/0 ("),
+    ("train-corrupt-labels-volume", ["train", "{chunklab.zarr}", "-o", "OUT", "--patch", "8", "--steps", "2", *TRAIN], "partial:chunklab.zarr/labels/surface/0: has a damaged chunk c/1/1/0 ("),
+    ("predict-truncated-run", ["predict", "{truncrun}", "{v.npy}", "-o", "OUT", *PRED], "truncrun/model.pt: is corrupt or truncated"),
+    ("train-corrupt-volume", ["train", "{chunk.zarr}", "-o", "OUT", "--patch", "8", "--steps", "2", *TRAIN], "partial:chunk.zarr/0: has a damaged chunk c/1/0/1 ("),
     ("info-truncated-metadata", ["info", "{trunc.zarr}"], "damaged array metadata"),
     ("info-negative-shape", ["info", "{negshape.zarr}"], "damaged array metadata"),
     ("info-wrong-dtype", ["info", "{dtype.zarr}"], "damaged array metadata"),
     ("info-truncated-group", ["info", "{group.zarr}"], "not a readable Zarr store"),
     ("predict-truncated-metadata", ["predict", "{run}", "{trunc.zarr}", "-o", "OUT", *PRED], "damaged array metadata"),
-    ("prepare-corrupt-chunk", ["prepare", "{chunk.zarr}", "-o", "OUT", "--quiet"], "partial:damaged chunk"),
+    ("prepare-corrupt-chunk", ["prepare", "{chunk.zarr}", "-o", "OUT", "--quiet"], "partial:chunk.zarr/0: has a damaged chunk c/1/0/1 ("),
     # non-regular files
     ("info-fifo", ["info", "{fifo.npy}"], "not a regular file"),
     ("evaluate-fifo", ["evaluate", "{fifo.npy}", "{g.npy}"], "not a regular file"),
@@ -230,6 +285,10 @@ def test_the_table_is_big_enough():
 
 @pytest.mark.parametrize("name, row_args, expect", ROWS, ids=[r[0] for r in ROWS])
 def test_bad_input_exits_2_with_one_line(box, box_digest, tmp_path, name, row_args, expect):
+    if "{rank4.onnx}" in row_args:
+        pytest.importorskip("onnxruntime")
+        if not (box / "rank4.onnx").exists():
+            pytest.skip("onnx is not installed")
     out = tmp_path / "out.zarr"
     before = box_digest
     r = _invoke(_args(row_args, box, out))
@@ -254,6 +313,18 @@ def test_usage_errors_in_a_subprocess(box, args, expect):
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.splitlines() == [proc.stderr.strip()] and expect in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr and "╭" not in proc.stderr
+
+
+def test_an_absurd_close_names_the_memory_it_would_take(box, tmp_path, monkeypatch):
+    import volseg.memlimit
+
+    monkeypatch.setattr(volseg.memlimit, "machine_memory", lambda: 64 * 2**30)
+    r = _invoke(["postprocess", box / "s.zarr", "-o", tmp_path / "o.zarr", "--close", "1000", "--quiet"])
+    assert r.exit_code == 2 and r.stderr.startswith("error: --close: 1000 is too large: closing one "), r.stderr
+    assert "GiB, more than the 64.0 GiB of memory of this machine; use a radius of" in r.stderr
+    assert not (tmp_path / "o.zarr").exists()
+    r = _invoke(["postprocess", box / "s.zarr", "-o", tmp_path / "o.zarr", "--close", "2", "--quiet"])
+    assert r.exit_code == 0, r.stderr
 
 
 def test_help_and_version_still_work():

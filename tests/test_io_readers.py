@@ -223,3 +223,49 @@ def test_big_endian_zarr_v3_array(tmp_path):
     arr = open_volume(tmp_path / "be.zarr")
     assert arr.dtype == np.int16 and arr.dtype.isnative
     np.testing.assert_array_equal(arr.compute(), vol)
+
+
+@pytest.mark.parametrize("zarr_format, key", [(3, "c/1/0/1"), (2, "1.0.1")])
+def test_a_damaged_chunk_names_the_array_and_its_key(tmp_path, zarr_format, key):
+    vol = make_volume("float32", (16, 16, 16))
+    arr = zarr.open_array(str(tmp_path / "v.zarr"), mode="w", shape=vol.shape, chunks=(8, 8, 8),
+                          dtype="float32", zarr_format=zarr_format)
+    arr[:] = vol
+    chunk = tmp_path / "v.zarr" / key
+    chunk.write_bytes(chunk.read_bytes()[:10])  # truncated
+    data = open_volume(tmp_path / "v.zarr")
+    assert np.array_equal(data[:8].compute(), vol[:8])  # the sound chunks still read
+    with pytest.raises(VolsegError) as err:
+        data.compute()
+    assert err.value.path == str(tmp_path / "v.zarr")
+    assert err.value.message.startswith(f"has a damaged chunk {key} (")
+    assert err.value.message.endswith("restore it or write it again")
+
+
+def test_a_damaged_chunk_of_an_ome_zarr_level_names_the_level(tmp_path):
+    vol = make_volume("uint8", (16, 16, 16))
+    write_volume(tmp_path / "v.zarr", vol, chunks=8)
+    chunk = tmp_path / "v.zarr" / "0" / "c" / "1" / "1" / "0"
+    chunk.write_bytes(b"garbage")
+    with pytest.raises(VolsegError, match="damaged chunk c/1/1/0") as err:
+        open_volume(tmp_path / "v.zarr")[8:, 8:, :8].compute()
+    assert err.value.path == str(tmp_path / "v.zarr" / "0")
+    err2 = pytest.raises(VolsegError, open_volume(tmp_path / "v.zarr" / "0").compute)
+    assert err2.value.path == str(tmp_path / "v.zarr" / "0") and "c/1/1/0" in err2.value.message
+
+
+@pytest.mark.parametrize("kind", ["npy", "zarr"])
+@pytest.mark.parametrize("data, expect", [
+    (np.zeros((0, 16, 16), np.float32), "is empty (shape 0x16x16); a volume needs at least one voxel"),
+    (np.ones((4, 5, 6), np.complex64), "has dtype complex64; volseg reads real numbers"),
+])
+def test_empty_and_complex_volumes_are_refused_by_every_reader(tmp_path, kind, data, expect):
+    path = tmp_path / f"v.{kind}"
+    if kind == "npy":
+        np.save(path, data)
+    else:
+        zarr.open_array(str(path), mode="w", shape=data.shape, dtype=data.dtype, chunks=(4, 4, 4))
+    for read in (open_volume, read_meta):
+        with pytest.raises(VolsegError, match=expect.replace("(", r"\(").replace(")", r"\)")) as err:
+            read(path)
+        assert err.value.path == str(path)

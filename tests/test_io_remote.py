@@ -247,3 +247,94 @@ def test_kill_9_of_a_predict_writing_to_s3_then_rerun_is_identical(site, s3, loc
     result = json.loads(out.stdout)
     assert result["chunks_done_before"] == done and result["chunks_written"] == 27 - done
     np.testing.assert_array_equal(volseg_open(dest), local_pred)
+
+
+@pytest.fixture(scope="module")
+def damaged_site(site):
+    """A copy of the published store and of gt.zarr, each with one truncated chunk."""
+    import shutil
+
+    root = site / "damaged"
+    for name in ("scroll.zarr", "gt.zarr"):
+        shutil.copytree(site / "site" / name, root / name)
+    for chunk in (root / "scroll.zarr" / "0" / "1.1.1", root / "gt.zarr" / "2.0.1"):
+        chunk.write_bytes(chunk.read_bytes()[:12])
+    with CountingServer(root) as server:
+        yield server
+
+
+@pytest.mark.parametrize("command", ["info", "predict", "prepare", "patchify", "postprocess", "evaluate",
+                                     "evaluate-labels"])
+def test_a_damaged_chunk_over_http_names_the_url_and_the_chunk_key(site, damaged_site, tmp_path, command):
+    url, gt = damaged_site.url + "/scroll.zarr", damaged_site.url + "/gt.zarr"
+    out = tmp_path / "out.zarr"
+    args = {"info": ("info", url),
+            "predict": ("predict", site / "run", url, "-o", out, *PREDICT),
+            "prepare": ("prepare", url, "-o", out, "--chunks", "16", "--quiet"),
+            "patchify": ("patchify", url, "-o", out, "--patch", "16", "--quiet"),
+            "postprocess": ("postprocess", url, "-o", out, "--threshold", "128", "--quiet"),
+            "evaluate": ("evaluate", url, site / "site" / "gt.zarr", "--metrics", "dice", "--quiet"),
+            "evaluate-labels": ("evaluate", site / "site" / "gt.zarr", gt, "--metrics", "dice", "--quiet")}[command]
+    r = invoke(*args)
+    assert r.exit_code == 2, (r.exit_code, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    name, key = (gt, "2.0.1") if command == "evaluate-labels" else (url + "/0", "1.1.1")
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith(f"error: {name}: has a damaged chunk {key} ("), lines[0]
+    assert lines[0].endswith("restore it or write it again") and "Traceback" not in r.stderr + r.stdout
+
+
+def test_postprocess_of_a_url_equals_the_local_result(site, http, tmp_path):
+    outs = []
+    for src, out in ((site / "site" / "scroll.zarr", tmp_path / "l.zarr"), (http.url + "/scroll.zarr", tmp_path / "r.zarr")):
+        r = invoke("postprocess", src, "-o", out, "--threshold", "128", "--min-size", "3", "--quiet")
+        assert r.exit_code == 0, r.stderr
+        outs.append(zarr.open_array(str(out / "0"))[:])
+    np.testing.assert_array_equal(outs[0], outs[1])
+    assert outs[0].any()
+
+
+class _HtmlEverywhere(__import__("http.server").server.BaseHTTPRequestHandler):
+    """A web server answering every path with the same HTML page (no 404s)."""
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        body = b"<html><body>welcome</body></html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command == "GET":
+            self.wfile.write(body)
+
+    do_HEAD = do_GET
+
+
+def test_unreachable_s3_and_html_servers_print_exactly_one_line(tmp_path):
+    """In a real process (interpreter shutdown included): no 'Exception ignored in <coroutine>'
+    after the error, no ZarrUserWarning before it."""
+    import http.server
+    import os
+    import subprocess
+    import sys
+    import threading
+    from pathlib import Path
+
+    volseg = str(Path(sys.executable).with_name("volseg"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HtmlEverywhere)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = {**os.environ, "VOLSEG_RETRIES": "0", "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y",
+           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"}
+    html = f"http://127.0.0.1:{server.server_address[1]}/scroll.zarr"
+    try:
+        for url, expect in (("s3://no-such-bucket/scroll.zarr", "Could not connect to the endpoint URL"),
+                            (html, "is not JSON (a web page?)")):
+            proc = subprocess.run([volseg, "info", url], capture_output=True, text=True, env=env, timeout=60)
+            assert proc.returncode == 2, proc.stderr
+            assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(f"error: {url}"), proc.stderr
+            assert expect in proc.stderr
+    finally:
+        server.shutdown()
+        server.server_close()

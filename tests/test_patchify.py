@@ -184,3 +184,31 @@ def test_a_rerun_resumes_an_unfinished_store(tif, tmp_path):
     patchify(path, out=tmp_path / "q.zarr.partial", patch=8, stride=4, part=(0, 2))
     patchify(path, out=tmp_path / "q.zarr", patch=8, stride=6)
     assert not (_read(tmp_path / "q.zarr")[0]["patches"][0] == 7).all()
+
+
+def test_a_failed_run_leaves_no_work_store_and_keeps_the_old_output(tif, tmp_path):
+    """--overwrite: a failure leaves the old output as it was and no <out>.partial; without it, a
+    run that finished no patch range removes its work store too."""
+    path, data = tif
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.full(data.shape, 7, np.uint8))  # label 7 in every patch: every range fails
+    out = tmp_path / "p.zarr"
+    patchify(path, out=out, patch=8)
+    before = _read(out)[0]["patches"]
+    for overwrite in (True, False):
+        target = out if overwrite else tmp_path / "new.zarr"
+        with pytest.raises(VolsegError, match="the value 7"):
+            patchify(path, out=target, labels=bad, patch=8, overwrite=overwrite)
+        left = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(target.name))
+        assert left == ([out.name] if overwrite else []), left
+    assert np.array_equal(_read(out)[0]["patches"], before)
+
+
+def test_a_failed_rerun_keeps_the_ranges_it_can_resume(tif, tmp_path):
+    path, data = tif
+    work = tmp_path / "p.zarr.partial"
+    patchify(path, out=work, patch=8, stride=6, part=(0, 2))  # a killed run's first half
+    done = sorted(p.name for p in (tmp_path / "p.zarr.partial.done").iterdir())
+    with pytest.raises(VolsegError):
+        patchify(path, out=tmp_path / "p.zarr", patch=8, stride=6, scheduler="tcp://127.0.0.1:1")
+    assert work.is_dir() and sorted(p.name for p in (tmp_path / "p.zarr.partial.done").iterdir()) == done

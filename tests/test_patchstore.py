@@ -54,3 +54,22 @@ def test_open_errors_name_the_path(tmp_path):
 def test_create_requires_the_attributes(tmp_path):
     with pytest.raises(VolsegError, match="attributes"):
         create_store(tmp_path / "p.zarr", n=1, channels=1, patch=(2, 2, 2), dtype="u1", attrs={"kind": "patches"})
+
+
+@pytest.mark.parametrize("name", ["patches", "labels", "targets", "origins"])
+def test_a_damaged_chunk_names_the_array_and_the_chunk_key(tmp_path, name):
+    origins = np.arange(9, dtype=np.int64).reshape(3, 3)
+    g = create_store(tmp_path / "p.zarr", n=3, channels=1, patch=(4, 5, 6), dtype="float32", attrs=ATTRS,
+                     labels=True, targets=True, origins=origins)
+    for arr in ("patches", "labels", "targets"):
+        g[arr][:] = 1
+    key = "c/0/0" if name == "origins" else "c/2/0/0/0/0"
+    chunk = tmp_path / "p.zarr" / name / key
+    chunk.write_bytes(chunk.read_bytes()[:5])
+    store = PatchStore.open(tmp_path / "p.zarr")
+    if name != "origins":
+        assert store.read(1)["image"].shape == (1, 4, 5, 6)  # the sound patches still read
+    with pytest.raises(VolsegError) as err:
+        store.read(2)
+    assert err.value.path == str(tmp_path / "p.zarr" / name)
+    assert err.value.message.startswith(f"has a damaged chunk {key} (") and "restore it" in err.value.message

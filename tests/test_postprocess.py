@@ -203,3 +203,49 @@ def test_postprocess_needs_no_torch():
     code = "import sys, volseg.postprocess; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def _hollow_specks():
+    """Two 5^3 specks with a one-voxel cavity (one across the 10^3 chunk corner), and a sheet
+    with a 2x2x2 cavity in its thickened part."""
+    vol = np.zeros((24, 24, 24), np.uint8)
+    for z, y, x in ((2, 2, 2), (8, 8, 8)):
+        vol[z:z + 5, y:y + 5, x:x + 5] = 1
+        vol[z + 2, y + 2, x + 2] = 0
+    vol[14:20, :, :] = 1
+    vol[16:18, 10:12, 10:12] = 0
+    return vol
+
+
+def test_min_size_acts_before_fill_holes_in_the_reference():
+    vol = _hollow_specks()
+    speck = np.zeros_like(vol)
+    speck[2:7, 2:7, 2:7] = 1
+    speck[4, 4, 4] = 0                  # 124 voxels around a one-voxel cavity
+    # a removed hollow speck does not come back as its filled cavity
+    assert postprocess_array(speck, min_size=125, fill_holes=16).sum() == 0
+    assert postprocess_array(speck, min_size=124, fill_holes=16).sum() == 125
+    out = postprocess_array(vol, min_size=200, fill_holes=16)
+    assert not out[:14].any() and out[14:20].all() and not out[20:].any()
+    assert postprocess_array(vol, min_size=vol.size + 1, fill_holes=16).sum() == 0
+
+
+@pytest.mark.parametrize("min_size,close,holes", [(200, 0, 16), (100, 0, 16), (24 ** 3 + 1, 0, 16),
+                                                  (200, 1, 16), (0, 1, 64)])
+def test_streamed_steps_act_on_the_previous_steps_result(tmp_path, min_size, close, holes):
+    vol = _hollow_specks()
+    write_volume(tmp_path / "v.zarr", vol, chunks=10)
+    r = postprocess(tmp_path / "v.zarr", tmp_path / "o.zarr", min_size=min_size, close=close,
+                    fill_holes=holes, chunks=10, scheduler="synchronous", quiet=True)
+    ref = postprocess_array(vol, min_size=min_size, close=close, fill_holes=holes)
+    np.testing.assert_array_equal(_read(tmp_path / "o.zarr"), ref)
+    if min_size > 124:
+        assert not ref[:14].any(), "a removed speck came back"
+    if min_size > vol.size:
+        assert ref.sum() == 0 and r["cavities_filled"] == 0
+    # noise: every speck removed leaves nothing, whatever the cavities it had
+    prob = _smooth_noise(9, (30, 30, 30), sigma=0.7)
+    write_volume(tmp_path / "p.zarr", prob, chunks=10)
+    postprocess(tmp_path / "p.zarr", tmp_path / "n.zarr", threshold=0.5, smooth=0, min_size=prob.size + 1,
+                close=close, fill_holes=holes, chunks=10, scheduler="synchronous", quiet=True)
+    assert _read(tmp_path / "n.zarr").sum() == 0

@@ -148,8 +148,8 @@ def patchify(volume: str | os.PathLike, *, out: str | os.PathLike, labels=None, 
         raise VolsegError("--overwrite", "cannot be combined with --part (parts share one store); "
                           "remove the store once before launching the parts")
 
-    settings = {"source": str(volume.resolve()), "labels": None if labels is None else str(labels.resolve()),
-                "targets": None if targets is None else str(targets.resolve()), "source_shape": list(shape),
+    settings = {"source": _absolute(volume), "labels": _absolute(labels),
+                "targets": _absolute(targets), "source_shape": list(shape),
                 "patch": list(patch), "stride": None if stride is None else list(stride), "mode": mode,
                 "samples": n, "foreground_fraction": foreground_fraction, "seed": int(seed), "pad": bool(pad),
                 "source_stamp": input_stamp(volume),
@@ -176,15 +176,33 @@ def patchify(volume: str | os.PathLike, *, out: str | os.PathLike, labels=None, 
     check_output(out, overwrite=overwrite)
     with output_lock(out):  # one writer of `out` (and of its work folder) at a time
         work = out.with_name(out.name + ".partial")
-        if not _resumable(work, attrs["settings"]):
+        resumed = _resumable(work, attrs["settings"])
+        if not resumed:
             remove_path(work)
             remove_path(marker_dir(work))
             create_store(work, attrs=attrs, **create)
-        _run(jobs, work, scheduler=scheduler, workers=workers, quiet=quiet)
+        try:
+            _run(jobs, work, scheduler=scheduler, workers=workers, quiet=quiet)
+        except Exception:
+            # A failed --overwrite run leaves nothing (an interrupted one is resumed by its rerun);
+            # otherwise a work store with finished patch ranges is kept for the rerun to resume.
+            if overwrite or not (resumed or done_counts(work)):
+                remove_path(work)
+                remove_path(marker_dir(work))
+            raise
         _finish(work, len(jobs), n, labels is not None)
         replace_dir(work, out)
         remove_path(marker_dir(work))
     return out
+
+
+def _absolute(path) -> str | None:
+    """A settings entry for an input: a URL as given, a local path resolved (None: no input)."""
+    from volseg.io.remote import is_url
+
+    if path is None:
+        return None
+    return path if is_url(path) else str(Path(path).resolve())
 
 
 def _run(jobs: list[PatchJob], store: Path, *, scheduler, workers, quiet) -> None:

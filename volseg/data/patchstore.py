@@ -109,17 +109,21 @@ class PatchStore:
     path : pathlib.Path
     attrs : dict
         The ``volseg`` attribute.
-    patches, origins, labels, targets : zarr arrays (``labels``/``targets`` may be None)
+    patches, origins, labels, targets : volseg.io.checked.CheckedZarr
+        The arrays, read through :class:`~volseg.io.checked.CheckedZarr` so that a damaged chunk
+        is an error naming the array and the chunk key (``labels``/``targets`` may be None).
     """
 
     def __init__(self, path: Path, group):
+        from volseg.io.checked import checked
+
         self.path = path
         self.group = group
         self.attrs = dict(group.attrs.get("volseg", {}))
-        self.patches = group["patches"]
-        self.origins = group["origins"]
-        self.labels = group["labels"] if "labels" in group else None
-        self.targets = group["targets"] if "targets" in group else None
+        self.patches = checked(group["patches"], path)
+        self.origins = checked(group["origins"], path)
+        self.labels = checked(group["labels"], path) if "labels" in group else None
+        self.targets = checked(group["targets"], path) if "targets" in group else None
 
     @classmethod
     def open(cls, path: str | os.PathLike, *, mode: str = "r") -> "PatchStore":

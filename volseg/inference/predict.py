@@ -132,6 +132,9 @@ def prepare(run, volume, *, patch=None, overlap: float = 0.5, batch_size: int = 
         raise VolsegError("--patch", f"{'x'.join(map(str, patch))} is larger than the volume "
                           f"{'x'.join(map(str, meta.shape))} and padding is off (--no-pad); use a smaller "
                           "--patch or allow mirror padding")
+    from volseg.memlimit import check_patch_batch
+
+    check_patch_batch(patch, batch_size)
     chunks = parse_chunks(chunks)
     dev = str(resolve_device(device))
     threads = threads_per_worker(workers) if dev == "cpu" else None

@@ -127,8 +127,10 @@ class _StitchJob:
     def __call__(self, chunk) -> dict:
         import zarr
 
+        from volseg.io.checked import checked
+
         chunk = tuple(chunk)
-        patches = zarr.open_group(self.store, mode="r")["patches"]
+        patches = checked(zarr.open_group(self.store, mode="r")["patches"], self.store)
         blender = Blender(self.plan.starts, self.plan.patch, self.blend["mode"],
                           sigma_scale=self.blend["sigma_scale"])
         start, stop = self.plan.bounds(chunk)

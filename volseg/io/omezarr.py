@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from volseg.errors import VolsegError
+from volseg.io.checked import checked
 from volseg.parallel import dask_client
 from volseg.io.atomic import atomic_dir, check_output, is_empty_dir, remove_path
 from volseg.io.volmeta import VolumeMeta, native_dtype, squeeze_channel
@@ -94,26 +95,6 @@ def open_zarr(path: str | os.PathLike, *, channel: int | None = None):
     return data, meta
 
 
-class CheckedZarr:
-    """A Zarr array whose damaged chunks (corrupt bytes, wrong codec) raise :class:`VolsegError`
-    naming the store, instead of the codec's internal error. Picklable; sliced like the array."""
-
-    def __init__(self, array, path):
-        self.array, self.path = array, str(path)
-        self.shape, self.dtype, self.ndim = tuple(array.shape), array.dtype, array.ndim
-        self.chunks = array.chunks
-
-    def __getitem__(self, key):
-        try:
-            return self.array[key]
-        except VolsegError:
-            raise
-        except Exception as exc:
-            raise VolsegError(self.path, f"has a damaged chunk ({type(exc).__name__}: "
-                              f"{' '.join(str(exc).split())[:200]}); restore it or write the volume "
-                              "again") from None
-
-
 def _checked_dask(arr, path):
     import dask.array as da
     from dask.base import tokenize
@@ -122,7 +103,7 @@ def _checked_dask(arr, path):
     stamp = os.stat(meta_file).st_mtime_ns if meta_file is not None else None
     name = "volseg-zarr-" + tokenize(os.path.abspath(path), str(arr.path), arr.shape, str(arr.dtype),
                                      arr.chunks, stamp)
-    return da.from_array(CheckedZarr(arr, path), chunks=arr.chunks, name=name, lock=False,
+    return da.from_array(checked(arr, path), chunks=arr.chunks, name=name, lock=False,
                          asarray=False, fancy=False, meta=np.empty((0,) * arr.ndim, dtype=arr.dtype))
 
 

@@ -249,21 +249,35 @@ _USER_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS, errno.EDQU
 
 
 def os_error(exc: OSError, path: str | os.PathLike | None = None, *, need: int | None = None) -> VolsegError:
-    """A one-line :class:`VolsegError` for a failed write: the path, the cause, bytes needed/free."""
+    """A one-line :class:`VolsegError` for a failed write: the path, the cause, bytes needed/free.
+
+    Without ``path`` or the error's file name (a full disk found by ``write()``, deep inside a
+    Zarr store), the file is the innermost ``path`` of the traceback's frames (the store's write);
+    the free space is that of its filesystem, and is left out when no path is known.
+    """
+    if path is None and not exc.filename:
+        tb = exc.__traceback__
+        while tb is not None:
+            found = tb.tb_frame.f_locals.get("path")
+            if isinstance(found, (str, os.PathLike)) and not _is_url(os.fspath(found)):
+                path = found
+            tb = tb.tb_next
+    known = path is not None or bool(exc.filename)
     where = os.fspath(path if path is not None else (exc.filename or "output"))
     cause = exc.strerror or str(exc)
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         cause = "the disk is full" if exc.errno == errno.ENOSPC else "the disk quota is exceeded"
-        cause += space_note(where, need)
+        cause += space_note(where, need) if known else ""
         return VolsegError(where, f"cannot be written: {cause}; free some space or choose another location")
     return VolsegError(where, f"cannot be written ({cause}); choose a writable location")
 
 
 def space_note(where: str | os.PathLike, need: int | None = None) -> str:
-    """The note " (N bytes free, about M needed)" for a full disk; empty when unknown."""
+    """The note " (N bytes free, about M needed)" for a full disk, on the filesystem that holds
+    ``where`` (its nearest existing folder); empty when unknown."""
     import shutil
 
-    folder = Path(os.path.abspath(where))
+    folder = Path(os.path.abspath(os.fspath(where)))
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     try:

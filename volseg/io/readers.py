@@ -94,7 +94,7 @@ def _open(path, channel, chunks=None):
     if is_url(path):
         from volseg.io.omezarr import open_zarr
 
-        return open_zarr(path, channel=channel)
+        return _usable(path, *open_zarr(path, channel=channel))
     path = Path(path)
     if not path.exists():
         raise VolsegError(path, "does not exist; check the path")
@@ -105,7 +105,7 @@ def _open(path, channel, chunks=None):
     if kind in ("zarr", "ome-zarr"):
         from volseg.io.omezarr import open_zarr
 
-        return open_zarr(path, channel=channel)
+        return _usable(path, *open_zarr(path, channel=channel))
     opener = {"tiff": _TiffSource.open, "tiff-folder": _FolderSource.open,
               "npy": _NpySource.open, "nifti": _NiftiSource.open}[kind]
     source, spacing, unit = opener(path, channel)
@@ -113,6 +113,18 @@ def _open(path, channel, chunks=None):
     arr = _to_dask(source, tuple(chunks(source.shape, source.dtype)) if chunks else default)
     meta = VolumeMeta(shape=tuple(arr.shape), dtype=native_dtype(arr.dtype), chunks=default,
                       spacing=tuple(float(s) for s in spacing), unit=unit, levels=1, format=kind)
+    return _usable(path, arr, meta)
+
+
+def _usable(path, arr, meta: VolumeMeta):
+    """``(arr, meta)`` of a volume every command can process: real numbers (bool, integers,
+    floats) and at least one voxel along every axis; otherwise a :class:`VolsegError`."""
+    if meta.dtype.kind not in "biuf":
+        raise VolsegError(path, f"has dtype {meta.dtype}; volseg reads real numbers (bool, integers, "
+                          "floats): convert it, e.g. to float32 of its magnitude or real part")
+    if min(meta.shape) < 1:
+        raise VolsegError(path, f"is empty (shape {'x'.join(map(str, meta.shape))}); a volume needs at "
+                          "least one voxel along every axis (z, y, x)")
     return arr, meta
 
 

@@ -201,6 +201,18 @@ def describe(exc: BaseException) -> str:
     return text[:300]
 
 
+def _closing(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised while its coroutine was being closed (``GeneratorExit`` or a
+    cancellation in its context chain): zarr abandons the other requests of a batch once one has
+    failed, and the client's clean-up then fails in the interpreter's last collection."""
+    seen = 0
+    while exc is not None and seen < 16:
+        if isinstance(exc, (GeneratorExit, asyncio.CancelledError)):
+            return True
+        exc, seen = exc.__context__, seen + 1
+    return False
+
+
 class RemoteStore(WrapperStore):
     """A Zarr store over fsspec with retries and an optional on-disk cache of chunk objects.
 
@@ -266,6 +278,8 @@ class RemoteStore(WrapperStore):
             try:
                 return await self._store.get(key, prototype, byte_range)
             except Exception as exc:
+                if _closing(exc):  # the request was abandoned (another one failed first): no error
+                    raise GeneratorExit from None
                 url = join(self.url, key)
                 if not transient(exc):
                     raise VolsegError(url, describe(exc)) from None
@@ -291,14 +305,24 @@ class RemoteStore(WrapperStore):
 
 def open_node(path, *, mode: str = "r"):
     """``zarr.open`` of a local path or URL; a URL without Zarr metadata is a clear error."""
+    import warnings
+
     import zarr
 
-    try:
-        return zarr.open(store=zarr_store(path, mode=mode), mode=mode)
-    except VolsegError:
-        raise
-    except Exception as exc:
-        if is_url(path) and (isinstance(exc, (FileNotFoundError, KeyError)) or "not found" in str(exc).lower()):
-            raise VolsegError(path, "has no Zarr metadata (zarr.json, .zgroup or .zarray): the URL does "
-                              "not exist or is not a Zarr store; check the URL") from None
-        raise VolsegError(path, f"is not a readable Zarr store ({type(exc).__name__}: {exc})") from None
+    with warnings.catch_warnings(record=True) as seen:  # zarr's guesses about a store that fails
+        warnings.simplefilter("always")
+        try:
+            node = zarr.open(store=zarr_store(path, mode=mode), mode=mode)
+        except VolsegError:
+            raise
+        except Exception as exc:
+            if is_url(path) and (isinstance(exc, (FileNotFoundError, KeyError)) or "not found" in str(exc).lower()):
+                raise VolsegError(path, "has no Zarr metadata (zarr.json, .zgroup or .zarray): the URL does "
+                                  "not exist or is not a Zarr store; check the URL") from None
+            if is_url(path) and isinstance(exc, json.JSONDecodeError):
+                raise VolsegError(path, "answers for its Zarr metadata (zarr.json, .zarray) with something "
+                                  "that is not JSON (a web page?): the URL is not a Zarr store; check the URL") from None
+            raise VolsegError(path, f"is not a readable Zarr store ({type(exc).__name__}: {exc})") from None
+    for w in seen:  # the store opened: pass zarr's warnings on as they were
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return node

@@ -76,7 +76,12 @@ def _open(path: Path, device: str, threads: int | None):
             raise VolsegError(path, f"is not a readable ONNX model ({type(exc).__name__}); "
                                     "export it again") from None
         meta = _check_meta(path, session.get_modelmeta().custom_metadata_map.get(META_KEY))
-        name = session.get_inputs()[0].name
+        inputs = session.get_inputs()
+        if len(inputs) != 1 or len(inputs[0].shape) != 5:
+            got = ", ".join(f"{i.name} {list(i.shape)}" for i in inputs) or "none"
+            raise VolsegError(path, f"takes the input {got}, not one (N, C, z, y, x) tensor; a volseg "
+                              "model has a single 5D input: export the model again with `volseg export`")
+        name = inputs[0].name
 
         def call(x):
             out = session.run(None, {name: x.detach().float().cpu().numpy()})[0]

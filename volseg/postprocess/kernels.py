@@ -1,20 +1,19 @@
 """Block kernels of ``volseg postprocess``: pure numpy/scikit-image, no storage, no graph.
 
-A post-processing run optionally smooths a probability map (Gaussian, :func:`smooth_values`),
-binarises the prediction, labels the 26-connected foreground components
-and the 6-connected background components of every chunk, merges them across chunk faces into
-global components (:class:`volseg.metrics.components.FaceMerger`) and decides per component:
+Each step acts on the previous step's result, in this order:
 
-* foreground component kept  <=>  size >= ``min_size`` and (no hysteresis, or it holds a strong
-  voxel);
-* background component filled  <=>  it does not touch the volume border and has at most
-  ``fill_holes`` voxels (a *cavity*: a closed pocket of background inside the foreground).
+1. smooth a probability map (Gaussian, :func:`smooth_values`) and binarise it;
+2. ``--min-size``: label the 26-connected foreground components of every chunk, merge them across
+   chunk faces into global components (:class:`volseg.metrics.components.FaceMerger`) and keep a
+   component  <=>  size >= ``min_size`` and (no hysteresis, or it holds a strong voxel);
+3. ``--close``: close the kept mask K with a ball (:func:`close_mask`, the volume padded with its
+   edge values): M = closing(K);
+4. ``--fill-holes N``: fill the holes of M: the 2D holes of at most N pixels of every axis-aligned
+   slice (:func:`fill_slice_holes`: tunnels through sheets) and the *cavities* of M, the
+   6-connected background components of M with at most N voxels that do not touch the volume
+   border (labelled and merged across chunks like the components of step 2).
 
-The output is ``slice_holes(closing(kept foreground, ball(close)), N) | cavities(N)``: the
-optional closing (radius ``close``, volume padded with its edge values) and the 2D hole filling
-of every axis-aligned slice (:func:`fill_slice_holes`, holes of at most N = ``fill_holes``
-pixels: tunnels through sheets) run on the kept components only, so removed specks never bridge
-onto a sheet; cavities are those of the binarised mask.
+So a removed speck never comes back as its filled cavity and never bridges onto a sheet.
 
 Foreground uses 26-connectivity and background 6-connectivity, the complementary pair of digital
 topology, as the Betti numbers of :mod:`volseg.metrics.topology` do. Axis order (z, y, x), sizes
@@ -97,13 +96,11 @@ def close_mask(mask: np.ndarray, radius: int) -> np.ndarray:
     return mask | closed
 
 
-def summarise_block(fg: np.ndarray, strong: np.ndarray | None, *, fill: bool, start, stop,
-                    shape) -> dict:
+def summarise_block(fg: np.ndarray, strong: np.ndarray | None) -> dict:
     """Pass 1 of one chunk: local labels' counts, faces, sizes and flags.
 
-    Returns ``{"fg": (n, faces, ()), "fg_size": sizes[1..n], "fg_strong": bool[1..n] or None,
-    "bg": (n, faces, border) , "bg_size": ...}`` (``bg`` only with ``fill``), in the form
-    :meth:`~volseg.metrics.components.FaceMerger.add_layer` takes.
+    Returns ``{"fg": (n, faces, ()), "fg_size": sizes[1..n], "fg_strong": bool[1..n] or None}``,
+    in the form :meth:`~volseg.metrics.components.FaceMerger.add_layer` takes.
     """
     labels, n = cc.label_block(fg, connectivity=3)
     out = {"fg": (n, cc.block_faces(labels), ()),
@@ -112,10 +109,6 @@ def summarise_block(fg: np.ndarray, strong: np.ndarray | None, *, fill: bool, st
     if strong is not None:
         hits = np.bincount(labels[strong].ravel(), minlength=n + 1)[1:]
         out["fg_strong"] = hits > 0
-    if fill:
-        bg, m = cc.label_block(~fg, connectivity=1)
-        out["bg"] = (m, cc.block_faces(bg), cc.border_labels(bg, start, stop, shape))
-        out["bg_size"] = np.bincount(bg.ravel(), minlength=m + 1)[1:].astype(np.int64)
     return out
 
 
@@ -145,11 +138,12 @@ def kept_block(fg: np.ndarray, keep_fg: np.ndarray, fg_offset: int) -> np.ndarra
     return keep_fg[ids] & fg
 
 
-def filled_block(fg: np.ndarray, fill_bg: np.ndarray, bg_offset: int) -> np.ndarray:
-    """The chunk's background voxels in cavities to fill (``fill_bg[p]`` per provisional id)."""
-    bg, _ = cc.label_block(~fg, connectivity=1)
+def filled_block(mask: np.ndarray, fill_bg: np.ndarray, bg_offset: int) -> np.ndarray:
+    """The chunk's background voxels of ``mask`` in cavities to fill (``fill_bg[p]`` per
+    provisional id; the chunk is relabelled as in :func:`summarise_background`)."""
+    bg, _ = cc.label_block(~mask, connectivity=1)
     ids = np.where(bg > 0, bg.astype(np.int64) + bg_offset, 0)
-    return fill_bg[ids] & ~fg
+    return fill_bg[ids] & ~mask
 
 
 def fill_slice_holes(mask: np.ndarray, max_size: int) -> np.ndarray:
@@ -184,27 +178,42 @@ def fill_slice_holes(mask: np.ndarray, max_size: int) -> np.ndarray:
     return out
 
 
-def close_box(box: np.ndarray, lo, hi, start, stop, shape, *, radius: int, holes: int) -> np.ndarray:
-    """Closing and 2D hole filling of the chunk ``[start, stop)`` from the mask ``box`` over ``[lo, hi)``.
+def closed_box(box: np.ndarray, lo, hi, shape, *, radius: int) -> np.ndarray:
+    """:func:`close_mask` of the mask ``box`` covering ``[lo, hi)`` of a volume of ``shape``.
 
-    ``box`` covers the chunk plus ``2 * radius + holes + 1`` voxels of halo, clipped to the
-    volume of ``shape``; the clipped sides are padded with edge values for the closing, as the
-    whole volume is in :func:`postprocess_array`. A 2D hole of at most ``holes`` pixels that
-    meets the chunk lies within ``holes`` voxels of it, so one more voxel of context tells it
-    from a larger one and the result equals the whole-volume one.
+    The sides where the box meets the volume border are padded with edge values, as the whole
+    volume is in :func:`postprocess_array`; elsewhere the result is exact ``2 * radius`` voxels
+    or more inside the box.
     """
+    if radius <= 0:
+        return box
     h = 2 * radius
-    if radius:
-        pad = [(h if b == 0 else 0, h if d == n else 0) for b, d, n in zip(lo, hi, shape)]
-        closed = close_mask(np.pad(box, pad, mode="edge"), radius)
-        box = closed[tuple(slice(p, p + n) for (p, _), n in zip(pad, box.shape))]
-    # Crop to `holes + 1` voxels around the chunk: holes touching this box's sides are too big
-    # or open to the volume border.
+    pad = [(h if b == 0 else 0, h if d == n else 0) for b, d, n in zip(lo, hi, shape)]
+    closed = close_mask(np.pad(box, pad, mode="edge"), radius)
+    return closed[tuple(slice(p, p + n) for (p, _), n in zip(pad, box.shape))]
+
+
+def chunk_holes(box: np.ndarray, lo, start, stop, *, holes: int) -> np.ndarray:
+    """:func:`fill_slice_holes` of the chunk ``[start, stop)`` from the mask ``box`` at ``lo``.
+
+    ``box`` covers the chunk plus ``holes + 1`` voxels (clipped to the volume): a 2D hole of at
+    most ``holes`` pixels that meets the chunk lies within ``holes`` voxels of it, so one more
+    voxel of context tells it from a larger one and the result equals the whole-volume one.
+    """
     a = [max(b, s - holes - 1) for b, s in zip(lo, start)]
-    e = [min(d, t + holes + 1) for d, t in zip(hi, stop)]
+    e = [min(b + n, t + holes + 1) for b, n, t in zip(lo, box.shape, stop)]
     crop = box[tuple(slice(x - b, y - b) for x, y, b in zip(a, e, lo))]
     crop = fill_slice_holes(crop, holes)
     return crop[tuple(slice(s - x, t - x) for s, t, x in zip(start, stop, a))]
+
+
+def summarise_background(mask: np.ndarray, *, start, stop, shape) -> dict:
+    """The 6-connected background components of a chunk's mask, in the form
+    :meth:`~volseg.metrics.components.FaceMerger.add_layer` takes: ``{"bg": (n, faces,
+    border labels), "bg_size": sizes[1..n]}``."""
+    bg, m = cc.label_block(~mask, connectivity=1)
+    return {"bg": (m, cc.block_faces(bg), cc.border_labels(bg, start, stop, shape)),
+            "bg_size": np.bincount(bg.ravel(), minlength=m + 1)[1:].astype(np.int64)}
 
 
 def postprocess_array(values: np.ndarray, *, threshold: float | None = None,
@@ -226,10 +235,10 @@ def postprocess_array(values: np.ndarray, *, threshold: float | None = None,
     min_size : int
         26-connected foreground components of fewer voxels are removed.
     fill_holes : int
-        Then 2D holes of at most this many pixels in every axis-aligned slice of the kept mask
-        are filled (:func:`fill_slice_holes`: tunnels through sheets), and 6-connected
-        background components of the binarised mask not touching the volume border with at
-        most this many voxels (cavities). 0: neither.
+        Then, in the kept (and closed) mask, 2D holes of at most this many pixels in every
+        axis-aligned slice are filled (:func:`fill_slice_holes`: tunnels through sheets), and
+        its 6-connected background components not touching the volume border with at most
+        this many voxels (cavities). 0: neither. Each step acts on the previous one's result.
 
     Returns
     -------
@@ -245,13 +254,12 @@ def postprocess_array(values: np.ndarray, *, threshold: float | None = None,
     if strong is not None:
         keep &= np.bincount(labels[strong].ravel(), minlength=n + 1) > 0
     keep[0] = False
-    out = keep[labels]
-    if close:
+    out = keep[labels]                                   # step 2: the kept components
+    if close:                                            # step 3: closing of the kept mask
         h = 2 * close
         out = close_mask(np.pad(out, h, mode="edge"), close)[h:-h, h:-h, h:-h]
-    if fill_holes > 0:
-        out = fill_slice_holes(out, fill_holes)
-        bg, m = label(~fg, connectivity=1, return_num=True)
+    if fill_holes > 0:                                   # step 4: holes of the closed mask
+        bg, m = label(~out, connectivity=1, return_num=True)
         bsize = np.bincount(bg.ravel(), minlength=m + 1)
         border = np.zeros(m + 1, dtype=bool)
         for axis in range(3):
@@ -259,5 +267,5 @@ def postprocess_array(values: np.ndarray, *, threshold: float | None = None,
                 border[np.unique(np.take(bg, side, axis=axis))] = True
         fill = (~border) & (bsize <= fill_holes)
         fill[0] = False
-        out |= fill[bg] & ~fg
+        out = fill_slice_holes(out, fill_holes) | fill[bg]
     return out.astype(np.uint8)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass
 
@@ -135,6 +136,33 @@ class Options:
         print(f"warning: {where}: after --smooth {self.smooth:g}, {what} {name} {cut:g} (smoothed values "
               f"{lo:.4g}..{hi:.4g}): the output is all {label}; choose a value inside that range or "
               "pass --smooth 0", file=sys.stderr)
+
+    def task_bytes(self, shape, chunks, *, holes: bool = True) -> int:
+        """Bytes one task holds at most for a chunk of ``chunks`` in a volume of ``shape``: the
+        values read with the smoothing's context (float32, smoothed copy, int64 labels: 16 B per
+        voxel), and with ``--close R``/``--fill-holes N`` the kept-mask box of the chunk plus
+        2R + N + 1 voxels, padded by 2R for the closing (4 boolean copies) and the ball of radius
+        R (8 B per voxel of its (2R + 1)^3 cube while it is built)."""
+        r, n = self.close, (self.fill_holes if holes else 0)
+        read = math.prod(min(s, c + 2 * self.binarise.halo) for s, c in zip(shape, chunks))
+        need = 16 * read
+        if r or n:
+            halo = 2 * r + n + 1
+            need += 4 * math.prod(min(s, c + 2 * halo) + 4 * r for s, c in zip(shape, chunks))
+        if r:
+            need += 8 * (2 * r + 1) ** 3
+        return need
+
+    def check_memory(self, shape, chunks) -> None:
+        """Refuse a ``--close`` or ``--fill-holes`` whose chunk box cannot fit in memory."""
+        from volseg.memlimit import check_memory
+
+        check_memory(self.task_bytes(shape, chunks, holes=False), option="--close", value=self.close,
+                     what=f"closing one {'x'.join(map(str, chunks))} chunk with a ball of that radius",
+                     fix="use a radius of a few voxels (closing bridges gaps up to about 2 * R wide)")
+        check_memory(self.task_bytes(shape, chunks), option="--fill-holes", value=self.fill_holes,
+                     what=f"filling the holes of one {'x'.join(map(str, chunks))} chunk with that much "
+                     "context", fix="use a size of tens of voxels (holes through sheets are small)")
 
     def settings(self) -> dict:
         return {"threshold": self.threshold,

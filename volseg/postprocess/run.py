@@ -4,10 +4,12 @@ Pass 1 (read-only) walks the chunks one group of z-layers at a time on the chose
 each task binarises its chunk, labels it and returns its faces, component sizes and flags;
 :class:`~volseg.metrics.components.FaceMerger` merges the ids across chunk faces as layers
 arrive, so memory holds one layer of faces plus one small table entry per component. The
-resulting per-id decisions (keep / fill) are saved next to the output (``volseg_tables/``,
-written atomically), so a resumed run or another ``--part`` reuses them. Pass 2 writes one output
-chunk per task and its completion marker (:mod:`volseg.inference.resume`); ``--part I/N`` takes
-a contiguous share of the chunks. The input is only read.
+resulting per-id keep decisions are saved next to the output (``volseg_tables/``, written
+atomically), so a resumed run or another ``--part`` reuses them. With ``--fill-holes``, pass 2
+(:mod:`.holes`) finds the cavities of the kept, closed mask the same way (``volseg_holes/``).
+Pass 3 writes one output chunk per task and its completion marker
+(:mod:`volseg.inference.resume`); ``--part I/N`` takes a contiguous share of the chunks. The
+input is only read.
 """
 
 from __future__ import annotations
@@ -20,68 +22,27 @@ from pathlib import Path
 
 import numpy as np
 
-from volseg.errors import VolsegError
 from volseg.geometry import as_slices, chunk_bounds, chunk_counts
 from volseg.metrics import components as cc
-from volseg.postprocess.kernels import (close_box, component_table, filled_block, kept_block,
-                                        smooth_values, summarise_block)
+from volseg.postprocess.blocks import (TABLES, block_values, cached_tables, clear_caches, closed_kept,
+                                       concat, kept_cached, load_tables, offsets)
+from volseg.postprocess.holes import HOLES, holes_pass
+from volseg.postprocess.kernels import chunk_holes, component_table, filled_block, summarise_block
 from volseg.postprocess.options import Options
 
-TABLES = "volseg_tables"
 _BATCH_BLOCKS = 256
-#: Chunks whose kept masks pass 2 keeps for the next tasks' halos (neighbouring tasks share 18
-#: of their 27 chunks; at most this many binarised chunks, e.g. 64 MB of 128^3 chunks).
-_KEPT_CACHE = 32
 
 
-@functools.lru_cache(maxsize=4)
-def _source(path: str):
-    """Level 0 of a 3D Zarr / OME-Zarr input as a zarr array (one call reads a halo box of many
-    chunks concurrently), else the lazy volume of :func:`volseg.io.open_volume`."""
-    import zarr
-
-    from volseg.io import open_volume
-
-    volume = open_volume(path)  # validates the input
-    try:
-        node = zarr.open(store=path, mode="r")
-        if isinstance(node, zarr.Group):
-            attrs = node.attrs.asdict()
-            node = node[(attrs.get("ome") or attrs)["multiscales"][0]["datasets"][0]["path"]]
-        if isinstance(node, zarr.Array) and tuple(node.shape) == tuple(volume.shape) \
-                and node.dtype == volume.dtype:
-            return node
-    except Exception:  # not a plain 3D Zarr: read through the lazy volume
-        pass
-    return volume
-
-
-def _read(path: str, start, stop) -> np.ndarray:
-    region = _source(path)[as_slices(start, stop)]
-    if hasattr(region, "compute"):
-        region = region.compute(scheduler="synchronous")
-    return np.asarray(region)
-
-
-def _values(path: str, start, stop, shape, binarise) -> tuple[np.ndarray, np.ndarray]:
-    """(raw values, values to binarise) of the block ``[start, stop)``: with smoothing, the block
-    is read with ``binarise.halo`` voxels of context, filtered, and cropped back."""
-    if not binarise.smooth:
-        values = _read(path, start, stop)
-        return values, values
-    from volseg.geometry import with_halo
-
-    lo, hi = with_halo(start, stop, binarise.halo, shape)
-    box = _read(path, lo, hi)
-    inner = as_slices([s - a for s, a in zip(start, lo)], [t - a for t, a in zip(stop, lo)])
-    return box[inner], smooth_values(box, binarise.smooth)[inner]
-
-
-def _summary_task(index, *, path, chunks, shape, binarise, fill) -> dict:
+def _summary_task(index, *, path, chunks, shape, binarise) -> dict:
     start, stop = chunk_bounds(index, chunks, shape)
-    values, smoothed = _values(path, start, stop, shape, binarise)
+    values, smoothed = block_values(path, start, stop, shape, binarise)
+    if values.dtype.kind == "f":  # a NaN would only show as a range of (nan..nan) later
+        from volseg.io.finite import check_array
+
+        check_array(values, path, offset=start, whole=tuple(values.shape) == tuple(shape),
+                    hint="a prediction must be finite; predict it again or clean it")
     fg, strong = binarise.masks(smoothed)
-    out = summarise_block(fg, strong, fill=fill, start=start, stop=stop, shape=shape)
+    out = summarise_block(fg, strong)
     out["index"] = tuple(index)
     out["range"] = _value_range(values)
     if binarise.smooth:
@@ -100,64 +61,42 @@ def _union(ranges) -> tuple[float, float]:
 
 
 def label_pass(path: str, shape, chunks, opts: Options, *, scheduler, workers, quiet) -> dict:
-    """Pass 1: the global keep/fill decision of every provisional id, and each chunk's offsets."""
+    """Pass 1: the global keep decision of every provisional foreground id, and each chunk's
+    offsets (``keep_fg``, ``fg_offsets``, ``stats`` = [components, removed])."""
     from volseg.parallel import run_layers
 
     counts = chunk_counts(shape, chunks)
     nz, ny, nx = counts
-    fill = opts.fill_holes > 0
-    kinds = ("fg", "bg") if fill else ("fg",)
-    mergers = {k: cc.FaceMerger(counts, connectivity=3 if k == "fg" else 1) for k in kinds}
-    sizes = {k: [] for k in kinds}
+    merger = cc.FaceMerger(counts, connectivity=3)
+    sizes: list = []
     strong: list = []
     raw, smoothed = [], []                                     # (lo, hi) of every block
     task = functools.partial(_summary_task, path=path, chunks=chunks, shape=tuple(shape),
-                             binarise=opts.binarise, fill=fill)
-    layers = run_layers(task, counts, per_batch=_BATCH_BLOCKS // (ny * nx), scheduler=scheduler,
+                             binarise=opts.binarise)
+    layers = run_layers(task, counts, per_batch=max(1, _BATCH_BLOCKS // (ny * nx)), scheduler=scheduler,
                         workers=workers, description="labelling", quiet=quiet)
     for iz, layer in layers:                                   # layer: (iy, ix) order
-        for k in kinds:
-            mergers[k].add_layer(iz, {r["index"][1:]: r[k] for r in layer})
-            sizes[k].extend(r[f"{k}_size"] for r in layer)
+        merger.add_layer(iz, {r["index"][1:]: r["fg"] for r in layer})
+        sizes.extend(r["fg_size"] for r in layer)
         strong.extend(r["fg_strong"] for r in layer if r["fg_strong"] is not None)
         raw.extend(r["range"] for r in layer)
         smoothed.extend(r["smoothed_range"] for r in layer if "smoothed_range" in r)
     opts.check_range(*_union(raw), where=path)
     if smoothed:
         opts.warn_smoothed_range(*_union(smoothed), where=path)
-    final, n, _ = mergers["fg"].finish()
-    size, flag = component_table(final, n, _cat(sizes["fg"]), _cat(strong) if strong else None)
+    final, n, _ = merger.finish()
+    size, flag = component_table(final, n, concat(sizes), concat(strong) if strong else None)
     keep = (size >= opts.min_size) & flag
     keep[0] = False
-    tables = {"keep_fg": keep[final], "fg_offsets": _offsets(mergers["fg"], counts)}
-    if fill:
-        final_b, m, touches = mergers["bg"].finish()
-        bsize, _ = component_table(final_b, m, _cat(sizes["bg"]))
-        cavity = (~touches) & (bsize <= opts.fill_holes)
-        cavity[0] = False
-        tables.update(fill_bg=cavity[final_b], bg_offsets=_offsets(mergers["bg"], counts))
-    tables["stats"] = np.array([n, int(np.count_nonzero(~keep[1:])),
-                                int(np.count_nonzero(cavity)) if fill else 0], dtype=np.int64)
-    return tables
+    return {"keep_fg": keep[final], "fg_offsets": offsets(merger, counts),
+            "stats": np.array([n, int(np.count_nonzero(~keep[1:]))], dtype=np.int64)}
 
 
-def _cat(parts) -> np.ndarray:
-    parts = [np.asarray(p) for p in parts]
-    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
-
-
-def _offsets(merger, counts) -> np.ndarray:
-    out = np.zeros(counts, dtype=np.int64)
-    for index in itertools.product(*(range(c) for c in counts)):
-        out[index] = merger.offset(index)
-    return out
-
-
-def save_tables(output: Path, tables: dict) -> None:
-    """Write the tables under ``output/volseg_tables`` atomically (a complete folder or none)."""
+def save_tables(output: Path, tables: dict, name: str = TABLES) -> None:
+    """Write the tables under ``output/name`` atomically (a complete folder or none)."""
     from volseg.io.atomic import remove_path, temp_sibling
 
-    final = output / TABLES
+    final = output / name
     tmp = temp_sibling(final)
     remove_path(tmp)
     tmp.mkdir(parents=True)
@@ -170,9 +109,14 @@ def save_tables(output: Path, tables: dict) -> None:
 
 
 def _version(path: str) -> str:
-    """Identifies the input's content for resuming: its volseg fingerprint, else its mtime."""
+    """Identifies the input's content for resuming: its volseg fingerprint, else its mtime (for a
+    URL: the fingerprint, else nothing)."""
     import json
 
+    from volseg.io.remote import is_url, open_node
+
+    if is_url(path):
+        return str((open_node(path).attrs.get("volseg") or {}).get("fingerprint"))
     try:
         attrs = json.loads((Path(path) / "zarr.json").read_text()).get("attributes", {})
         if (attrs.get("volseg") or {}).get("fingerprint"):
@@ -194,74 +138,38 @@ def _same_settings(output: Path, settings: dict) -> bool:
     return info.get("fingerprint") == fingerprint(settings)
 
 
-def load_tables(output: Path) -> dict | None:
-    folder = output / TABLES
-    if not (folder / "stats.npy").is_file():
-        return None
-    return {p.stem: np.load(p, mmap_mode="r") for p in folder.glob("*.npy")}
+def _holes(path, out: Path, token: int, shape, chunks, opts, **run) -> tuple[int | None, int]:
+    """(token of the cavity tables, cavities): pass 2, or the tables a resumed run saved."""
+    if opts.fill_holes <= 0:
+        return None, 0
+    if load_tables(out, HOLES) is None:
+        save_tables(out, holes_pass(path, str(out), token, shape, chunks, opts, per_batch=_BATCH_BLOCKS,
+                                    **run), HOLES)
+    stats = out / HOLES / "stats.npy"
+    return stats.stat().st_mtime_ns, int(np.load(stats)[0])
 
 
-@functools.lru_cache(maxsize=2)
-def _cached_tables(output: str, token: int) -> dict:
-    """The tables of ``output``; ``token`` (their mtime) keeps a long-lived worker from reusing
-    another run's tables or chunks."""
-    tables = load_tables(Path(output))
-    if tables is None:
-        raise VolsegError(output, f"lost its {TABLES} folder while running; rerun the command")
-    return tables
-
-
-def _kept(path, index, chunks, shape, binarise, t) -> tuple[np.ndarray, np.ndarray]:
-    """(binarised foreground, kept foreground) of chunk ``index``."""
-    start, stop = chunk_bounds(index, chunks, shape)
-    fg, _ = binarise.masks(_values(path, start, stop, shape, binarise)[1])
-    return fg, kept_block(fg, t["keep_fg"], int(t["fg_offsets"][tuple(index)]))
-
-
-@functools.lru_cache(maxsize=_KEPT_CACHE)
-def _kept_cached(path, output, token, index, chunks, shape, binarise) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`_kept` of one chunk, kept (read-only) for the neighbouring tasks."""
-    masks = _kept(path, index, chunks, shape, binarise, _cached_tables(output, token))
-    for m in masks:
-        m.setflags(write=False)
-    return masks
-
-
-def _write_task(index, *, path, output, token, chunks, shape, binarise, close, holes) -> int:
+def _write_task(index, *, path, output, token, holes_token, chunks, shape, binarise, close, holes) -> int:
+    """Pass 3: one output chunk, the kept mask closed and its holes filled, and its marker."""
     import zarr
 
-    from volseg.geometry import with_halo
     from volseg.inference.resume import Markers
 
-    t = _cached_tables(output, token)
     index = tuple(index)
     start, stop = chunk_bounds(index, chunks, shape)
-    fg, out = _kept_cached(path, output, token, index, chunks, shape, binarise)
     if close or holes:
-        # The closing and the slice holes need the kept mask 2r + N voxels around the chunk:
-        # relabel the neighbouring chunks exactly as pass 1 did and map their ids through the
-        # same table.
-        lo, hi = with_halo(start, stop, 2 * close + holes + 1, shape)
-        box = np.zeros([b - a for a, b in zip(lo, hi)], dtype=bool)
-        counts = chunk_counts(shape, chunks)
-        ks = [-(-(2 * close + holes + 1) // c) for c in chunks]  # chunks the halo reaches, per axis
-        reach = [range(-k, k + 1) for k in ks]
-        for step in itertools.product(*reach):
-            nb = tuple(i + d for i, d in zip(index, step))
-            if not all(0 <= i < c for i, c in zip(nb, counts)):
-                continue
-            s0, s1 = chunk_bounds(nb, chunks, shape)
-            a = [max(x, y) for x, y in zip(s0, lo)]
-            b = [min(x, y) for x, y in zip(s1, hi)]
-            if any(x >= y for x, y in zip(a, b)):
-                continue
-            kept = out if nb == index else \
-                _kept_cached(path, output, token, nb, chunks, shape, binarise)[1]
-            box[as_slices([x - y for x, y in zip(a, lo)], [x - y for x, y in zip(b, lo)])] = \
-                kept[as_slices([x - y for x, y in zip(a, s0)], [x - y for x, y in zip(b, s0)])]
-        out = close_box(box, lo, hi, start, stop, shape, radius=close, holes=holes)
-    if "fill_bg" in t:
-        out = out | filled_block(fg, t["fill_bg"], int(t["bg_offsets"][index]))
+        # The closing and the slice holes need the kept mask 2r + N + 1 voxels around the chunk:
+        # neighbouring chunks are relabelled exactly as pass 1 did and mapped through its table.
+        box, lo, _ = closed_kept(path, output, token, index, chunks, shape, binarise, close=close,
+                                 halo=holes + 1 if holes else 0)
+        inner = as_slices([s - a for s, a in zip(start, lo)], [t - a for t, a in zip(stop, lo)])
+        out = box[inner]
+        if holes:
+            h = cached_tables(output, holes_token, HOLES)
+            out = chunk_holes(box, lo, start, stop, holes=holes) | \
+                filled_block(out, h["fill_bg"], int(h["bg_offsets"][index]))
+    else:
+        out = kept_cached(path, output, token, index, chunks, shape, binarise)[1]
     zarr.open_array(os.path.join(output, "0"), mode="r+")[as_slices(start, stop)] = out.astype(np.uint8)
     Markers(output).mark(index)
     return 1
@@ -338,8 +246,11 @@ def postprocess(pred: str | os.PathLike, output: str | os.PathLike, *, threshold
     meta = read_meta(pred)
     opts = Options.parse(meta.dtype, threshold=threshold, hysteresis=hysteresis, smooth=smooth,
                          close=close, min_size=min_size, fill_holes=fill_holes, where=str(pred))
-    path, shape = os.path.abspath(pred), tuple(meta.shape)
+    from volseg.io.remote import is_url
+
+    path, shape = (pred if is_url(pred) else os.path.abspath(pred)), tuple(meta.shape)
     chunks = tuple(min(c, s) for c, s in zip(chunks, shape))
+    opts.check_memory(shape, chunks)
     settings = {"command": "postprocess", "input": path, "input_version": _version(path),
                 "shape": list(shape), "chunks": list(chunks), **opts.settings()}
     out_path = Path(output)
@@ -356,21 +267,24 @@ def postprocess(pred: str | os.PathLike, output: str | os.PathLike, *, threshold
                                         total=len(grid))
     if not resumed or load_tables(out) is None:
         save_tables(out, tables)
-    _cached_tables.cache_clear()
+    clear_caches()
     stats = [int(v) for v in load_tables(out)["stats"]]
     mine = select_part(grid, part)
     todo = markers.todo(mine)
     token = (out / TABLES / "stats.npy").stat().st_mtime_ns
-    task = functools.partial(_write_task, path=path, output=str(out), token=token, chunks=chunks,
-                             shape=shape, binarise=opts.binarise, close=opts.close, holes=opts.fill_holes)
     with removed_if_empty(out, resumed or part is not None):
         try:
+            holes_token, cavities = _holes(path, out, token, shape, chunks, opts, scheduler=scheduler,
+                                           workers=workers, quiet=quiet)
+            task = functools.partial(_write_task, path=path, output=str(out), token=token,
+                                     holes_token=holes_token, chunks=chunks, shape=shape,
+                                     binarise=opts.binarise, close=opts.close, holes=opts.fill_holes)
             run_tasks(task, todo, scheduler=scheduler, workers=workers, description="post-processing",
                       quiet=quiet)
         finally:
-            _kept_cached.cache_clear()
+            clear_caches()
     complete = finish_output(output, out, total=len(grid))
     return {"output": str(output), "complete": complete, "components": stats[0], "components_removed": stats[1],
-            "cavities_filled": stats[2], "chunks_total": len(mine),
+            "cavities_filled": cavities, "chunks_total": len(mine),
             "chunks_done_before": len(mine) - len(todo), "chunks_written": len(todo),
             "seconds": round(time.perf_counter() - t0, 3)}
