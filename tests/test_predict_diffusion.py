@@ -26,7 +26,8 @@ def drun(tmp_path_factory, make_diffusion_run):
     return run, root / "v.npy", vol
 
 
-@pytest.mark.parametrize("schedule", [{}, {"start_t": 666}], ids=["pure-noise", "start_t"])
+@pytest.mark.parametrize("schedule", [{}, {"start_t": 666}, {"prediction": "x0"}, {"prediction": "v", "start_t": 666}],
+                         ids=["pure-noise", "start_t", "x0", "v-start_t"])
 def test_one_patch_equals_whole_volume_ddim_with_the_same_noise(tmp_path, schedule, make_diffusion_run):
     # target_range switches on the x0 clamp, which the patch-wise sampler must apply too
     run = make_diffusion_run(tmp_path / "run", **schedule)

@@ -3,9 +3,11 @@
 Axis order (z, y, x), sizes in voxels. All patches share one x_t volume over the (padded)
 domain, stored chunked in the output's ``volseg_work`` group between steps. At each step:
 
-1. every patch predicts eps from ``cat[normalised condition, x_t]`` (read with the patch's
+1. every patch predicts eps (or x_0 or v, the model's ``prediction``) from
+   ``cat[normalised condition, x_t]`` (read with the patch's
    overlap), grouped by owner chunk as in :mod:`volseg.inference.engine`;
-2. eps is blended across patches (gaussian by default), so neighbouring patches agree;
+2. the prediction is blended across patches (gaussian by default), so neighbouring patches
+   agree (all three kinds are affine in x_t at a step, so blending commutes with converting);
 3. each chunk applies :func:`volseg.models.ddim.ddim_step` voxel-wise to its x_t and writes
    x_{t-1} (the last step writes the denormalised x_0 into the output volume).
 
@@ -129,7 +131,7 @@ def _step_chunk(setup, work: Plan, output: str, spec, k: int, a_t: float, a_next
     noise = torch.from_numpy(chunk_noise(seed, k + 1, chunk, size)) if eta > 0 and not last else None
     model = setup.runner.model
     x_next = ddim_step(x_t, eps, a_t=a_t, a_next=a_next, eta=eta, noise=noise,
-                       clip=model.x0_range).float()
+                       clip=model.x0_range, prediction=model.prediction).float()
     if last:
         with torch.inference_mode():
             img = model.denormalize(x_next[None, None].to(next(model.parameters()).device))[0, 0].cpu().numpy()

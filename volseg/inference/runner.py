@@ -118,7 +118,8 @@ class Runner:
         return self._apply(self.model, [patches])
 
     def eps(self, condition: np.ndarray, x_t: np.ndarray, t: int) -> np.ndarray:
-        """Diffusion noise prediction for raw conditions and x_t (model units) at timestep t."""
+        """Diffusion model output (the noise, or x_0 or v as ``model.prediction`` says) for raw
+        conditions and x_t (model units) at timestep t."""
         import torch
 
         model = self.model

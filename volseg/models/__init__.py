@@ -63,7 +63,7 @@ def build_model(model_config: dict) -> nn.Module:
         ``norm_mean``/``norm_std``; UNet: ``depth``, ``separable``, ``groups``; diffusion:
         ``ch_mult``, ``num_res_blocks``, ``dropout``, ``attn``, ``resamp_with_conv``,
         ``target_mean``/``target_std``/``target_range`` and ``schedule`` ({"beta_start",
-        "beta_end", "num_diffusion_timesteps", "timesteps": [...], "clip_x0", "start_t"}). ``checkpoint`` switches gradient
+        "beta_end", "num_diffusion_timesteps", "timesteps": [...], "clip_x0", "start_t", "prediction"}). ``checkpoint`` switches gradient
         checkpointing on. Missing keys take the defaults of ``configs/*.yml``.
 
     Returns
@@ -100,7 +100,8 @@ def build_model(model_config: dict) -> nn.Module:
                           target_std=float(cfg.get("target_std", 1.0)),
                           target_range=cfg.get("target_range"),
                           clip_x0=bool(schedule.get("clip_x0", True)),
-                          start_t=schedule.get("start_t"))
+                          start_t=schedule.get("start_t"),
+                          prediction=str(schedule.get("prediction", "eps")))
 
 
 def model_file(path: str | os.PathLike) -> Path:

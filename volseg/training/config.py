@@ -73,7 +73,7 @@ _EXTRA = {
         "beta_end": ("float", 0.02), "num_diffusion_timesteps": ("int", 1000),
         "timesteps": ("int", 10), "scheduler_type": ("str", "uniform"), "eta": ("float", 0.0),
         "clip_x0": ("bool", True), "start_t": ("int?", None),
-        "val_samples": ("int", 2)}},
+        "prediction": ("str", "eps"), "val_samples": ("int", 2)}},
 }
 _TYPE_DEFAULTS = {
     "unet": {"training.batch_size": 2, "optim.lr": 2e-3},
@@ -83,6 +83,7 @@ _CHOICES = {
     "training.device": None, "optim.optimizer": ("adam", "adamw"), "data.weights": ("size", "equal"),
     "optim.schedule": ("constant", "poly", "cosine"),
     "diffusion.beta_schedule": ("linear",), "diffusion.scheduler_type": ("uniform", "non-uniform"),
+    "diffusion.prediction": ("eps", "x0", "v"),
     "model.var_type": ("fixedsmall", "fixedlarge"),
 }
 _POSITIVE = {"data.channels", "training.batch_size", "training.global_batch_size", "training.n_iters", "training.n_epochs",

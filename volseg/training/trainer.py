@@ -82,6 +82,7 @@ def model_config(cfg: dict[str, Any]) -> dict[str, Any]:
             "num_diffusion_timesteps": diff["num_diffusion_timesteps"],
             "scheduler_type": diff["scheduler_type"], "steps": diff["timesteps"],
             "clip_x0": diff["clip_x0"], "start_t": diff["start_t"],
+            "prediction": diff["prediction"],
             "timesteps": timestep_sequence(diff["scheduler_type"], diff["timesteps"],
                                            diff["num_diffusion_timesteps"])}
     return out
