@@ -251,7 +251,7 @@ def predict(run, volume, output, *, patch=None, overlap: float = 0.5, batch_size
             blend: str = "gaussian", sigma_scale: float = 0.125, dtype: str = "float32",
             threshold: float | None = None, channel: int | None = None,
             skip_value: float | None = None, chunks=128, pad: bool = True,
-            sampling_steps: int | None = None, eta: float = 0.0, seed: int = 0,
+            sampling_steps: int | None = None, eta: float = 0.0, seed: int = 0, samples: int = 1,
             scheduler: str = "threads", workers: int | None = None, part=None,
             tile=DEFAULT_TILE, overwrite: bool = False, quiet: bool = False,
             nan_value: float | None = None) -> dict:
@@ -282,6 +282,9 @@ def predict(run, volume, output, *, patch=None, overlap: float = 0.5, batch_size
         Mirror-pad axes shorter than the patch (False: refuse them).
     sampling_steps, eta, seed
         DDIM settings for diffusion runs.
+    samples : int
+        Diffusion runs: average this many samples (different seeded noise) and write their
+        per-voxel standard deviation to ``OUT/uncertainty``; 1 (default) is one sample.
     scheduler, workers, part, overwrite, quiet
         Dask execution, ``--part I/N``, replace an output made with other settings, no progress.
     tile : int, "YxX", (y, x) or None
@@ -299,7 +302,10 @@ def predict(run, volume, output, *, patch=None, overlap: float = 0.5, batch_size
     """
     from volseg.parallel import parse_part, parse_scheduler, parse_workers
 
+    from volseg.inference.diffusion import parse_samples
+
     t0 = time.perf_counter()
+    samples = parse_samples(samples)
     part = parse_part(part) if isinstance(part, (str, type(None))) else part
     scheduler = parse_scheduler(scheduler)
     workers = parse_workers(workers)
@@ -316,8 +322,12 @@ def predict(run, volume, output, *, patch=None, overlap: float = 0.5, batch_size
         from volseg.inference.diffusion import sample_volume
 
         result = sample_volume(setup, output, dtype=dtype, threshold=threshold, channel=channel,
-                               sampling_steps=sampling_steps, eta=eta, seed=seed, scheduler=scheduler,
+                               sampling_steps=sampling_steps, eta=eta, seed=seed, samples=samples,
+                               scheduler=scheduler,
                                workers=workers, part=part, overwrite=overwrite, quiet=quiet)
+    elif samples != 1:
+        raise VolsegError("--samples", f"{samples}: averaging samples applies to diffusion runs; a UNet "
+                          "is deterministic, drop --samples (or use --tta)")
     elif stitch:
         result = _predict_fused(setup, output, dtype=dtype, threshold=threshold, channel=channel,
                                 scheduler=scheduler, workers=workers, part=part, overwrite=overwrite,
