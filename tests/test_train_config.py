@@ -58,6 +58,7 @@ def test_typo_is_refused_with_a_suggestion(tmp_path):
     ("model: {type: diffusion}\ndiffusion: {prediction: noise}\n",
      "'diffusion.prediction' must be one of eps, x0, v, got 'noise'"),
     ("diffusion: {prediction: x0}\n", "section 'diffusion' applies to --model diffusion"),
+    ("loss: {type: huber}\n", "'loss.type' must be one of segmentation, l1, l2, got 'huber'"),
 ])
 def test_bad_values_are_refused_by_name(tmp_path, text, needle):
     with pytest.raises(VolsegError, match=None) as err:

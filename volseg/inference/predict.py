@@ -349,7 +349,8 @@ def _predict_fused(setup: Setup, output, *, dtype, threshold, channel, scheduler
                    overwrite, quiet) -> dict:
     from volseg.geometry import select_part
 
-    spec = output_spec(setup.info["out_channels"], dtype=dtype, threshold=threshold, channel=channel)
+    spec = output_spec(setup.info["out_channels"], dtype=dtype, threshold=threshold, channel=channel,
+                       image=setup.info.get("output") == "image")
     tile = setup.tile  # part of the settings: --part splits the chunks in tile order
     settings = {**setup.settings, "command": "predict --stitch", "output": spec.settings(),
                 "tile": list(tile) if tile else None}

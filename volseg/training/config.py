@@ -52,6 +52,7 @@ _MODEL = {
         "type": ("str", "unet"), "in_channels": ("int?", None), "out_ch": ("int", 1),
         "ch": ("int", 16), "depth": ("int", 3), "separable": ("bool", False),
         "groups": ("int", 8), "norm_mean": ("floatlist?", None), "norm_std": ("floatlist?", None),
+        "target_mean": ("float?", None), "target_std": ("float?", None),
     },
     "diffusion": {
         "type": ("str", "diffusion"), "in_channels": ("int?", None), "out_ch": ("int", 1),
@@ -64,7 +65,7 @@ _MODEL = {
     },
 }
 _EXTRA = {
-    "unet": {"loss": {"bce_weight": ("float", 1.0), "dice_weight": ("float", 1.0),
+    "unet": {"loss": {"type": ("str", "segmentation"), "bce_weight": ("float", 1.0), "dice_weight": ("float", 1.0),
                       "skeleton_recall_weight": ("float", 0.0), "skeleton_tube_radius": ("int", 1),
                       "cldice_weight": ("float", 0.0), "cldice_iters": ("int", 3),
                       "ignore_label": ("int?", 2)}},
@@ -83,7 +84,7 @@ _CHOICES = {
     "training.device": None, "optim.optimizer": ("adam", "adamw"), "data.weights": ("size", "equal"),
     "optim.schedule": ("constant", "poly", "cosine"),
     "diffusion.beta_schedule": ("linear",), "diffusion.scheduler_type": ("uniform", "non-uniform"),
-    "diffusion.prediction": ("eps", "x0", "v"),
+    "diffusion.prediction": ("eps", "x0", "v"), "loss.type": ("segmentation", "l1", "l2"),
     "model.var_type": ("fixedsmall", "fixedlarge"),
 }
 _POSITIVE = {"data.channels", "training.batch_size", "training.global_batch_size", "training.n_iters", "training.n_epochs",
@@ -340,7 +341,7 @@ def finalize(cfg: dict[str, Any], *, where: str = "config") -> dict[str, Any]:
     if not 0.0 <= data["val_fraction"] < 1.0:
         raise VolsegError(where, f"'data.val_fraction' must be in [0, 1), got {data['val_fraction']}")
     for key, value in (cfg.get("loss") or {}).items():
-        if key != "ignore_label" and value < 0:
+        if key not in ("ignore_label", "type") and value < 0:
             raise VolsegError(where, f"'loss.{key}' must be >= 0, got {value}")
     if training["n_iters"] is not None and training["n_epochs"] is not None:
         raise VolsegError(where, "give either training.n_iters (--steps) or training.n_epochs "
@@ -365,6 +366,14 @@ def finalize(cfg: dict[str, Any], *, where: str = "config") -> dict[str, Any]:
 
     check_schedule(cfg["optim"], where=where)
     return cfg
+
+
+def task_of(cfg: dict[str, Any]) -> str:
+    """``segmentation`` (a UNet on labels) or ``translation`` (diffusion, or a UNet regressing an
+    image with ``loss.type: l1 | l2``): what the training data must hold."""
+    if cfg["model"]["type"] == "unet" and cfg["loss"].get("type", "segmentation") == "segmentation":
+        return "segmentation"
+    return "translation"
 
 
 def parse_patch(text: str | None) -> list[int] | None:

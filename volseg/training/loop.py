@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from volseg.models.ddim import training_target
-from volseg.training.losses import diffusion_loss, segmentation_loss
+from volseg.training.losses import diffusion_loss, regression_loss, segmentation_loss
 from volseg.training.schedule import lr_at  # noqa: F401  (re-exported: the trainer's import)
 
 
@@ -179,8 +179,11 @@ def unet_loss(model: nn.Module, batch: dict[str, torch.Tensor], loss_cfg: dict[s
               reduce=None) -> torch.Tensor:
     """BCE + soft Dice (+ skeleton recall, + soft clDice) of the UNet on one batch (ignore label masked);
     ``reduce`` sums the batch sums across ranks (see
-    :func:`volseg.training.losses.segmentation_loss`)."""
+    :func:`volseg.training.losses.segmentation_loss`). With ``loss.type`` l1 / l2: the mean
+    absolute / squared error of the standardised target (image regression)."""
     logits = model.logits(batch["image"].float())
+    if loss_cfg.get("type", "segmentation") != "segmentation":
+        return regression_loss(logits, model.normalize_target(batch["target"].float()), loss_cfg["type"])
     return segmentation_loss(logits, batch["label"], ignore_label=loss_cfg["ignore_label"],
                              bce_weight=loss_cfg["bce_weight"],
                              dice_weight=loss_cfg["dice_weight"],
