@@ -48,7 +48,7 @@ from volseg.inference.engine import (
 )
 from volseg.inference.plan import Plan, read_box
 from volseg.inference.resume import Markers, finish_output, open_output, removed_if_empty
-from volseg.inference.source import forward_batches, open_cached
+from volseg.inference.source import condition_patches, forward_batches, open_cached
 from volseg.inference.stitch import cut_pieces, output_spec
 from volseg.inference.tiles import run_tiled
 
@@ -148,6 +148,8 @@ def _eps_group(setup, work: Plan, output: str, k: int, t: int, group, wanted) ->
     # the new axis gives the batches the strides torch has always seen (it picks its convolution
     # by them), so a one-sample run is bit for bit what it was before samples existed
     cond, x_t = cut(cond), [cut(x) for x in x_t]
+    if setup.conditions:  # further input channels (data.condition)
+        cond = np.concatenate([cond, *condition_patches(setup, origins, lo, hi)], axis=1)
     eps = np.empty((len(origins), len(x_t), *P), np.float32)  # the samples are the channels of the blend
     for b in picked:  # the group's fixed batches, so eps does not depend on the tile or pass
         for s, x in enumerate(x_t):

@@ -42,7 +42,7 @@ from volseg.inference.engine import accumulate, merge_stats, normalise, open_ses
 from volseg.inference.plan import Plan, read_box
 from volseg.inference.resume import Markers, file_digest, finish_output, open_output, removed_if_empty
 from volseg.inference.runner import Runner, model_info
-from volseg.inference.source import forward_batches, open_cached  # noqa: F401  (public here too)
+from volseg.inference.source import condition_patches, forward_batches, open_cached  # noqa: F401
 from volseg.inference.stitch import (
     OutputSpec,
     create_volume_output,
@@ -94,6 +94,7 @@ class Setup:
     volume_key: str = ""
     tile: tuple[int, int] | None = None
     nan_value: float | None = None
+    conditions: tuple = ()
 
 
 def prepare(run, volume, *, patch=None, overlap: float = 0.5, batch_size: int = 4, tta: bool = False,
@@ -137,9 +138,11 @@ def prepare(run, volume, *, patch=None, overlap: float = 0.5, batch_size: int = 
     threads = threads_per_worker(workers) if dev == "cpu" else None
     runner = Runner(model_file, device=dev, batch_size=batch_size, amp=amp, tta=tta, threads=threads)
     info = model_info(runner.model)
-    if info["in_channels"] != 1:
+    names = [str(n) for n in cfg.get("condition") or []]
+    if info["in_channels"] != 1 + len(names):
         raise VolsegError(run, f"the model expects {info['in_channels']} input channels; predict feeds "
                           "single-channel (z, y, x) volumes")
+    conditions = _condition_volumes(volume, names, meta.shape)
     if skip_value is not None:
         skip_value = float(skip_value)
     plan = Plan.build(meta.shape, patch, stride, chunks)
@@ -158,8 +161,30 @@ def prepare(run, volume, *, patch=None, overlap: float = 0.5, batch_size: int = 
         settings["nan_value"] = nan_value
         warn_replaced(volume, count_nonfinite(open_volume(volume)), nan_value)
     key = f"{volume_key(volume)}@{nan_value}"
+    if conditions:  # only then: the settings of single-input runs stay as they were
+        settings["condition"] = names
+        settings["condition_stamps"] = [input_stamp(p) for p in conditions]
     return Setup(str(run), model_file, str(volume), info, meta, plan, runner, blend, skip_value, settings, key,
-                 tile, nan_value)
+                 tile, nan_value, tuple(conditions))
+
+
+def _condition_volumes(volume, names, shape) -> list[str]:
+    """``VOLUME/<name>`` for each condition image the model was trained with (``data.condition``)."""
+    from volseg.io import read_meta
+    from volseg.io.remote import is_url, join
+
+    out = []
+    for name in names:
+        path = join(str(volume), name) if is_url(str(volume)) else os.path.join(str(volume), name)
+        try:
+            other = tuple(int(s) for s in read_meta(path).shape)
+        except VolsegError:
+            raise VolsegError(volume, f"has no condition image {name!r} ({path}); the model was trained on "
+                              f"the volume plus {names} as input channels") from None
+        if other != tuple(int(s) for s in shape):
+            raise VolsegError(path, f"has shape {other} but the volume has {tuple(shape)}; they must match")
+        out.append(path)
+    return out
 
 
 # --------------------------------------------------------------------------- patch computation
@@ -191,6 +216,8 @@ def group_outputs(setup: Setup, group: Sequence[int],
     read_s = time.perf_counter() - t0
     batch = np.stack([box[tuple(slice(o - l, o - l + p) for o, l, p in zip(origin, lo, P))]
                       for origin in origins])[:, None].astype(np.float32, copy=False)
+    if setup.conditions:
+        batch = np.concatenate([batch, *condition_patches(setup, origins, lo, hi)], axis=1)
     run = np.ones(len(origins), bool)
     if setup.skip_value is not None:
         run = ~np.all(batch.reshape(len(origins), -1) == setup.skip_value, axis=1)

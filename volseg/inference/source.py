@@ -24,6 +24,21 @@ def open_cached(path: str, nan_value: float | None = None):
     return _VOLUMES[path, nan_value]
 
 
+def condition_patches(setup, origins: np.ndarray, lo, hi) -> list[np.ndarray]:
+    """The further input channels of ``setup.conditions`` (a run trained with ``data.condition``)
+    cut into the patches at ``origins`` of the box [lo, hi): one (patches, 1, *patch) float32 array
+    per condition image."""
+    from volseg.inference.plan import read_box
+
+    P = setup.plan.patch
+    out = []
+    for path in setup.conditions:
+        box, _ = read_box(open_cached(path, setup.nan_value), lo, hi, setup.plan.shape)
+        out.append(np.stack([box[tuple(slice(o - a, o - a + p) for o, a, p in zip(origin, lo, P))]
+                             for origin in origins])[:, None].astype(np.float32, copy=False))
+    return out
+
+
 def forward_batches(counts: Sequence[int], batch_size: int) -> list[np.ndarray]:
     """The fixed forward batches of a group owning ``counts`` (z, y, x) patches.
 

@@ -29,7 +29,7 @@ _COMMON = {
         "dataset": ("str?", None), "image_size": ("int?", None), "depth": ("int?", None),
         "patch": ("intlist?", None), "channels": ("int", 1), "val_fraction": ("float", 0.1),
         "samples_per_epoch": ("int", 256), "foreground_fraction": ("float", 0.5),
-        "workers": ("int", 0), "weights": ("str", "size"),
+        "workers": ("int", 0), "weights": ("str", "size"), "condition": ("strlist?", None),
     },
     "training": {
         "batch_size": ("int", 2), "global_batch_size": ("int?", None), "n_iters": ("int?", None), "n_epochs": ("int?", None),
@@ -175,6 +175,10 @@ def _check_value(kind: str, value: Any, dotted: str, where: str) -> Any:
     elif base == "str":
         if not isinstance(value, str):
             raise bad
+    elif base == "strlist":
+        if not isinstance(value, list) or not value or any(
+                not isinstance(v, str) or not v.strip() or v.strip() in (".", "..") for v in value):
+            raise bad
     elif base == "intlist":
         if not isinstance(value, list) or not value or any(
                 isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value):
@@ -201,6 +205,7 @@ def _check_value(kind: str, value: Any, dotted: str, where: str) -> Any:
 
 
 _KIND_TEXT = {"int": "an integer", "float": "a number", "bool": "true or false",
+              "strlist": "a list of image names (e.g. [flair])",
               "str": "a string", "intlist": "a list of positive integers",
               "floatlist": "a number or a list of numbers"}
 
@@ -330,11 +335,19 @@ def finalize(cfg: dict[str, Any], *, where: str = "config") -> dict[str, Any]:
         if len(data["patch"]) != 3:
             raise VolsegError(where, f"'data.patch' must have 1 or 3 sides, got {data['patch']}")
         data["depth"], data["image_size"] = data["patch"][0], data["patch"][1]
-    expected = data["channels"] * (2 if model["type"] == "diffusion" else 1)
+    if data["condition"]:
+        inputs = 1 + len(data["condition"])
+        if data["channels"] == 1:
+            data["channels"] = inputs
+        elif data["channels"] != inputs:
+            raise VolsegError(where, f"'data.channels' is {data['channels']} but data.condition "
+                                     f"{data['condition']} gives 1 + {len(data['condition'])} = {inputs} "
+                                     f"input channels; set data.channels: {inputs} or leave it out")
+    expected = data["channels"] + (model["out_ch"] if model["type"] == "diffusion" else 0)
     if model["in_channels"] is None:
         model["in_channels"] = expected
     elif model["in_channels"] != expected:
-        what = "2 x data.channels (condition + noisy volume)" if model["type"] == "diffusion" \
+        what = "data.channels + model.out_ch (condition + noisy volume)" if model["type"] == "diffusion" \
             else "data.channels"
         raise VolsegError(where, f"'model.in_channels' is {model['in_channels']} but must be "
                                  f"{what} = {expected}")

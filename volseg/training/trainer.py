@@ -78,6 +78,8 @@ def model_config(cfg: dict[str, Any]) -> dict[str, Any]:
         if task_of(cfg) == "translation":
             out.update(output="image", target_mean=cfg["model"]["target_mean"],
                        target_std=cfg["model"]["target_std"])
+    if cfg["data"].get("condition"):  # only then: configs of single-input runs stay as they were
+        out["condition"] = list(cfg["data"]["condition"])
     if out["type"] == "diffusion":
         from volseg.models.ddim import timestep_sequence
 
@@ -241,7 +243,8 @@ def _make_datasets(source, cfg: dict[str, Any]):
         patch=tuple(data["patch"]) if data["patch"] is not None else None,
         val_fraction=data["val_fraction"], seed=cfg["training"]["seed"], augment=cfg["augment"],
         samples_per_epoch=data["samples_per_epoch"],
-        foreground_fraction=data["foreground_fraction"], weights=data["weights"])
+        foreground_fraction=data["foreground_fraction"], weights=data["weights"],
+        condition=data.get("condition"))
 
 
 def _fit(cfg: dict[str, Any], train_ds, val_ds, run_dir: Path, *, device: torch.device,
