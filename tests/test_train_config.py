@@ -115,7 +115,7 @@ def test_prediction_defaults_to_eps_and_reaches_the_model_config(tmp_path):
     from volseg.models import build_model
     from volseg.training.trainer import model_config
 
-    assert defaults("diffusion")["diffusion"]["prediction"] == "eps"
+    assert defaults("diffusion")["diffusion"]["prediction"] == "x0"  # chosen by benchmarks/diffusion_translation.py
     cfg = resolve(config_path=_write(tmp_path, "model: {type: diffusion}\ndiffusion: {prediction: v}\n"))
     assert model_config(cfg)["schedule"]["prediction"] == "v"
     assert build_model(dict(model_config(cfg), ch=8, ch_mult=[1, 2], target_mean=0.0, norm_mean=0.0, norm_std=1.0,

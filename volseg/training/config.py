@@ -74,7 +74,7 @@ _EXTRA = {
         "beta_end": ("float", 0.02), "num_diffusion_timesteps": ("int", 1000),
         "timesteps": ("int", 10), "scheduler_type": ("str", "uniform"), "eta": ("float", 0.0),
         "clip_x0": ("bool", True), "start_t": ("int?", None),
-        "prediction": ("str", "eps"), "val_samples": ("int", 2)}},
+        "prediction": ("str", "x0"), "val_samples": ("int", 2)}},
 }
 _TYPE_DEFAULTS = {
     "unet": {"training.batch_size": 2, "optim.lr": 2e-3},
