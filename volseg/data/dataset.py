@@ -32,6 +32,7 @@ import torch
 from torch.utils.data import Dataset
 
 from volseg.data.augment import AugmentConfig, augment, parse_augment
+from volseg.data.condition import condition_paths, refuse_condition
 from volseg.data.loader import EpochSampler, make_loader, seed_worker
 from volseg.data.patchstore import PatchStore, is_patch_store
 from volseg.data.sampling import (ForegroundIndex, direct_array, draw_patch, item_rng, parse_fraction,
@@ -311,26 +312,6 @@ def make_datasets(source, *, task: str, patch=None, val_fraction: float = 0.1, s
                             samples=samples_per_epoch, foreground_fraction=foreground_fraction or 0.0,
                             label=labels, target=target, condition=condition)
 
-
-def refuse_condition(path, condition) -> None:
-    """``data.condition`` names images inside streamed volumes; a patch store has its channels."""
-    if condition:
-        raise VolsegError(path, "is a patch store; data.condition adds images of streamed volumes as "
-                          "channels (a patch store holds its channels already): drop data.condition or "
-                          "train on the volumes")
-
-
-def condition_paths(path: Path, condition, shape, read_meta) -> list[Path]:
-    """The condition images ``path/<name>`` of ``data.condition``, each of the volume's shape."""
-    out = []
-    for name in condition or ():
-        other = path / name
-        if not other.exists():
-            raise VolsegError(path, f"has no condition image {name!r} (expected {other}); every volume "
-                              f"needs all of data.condition {list(condition)}")
-        _check_same_shape(other, shape, read_meta)
-        out.append(other)
-    return out
 
 
 def _store_datasets(path: Path, *, task, patch, val_fraction, seed, cfg):

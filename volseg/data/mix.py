@@ -156,7 +156,7 @@ def _units(path: Path) -> list[_Unit]:
 
 
 def _check_channels(units: list[_Unit], condition=None) -> None:
-    from volseg.data.dataset import refuse_condition
+    from volseg.data.condition import refuse_condition
     from volseg.data.patchstore import PatchStore
 
     seen: tuple[Path, int] | None = None

@@ -42,7 +42,7 @@ from volseg.inference.engine import accumulate, merge_stats, normalise, open_ses
 from volseg.inference.plan import Plan, read_box
 from volseg.inference.resume import Markers, file_digest, finish_output, open_output, removed_if_empty
 from volseg.inference.runner import Runner, model_info
-from volseg.inference.source import condition_patches, forward_batches, open_cached  # noqa: F401
+from volseg.inference.source import condition_patches, condition_volumes, forward_batches, open_cached  # noqa: F401
 from volseg.inference.stitch import (
     OutputSpec,
     create_volume_output,
@@ -142,7 +142,7 @@ def prepare(run, volume, *, patch=None, overlap: float = 0.5, batch_size: int = 
     if info["in_channels"] != 1 + len(names):
         raise VolsegError(run, f"the model expects {info['in_channels']} input channels; predict feeds "
                           "single-channel (z, y, x) volumes")
-    conditions = _condition_volumes(volume, names, meta.shape)
+    conditions = condition_volumes(volume, names, meta.shape)
     if skip_value is not None:
         skip_value = float(skip_value)
     plan = Plan.build(meta.shape, patch, stride, chunks)
@@ -167,24 +167,6 @@ def prepare(run, volume, *, patch=None, overlap: float = 0.5, batch_size: int = 
     return Setup(str(run), model_file, str(volume), info, meta, plan, runner, blend, skip_value, settings, key,
                  tile, nan_value, tuple(conditions))
 
-
-def _condition_volumes(volume, names, shape) -> list[str]:
-    """``VOLUME/<name>`` for each condition image the model was trained with (``data.condition``)."""
-    from volseg.io import read_meta
-    from volseg.io.remote import is_url, join
-
-    out = []
-    for name in names:
-        path = join(str(volume), name) if is_url(str(volume)) else os.path.join(str(volume), name)
-        try:
-            other = tuple(int(s) for s in read_meta(path).shape)
-        except VolsegError:
-            raise VolsegError(volume, f"has no condition image {name!r} ({path}); the model was trained on "
-                              f"the volume plus {names} as input channels") from None
-        if other != tuple(int(s) for s in shape):
-            raise VolsegError(path, f"has shape {other} but the volume has {tuple(shape)}; they must match")
-        out.append(path)
-    return out
 
 
 # --------------------------------------------------------------------------- patch computation
