@@ -148,3 +148,88 @@ def test_partial_sampling_starts_from_the_noised_condition():
     torch.testing.assert_close(model.initial_state(cond, noise), expected)
     assert model.sample(cond, noise=noise).shape == cond.shape
     assert build_model(TINY).initial_state(cond, noise) is noise
+
+
+def _consistent_eps(x_t, x0, a):
+    return (x_t - a ** 0.5 * x0) / (1 - a) ** 0.5
+
+
+@pytest.mark.parametrize("prediction", ddim.PREDICTIONS)
+@pytest.mark.parametrize("a_t,a_next", [(0.9999, 1.0), (0.5, 1.0), (4e-5, 1.0), (0.3, 0.7)])
+def test_a_perfect_predictor_of_each_kind_gives_x0_in_one_step(prediction, a_t, a_next):
+    torch.manual_seed(0)
+    x0, eps = torch.randn(2, 1, 4, 4, 4), torch.randn(2, 1, 4, 4, 4)
+    x_t = a_t ** 0.5 * x0 + (1 - a_t) ** 0.5 * eps
+    output = ddim.training_target(x0, eps, torch.tensor(a_t), prediction)
+    got_x0, got_eps = ddim.split_prediction(x_t, output, a_t, prediction)
+    torch.testing.assert_close(got_x0, x0, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(got_eps, eps, rtol=1e-4, atol=2e-3)
+    expected = a_next ** 0.5 * x0 + (1 - a_next) ** 0.5 * eps  # the same trajectory, one step on
+    for clip in (None, (-10.0, 10.0)):
+        out = ddim.ddim_step(x_t, output, a_t=a_t, a_next=a_next, clip=clip, prediction=prediction)
+        torch.testing.assert_close(out, expected, rtol=1e-4, atol=2e-3)
+
+
+def test_v_is_the_documented_rotation():
+    x0, eps, a = torch.randn(3), torch.randn(3), torch.tensor(0.36)
+    v = ddim.training_target(x0, eps, a, "v")
+    torch.testing.assert_close(v, 0.6 * eps - 0.8 * x0)
+    x_t = 0.6 * x0 + 0.8 * eps
+    torch.testing.assert_close(ddim.split_prediction(x_t, v, 0.36, "v")[0], 0.6 * x_t - 0.8 * v)
+    with pytest.raises(VolsegError, match="diffusion.prediction: unknown prediction 'noise'; use one of eps, x0, v"):
+        ddim.split_prediction(x_t, v, 0.36, "noise")
+
+
+@pytest.mark.parametrize("prediction", ddim.PREDICTIONS)
+@pytest.mark.parametrize("schedule,eta", [("uniform", 0.0), ("non-uniform", 0.0), ("uniform", 1.0)])
+def test_sampling_with_a_perfect_predictor_of_each_kind_recovers_x0(prediction, schedule, eta):
+    torch.manual_seed(0)
+    a = ddim.alphas_cumprod_from_betas(ddim.linear_betas())
+    x0 = torch.randn(1, 1, 4, 4, 4)
+    seq = ddim.timestep_sequence(schedule, 10)
+
+    def oracle(condition, x_t, t):
+        at = ddim.alpha_at(a, t)
+        return ddim.training_target(x0, _consistent_eps(x_t, x0, at), torch.tensor(at), prediction)
+
+    out = ddim.sample(oracle, torch.zeros(1, 1, 4, 4, 4), shape=x0.shape, timesteps=seq,
+                      alphas_cumprod=a, noise=torch.randn(1, 1, 4, 4, 4), eta=eta,
+                      generator=torch.Generator().manual_seed(1), clip=(-8.0, 8.0),
+                      prediction=prediction)
+    torch.testing.assert_close(out, x0, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("prediction", ddim.PREDICTIONS)
+def test_model_of_each_kind_samples_trains_and_starts_late(prediction):
+    from volseg.training.loop import diffusion_step_loss
+
+    torch.manual_seed(0)
+    model = build_model(dict(TINY, target_range=[-3.0, 3.0],
+                             schedule={"prediction": prediction, "start_t": 500}))
+    assert model.prediction == prediction
+    cond = torch.randn(1, 1, 8, 8, 8)
+    out = model.eval().sample(cond, eta=0.5, generator=torch.Generator().manual_seed(0))
+    assert out.shape == cond.shape and bool(torch.isfinite(out).all())
+    model.train()
+    batch = {"image": cond.repeat(2, 1, 1, 1, 1), "target": torch.randn(2, 1, 8, 8, 8)}
+    loss = diffusion_step_loss(model, batch, torch.Generator().manual_seed(0))
+    loss.backward()
+    assert float(loss.detach()) > 0 and model.denoiser.conv_out.weight.grad is not None
+
+
+def test_eps_loss_is_the_original_fast_ddpm_loss():
+    from volseg.training.loop import diffusion_step_loss
+
+    torch.manual_seed(0)
+    model = build_model(TINY)
+    batch = {"image": torch.randn(2, 1, 8, 8, 8), "target": torch.randn(2, 1, 8, 8, 8)}
+    loss = diffusion_step_loss(model, batch, torch.Generator().manual_seed(5))
+    gen = torch.Generator().manual_seed(5)  # the draws of the loss, repeated by hand
+    seq = torch.tensor(model.timesteps)
+    first = torch.randint(0, len(seq), (2,), generator=gen)
+    t = seq[torch.cat([first, len(seq) - 1 - first])[:2]]
+    eps = torch.randn((2, 1, 8, 8, 8), generator=gen)
+    a = model.alphas_cumprod[t].view(-1, 1, 1, 1, 1)
+    x_t = batch["target"] * a.sqrt() + eps * (1 - a).sqrt()
+    pred = model.denoiser(torch.cat([batch["image"], x_t], 1), t.float())
+    torch.testing.assert_close(loss, ((pred - eps) ** 2).mean())

@@ -26,7 +26,8 @@ def drun(tmp_path_factory, make_diffusion_run):
     return run, root / "v.npy", vol
 
 
-@pytest.mark.parametrize("schedule", [{}, {"start_t": 666}], ids=["pure-noise", "start_t"])
+@pytest.mark.parametrize("schedule", [{}, {"start_t": 666}, {"prediction": "x0"}, {"prediction": "v", "start_t": 666}],
+                         ids=["pure-noise", "start_t", "x0", "v-start_t"])
 def test_one_patch_equals_whole_volume_ddim_with_the_same_noise(tmp_path, schedule, make_diffusion_run):
     # target_range switches on the x0 clamp, which the patch-wise sampler must apply too
     run = make_diffusion_run(tmp_path / "run", **schedule)
@@ -75,7 +76,8 @@ def test_fewer_sampling_steps_and_refusals(drun, tmp_path):
 
 
 @pytest.mark.slow
-def test_diffusion_killed_midway_resumes_to_the_same_volume(drun, tmp_path):
+@pytest.mark.parametrize("samples", [1, 2])
+def test_diffusion_killed_midway_resumes_to_the_same_volume(drun, tmp_path, samples):
     import os
     import signal
     import subprocess
@@ -88,7 +90,7 @@ def test_diffusion_killed_midway_resumes_to_the_same_volume(drun, tmp_path):
     out = tmp_path / "killed.zarr"
     cmd = [str(Path(sys.executable).with_name("volseg")), "predict", str(run), str(tmp_path / "v.npy"), "-o",
            str(out), "--patch", "8", "--chunks", "8", "--seed", "5", "--eta", "0.3", "--device", "cpu",
-           "--workers", "1", "--quiet"]
+           "--workers", "1", "--quiet", "--samples", str(samples)]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
@@ -103,6 +105,81 @@ def test_diffusion_killed_midway_resumes_to_the_same_volume(drun, tmp_path):
     rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert rerun.returncode == 0, rerun.stderr
     predict(run, tmp_path / "v.npy", tmp_path / "clean.zarr", patch=8, chunks=8, seed=5, eta=0.3, device="cpu",
-            workers=1, quiet=True)
+            workers=1, quiet=True, samples=samples)
     a, b = read(out), read(tmp_path / "clean.zarr")
     assert np.abs(a - b).max() <= 1e-5 * np.abs(b).max()
+    if samples > 1:
+        a, b = read(out / "uncertainty"), read(tmp_path / "clean.zarr" / "uncertainty")
+        assert np.abs(a - b).max() <= 1e-5 * np.abs(b).max()
+
+
+def _chunk_noise_volume(seed, shape, chunks, sample):
+    noise = np.zeros(shape, np.float32)
+    for c in chunk_indices(shape, chunks):
+        lo, hi = chunk_bounds(c, chunks, shape)
+        noise[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = chunk_noise(seed, _INIT, c, np.subtract(hi, lo), sample)
+    return noise
+
+
+@pytest.mark.parametrize("prediction", ["eps", "v"])
+def test_samples_give_the_mean_and_std_of_whole_volume_chains(tmp_path, make_diffusion_run, prediction):
+    from volseg.io import read_meta
+
+    run = make_diffusion_run(tmp_path / "run", prediction=prediction)
+    cond = np.random.default_rng(1).normal(size=(8, 12, 8)).astype(np.float32)
+    np.save(tmp_path / "c.npy", cond)
+    r = predict(run, tmp_path / "c.npy", tmp_path / "o.zarr", patch=(8, 12, 8), chunks=4, seed=7, samples=3,
+                device="cpu", quiet=True)
+    assert r["samples"] == 3 and r["uncertainty"] == str(tmp_path / "o.zarr" / "uncertainty")
+    model = load_model(run)
+    chains = np.stack([model.sample(torch.from_numpy(cond)[None, None],
+                                    noise=torch.from_numpy(_chunk_noise_volume(7, cond.shape, (4, 4, 4), s))[None, None]
+                                    )[0, 0].numpy() for s in range(3)])
+    np.testing.assert_allclose(read(tmp_path / "o.zarr"), chains.mean(0), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(read(tmp_path / "o.zarr" / "uncertainty"), chains.std(0, ddof=1), rtol=1e-4, atol=1e-4)
+    assert read_meta(tmp_path / "o.zarr" / "uncertainty").shape == cond.shape
+    assert not (tmp_path / "o.zarr" / "volseg_work").exists()
+
+
+def test_one_sample_is_todays_output_and_samples_are_seeded(drun, tmp_path):
+    run, vol_path, vol = drun
+    kw = {"patch": 8, "chunks": 8, "seed": 3, "eta": 0.5, "device": "cpu", "quiet": True}
+    predict(run, vol_path, tmp_path / "one.zarr", **kw)
+    predict(run, vol_path, tmp_path / "one_again.zarr", samples=1, **kw)
+    assert np.array_equal(read(tmp_path / "one.zarr"), read(tmp_path / "one_again.zarr"))
+    assert not (tmp_path / "one.zarr" / "uncertainty").exists()
+    assert "samples" not in zarr.open_group(str(tmp_path / "one.zarr")).attrs["volseg"]["settings"]
+    a = predict(run, vol_path, tmp_path / "a.zarr", samples=2, workers=1, **kw)
+    predict(run, vol_path, tmp_path / "b.zarr", samples=2, workers=2, scheduler="processes", **kw)
+    assert a["patches"] == 4 * (4 * 3 * 2)  # both samples share each patch's condition read
+    for sub in ("", "uncertainty"):
+        x, y = read(tmp_path / "a.zarr" / sub), read(tmp_path / "b.zarr" / sub)
+        assert x.shape == vol.shape and np.abs(x - y).max() <= 1e-5 * np.abs(x).max()
+    std = read(tmp_path / "a.zarr" / "uncertainty")
+    assert float(std.min()) >= 0.0 and float(std.mean()) > 1e-3
+    assert np.abs(read(tmp_path / "a.zarr") - read(tmp_path / "one.zarr")).max() > 1e-3
+    # the samples are part of the output's settings: another count is refused without --overwrite
+    with pytest.raises(VolsegError, match="overwrite"):
+        predict(run, vol_path, tmp_path / "a.zarr", samples=3, **kw)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--samples", "0"], "error: --samples: must be a whole number >= 1, got 0"),
+    (["--samples", "-2"], "error: --samples: must be a whole number >= 1, got -2"),
+    (["--samples", "2", "--unet"], "error: --samples: 2: averaging samples applies to diffusion runs"),
+])
+def test_bad_samples_exit_2_with_one_line(drun, tmp_path, make_run, args, needle):
+    from typer.testing import CliRunner
+
+    from volseg.cli import app
+
+    run, vol_path, _ = drun
+    if "--unet" in args:
+        args = [a for a in args if a != "--unet"]
+        run = make_run(tmp_path / "unet")
+    out = tmp_path / "bad.zarr"
+    r = CliRunner().invoke(app, ["predict", str(run), str(vol_path), "-o", str(out), "--patch", "8",
+                                 "--device", "cpu", "--quiet", *args])
+    lines = r.stderr.strip().splitlines()
+    assert r.exit_code == 2 and len(lines) == 1 and lines[0].startswith(needle), r.stderr
+    assert "Traceback" not in r.output and not out.exists()

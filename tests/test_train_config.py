@@ -55,6 +55,10 @@ def test_typo_is_refused_with_a_suggestion(tmp_path):
     ("data: {patch: [8, 8]}\n", "1 or 3 sides"),
     ("training: {n_iters: 5, n_epochs: 2}\n", "not both"),
     ("a: [unclosed\n", "not valid YAML"),
+    ("model: {type: diffusion}\ndiffusion: {prediction: noise}\n",
+     "'diffusion.prediction' must be one of eps, x0, v, got 'noise'"),
+    ("diffusion: {prediction: x0}\n", "section 'diffusion' applies to --model diffusion"),
+    ("loss: {type: huber}\n", "'loss.type' must be one of segmentation, l1, l2, got 'huber'"),
 ])
 def test_bad_values_are_refused_by_name(tmp_path, text, needle):
     with pytest.raises(VolsegError, match=None) as err:
@@ -136,3 +140,33 @@ def test_val_fraction_is_blamed_on_where_it_came_from(tmp_path):
     path = _write(tmp_path, "data:\n  val_fraction: -0.2\n")
     with pytest.raises(VolsegError, match=rf"^{path}: 'data.val_fraction' must be in \[0, 1\)"):
         resolve(config_path=path)
+
+
+def test_prediction_defaults_to_eps_and_reaches_the_model_config(tmp_path):
+    from volseg.models import build_model
+    from volseg.training.trainer import model_config
+
+    assert defaults("diffusion")["diffusion"]["prediction"] == "x0"  # chosen by benchmarks/diffusion_translation.py
+    cfg = resolve(config_path=_write(tmp_path, "model: {type: diffusion}\ndiffusion: {prediction: v}\n"))
+    assert model_config(cfg)["schedule"]["prediction"] == "v"
+    assert build_model(dict(model_config(cfg), ch=8, ch_mult=[1, 2], target_mean=0.0, norm_mean=0.0, norm_std=1.0,
+                            target_std=1.0)).prediction == "v"
+    # a run saved before the key existed predicts eps
+    assert build_model({"type": "diffusion", "ch": 8, "ch_mult": [1, 2],
+                        "schedule": {"steps": 10}}).prediction == "eps"
+
+
+def test_unknown_prediction_exits_2_with_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from volseg.cli import app
+
+    cfg = _write(tmp_path, "model: {type: diffusion}\ndiffusion: {prediction: noise}\n")
+    run = tmp_path / "run"
+    r = CliRunner().invoke(app, ["train", str(tmp_path / "missing.zarr"), "--config", str(cfg),
+                                 "-o", str(run)])
+    lines = r.stderr.strip().splitlines()
+    assert r.exit_code == 2 and len(lines) == 1, r.stderr
+    assert lines[0] == (f"error: {cfg}: 'diffusion.prediction' must be one of eps, x0, v, "
+                        "got 'noise'")
+    assert "Traceback" not in r.output and not run.exists()

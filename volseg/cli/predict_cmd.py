@@ -64,6 +64,9 @@ def predict_command(
     sampling_steps: Annotated[int | None, typer.Option("--sampling-steps", help="DDIM steps (diffusion; default the model's).")] = None,
     eta: Annotated[float, typer.Option("--eta", help="DDIM eta (diffusion; 0 = deterministic).")] = 0.0,
     seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the diffusion noise.")] = 0,
+    samples: Annotated[int, typer.Option(
+        "--samples", help="Diffusion: average N samples (different seeded noise) and write their per-voxel "
+        "standard deviation to OUT.zarr/uncertainty.")] = 1,
     tile: Annotated[str, typer.Option(
         "--tile", help="With --stitch (and diffusion): process (y, x) column tiles of N or YxX voxels through "
         "all z (rounded down to whole chunks), bounding memory by the tile, not the scroll's plane; "
@@ -117,8 +120,8 @@ def predict_command(
         result = predict(run, at_level(volume, level), output, patch=patch, overlap=overlap, batch_size=batch_size, tta=tta,
                          amp=amp, device=device, stitch=stitch, blend=blend, dtype=dtype, threshold=threshold,
                          channel=channel, skip_value=skip_value, chunks=chunks, pad=pad,
-                         sampling_steps=sampling_steps, eta=eta, seed=seed, scheduler=scheduler,
-                         workers=workers, part=part, tile=tile, overwrite=overwrite, quiet=quiet,
+                         sampling_steps=sampling_steps, eta=eta, seed=seed, samples=samples,
+                         scheduler=scheduler, workers=workers, part=part, tile=tile, overwrite=overwrite, quiet=quiet,
                          nan_value=nan_value)
         if postprocess is not None:
             from volseg.postprocess import postprocess as clean

@@ -1,4 +1,4 @@
-"""``volseg synth scroll`` and ``volseg synth scan``: synthetic volumes with ground truth."""
+"""``volseg synth scroll``, ``scan`` and ``brain``: synthetic volumes with ground truth."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from volseg.cli._app import app
 from volseg.cli._common import DebugOpt, JsonOpt, OverwriteOpt, QuietOpt, cli_errors, console, emit_json, guard_json
 
 synth_app = typer.Typer(
-    help="Synthetic data with ground truth: a rolled scroll with surface labels, or a paired "
-    "degraded / clean scan.",
+    help="Synthetic data with ground truth: a rolled scroll with surface labels, a paired "
+    "degraded / clean scan, or multi-contrast head scans with tumour labels.",
     no_args_is_help=True,
 )
 app.add_typer(synth_app, name="synth")
@@ -81,3 +81,37 @@ def scan_cmd(
     Writes the degraded scan (float32) as the root image of OUT.zarr, the clean one at OUT.zarr/target.
     """
     _run("scan", output, shape, seed, chunks, overwrite, quiet, json, debug)
+
+
+@synth_app.command("brain", epilog=(
+    "Examples:\n\n"
+    "  volseg synth brain -o brain.zarr --cases 8\n\n"
+    "  volseg train brain.zarr/case_00[0-6] --val brain.zarr/case_007 --model diffusion -o runs/t1t2"))
+def brain_cmd(
+    output: OutputOpt,
+    cases: Annotated[int, typer.Option("--cases", min=1, max=999, help="Cases (anatomies) to write.")] = 1,
+    shape: Annotated[str, typer.Option("--shape", help="N (a cube) or DxHxW in voxels, sides >= 16.")] = "64",
+    seed: SeedOpt = 0,
+    chunks: ChunksOpt = "64",
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+    json: JsonOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Multi-contrast head scans (BraTS in miniature): T1, T2 and FLAIR of one anatomy per case.
+
+    Writes OUT.zarr/case_NNN for each case: T1 (float32) as the root image, T2 at case_NNN/target,
+    FLAIR at case_NNN/flair and the tumour labels at case_NNN/labels/tumour (uint8: 0 none,
+    1 necrotic core, 2 oedema, 3 enhancing tumour).
+    """
+    with cli_errors(debug):
+        guard_json(json, outputs=[output])
+        from volseg.data.brain import write_brain
+
+        summary = write_brain(output, cases=cases, shape=shape, seed=seed, chunks=chunks,
+                              overwrite=overwrite, quiet=quiet)
+        emit_json(summary, json)
+        console(quiet or json == "-").print(
+            f"wrote {summary['output']}: {len(summary['cases'])} case(s) of "
+            f"{'x'.join(map(str, summary['shape']))} (seed {summary['seed']}), T1 / T2 (target) / FLAIR "
+            "and labels/tumour each")

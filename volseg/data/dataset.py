@@ -32,6 +32,7 @@ import torch
 from torch.utils.data import Dataset
 
 from volseg.data.augment import AugmentConfig, augment, parse_augment
+from volseg.data.condition import condition_paths, refuse_condition
 from volseg.data.loader import EpochSampler, make_loader, seed_worker
 from volseg.data.patchstore import PatchStore, is_patch_store
 from volseg.data.sampling import (ForegroundIndex, direct_array, draw_patch, item_rng, parse_fraction,
@@ -178,8 +179,9 @@ class VolumePatchDataset(Dataset):
     def __init__(self, image, *, task: str, patch, start, stop, length: int, label=None, target=None,
                  foreground_fraction: float = 0.0, index: ForegroundIndex | None = None,
                  augment: AugmentConfig | None = None, seed: int = 0, fixed: bool = False,
-                 spacing=None):
+                 spacing=None, condition=()):
         self.image_path = str(image)
+        self.condition_paths = [str(p) for p in condition or ()]
         self.label_path = None if label is None else str(label)
         self.target_path = None if target is None else str(target)
         self.task = _parse_task(task)
@@ -193,7 +195,7 @@ class VolumePatchDataset(Dataset):
         self.seed = int(seed)
         self.fixed = bool(fixed)
         self.spacing = tuple(spacing) if spacing is not None else (1.0, 1.0, 1.0)
-        self.in_channels = 1
+        self.in_channels = 1 + len(self.condition_paths)
         self._arrays: dict[str, Any] | None = None
 
     def __getstate__(self):
@@ -213,6 +215,8 @@ class VolumePatchDataset(Dataset):
                 arrays["label"] = open_volume(self.label_path)
             if self.target_path is not None:
                 arrays["target"] = open_volume(self.target_path)
+            for k, p in enumerate(self.condition_paths):
+                arrays[f"condition{k}"] = open_volume(p)
             self._arrays = {k: direct_array(v) for k, v in arrays.items()}
         return self._arrays
 
@@ -231,15 +235,20 @@ class VolumePatchDataset(Dataset):
             raw["label"] = lab
         if "target" in arrays:
             raw["target"] = read_box(arrays["target"], origin, stop)
+        for k in range(len(self.condition_paths)):
+            raw[f"condition{k}"] = read_box(arrays[f"condition{k}"], origin, stop)
         return origin, raw, rng
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         origin, raw, rng = self.draw(i)
-        for key, path in (("image", self.image_path), ("target", self.target_path)):
+        named = [("image", self.image_path), ("target", self.target_path)]
+        named += [(f"condition{k}", p) for k, p in enumerate(self.condition_paths)]
+        for key, path in named:
             if key in raw:
                 check_array(raw[key], path, offset=tuple(int(o) for o in origin),
                             hint="training volumes must be finite; clean the input (e.g. np.nan_to_num)")
-        sample = {"image": raw["image"].astype(np.float32)[None]}
+        channels = [raw["image"]] + [raw[f"condition{k}"] for k in range(len(self.condition_paths))]
+        sample = {"image": np.stack(channels).astype(np.float32)}
         if "label" in raw:
             sample["label"] = raw["label"].astype(np.uint8)[None]
         if "target" in raw:
@@ -251,7 +260,8 @@ class VolumePatchDataset(Dataset):
 
 def make_datasets(source, *, task: str, patch=None, val_fraction: float = 0.1, seed: int = 0,
                   augment: dict | None = None, samples_per_epoch: int = 1000,
-                  foreground_fraction: float = 0.5, labels=None, target=None) -> tuple[Dataset, Dataset | None]:
+                  foreground_fraction: float = 0.5, labels=None, target=None,
+                  condition=None) -> tuple[Dataset, Dataset | None]:
     """Training and validation datasets from a patch store or a volume.
 
     Parameters
@@ -279,6 +289,9 @@ def make_datasets(source, *, task: str, patch=None, val_fraction: float = 0.1, s
     labels, target : str or os.PathLike, optional
         Volume: an explicit label volume (segmentation) or target volume (translation), same
         shape as ``source``, instead of the ones found in the group (e.g. for a raw ``.tif``).
+    condition : sequence of str, optional
+        Volume: names of further images inside ``source`` (e.g. ``["flair"]`` of a ``synth
+        brain`` case) stacked after its root image as input channels (``data.condition``).
 
     Returns
     -------
@@ -293,10 +306,12 @@ def make_datasets(source, *, task: str, patch=None, val_fraction: float = 0.1, s
     if not path.exists():
         raise VolsegError(path, "does not exist; give a patch store or a volume")
     if is_patch_store(path):
+        refuse_condition(path, condition)
         return _store_datasets(path, task=task, patch=patch, val_fraction=val_fraction, seed=seed, cfg=cfg)
     return _volume_datasets(path, task=task, patch=patch, val_fraction=val_fraction, seed=seed, cfg=cfg,
                             samples=samples_per_epoch, foreground_fraction=foreground_fraction or 0.0,
-                            label=labels, target=target)
+                            label=labels, target=target, condition=condition)
+
 
 
 def _store_datasets(path: Path, *, task, patch, val_fraction, seed, cfg):
@@ -318,7 +333,7 @@ def _store_datasets(path: Path, *, task, patch, val_fraction, seed, cfg):
 
 
 def _volume_datasets(path: Path, *, task, patch, val_fraction, seed, cfg, samples, foreground_fraction,
-                     label=None, target=None):
+                     label=None, target=None, condition=None):
     from volseg.io import find_labels, open_volume, read_meta
 
     meta = read_meta(path)
@@ -347,7 +362,8 @@ def _volume_datasets(path: Path, *, task, patch, val_fraction, seed, cfg, sample
         raise VolsegError("val_fraction", f"{val_fraction} holds out {z_val} of the {shape[0]} slices of {path} "
                           f"(at least the patch depth {patch[0]}), leaving fewer than {patch[0]} for training; "
                           "lower val_fraction or the patch depth, or use 0")
-    common = dict(task=task, patch=patch, label=label, target=target, seed=seed, spacing=meta.spacing)
+    common = dict(task=task, patch=patch, label=label, target=target, seed=seed, spacing=meta.spacing,
+                  condition=condition_paths(path, condition, shape, read_meta))
     train_index = val_index = None
     if label is not None and foreground_fraction > 0:
         labels = open_volume(label)

@@ -181,12 +181,15 @@ def _check_distinct(units: list[_Unit], val_units: list[_Unit]) -> None:
                           "training at once, so the held-out score would not be held out)")
 
 
-def _check_channels(units: list[_Unit]) -> None:
+def _check_channels(units: list[_Unit], condition=None) -> None:
+    from volseg.data.condition import refuse_condition
     from volseg.data.patchstore import PatchStore
 
     seen: tuple[Path, int] | None = None
     for unit in units:
-        channels = PatchStore.open(unit.path).channels if unit.is_store else 1
+        if unit.is_store:
+            refuse_condition(unit.path, condition)
+        channels = PatchStore.open(unit.path).channels if unit.is_store else 1 + len(condition or ())
         if seen is None:
             seen = (unit.path, channels)
         elif channels != seen[1]:
@@ -220,7 +223,7 @@ def _dataset(unit: _Unit, *, train: bool, common: dict, val_items: int):
                                  train=train)
     ds, _ = _volume_datasets(unit.path, task=common["task"], patch=common["patch"],
                              val_fraction=0.0, seed=common["seed"], cfg=cfg,
-                             samples=common["samples"],
+                             samples=common["samples"], condition=common["condition"],
                              foreground_fraction=common["foreground_fraction"], label=unit.label)
     if not train:
         ds.fixed, ds.length = True, val_items
@@ -234,7 +237,7 @@ def _pair_text(pair: Pair) -> str:
 def make_training_datasets(sources: Sources | str | os.PathLike, *, task: str, patch=None,
                            val_fraction: float = 0.1, seed: int = 0, augment=None,
                            samples_per_epoch: int = 256, foreground_fraction: float = 0.5,
-                           weights: str = "size"):
+                           weights: str = "size", condition=None):
     """``(train_ds, val_ds or None)`` over one or many sources, validation split by volume.
 
     Parameters
@@ -245,6 +248,8 @@ def make_training_datasets(sources: Sources | str | os.PathLike, *, task: str, p
         As :func:`volseg.data.dataset.make_datasets`; ``samples_per_epoch`` is per volume.
     weights : {"size", "equal"}
         How often each training source is drawn.
+    condition : sequence of str, optional
+        Images inside every volume stacked after its root image as channels (``data.condition``).
     """
     from volseg.data.augment import parse_augment
     from volseg.data.dataset import _parse_val_fraction, make_datasets
@@ -261,11 +266,12 @@ def make_training_datasets(sources: Sources | str | os.PathLike, *, task: str, p
         raise VolsegError("DATA", "missing; give patch stores or volumes, or --images/--labels, "
                           "or --list")
     _check_distinct(units, val_units)
-    _check_channels(units + val_units)
+    _check_channels(units + val_units, condition)
     if not val_units and len(units) == 1:  # one volume: the single-volume split
         return make_datasets(units[0].path, task=task, patch=patch, val_fraction=val_fraction,
                              seed=seed, augment=augment, samples_per_epoch=samples_per_epoch,
-                             foreground_fraction=foreground_fraction, labels=units[0].label)
+                             foreground_fraction=foreground_fraction, labels=units[0].label,
+                             condition=condition)
     train_units = units
     if not val_units and val_fraction > 0:
         n_val = min(max(1, int(round(val_fraction * len(units)))), len(units) - 1)
@@ -273,7 +279,8 @@ def make_training_datasets(sources: Sources | str | os.PathLike, *, task: str, p
         val_units = [u for i, u in enumerate(units) if i in picked]
         train_units = [u for i, u in enumerate(units) if i not in picked]
     common = dict(task=task, patch=patch, seed=seed, cfg=parse_augment(augment),
-                  samples=samples_per_epoch, foreground_fraction=foreground_fraction or 0.0)
+                  samples=samples_per_epoch, foreground_fraction=foreground_fraction or 0.0,
+                  condition=condition)
     val_items = max(1, int(round(samples_per_epoch * max(val_fraction, 0.1))))
     train = SourceMix([_dataset(u, train=True, common=common, val_items=val_items)
                        for u in train_units], sizes=[_size(u, patch) for u in train_units],

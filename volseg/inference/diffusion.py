@@ -3,9 +3,11 @@
 Axis order (z, y, x), sizes in voxels. All patches share one x_t volume over the (padded)
 domain, stored chunked in the output's ``volseg_work`` group between steps. At each step:
 
-1. every patch predicts eps from ``cat[normalised condition, x_t]`` (read with the patch's
+1. every patch predicts eps (or x_0 or v, the model's ``prediction``) from
+   ``cat[normalised condition, x_t]`` (read with the patch's
    overlap), grouped by owner chunk as in :mod:`volseg.inference.engine`;
-2. eps is blended across patches (gaussian by default), so neighbouring patches agree;
+2. the prediction is blended across patches (gaussian by default), so neighbouring patches
+   agree (all three kinds are affine in x_t at a step, so blending commutes with converting);
 3. each chunk applies :func:`volseg.models.ddim.ddim_step` voxel-wise to its x_t and writes
    x_{t-1} (the last step writes the denormalised x_0 into the output volume).
 
@@ -16,7 +18,14 @@ order, workers or scheduler. Each step runs one fused pass per (y, x) column til
 tile's cross-section; x_t itself lives on disk (two float32 arrays the size of the padded
 domain, in ``volseg_work``). A group computes the fixed batches of its patches that the tile's
 chunks need, so eps, and the result, do not depend on the tile. Each step's chunks get markers (``s<step>-``), so a killed run
-resumes at the first unfinished chunk. ``--part`` is refused: step k+1 needs every chunk of
+resumes at the first unfinished chunk.
+
+``samples`` (``predict --samples N``) runs N chains at once: x_t gets a leading sample axis,
+every patch predicts each sample from the same condition, the predictions are blended as N
+channels, and the last step writes their mean as the output and their per-voxel standard
+deviation (ddof 1, raw target units, float32) to ``OUT.zarr/uncertainty``, an OME-Zarr image of
+the output's shape. Sample 0 draws exactly the noise of a single-sample run, so N = 1 is
+byte-identical to it; sample s > 0 is seeded by (seed, step, chunk index, s). ``--part`` is refused: step k+1 needs every chunk of
 step k; use ``--scheduler distributed`` or ``tcp://...`` to spread one run over a cluster.
 """
 
@@ -38,13 +47,15 @@ from volseg.inference.engine import (
     open_session,
 )
 from volseg.inference.plan import Plan, read_box
-from volseg.inference.resume import Markers, finish_output, removed_if_empty
-from volseg.inference.source import forward_batches, open_cached
-from volseg.inference.stitch import create_volume_output, cut_pieces, output_spec
+from volseg.inference.resume import Markers, finish_output, open_output, removed_if_empty
+from volseg.inference.source import condition_patches, forward_batches, open_cached
+from volseg.inference.stitch import cut_pieces, output_spec
 from volseg.inference.tiles import run_tiled
 
 WORK = "volseg_work"
+UNCERTAINTY = "uncertainty"
 _INIT = 0xD1FF
+_SAMPLE = 0x5A4D
 
 
 def parse_eta(eta: float) -> float:
@@ -68,16 +79,48 @@ def sampling_sequence(model_steps, n: int | None) -> list[int]:
     return [seq[i] for i in picks]
 
 
-def chunk_noise(seed: int, step: int, chunk, shape) -> np.ndarray:
-    """Standard normal noise for one chunk, seeded by (seed, step, chunk index) only."""
-    rng = np.random.default_rng([int(seed), int(step), *(int(c) for c in chunk)])
+def parse_samples(samples: int) -> int:
+    """``--samples``: how many samples to average (a whole number >= 1)."""
+    if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
+        raise VolsegError("--samples", f"must be a whole number >= 1, got {samples!r}; use 1 for one "
+                          "sample, or e.g. 4 for their mean and an uncertainty volume")
+    return int(samples)
+
+
+def chunk_noise(seed: int, step: int, chunk, shape, sample: int = 0) -> np.ndarray:
+    """Standard normal noise for one chunk, seeded by (seed, step, chunk index) only; sample
+    ``s > 0`` of ``predict --samples`` adds ``s`` to the key (sample 0 is the single-sample noise)."""
+    key = [int(seed), int(step), *(int(c) for c in chunk)]
+    rng = np.random.default_rng(key if not sample else key + [_SAMPLE, int(sample)])
     return rng.standard_normal(tuple(shape), dtype=np.float32)
+
+
+def _samples_noise(seed: int, step: int, chunk, shape, samples: int) -> np.ndarray:
+    return np.stack([chunk_noise(seed, step, chunk, shape, s) for s in range(samples)])
 
 
 def _work(output: str, k: int):
     import zarr
 
     return zarr.open_array(os.path.join(output, WORK, f"x{k % 2}"), mode="r+")
+
+
+def _work_box(arr, start, stop) -> tuple:
+    """Index of a (z, y, x) box in a work array: every sample (leading axis) of it; a work array of
+    an unfinished run of an older volseg has no sample axis."""
+    return (slice(None),) * (arr.ndim - 3) + as_slices(start, stop)
+
+
+def _read_work(output: str, k: int, start, stop) -> np.ndarray:
+    """x_t of a box for every sample: (samples, z, y, x) float32."""
+    arr = _work(output, k)
+    box = np.asarray(arr[_work_box(arr, start, stop)], np.float32)
+    return box.reshape((-1,) + box.shape[-3:])
+
+
+def _write_work(output: str, k: int, start, stop, values: np.ndarray) -> None:
+    arr = _work(output, k)
+    arr[_work_box(arr, start, stop)] = values if arr.ndim == 4 else values[0]
 
 
 def _eps_group(setup, work: Plan, output: str, k: int, t: int, group, wanted) -> dict:
@@ -95,25 +138,31 @@ def _eps_group(setup, work: Plan, output: str, k: int, t: int, group, wanted) ->
     cond, nbytes = read_box(open_cached(setup.volume, setup.nan_value), lo, hi, setup.plan.shape, key=setup.volume_key,
                             chunks=setup.meta.chunks)
     cond = cond.astype(np.float32)
-    x_t = np.asarray(_work(output, k)[as_slices(lo, hi)], np.float32)
+    x_t = _read_work(output, k, lo, hi)
     P = work.patch
 
-    def cut(box):
+    def cut(box):  # (z, y, x) box -> (patches, 1, *patch)
         return np.stack([box[tuple(slice(o - a, o - a + p) for o, a, p in zip(origin, lo, P))]
                          for origin in origins])[:, None]
 
-    cond, x_t = cut(cond), cut(x_t)
-    eps = np.empty_like(x_t)
+    # the new axis gives the batches the strides torch has always seen (it picks its convolution
+    # by them), so a one-sample run is bit for bit what it was before samples existed
+    cond, x_t = cut(cond), [cut(x) for x in x_t]
+    if setup.conditions:  # further input channels (data.condition)
+        cond = np.concatenate([cond, *condition_patches(setup, origins, lo, hi)], axis=1)
+    eps = np.empty((len(origins), len(x_t), *P), np.float32)  # the samples are the channels of the blend
     for b in picked:  # the group's fixed batches, so eps does not depend on the tile or pass
-        eps[row[b]] = setup.runner.eps(cond[row[b]], x_t[row[b]], t)
+        for s, x in enumerate(x_t):
+            eps[row[b], s:s + 1] = setup.runner.eps(cond[row[b]], x[row[b]], t)
     blender = Blender(work.starts, work.patch, setup.blend["mode"], sigma_scale=setup.blend["sigma_scale"])
     stats = {"patches": len(origins), "groups": 1, "input_bytes_read": int(nbytes)}
     return {"stats": stats, **cut_pieces(work, blender, origins, eps, wanted)}
 
 
 def _step_chunk(setup, work: Plan, output: str, spec, k: int, a_t: float, a_next: float, eta: float,
-                seed: int, last: bool, chunk, pieces) -> dict:
-    """Final task: blend eps over the chunk, take the DDIM step, write x_next (or the output)."""
+                seed: int, last: bool, samples: int, chunk, pieces) -> dict:
+    """Final task: blend the predictions over the chunk, take the DDIM step of every sample, write
+    x_next (or, at the last step, their mean as the output and their standard deviation)."""
     import torch
     import zarr
 
@@ -121,37 +170,42 @@ def _step_chunk(setup, work: Plan, output: str, spec, k: int, a_t: float, a_next
 
     start, stop = work.bounds(chunk)
     size = tuple(b - a for a, b in zip(start, stop))
-    wv = np.zeros((1, *size), np.float32)
+    wv = np.zeros((samples, *size), np.float32)
     w = np.zeros(size, np.float32)
     accumulate(wv, w, start, pieces)
-    eps = torch.from_numpy(normalise(wv, w, where=f"chunk {tuple(chunk)}")[0])
-    x_t = torch.from_numpy(np.asarray(_work(output, k)[as_slices(start, stop)], np.float32))
-    noise = torch.from_numpy(chunk_noise(seed, k + 1, chunk, size)) if eta > 0 and not last else None
+    eps = torch.from_numpy(normalise(wv, w, where=f"chunk {tuple(chunk)}"))
+    x_t = torch.from_numpy(_read_work(output, k, start, stop))
+    noise = (torch.from_numpy(_samples_noise(seed, k + 1, chunk, size, samples))
+             if eta > 0 and not last else None)
     model = setup.runner.model
     x_next = ddim_step(x_t, eps, a_t=a_t, a_next=a_next, eta=eta, noise=noise,
-                       clip=model.x0_range).float()
+                       clip=model.x0_range, prediction=model.prediction).float()
     if last:
         with torch.inference_mode():
-            img = model.denormalize(x_next[None, None].to(next(model.parameters()).device))[0, 0].cpu().numpy()
+            img = model.denormalize(x_next[:, None].to(next(model.parameters()).device))[:, 0].cpu().numpy()
         shape = setup.plan.shape
         hi = [min(b, s) for b, s in zip(stop, shape)]
         if all(a < b for a, b in zip(start, hi)):
-            crop = img[tuple(slice(0, b - a) for a, b in zip(start, hi))]
-            zarr.open_array(os.path.join(output, "0"), mode="r+")[as_slices(start, hi)] = spec.convert(crop[None])
+            crop = img[(slice(None),) + tuple(slice(0, b - a) for a, b in zip(start, hi))]
+            mean = crop[0] if samples == 1 else crop.mean(axis=0, dtype=np.float64).astype(np.float32)
+            zarr.open_array(os.path.join(output, "0"), mode="r+")[as_slices(start, hi)] = spec.convert(mean[None])
+            if samples > 1:
+                std = crop.std(axis=0, ddof=1, dtype=np.float64).astype(np.float32)
+                zarr.open_array(os.path.join(output, UNCERTAINTY, "0"), mode="r+")[as_slices(start, hi)] = std
     else:
-        _work(output, k + 1)[as_slices(start, stop)] = x_next.numpy()
+        _write_work(output, k + 1, start, stop, x_next.numpy())
     Markers(output).mark(chunk, prefix=f"s{k}-")
     return {"chunks": 1}
 
 
-def _init_chunk(setup, output: str, work: Plan, seed: int, chunk) -> None:
-    """x at the first sampling step for one chunk: seeded noise, or with the model's ``start_t``
-    the condition diffused to that step (:meth:`~volseg.models.diffusion.DiffusionModel.initial_state`)."""
+def _init_chunk(setup, output: str, work: Plan, seed: int, samples: int, chunk) -> None:
+    """x at the first sampling step for one chunk and every sample: seeded noise, or with the
+    model's ``start_t`` the condition diffused to that step
+    (:meth:`~volseg.models.diffusion.DiffusionModel.initial_state`)."""
     import torch
 
-
     start, stop = work.bounds(chunk)
-    noise = chunk_noise(seed, _INIT, chunk, [b - a for a, b in zip(start, stop)])
+    noise = _samples_noise(seed, _INIT, chunk, [b - a for a, b in zip(start, stop)], samples)
     model = setup.runner.model
     if model.start_t is not None:
         # a chunk of the padded domain may start past a short axis: read from 0, then crop
@@ -161,21 +215,22 @@ def _init_chunk(setup, output: str, work: Plan, seed: int, chunk) -> None:
         cond = cond[tuple(slice(a - b, None) for a, b in zip(start, lo))]
         with torch.inference_mode():
             device = next(model.parameters()).device
-            x = model.initial_state(torch.from_numpy(cond.astype(np.float32))[None, None].to(device),
-                                    torch.from_numpy(noise)[None, None].to(device))
-        noise = x[0, 0].float().cpu().numpy()
-    _work(output, 0)[as_slices(start, stop)] = noise
+            cond = torch.from_numpy(cond.astype(np.float32))[None, None].to(device)
+            noise = np.stack([model.initial_state(cond, torch.from_numpy(n)[None, None].to(device))[0, 0]
+                              .float().cpu().numpy() for n in noise])
+    _write_work(output, 0, start, stop, noise)
     Markers(output).mark(chunk, prefix="init-")
 
 
 def sample_volume(setup, output, *, dtype: str = "float32", threshold=None, channel=None,
                   sampling_steps: int | None = None, eta: float = 0.0, seed: int = 0,
-                  scheduler: str = "threads", workers: int | None = None, part=None,
+                  samples: int = 1, scheduler: str = "threads", workers: int | None = None, part=None,
                   overwrite: bool = False, quiet: bool = False) -> dict:
     """DDIM-sample the target of a whole volume patch-wise into an OME-Zarr output.
 
     Parameters are those of :func:`volseg.inference.predict.predict`; ``setup`` is its
-    validated :class:`~volseg.inference.predict.Setup` of a diffusion run.
+    validated :class:`~volseg.inference.predict.Setup` of a diffusion run. ``samples`` > 1
+    writes the mean of that many samples and their standard deviation in ``OUT/uncertainty``.
 
     Returns
     -------
@@ -195,6 +250,7 @@ def sample_volume(setup, output, *, dtype: str = "float32", threshold=None, chan
     if setup.skip_value is not None:
         raise VolsegError("--skip-value", "applies to segmentation models only; drop it for a diffusion run")
     eta = parse_eta(eta)
+    samples = parse_samples(samples)
     model = setup.runner.model
     seq = sampling_sequence(model.sampling_timesteps(), sampling_steps)
     spec = output_spec(setup.info["out_channels"], dtype=dtype, threshold=threshold, channel=channel, image=True)
@@ -203,11 +259,12 @@ def sample_volume(setup, output, *, dtype: str = "float32", threshold=None, chan
     tile = setup.tile
     settings = {**setup.settings, "command": "predict (diffusion)", "output": spec.settings(),
                 "timesteps": seq, "eta": eta, "seed": int(seed)}
+    if samples > 1:  # a single-sample run keeps the settings (and so the resume) of earlier versions
+        settings["samples"] = samples
     steps = list(zip(reversed(seq), reversed([-1] + seq[:-1])))
     last = f"s{len(steps) - 1}-"
-    out, markers, resumed = create_volume_output(output, plan=plan, spec=spec, spacing=setup.meta.spacing,
-                                                 unit=setup.meta.unit, settings=settings, overwrite=overwrite,
-                                                 total=len(work.chunk_list()), prefix=last)
+    out, markers, resumed = _open_output(output, setup, plan, spec, settings, overwrite, samples,
+                                         total=len(work.chunk_list()), prefix=last)
     out = str(out)
     last_done = len(markers.todo(work.chunk_list(), prefix=last)) == 0
     totals = {}
@@ -217,10 +274,11 @@ def sample_volume(setup, output, *, dtype: str = "float32", threshold=None, chan
             if not os.path.isdir(work_dir):
                 group = zarr.open_group(work_dir, mode="w")
                 for name in ("x0", "x1"):
-                    group.create_array(name, shape=work.shape, chunks=work.chunks, dtype="float32", fill_value=0)
+                    group.create_array(name, shape=(samples, *work.shape), chunks=(samples, *work.chunks),
+                                       dtype="float32", fill_value=0)
             with open_session(scheduler, workers) as sess:
                 todo = markers.todo(work.chunk_list(), prefix="init-")
-                map_tasks(functools.partial(_init_chunk, setup, out, work, int(seed)), todo, session=sess,
+                map_tasks(functools.partial(_init_chunk, setup, out, work, int(seed), samples), todo, session=sess,
                           description="noise", quiet=quiet)
                 for k, (t, t_next) in enumerate(steps):
                     todo = markers.todo(work.chunk_list(), prefix=f"s{k}-")
@@ -231,10 +289,35 @@ def sample_volume(setup, output, *, dtype: str = "float32", threshold=None, chan
                         _, group_stats = run_tiled(
                             work, todo, functools.partial(_eps_group, setup, work, out, k, t),
                             functools.partial(_step_chunk, setup, work, out, spec, k, a_t, a_next, eta, int(seed),
-                                              k == len(steps) - 1),
+                                              k == len(steps) - 1, samples),
                             tile=tile, session=sess, bar=bar)
                     totals = merge_stats([totals, merge_stats(group_stats)])
             shutil.rmtree(work_dir, ignore_errors=True)
     complete = finish_output(output, out, total=len(work.chunk_list()), prefix=last)
-    return {"output": str(output), "complete": complete, "mode": "diffusion", "steps": len(steps), "timesteps": seq,
-            "chunks_total": len(work.chunk_list()), **totals}
+    result = {"output": str(output), "complete": complete, "mode": "diffusion", "steps": len(steps), "timesteps": seq,
+              "samples": samples, "chunks_total": len(work.chunk_list()), **totals}
+    if samples > 1:
+        result["uncertainty"] = os.path.join(str(output), UNCERTAINTY)
+    return result
+
+
+def _open_output(output, setup, plan: Plan, spec, settings: dict, overwrite: bool, samples: int, *,
+                 total: int, prefix: str):
+    """The output volume (:func:`~volseg.inference.stitch.create_volume_output`), plus with
+    ``samples`` > 1 the float32 ``uncertainty`` image of the same shape, chunks and spacing."""
+    from volseg.io import create_volume
+
+    meta = setup.meta
+
+    def create(tmp, attrs: dict) -> None:
+        create_volume(tmp, shape=plan.shape, dtype=spec.out_dtype, chunks=plan.chunks,
+                      spacing=meta.spacing, unit=meta.unit, attrs={**attrs, "output": spec.settings()})
+        if samples > 1:
+            create_volume(os.path.join(tmp, UNCERTAINTY), shape=plan.shape, dtype="float32", chunks=plan.chunks,
+                          spacing=meta.spacing, unit=meta.unit,
+                          attrs={"kind": "uncertainty", "samples": samples,
+                                 "meaning": "per-voxel standard deviation (ddof 1) of the samples, "
+                                            "in the output's units"})
+
+    return open_output(output, settings=settings, create=create, overwrite=overwrite, total=total,
+                       unit="chunks", prefix=prefix)

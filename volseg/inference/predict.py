@@ -42,7 +42,7 @@ from volseg.inference.engine import accumulate, merge_stats, normalise, open_ses
 from volseg.inference.plan import Plan, read_box
 from volseg.inference.resume import Markers, file_digest, finish_output, open_output, removed_if_empty
 from volseg.inference.runner import Runner, model_info
-from volseg.inference.source import forward_batches, open_cached  # noqa: F401  (public here too)
+from volseg.inference.source import condition_patches, condition_volumes, forward_batches, open_cached  # noqa: F401
 from volseg.inference.stitch import (
     OutputSpec,
     create_volume_output,
@@ -94,6 +94,7 @@ class Setup:
     volume_key: str = ""
     tile: tuple[int, int] | None = None
     nan_value: float | None = None
+    conditions: tuple = ()
 
 
 def prepare(run, volume, *, patch=None, overlap: float = 0.5, batch_size: int = 4, tta: bool = False,
@@ -141,9 +142,11 @@ def prepare(run, volume, *, patch=None, overlap: float = 0.5, batch_size: int = 
     runner = Runner(model_file, device=dev, batch_size=batch_size, amp=amp, tta=tta, threads=threads)
     amp = runner.amp  # fp32 where --amp does not pay off (one warning)
     info = model_info(runner.model)
-    if info["in_channels"] != 1:
+    names = [str(n) for n in cfg.get("condition") or []]
+    if info["in_channels"] != 1 + len(names):
         raise VolsegError(run, f"the model expects {info['in_channels']} input channels; predict feeds "
                           "single-channel (z, y, x) volumes")
+    conditions = condition_volumes(volume, names, meta.shape)
     if skip_value is not None:
         skip_value = float(skip_value)
     plan = Plan.build(meta.shape, patch, stride, chunks)
@@ -162,8 +165,12 @@ def prepare(run, volume, *, patch=None, overlap: float = 0.5, batch_size: int = 
         settings["nan_value"] = nan_value
         warn_replaced(volume, count_nonfinite(open_volume(volume)), nan_value)
     key = f"{volume_key(volume)}@{nan_value}"
+    if conditions:  # only then: the settings of single-input runs stay as they were
+        settings["condition"] = names
+        settings["condition_stamps"] = [input_stamp(p) for p in conditions]
     return Setup(str(run), model_file, str(volume), info, meta, plan, runner, blend, skip_value, settings, key,
-                 tile, nan_value)
+                 tile, nan_value, tuple(conditions))
+
 
 
 # --------------------------------------------------------------------------- patch computation
@@ -195,6 +202,8 @@ def group_outputs(setup: Setup, group: Sequence[int],
     read_s = time.perf_counter() - t0
     batch = np.stack([box[tuple(slice(o - l, o - l + p) for o, l, p in zip(origin, lo, P))]
                       for origin in origins])[:, None].astype(np.float32, copy=False)
+    if setup.conditions:
+        batch = np.concatenate([batch, *condition_patches(setup, origins, lo, hi)], axis=1)
     run = np.ones(len(origins), bool)
     if setup.skip_value is not None:
         run = ~np.all(batch.reshape(len(origins), -1) == setup.skip_value, axis=1)
@@ -255,7 +264,7 @@ def predict(run, volume, output, *, patch=None, overlap: float = 0.5, batch_size
             blend: str = "gaussian", sigma_scale: float = 0.125, dtype: str = "float32",
             threshold: float | None = None, channel: int | None = None,
             skip_value: float | None = None, chunks=128, pad: bool = True,
-            sampling_steps: int | None = None, eta: float = 0.0, seed: int = 0,
+            sampling_steps: int | None = None, eta: float = 0.0, seed: int = 0, samples: int = 1,
             scheduler: str = "threads", workers: int | None = None, part=None,
             tile=DEFAULT_TILE, overwrite: bool = False, quiet: bool = False,
             nan_value: float | None = None) -> dict:
@@ -286,6 +295,9 @@ def predict(run, volume, output, *, patch=None, overlap: float = 0.5, batch_size
         Mirror-pad axes shorter than the patch (False: refuse them).
     sampling_steps, eta, seed
         DDIM settings for diffusion runs.
+    samples : int
+        Diffusion runs: average this many samples (different seeded noise) and write their
+        per-voxel standard deviation to ``OUT/uncertainty``; 1 (default) is one sample.
     scheduler, workers, part, overwrite, quiet
         Dask execution, ``--part I/N``, replace an output made with other settings, no progress.
     tile : int, "YxX", (y, x) or None
@@ -303,7 +315,10 @@ def predict(run, volume, output, *, patch=None, overlap: float = 0.5, batch_size
     """
     from volseg.parallel import parse_part, parse_scheduler, parse_workers
 
+    from volseg.inference.diffusion import parse_samples
+
     t0 = time.perf_counter()
+    samples = parse_samples(samples)
     part = parse_part(part) if isinstance(part, (str, type(None))) else part
     scheduler = parse_scheduler(scheduler)
     workers = parse_workers(workers)
@@ -320,8 +335,12 @@ def predict(run, volume, output, *, patch=None, overlap: float = 0.5, batch_size
         from volseg.inference.diffusion import sample_volume
 
         result = sample_volume(setup, output, dtype=dtype, threshold=threshold, channel=channel,
-                               sampling_steps=sampling_steps, eta=eta, seed=seed, scheduler=scheduler,
+                               sampling_steps=sampling_steps, eta=eta, seed=seed, samples=samples,
+                               scheduler=scheduler,
                                workers=workers, part=part, overwrite=overwrite, quiet=quiet)
+    elif samples != 1:
+        raise VolsegError("--samples", f"{samples}: averaging samples applies to diffusion runs; a UNet "
+                          "is deterministic, drop --samples (or use --tta)")
     elif stitch:
         result = _predict_fused(setup, output, dtype=dtype, threshold=threshold, channel=channel,
                                 scheduler=scheduler, workers=workers, part=part, overwrite=overwrite,
@@ -343,7 +362,8 @@ def _predict_fused(setup: Setup, output, *, dtype, threshold, channel, scheduler
                    overwrite, quiet) -> dict:
     from volseg.geometry import select_part
 
-    spec = output_spec(setup.info["out_channels"], dtype=dtype, threshold=threshold, channel=channel)
+    spec = output_spec(setup.info["out_channels"], dtype=dtype, threshold=threshold, channel=channel,
+                       image=setup.info.get("output") == "image")
     tile = setup.tile  # part of the settings: --part splits the chunks in tile order
     settings = {**setup.settings, "command": "predict --stitch", "output": spec.settings(),
                 "tile": list(tile) if tile else None}

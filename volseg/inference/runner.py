@@ -124,7 +124,8 @@ class Runner:
         return self._apply(self.model, [patches])
 
     def eps(self, condition: np.ndarray, x_t: np.ndarray, t: int) -> np.ndarray:
-        """Diffusion noise prediction for raw conditions and x_t (model units) at timestep t."""
+        """Diffusion model output (the noise, or x_0 or v as ``model.prediction`` says) for raw
+        conditions and x_t (model units) at timestep t."""
         import torch
 
         model = self.model
@@ -153,6 +154,9 @@ def model_info(model) -> dict:
         return {"kind": "diffusion", "depth": int(model.depth),
                 "in_channels": int(den.conv_in.in_channels - den.conv_out.out_channels),
                 "out_channels": int(den.conv_out.out_channels)}
-    return {"kind": "unet", "depth": int(getattr(model, "depth", 0)),
+    info = {"kind": "unet", "depth": int(getattr(model, "depth", 0)),
             "in_channels": int(getattr(model, "in_channels", 1)),
             "out_channels": int(getattr(model, "out_channels", 1))}
+    if getattr(model, "output", "probability") == "image":  # only then: segmentation settings unchanged
+        info["output"] = "image"
+    return info

@@ -24,6 +24,43 @@ def open_cached(path: str, nan_value: float | None = None):
     return _VOLUMES[path, nan_value]
 
 
+def condition_patches(setup, origins: np.ndarray, lo, hi) -> list[np.ndarray]:
+    """The further input channels of ``setup.conditions`` (a run trained with ``data.condition``)
+    cut into the patches at ``origins`` of the box [lo, hi): one (patches, 1, *patch) float32 array
+    per condition image."""
+    from volseg.inference.plan import read_box
+
+    P = setup.plan.patch
+    out = []
+    for path in setup.conditions:
+        box, _ = read_box(open_cached(path, setup.nan_value), lo, hi, setup.plan.shape)
+        out.append(np.stack([box[tuple(slice(o - a, o - a + p) for o, a, p in zip(origin, lo, P))]
+                             for origin in origins])[:, None].astype(np.float32, copy=False))
+    return out
+
+
+def condition_volumes(volume, names, shape) -> list[str]:
+    """``VOLUME/<name>`` for each condition image the model was trained with (``data.condition``)."""
+    import os
+
+    from volseg.errors import VolsegError
+    from volseg.io import read_meta
+    from volseg.io.remote import is_url, join
+
+    out = []
+    for name in names:
+        path = join(str(volume), name) if is_url(str(volume)) else os.path.join(str(volume), name)
+        try:
+            other = tuple(int(s) for s in read_meta(path).shape)
+        except VolsegError:
+            raise VolsegError(volume, f"has no condition image {name!r} ({path}); the model was trained on "
+                              f"the volume plus {names} as input channels") from None
+        if other != tuple(int(s) for s in shape):
+            raise VolsegError(path, f"has shape {other} but the volume has {tuple(shape)}; they must match")
+        out.append(path)
+    return out
+
+
 def forward_batches(counts: Sequence[int], batch_size: int) -> list[np.ndarray]:
     """The fixed forward batches of a group owning ``counts`` (z, y, x) patches.
 

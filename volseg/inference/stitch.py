@@ -76,8 +76,8 @@ def output_spec(channels: int, *, dtype: str = "float32", threshold: float | Non
     if threshold is not None:
         threshold = float(threshold)
         if image:
-            raise VolsegError("--threshold", "applies to segmentation probabilities, not to a diffusion "
-                              "model's output; drop --threshold")
+            raise VolsegError("--threshold", "applies to segmentation probabilities, not to an image "
+                              "model's output (diffusion, or a UNet trained with loss.type l1/l2); drop --threshold")
         if not 0.0 < threshold < 1.0:
             raise VolsegError("--threshold", f"must be a probability in (0, 1), got {threshold}")
         if channels > 1 and channel is None:
@@ -243,7 +243,8 @@ def stitch(store: str | os.PathLike, output: str | os.PathLike, *, blend: str | 
     shape = tuple(int(s) for s in attrs["source_shape"])
     plan, rows = Plan.from_origins(np.asarray(ps.origins[:]), shape=shape, patch=ps.patch, chunks=chunks,
                                    where=str(store))
-    image = (attrs.get("model") or {}).get("kind") == "diffusion"
+    model = attrs.get("model") or {}
+    image = model.get("kind") == "diffusion" or model.get("output") == "image"
     spec = output_spec(ps.channels, dtype=dtype, threshold=threshold, channel=channel, image=image)
     settings = {"command": "stitch", "store": os.path.abspath(store),
                 "store_fingerprint": attrs.get("fingerprint"), "store_stamp": input_stamp(store), "blend": {"mode": mode, "sigma_scale": sigma},

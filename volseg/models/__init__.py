@@ -60,10 +60,11 @@ def build_model(model_config: dict) -> nn.Module:
     ----------
     model_config : dict
         ``type`` ("unet" or "diffusion"), ``in_channels``, ``out_ch``, ``ch`` (base features),
-        ``norm_mean``/``norm_std``; UNet: ``depth``, ``separable``, ``groups``; diffusion:
+        ``norm_mean``/``norm_std``; UNet: ``depth``, ``separable``, ``groups``, ``output``
+        ("probability", or "image" with ``target_mean``/``target_std``); diffusion:
         ``ch_mult``, ``num_res_blocks``, ``dropout``, ``attn``, ``resamp_with_conv``,
         ``target_mean``/``target_std``/``target_range`` and ``schedule`` ({"beta_start",
-        "beta_end", "num_diffusion_timesteps", "timesteps": [...], "clip_x0", "start_t"}). ``checkpoint`` switches gradient
+        "beta_end", "num_diffusion_timesteps", "timesteps": [...], "clip_x0", "start_t", "prediction"}). ``checkpoint`` switches gradient
         checkpointing on. Missing keys take the defaults of ``configs/*.yml``.
 
     Returns
@@ -78,7 +79,10 @@ def build_model(model_config: dict) -> nn.Module:
                       separable=bool(cfg.get("separable", False)),
                       groups=int(cfg.get("groups", 8)),
                       checkpoint=bool(cfg.get("checkpoint", False)),
-                      norm_mean=cfg.get("norm_mean", 0.0), norm_std=cfg.get("norm_std", 1.0))
+                      norm_mean=cfg.get("norm_mean", 0.0), norm_std=cfg.get("norm_std", 1.0),
+                      output=str(cfg.get("output", "probability")),
+                      target_mean=float(cfg.get("target_mean") or 0.0),
+                      target_std=float(cfg.get("target_std") or 1.0))
     denoiser = DDPMUNet3D(in_channels=int(cfg.get("in_channels", 2)),
                           out_ch=int(cfg.get("out_ch", 1)), ch=int(cfg.get("ch", 32)),
                           ch_mult=tuple(int(m) for m in cfg.get("ch_mult", (1, 2, 4))),
@@ -100,7 +104,8 @@ def build_model(model_config: dict) -> nn.Module:
                           target_std=float(cfg.get("target_std", 1.0)),
                           target_range=cfg.get("target_range"),
                           clip_x0=bool(schedule.get("clip_x0", True)),
-                          start_t=schedule.get("start_t"))
+                          start_t=schedule.get("start_t"),
+                          prediction=str(schedule.get("prediction", "eps")))
 
 
 def model_file(path: str | os.PathLike) -> Path:

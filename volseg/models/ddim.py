@@ -5,8 +5,16 @@ its inputs, keeps only the current x_t (not the whole trajectory), and draws all
 seedable CPU generator, so a seeded run gives the same result on any device.
 
 The single-step functions :func:`predict_x0` and :func:`ddim_step` are exposed separately so a
-patch-wise sampler can blend eps over overlapping patches at every step and then apply the
-step voxel-wise on the whole volume.
+patch-wise sampler can blend the model output over overlapping patches at every step and then
+apply the step voxel-wise on the whole volume.
+
+The denoiser predicts one of three quantities (``diffusion.prediction``), all affine in x_t at a
+fixed timestep, so blending any of them across patches is the same as blending the others:
+
+* ``eps``: the noise (Fast-DDPM, DDPM). x_0 = (x_t - sqrt(1 - a) eps) / sqrt(a), which
+  multiplies the errors of eps by up to 1 / sqrt(a) (about 150 at t = 999 of the linear schedule).
+* ``x0``: the clean target itself (WDM-3D's ``predict_xstart``, MONAI's ``sample``).
+* ``v``: v = sqrt(a) eps - sqrt(1 - a) x_0 (Salimans & Ho 2022); x_0 = sqrt(a) x_t - sqrt(1 - a) v.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import torch
 from volseg.errors import VolsegError
 
 SCHEDULES = ("uniform", "non-uniform")
+PREDICTIONS = ("eps", "x0", "v")
 
 
 def linear_betas(beta_start: float = 1e-4, beta_end: float = 0.02,
@@ -89,16 +98,62 @@ def predict_x0(x_t: torch.Tensor, eps: torch.Tensor, a_t: float | torch.Tensor) 
     return (x_t - eps * (1.0 - a_t).sqrt()) / a_t.sqrt()
 
 
+def check_prediction(prediction: str) -> str:
+    """``diffusion.prediction``: one of :data:`PREDICTIONS`, else a VolsegError naming them."""
+    if prediction not in PREDICTIONS:
+        raise VolsegError("diffusion.prediction", f"unknown prediction {prediction!r}; use one of "
+                          f"{', '.join(PREDICTIONS)}")
+    return prediction
+
+
+def split_prediction(x_t: torch.Tensor, output: torch.Tensor, a_t: float | torch.Tensor,
+                     prediction: str = "eps") -> tuple[torch.Tensor, torch.Tensor]:
+    """(x_0, eps) consistent with x_t from the denoiser's ``output`` of kind ``prediction``.
+
+    Parameters
+    ----------
+    x_t, output : torch.Tensor
+        Current sample and the model output (same shape, model units).
+    a_t : float or torch.Tensor
+        alpha_bar at the timestep of ``x_t``.
+    prediction : {"eps", "x0", "v"}
+        What ``output`` is (see the module docstring).
+    """
+    a = float(a_t)
+    s0, s1 = a ** 0.5, (1.0 - a) ** 0.5
+    if check_prediction(prediction) == "eps":
+        return predict_x0(x_t, output, a), output
+    if prediction == "x0":
+        return output, (x_t - s0 * output) / s1
+    return s0 * x_t - s1 * output, s1 * x_t + s0 * output
+
+
+def training_target(x0: torch.Tensor, eps: torch.Tensor, a: torch.Tensor,
+                    prediction: str = "eps") -> torch.Tensor:
+    """What the denoiser learns to output for x_t = sqrt(a) x0 + sqrt(1 - a) eps.
+
+    ``a`` broadcasts against ``x0`` (e.g. shape (N, 1, 1, 1, 1)); ``eps`` for ``"eps"``, ``x0``
+    for ``"x0"``, ``sqrt(a) eps - sqrt(1 - a) x0`` for ``"v"``.
+    """
+    if check_prediction(prediction) == "eps":
+        return eps
+    if prediction == "x0":
+        return x0
+    return a.sqrt() * eps - (1.0 - a).sqrt() * x0
+
+
 def ddim_step(x_t: torch.Tensor, eps: torch.Tensor, *, a_t: float | torch.Tensor,
               a_next: float | torch.Tensor, eta: float = 0.0,
               noise: torch.Tensor | None = None,
-              clip: tuple[float, float] | None = None) -> torch.Tensor:
+              clip: tuple[float, float] | None = None,
+              prediction: str = "eps") -> torch.Tensor:
     """One generalized DDIM step from timestep t to the next (smaller) timestep.
 
     Parameters
     ----------
     x_t, eps : torch.Tensor
-        Current sample and predicted noise, same shape.
+        Current sample and the model output, same shape: the predicted noise, or with
+        ``prediction`` the predicted x_0 or v.
     a_t, a_next : float or torch.Tensor
         alpha_bar at t and at the next timestep (1.0 past the last step).
     eta : float
@@ -110,6 +165,8 @@ def ddim_step(x_t: torch.Tensor, eps: torch.Tensor, *, a_t: float | torch.Tensor
         the clamped estimate, as guided-diffusion's DDIM does. Keeps the first steps, where
         x_0 = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t) divides by a tiny sqrt(a_t), from blowing
         up the trajectory of a briefly trained model.
+    prediction : {"eps", "x0", "v"}
+        What ``eps`` holds (see :func:`split_prediction`).
 
     Returns
     -------
@@ -120,7 +177,7 @@ def ddim_step(x_t: torch.Tensor, eps: torch.Tensor, *, a_t: float | torch.Tensor
     a_next = torch.as_tensor(a_next, dtype=torch.float64)
     c1 = eta * ((1 - a_t / a_next) * (1 - a_next) / (1 - a_t)).clamp_min(0).sqrt()
     c2 = (1 - a_next - c1 ** 2).clamp_min(0).sqrt()
-    x0 = predict_x0(x_t, eps, float(a_t))
+    x0, eps = split_prediction(x_t, eps, float(a_t), prediction)
     if clip is not None:
         x0 = x0.clamp(float(clip[0]), float(clip[1]))
         eps = (x_t - float(a_t.sqrt()) * x0) / float((1 - a_t).sqrt())
@@ -137,13 +194,15 @@ def sample(eps_fn: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor],
            alphas_cumprod: torch.Tensor, eta: float = 0.0,
            generator: torch.Generator | None = None,
            noise: torch.Tensor | None = None,
-           clip: tuple[float, float] | None = None) -> torch.Tensor:
+           clip: tuple[float, float] | None = None,
+           prediction: str = "eps") -> torch.Tensor:
     """DDIM sampling over ``timesteps`` (descending), returning the final x_0 (model units).
 
     Parameters
     ----------
     eps_fn : callable
-        ``eps_fn(condition, x_t, t) -> eps`` with ``t`` a Python int.
+        ``eps_fn(condition, x_t, t) -> output`` with ``t`` a Python int: eps, or what
+        ``prediction`` names.
     condition : torch.Tensor
         Normalised condition (N, C, z, y, x); its device is where sampling runs.
     shape : sequence of int
@@ -160,6 +219,8 @@ def sample(eps_fn: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor],
         x_T; drawn from ``generator`` when omitted.
     clip : (low, high), optional
         Range of the x_0 estimates (see :func:`ddim_step`).
+    prediction : {"eps", "x0", "v"}
+        What ``eps_fn`` returns.
     """
     device = condition.device
     x = noise if noise is not None else torch.randn(tuple(shape), generator=generator)
@@ -173,5 +234,6 @@ def sample(eps_fn: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor],
         step_noise = None
         if eta > 0 and t_next >= 0:
             step_noise = torch.randn(tuple(shape), generator=generator).to(device)
-        x = ddim_step(x, eps, a_t=a_t, a_next=a_next, eta=eta, noise=step_noise, clip=clip)
+        x = ddim_step(x, eps, a_t=a_t, a_next=a_next, eta=eta, noise=step_noise, clip=clip,
+                      prediction=prediction)
     return x

@@ -4,7 +4,9 @@
 :class:`ResnetBlock3D` blocks that add the embedding, :class:`AttnBlock3D` self-attention only at
 the coarsest level (plus the middle block), :class:`Downsample3D` (pad (0,1,0,1,0,1) + stride-2
 conv) and :class:`Upsample3D` (trilinear x2 + conv). Its input is the condition concatenated with
-the noisy volume x_t along channels; its output is the predicted noise epsilon.
+the noisy volume x_t along channels; its output is the predicted noise epsilon, the predicted
+clean target x_0 or the velocity v, as :attr:`DiffusionModel.prediction` says
+(see :mod:`volseg.models.ddim`).
 
 :class:`DiffusionModel` wraps the denoiser with everything needed to use it on raw data: the
 noise schedule, the ~10 timesteps it was trained and samples on, and the normalisation of the
@@ -261,15 +263,18 @@ class DiffusionModel(nn.Module):
     start_t : int, optional
         Start sampling at the largest training timestep <= ``start_t`` from the noised
         condition instead of at the last one from pure noise (see :meth:`initial_state`).
+    prediction : {"eps", "x0", "v"}
+        What the denoiser outputs (``diffusion.prediction``; runs without it predict eps).
     """
 
     def __init__(self, denoiser: DDPMUNet3D, *, alphas_cumprod: torch.Tensor,
                  timesteps: Sequence[int], norm_mean: float | Sequence[float] = 0.0,
                  norm_std: float | Sequence[float] = 1.0, target_mean: float = 0.0,
                  target_std: float = 1.0, target_range: Sequence[float] | None = None,
-                 clip_x0: bool = True, start_t: int | None = None):
+                 clip_x0: bool = True, start_t: int | None = None, prediction: str = "eps"):
         super().__init__()
         self.denoiser = denoiser
+        self.prediction = ddim.check_prediction(prediction)
         self.timesteps = [int(t) for t in timesteps]
         self.depth = denoiser.depth
         self.register_buffer("alphas_cumprod", alphas_cumprod.float(), persistent=False)
@@ -335,7 +340,7 @@ class DiffusionModel(nn.Module):
         x_start = self.initial_state(condition_raw, noise.to(condition.device))
         x0 = ddim.sample(self._eps, condition, shape=shape, timesteps=seq,
                          alphas_cumprod=self.alphas_cumprod, eta=eta, generator=generator,
-                         noise=x_start, clip=self.x0_range)
+                         noise=x_start, clip=self.x0_range, prediction=self.prediction)
         return self.denormalize(x0)
 
     def sampling_timesteps(self) -> list[int]:
@@ -360,6 +365,7 @@ class DiffusionModel(nn.Module):
         return a ** 0.5 * as_target + (1.0 - a) ** 0.5 * noise.to(as_target.dtype)
 
     def _eps(self, condition: torch.Tensor, x_t: torch.Tensor, t: int) -> torch.Tensor:
+        """The denoiser's output (eps, x_0 or v, see :attr:`prediction`) at timestep ``t``."""
         steps = torch.full((x_t.shape[0],), float(t), device=x_t.device)
         return self.denoiser(torch.cat([condition, x_t], dim=1), steps)
 

@@ -20,7 +20,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
+from volseg.errors import VolsegError
 from volseg.models.normalize import Standardize, group_norm
+
+OUTPUTS = ("probability", "image")
 
 
 def conv3(in_channels: int, out_channels: int, *, separable: bool = False) -> nn.Module:
@@ -102,7 +105,8 @@ class UNet3D(nn.Module):
     in_channels : int
         Input channels C.
     out_channels : int
-        Classes. 1: sigmoid probability of the foreground; several: softmax over classes.
+        Classes. 1: sigmoid probability of the foreground; several: softmax over classes. With
+        ``output="image"``: image channels.
     features : int
         Channels of the first level; level k has ``features * 2**k`` (bottleneck
         ``features * 2**depth``).
@@ -116,13 +120,25 @@ class UNet3D(nn.Module):
         Gradient-checkpoint every block while training (less memory, ~30% more time).
     norm_mean, norm_std : float or sequence of float
         Input standardisation applied inside :meth:`forward` (one value or one per channel).
+    output : {"probability", "image"}
+        ``probability``: segmentation (sigmoid / softmax head). ``image``: regression of an
+        image (the L1/L2 baseline of image translation): the head predicts the standardised
+        target and :meth:`forward` returns it in raw target units.
+    target_mean, target_std : float
+        Standardisation of the target for ``output="image"``.
     """
 
     def __init__(self, in_channels: int = 1, out_channels: int = 1, *, features: int = 16,
                  depth: int = 3, separable: bool = False, groups: int = 8,
                  checkpoint: bool = False, norm_mean: float | Sequence[float] = 0.0,
-                 norm_std: float | Sequence[float] = 1.0):
+                 norm_std: float | Sequence[float] = 1.0, output: str = "probability",
+                 target_mean: float = 0.0, target_std: float = 1.0):
         super().__init__()
+        if output not in OUTPUTS:
+            raise VolsegError("model.output", f"unknown output {output!r}; use one of {', '.join(OUTPUTS)}")
+        self.output = output
+        if output == "image":  # no buffer otherwise: segmentation state dicts stay as they were
+            self.target_norm = Standardize(out_channels, target_mean, target_std)
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.depth = depth
@@ -171,12 +187,19 @@ class UNet3D(nn.Module):
             h = self._run(decoder, h, skip)
         return self.head(h)
 
+    def normalize_target(self, raw: torch.Tensor) -> torch.Tensor:
+        """Raw target (N, C, z, y, x) -> the units :meth:`logits` predicts (``output="image"``)."""
+        return self.target_norm(raw)
+
     def activation(self, logits: torch.Tensor) -> torch.Tensor:
-        """Sigmoid for one output channel, softmax over channels for several."""
+        """Sigmoid for one output channel, softmax over channels for several; for
+        ``output="image"`` the standardised prediction back in raw target units."""
+        if self.output == "image":
+            return self.target_norm.inverse(logits)
         if self.out_channels == 1:
             return torch.sigmoid(logits)
         return torch.softmax(logits, dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Raw (N, C, z, y, x) -> probabilities (N, out_channels, z, y, x)."""
+        """Raw (N, C, z, y, x) -> probabilities (or the image) (N, out_channels, z, y, x)."""
         return self.activation(self.logits(x))

@@ -29,7 +29,7 @@ _COMMON = {
         "dataset": ("str?", None), "image_size": ("int?", None), "depth": ("int?", None),
         "patch": ("intlist?", None), "channels": ("int", 1), "val_fraction": ("float", 0.1),
         "samples_per_epoch": ("int", 256), "foreground_fraction": ("float", 0.5),
-        "workers": ("int", 0), "weights": ("str", "size"),
+        "workers": ("int", 0), "weights": ("str", "size"), "condition": ("strlist?", None),
     },
     "training": {
         "batch_size": ("int", 2), "global_batch_size": ("int?", None), "n_iters": ("int?", None), "n_epochs": ("int?", None),
@@ -52,6 +52,7 @@ _MODEL = {
         "type": ("str", "unet"), "in_channels": ("int?", None), "out_ch": ("int", 1),
         "ch": ("int", 16), "depth": ("int", 3), "separable": ("bool", False),
         "groups": ("int", 8), "norm_mean": ("floatlist?", None), "norm_std": ("floatlist?", None),
+        "target_mean": ("float?", None), "target_std": ("float?", None),
     },
     "diffusion": {
         "type": ("str", "diffusion"), "in_channels": ("int?", None), "out_ch": ("int", 1),
@@ -64,7 +65,7 @@ _MODEL = {
     },
 }
 _EXTRA = {
-    "unet": {"loss": {"bce_weight": ("float", 1.0), "dice_weight": ("float", 1.0),
+    "unet": {"loss": {"type": ("str", "segmentation"), "bce_weight": ("float", 1.0), "dice_weight": ("float", 1.0),
                       "skeleton_recall_weight": ("float", 0.0), "skeleton_tube_radius": ("int", 1),
                       "cldice_weight": ("float", 0.0), "cldice_iters": ("int", 3),
                       "ignore_label": ("int?", 2)}},
@@ -73,7 +74,7 @@ _EXTRA = {
         "beta_end": ("float", 0.02), "num_diffusion_timesteps": ("int", 1000),
         "timesteps": ("int", 10), "scheduler_type": ("str", "uniform"), "eta": ("float", 0.0),
         "clip_x0": ("bool", True), "start_t": ("int?", None),
-        "val_samples": ("int", 2)}},
+        "prediction": ("str", "x0"), "val_samples": ("int", 2)}},
 }
 _TYPE_DEFAULTS = {
     "unet": {"training.batch_size": 2, "optim.lr": 2e-3},
@@ -83,6 +84,7 @@ _CHOICES = {
     "training.device": None, "optim.optimizer": ("adam", "adamw"), "data.weights": ("size", "equal"),
     "optim.schedule": ("constant", "poly", "cosine"),
     "diffusion.beta_schedule": ("linear",), "diffusion.scheduler_type": ("uniform", "non-uniform"),
+    "diffusion.prediction": ("eps", "x0", "v"), "loss.type": ("segmentation", "l1", "l2"),
     "model.var_type": ("fixedsmall", "fixedlarge"),
 }
 _POSITIVE = {"data.channels", "training.batch_size", "training.global_batch_size", "training.n_iters", "training.n_epochs",
@@ -174,6 +176,10 @@ def _check_value(kind: str, value: Any, dotted: str, where: str) -> Any:
     elif base == "str":
         if not isinstance(value, str):
             raise bad
+    elif base == "strlist":
+        if not isinstance(value, list) or not value or any(
+                not isinstance(v, str) or not v.strip() or v.strip() in (".", "..") for v in value):
+            raise bad
     elif base == "intlist":
         if not isinstance(value, list) or not value or any(
                 isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value):
@@ -202,6 +208,7 @@ def _check_value(kind: str, value: Any, dotted: str, where: str) -> Any:
 
 
 _KIND_TEXT = {"int": "an integer", "float": "a number", "bool": "true or false",
+              "strlist": "a list of image names (e.g. [flair])",
               "str": "a string", "intlist": "a list of positive integers",
               "floatlist": "a number or a list of numbers"}
 
@@ -332,18 +339,26 @@ def finalize(cfg: dict[str, Any], *, where: str = "config") -> dict[str, Any]:
         if len(data["patch"]) != 3:
             raise VolsegError(where, f"'data.patch' must have 1 or 3 sides, got {data['patch']}")
         data["depth"], data["image_size"] = data["patch"][0], data["patch"][1]
-    expected = data["channels"] * (2 if model["type"] == "diffusion" else 1)
+    if data["condition"]:
+        inputs = 1 + len(data["condition"])
+        if data["channels"] == 1:
+            data["channels"] = inputs
+        elif data["channels"] != inputs:
+            raise VolsegError(where, f"'data.channels' is {data['channels']} but data.condition "
+                                     f"{data['condition']} gives 1 + {len(data['condition'])} = {inputs} "
+                                     f"input channels; set data.channels: {inputs} or leave it out")
+    expected = data["channels"] + (model["out_ch"] if model["type"] == "diffusion" else 0)
     if model["in_channels"] is None:
         model["in_channels"] = expected
     elif model["in_channels"] != expected:
-        what = "2 x data.channels (condition + noisy volume)" if model["type"] == "diffusion" \
+        what = "data.channels + model.out_ch (condition + noisy volume)" if model["type"] == "diffusion" \
             else "data.channels"
         raise VolsegError(where, f"'model.in_channels' is {model['in_channels']} but must be "
                                  f"{what} = {expected}")
     if not 0.0 <= data["val_fraction"] < 1.0:
         raise VolsegError(where, f"'data.val_fraction' must be in [0, 1), got {data['val_fraction']}")
     for key, value in (cfg.get("loss") or {}).items():
-        if key != "ignore_label" and value < 0:
+        if key not in ("ignore_label", "type") and value < 0:
             raise VolsegError(where, f"'loss.{key}' must be >= 0, got {value}")
     if training["n_iters"] is not None and training["n_epochs"] is not None:
         raise VolsegError(where, "give either training.n_iters (--steps) or training.n_epochs "
@@ -368,6 +383,14 @@ def finalize(cfg: dict[str, Any], *, where: str = "config") -> dict[str, Any]:
 
     check_schedule(cfg["optim"], where=where)
     return cfg
+
+
+def task_of(cfg: dict[str, Any]) -> str:
+    """``segmentation`` (a UNet on labels) or ``translation`` (diffusion, or a UNet regressing an
+    image with ``loss.type: l1 | l2``): what the training data must hold."""
+    if cfg["model"]["type"] == "unet" and cfg["loss"].get("type", "segmentation") == "segmentation":
+        return "segmentation"
+    return "translation"
 
 
 def parse_patch(text: str | None) -> list[int] | None:

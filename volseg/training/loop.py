@@ -16,8 +16,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from volseg.models.ddim import training_target
 from volseg.models.precision import amp_pays_off  # noqa: F401  (re-exported: demo, tests)
-from volseg.training.losses import diffusion_loss, segmentation_loss
+from volseg.training.losses import diffusion_loss, regression_loss, segmentation_loss
 from volseg.training.schedule import lr_at  # noqa: F401  (re-exported: the trainer's import)
 
 
@@ -166,8 +167,11 @@ def unet_loss(model: nn.Module, batch: dict[str, torch.Tensor], loss_cfg: dict[s
               reduce=None) -> torch.Tensor:
     """BCE + soft Dice (+ skeleton recall, + soft clDice) of the UNet on one batch (ignore label masked);
     ``reduce`` sums the batch sums across ranks (see
-    :func:`volseg.training.losses.segmentation_loss`)."""
+    :func:`volseg.training.losses.segmentation_loss`). With ``loss.type`` l1 / l2: the mean
+    absolute / squared error of the standardised target (image regression)."""
     logits = model.logits(batch["image"].float())
+    if loss_cfg.get("type", "segmentation") != "segmentation":
+        return regression_loss(logits, model.normalize_target(batch["target"].float()), loss_cfg["type"])
     return segmentation_loss(logits, batch["label"], ignore_label=loss_cfg["ignore_label"],
                              bce_weight=loss_cfg["bce_weight"],
                              dice_weight=loss_cfg["dice_weight"],
@@ -181,7 +185,10 @@ def unet_loss(model: nn.Module, batch: dict[str, torch.Tensor], loss_cfg: dict[s
 def diffusion_step_loss(model: nn.Module, batch: dict[str, torch.Tensor],
                         generator: torch.Generator, shard: tuple[int, int] = (0, 1)
                         ) -> torch.Tensor:
-    """Fast-DDPM epsilon MSE: t drawn (antithetically) from the model's timesteps.
+    """Fast-DDPM MSE of the model output: t drawn (antithetically) from the model's timesteps.
+
+    The output is compared with eps (the original loss), x_0 or v, as the model's
+    ``prediction`` says (:func:`volseg.models.ddim.training_target`).
 
     The timesteps and the noise come from the CPU ``generator`` (seeded, saved for --resume).
     ``shard`` (rank, world size): every rank draws them for the global batch of
@@ -202,7 +209,7 @@ def diffusion_step_loss(model: nn.Module, batch: dict[str, torch.Tensor],
     a = model.alphas_cumprod[t.to(device)].view(-1, 1, 1, 1, 1)
     x_t = x0 * a.sqrt() + eps * (1.0 - a).sqrt()
     pred = model.denoiser(torch.cat([condition, x_t], dim=1), t.to(device).float())
-    return diffusion_loss(pred, eps)
+    return diffusion_loss(pred, training_target(x0, eps, a, model.prediction))
 
 
 def step_loss(model: nn.Module, batch: dict[str, torch.Tensor], cfg: dict[str, Any],

@@ -231,6 +231,13 @@ def diffusion_loss(eps_pred: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(eps_pred.float(), eps.float())
 
 
+def regression_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "l1") -> torch.Tensor:
+    """Mean absolute (``l1``) or squared (``l2``) error, in float32: the UNet image baseline."""
+    if kind == "l1":
+        return F.l1_loss(pred.float(), target.float())
+    return F.mse_loss(pred.float(), target.float())
+
+
 def psnr(pred: torch.Tensor, target: torch.Tensor, data_range: float) -> float:
     """Peak signal-to-noise ratio in dB of ``pred`` vs ``target`` for a value range."""
     mse = float(torch.mean((pred.double() - target.double()) ** 2))

@@ -29,7 +29,7 @@ from volseg.models.precision import use_amp
 from volseg.progress import progress_bar
 from volseg.training import distributed
 from volseg.training import run_dir as rd
-from volseg.training.config import parse_model_type, resolve
+from volseg.training.config import parse_model_type, resolve, task_of
 from volseg.training.loop import EMA, batch_stream, grad_scaler, make_optimizer, to_device, train_step
 from volseg.training.run_stage import RunStage
 from volseg.training.schedule import lr_at
@@ -67,8 +67,8 @@ def _fill_normalisation(cfg: dict[str, Any], train_ds) -> None:
         mean, std = _stats([it["image"] for it in items])
         model["norm_mean"] = mean[0] if len(mean) == 1 else mean
         model["norm_std"] = std[0] if len(std) == 1 else std
-    if model["type"] == "diffusion" and (model["target_mean"] is None
-                                         or model["target_std"] is None):
+    if task_of(cfg) == "translation" and (model["target_mean"] is None
+                                          or model["target_std"] is None):
         mean, std = _stats([it["target"] for it in items])
         model["target_mean"], model["target_std"] = mean[0], std[0]
     if model["type"] == "diffusion" and model["target_range"] is None:
@@ -79,6 +79,13 @@ def _fill_normalisation(cfg: dict[str, Any], train_ds) -> None:
 def model_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """The plain-data model config stored in ``model.pt`` (what ``build_model`` takes)."""
     out = {k: v for k, v in cfg["model"].items()}
+    if out["type"] == "unet":  # a segmentation UNet's config stays as it was before regression
+        out.pop("target_mean", None), out.pop("target_std", None)
+        if task_of(cfg) == "translation":
+            out.update(output="image", target_mean=cfg["model"]["target_mean"],
+                       target_std=cfg["model"]["target_std"])
+    if cfg["data"].get("condition"):  # only then: configs of single-input runs stay as they were
+        out["condition"] = list(cfg["data"]["condition"])
     if out["type"] == "diffusion":
         from volseg.models.ddim import timestep_sequence
 
@@ -88,6 +95,7 @@ def model_config(cfg: dict[str, Any]) -> dict[str, Any]:
             "num_diffusion_timesteps": diff["num_diffusion_timesteps"],
             "scheduler_type": diff["scheduler_type"], "steps": diff["timesteps"],
             "clip_x0": diff["clip_x0"], "start_t": diff["start_t"],
+            "prediction": diff["prediction"],
             "timesteps": timestep_sequence(diff["scheduler_type"], diff["timesteps"],
                                            diff["num_diffusion_timesteps"])}
     return out
@@ -95,9 +103,9 @@ def model_config(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def _check_item(item: dict[str, Any], cfg: dict[str, Any], source) -> None:
     kind = cfg["model"]["type"]
-    need = "label" if kind == "unet" else "target"
+    need = "label" if task_of(cfg) == "segmentation" else "target"
     if need not in item:
-        what = ("labels (patchify with --labels, or a scroll.zarr with labels/)" if kind == "unet"
+        what = ("labels (patchify with --labels, or a scroll.zarr with labels/)" if need == "label"
                 else "targets (a synth scan.zarr, or a patch store with `targets`)")
         raise VolsegError(source, f"has no {what}; --model {kind} needs them")
     channels = int(item["image"].shape[0])
@@ -269,11 +277,12 @@ def _make_datasets(source, cfg: dict[str, Any]):
 
     data = cfg["data"]
     return make_training_datasets(
-        source, task="segmentation" if cfg["model"]["type"] == "unet" else "translation",
+        source, task=task_of(cfg),
         patch=tuple(data["patch"]) if data["patch"] is not None else None,
         val_fraction=data["val_fraction"], seed=cfg["training"]["seed"], augment=cfg["augment"],
         samples_per_epoch=data["samples_per_epoch"],
-        foreground_fraction=data["foreground_fraction"], weights=data["weights"])
+        foreground_fraction=data["foreground_fraction"], weights=data["weights"],
+        condition=data.get("condition"))
 
 
 def _fit(cfg: dict[str, Any], train_ds, val_ds, stage: RunStage, *, device: torch.device,
@@ -311,7 +320,7 @@ def _fit(cfg: dict[str, Any], train_ds, val_ds, stage: RunStage, *, device: torc
     total = _total_steps(cfg, len(train_ds), dist.world)
     forward = distributed.wrap(model, cfg, dist, device)
     horizon = total  # the schedule's horizon: a time limit ends the run, not the schedule
-    metric = "val_dice" if kind == "unet" else "val_psnr"
+    metric = "val_dice" if task_of(cfg) == "segmentation" else "val_psnr"
     state = {"cfg": cfg, "model": model, "ema": ema, "kind": kind}
 
     def save(name: str, at: int, spent: float, best_value) -> None:

@@ -1,4 +1,5 @@
-"""Validation during training: Dice of the UNet, PSNR of DDIM samples for diffusion.
+"""Validation during training: Dice of the UNet, PSNR of DDIM samples for diffusion and of the
+images of a UNet trained with an L1/L2 loss.
 
 Neither touches the training random streams (DDIM noise comes from its own seeded generator),
 so validating does not change the course of training.
@@ -40,6 +41,29 @@ def validate_unet(model, dataset, *, device: torch.device, amp: bool, batch_size
 
 
 @torch.no_grad()
+def validate_image(model, dataset, *, device: torch.device, amp: bool, batch_size: int,
+                   limit: int) -> dict[str, float]:
+    """PSNR (dB, raw units, range of the targets) of a UNet regressing an image, and of the input."""
+    model.eval()
+    preds, conds, targets = [], [], []
+    for batch in _batches(dataset, batch_size, limit):
+        batch = to_device(batch, device)
+        with autocast(device, amp):
+            preds.append(model(batch["image"].float()).float().cpu())
+        conds.append(batch["image"].float().cpu())
+        targets.append(batch["target"].float().cpu())
+    return _psnr_scores(torch.cat(preds), torch.cat(conds), torch.cat(targets))
+
+
+def _psnr_scores(pred: torch.Tensor, cond: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    data_range = float(target.max() - target.min()) or 1.0
+    out = {"val_psnr": round(psnr(pred, target, data_range), 4)}
+    if cond.shape == target.shape:
+        out["val_psnr_input"] = round(psnr(cond, target, data_range), 4)
+    return out
+
+
+@torch.no_grad()
 def validate_diffusion(model, dataset, *, device: torch.device, amp: bool, samples: int,
                        seed: int, eta: float) -> dict[str, float]:
     """PSNR (dB, raw units, range of the targets) of DDIM samples and of the degraded input."""
@@ -55,18 +79,16 @@ def validate_diffusion(model, dataset, *, device: torch.device, amp: bool, sampl
         targets.append(batch["target"].float().cpu())
     if not preds:
         return {}
-    pred, cond, target = torch.cat(preds), torch.cat(conds), torch.cat(targets)
-    data_range = float(target.max() - target.min()) or 1.0
-    out = {"val_psnr": round(psnr(pred, target, data_range), 4)}
-    if cond.shape == target.shape:
-        out["val_psnr_input"] = round(psnr(cond, target, data_range), 4)
-    return out
+    return _psnr_scores(torch.cat(preds), torch.cat(conds), torch.cat(targets))
 
 
 def validate(state: dict[str, Any], dataset, *, device: torch.device) -> dict[str, float]:
     """Validation metrics for the model in ``state`` (the EMA copy for diffusion)."""
     cfg = state["cfg"]
     training = cfg["training"]
+    if state["kind"] == "unet" and cfg["loss"].get("type", "segmentation") != "segmentation":
+        return validate_image(state["model"], dataset, device=device, amp=training["amp"],
+                              batch_size=training["batch_size"], limit=training["val_batches"])
     if state["kind"] == "unet":
         return validate_unet(state["model"], dataset, device=device, amp=training["amp"],
                              batch_size=training["batch_size"], limit=training["val_batches"],
