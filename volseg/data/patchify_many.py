@@ -30,6 +30,7 @@ from volseg.data.patchstore import PatchStore, create_store, is_patch_store
 from volseg.data.sources import Pair
 from volseg.errors import VolsegError
 from volseg.io.atomic import check_output, remove_path, replace_dir
+from volseg.io.completion import check_complete
 from volseg.io.outputs import guard_output
 
 
@@ -106,6 +107,7 @@ def patchify_pairs(pairs: list[Pair], *, out: str | os.PathLike, per_volume: boo
         raise VolsegError("--images", "no image/label pairs given")
     guard_output(out, inputs=[p for pair in pairs for p in (pair.image, pair.label)], kind="patches",
                  overwrite=overwrite)
+    check_complete(*[p for pair in pairs for p in (pair.image, pair.label)])  # gaps would read as 0
     out = Path(out)
     check_output(out, overwrite=overwrite)
     options = dict(patch=patch, stride=stride, samples=samples,
