@@ -315,21 +315,32 @@ def write_synth(kind: str, out, *, shape=None, seed: int = 0, chunks=64, overwri
     Raises
     ------
     VolsegError
-        Unknown ``kind``, bad ``shape`` or ``seed``, or ``out`` exists without ``overwrite``.
+        Unknown ``kind``, bad ``shape`` or ``seed``, ``out`` exists without ``overwrite``, or
+        another volseg process is writing ``out`` (its lock ``<out>.lock`` is held).
     """
-    import zarr
-
-    from volseg.io import atomic_dir, write_label_image, write_volume
-    from volseg.io.atomic import check_output
+    from volseg.io.locks import output_lock
+    from volseg.io.outputs import guard_output
     from volseg.io.streaming import parse_chunks
-    from volseg.progress import progress_bar
 
     kind = _parse_kind(kind)
     shape = _parse_shape(DEFAULT_SHAPES[kind] if shape is None else shape)
     seed = _parse_seed(seed)
     chunks = parse_chunks(chunks)
+    guard_output(out, kind="volume", overwrite=overwrite)
+    with output_lock(out):  # one writer; a second run started together is refused, not raced
+        return _write_locked(kind, out, shape=shape, seed=seed, chunks=chunks, overwrite=overwrite, quiet=quiet)
+
+
+def _write_locked(kind: str, out, *, shape, seed: int, chunks, overwrite: bool, quiet: bool) -> Path:
+    """:func:`write_synth` under the output's lock: the guards again (an output another run
+    finished meanwhile is not replaced without ``overwrite``), then generate and write."""
+    import zarr
+
+    from volseg.io import atomic_dir, write_label_image, write_volume
+    from volseg.io.atomic import check_output
     from volseg.io.locks import remove_stale_temps
     from volseg.io.outputs import guard_output
+    from volseg.progress import progress_bar
 
     guard_output(out, kind="volume", overwrite=overwrite)
     out = check_output(out, overwrite=overwrite)
