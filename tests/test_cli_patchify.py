@@ -141,3 +141,21 @@ def test_an_unfinished_output_is_refused_as_input(vols, half, tmp_path, mode):
     assert "half.zarr" in lines[0] or "a.zarr" in lines[0], lines[0]
     assert "chunks written; finish it with the same command" in lines[0], lines[0]
     assert not out.exists() and not list(tmp_path.glob("p.zarr*"))
+
+
+def test_two_many_pairs_runs_to_one_output_started_together(vols, tmp_path):
+    """One writes the merged store; the other is refused with one line (the lock is held, or the
+    store exists) instead of racing on the shared work folders."""
+    d, _ = vols
+    (tmp_path / "pairs.csv").write_text("".join(f"{d / 'scroll.tif'},{d / 'labels.tif'}\n" for _ in range(3)))
+    out = tmp_path / "p.zarr"
+    cmd = [str(VOLSEG), "patchify", "--list", str(tmp_path / "pairs.csv"), "-o", str(out), "--patch", "8",
+           "--quiet"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    errs = [p.communicate(timeout=300)[1] for p in procs]
+    assert sorted(p.returncode for p in procs) == [0, 2], errs
+    err = next(e for p, e in zip(procs, errs) if p.returncode == 2).strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {out}: "), err
+    assert "another volseg (pid " in err[0] or "exists" in err[0], err
+    assert zarr.open_group(str(out), mode="r")["patches"].shape[0] == 3 * 27  # 3x3x3 padded patches per pair
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.zarr", "pairs.csv"]
