@@ -210,3 +210,18 @@ def test_old_entries_without_the_header_are_misses(tmp_path):
     assert cache.get("k") == b"abc"
     cache._path("k").write_bytes(b"1abc")  # the format before the header
     assert cache.get("k") is None
+
+
+def test_check_place_compares_resolved_paths_and_file_urls(tmp_path):
+    from volseg.io.diskcache import check_place
+
+    inp = tmp_path / "s.zarr"
+    inp.mkdir()
+    (tmp_path / "link").symlink_to(inp, target_is_directory=True)
+    with pytest.raises(VolsegError, match="is the input"):
+        check_place(tmp_path / "link", inputs=[inp])
+    with pytest.raises(VolsegError, match="lies inside the input file://"):
+        check_place(inp / "c", inputs=[f"file://{inp}"])
+    with pytest.raises(VolsegError, match="contains the output"):
+        check_place(tmp_path, outputs=[tmp_path / "sub" / ".." / "o.zarr"])
+    check_place(tmp_path / "c", inputs=["s3://bucket/s.zarr", None, str(inp)], outputs=["-"])

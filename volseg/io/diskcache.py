@@ -139,7 +139,7 @@ def check_place(root, *, inputs=(), outputs=(), option: str = "--cache") -> None
             if item is None:
                 continue
             name = os.fspath(item)
-            if not name.strip() or ("://" in name and not name.lower().startswith("file://")):
+            if not name.strip() or name == "-" or ("://" in name and not name.lower().startswith("file://")):
                 continue
             other = _real(name)
             if other == real:
