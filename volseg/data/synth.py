@@ -318,9 +318,14 @@ def write_synth(kind: str, out, *, shape=None, seed: int = 0, chunks=64, overwri
         Unknown ``kind``, bad ``shape`` or ``seed``, ``out`` exists without ``overwrite``, or
         another volseg process is writing ``out`` (its lock ``<out>.lock`` is held).
     """
-    from volseg.io.locks import output_lock
+    import zarr
+
+    from volseg.io import atomic_dir, write_label_image, write_volume
+    from volseg.io.atomic import check_output
+    from volseg.io.locks import output_lock, remove_stale_temps
     from volseg.io.outputs import guard_output
     from volseg.io.streaming import parse_chunks
+    from volseg.progress import progress_bar
 
     kind = _parse_kind(kind)
     shape = _parse_shape(DEFAULT_SHAPES[kind] if shape is None else shape)
@@ -328,41 +333,27 @@ def write_synth(kind: str, out, *, shape=None, seed: int = 0, chunks=64, overwri
     chunks = parse_chunks(chunks)
     guard_output(out, kind="volume", overwrite=overwrite)
     with output_lock(out):  # one writer; a second run started together is refused, not raced
-        return _write_locked(kind, out, shape=shape, seed=seed, chunks=chunks, overwrite=overwrite, quiet=quiet)
-
-
-def _write_locked(kind: str, out, *, shape, seed: int, chunks, overwrite: bool, quiet: bool) -> Path:
-    """:func:`write_synth` under the output's lock: the guards again (an output another run
-    finished meanwhile is not replaced without ``overwrite``), then generate and write."""
-    import zarr
-
-    from volseg.io import atomic_dir, write_label_image, write_volume
-    from volseg.io.atomic import check_output
-    from volseg.io.locks import remove_stale_temps
-    from volseg.io.outputs import guard_output
-    from volseg.progress import progress_bar
-
-    guard_output(out, kind="volume", overwrite=overwrite)
-    out = check_output(out, overwrite=overwrite)
-    remove_stale_temps(out, quiet=quiet)
-    with progress_bar(f"synth {kind}", total=1, quiet=quiet) as bar:
-        first, second = (synth_scroll if kind == "scroll" else synth_scan)(shape, seed=seed)
-        bar.advance(1)
-    info = {"kind": f"synth-{kind}", "generator": kind, "shape": list(shape), "seed": seed,
-            "command": f"volseg synth {kind}"}
-    if kind == "scroll":
-        info["foreground_fraction"] = float(np.mean(second == 1))
-        info["ignore_fraction"] = float(np.mean(second == 2))
-    else:
-        info["psnr_db"] = psnr(first, second)
-    with atomic_dir(out, overwrite=overwrite) as tmp:
-        write_volume(tmp, first, chunks=chunks, quiet=quiet)
+        guard_output(out, kind="volume", overwrite=overwrite)  # again: another run may have finished it
+        out = check_output(out, overwrite=overwrite)
+        remove_stale_temps(out, quiet=quiet)
+        with progress_bar(f"synth {kind}", total=1, quiet=quiet) as bar:
+            first, second = (synth_scroll if kind == "scroll" else synth_scan)(shape, seed=seed)
+            bar.advance(1)
+        info = {"kind": f"synth-{kind}", "generator": kind, "shape": list(shape), "seed": seed,
+                "command": f"volseg synth {kind}"}
         if kind == "scroll":
-            write_label_image(tmp, "surface", second, chunks=chunks, quiet=quiet)
+            info["foreground_fraction"] = float(np.mean(second == 1))
+            info["ignore_fraction"] = float(np.mean(second == 2))
         else:
-            write_volume(tmp / "target", second, chunks=chunks, quiet=quiet)
-        root = zarr.open_group(str(tmp), mode="r+")
-        root.attrs["volseg"] = {**dict(root.attrs.get("volseg") or {}), **info}
+            info["psnr_db"] = psnr(first, second)
+        with atomic_dir(out, overwrite=overwrite) as tmp:
+            write_volume(tmp, first, chunks=chunks, quiet=quiet)
+            if kind == "scroll":
+                write_label_image(tmp, "surface", second, chunks=chunks, quiet=quiet)
+            else:
+                write_volume(tmp / "target", second, chunks=chunks, quiet=quiet)
+            root = zarr.open_group(str(tmp), mode="r+")
+            root.attrs["volseg"] = {**dict(root.attrs.get("volseg") or {}), **info}
     return out
 
 
