@@ -143,3 +143,10 @@ def test_prepare_refuses_an_output_another_process_is_writing(tmp_path):
         with pytest.raises(VolsegError, match=rf"another volseg \(pid {os.getpid()}\) is writing it"):
             prepare(tmp_path / "v.npy", tmp_path / "v.zarr")
     assert not (tmp_path / "v.zarr").exists()
+
+
+def test_a_bad_input_is_refused_before_the_lock_makes_any_folder(tmp_path):
+    (tmp_path / "bad.npy").write_bytes(b"not a numpy file")
+    with pytest.raises(VolsegError):
+        prepare(tmp_path / "bad.npy", tmp_path / "new" / "sub" / "out.zarr")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.npy"]
