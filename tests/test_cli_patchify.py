@@ -101,3 +101,61 @@ def test_real_subprocess(vols, tmp_path):
                           "--patch", "99"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.startswith("error: --patch:") and "--pad" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+@pytest.fixture(scope="module")
+def half(vols, make_run, tmp_path_factory):
+    """An unfinished output (one part of two of `predict --stitch`) of the scroll's shape."""
+    d, _ = vols
+    root = tmp_path_factory.mktemp("half")
+    out = root / "half.zarr"
+    r = runner.invoke(app, ["predict", str(make_run(root / "run")), str(d / "scroll.tif"), "-o", str(out),
+                            "--patch", "8", "--stitch", "--chunks", "16", "--device", "cpu", "--quiet",
+                            "--part", "1/2"])
+    assert r.exit_code == 0, r.stderr
+    return out
+
+
+@pytest.mark.parametrize("mode", ["volume", "labels", "list", "images"])
+def test_an_unfinished_output_is_refused_as_input(vols, half, tmp_path, mode):
+    d, _ = vols
+    out = tmp_path / "p.zarr"
+    if mode == "volume":
+        args = [str(half)]
+    elif mode == "labels":
+        args = [str(d / "scroll.tif"), "--labels", str(half)]
+    elif mode == "list":
+        (tmp_path / "pairs.csv").write_text(f"image,label\n{d / 'scroll.tif'},{d / 'labels.tif'}\n"
+                                            f"{half},{d / 'labels.tif'}\n")
+        args = ["--list", str(tmp_path / "pairs.csv")]
+    else:
+        (tmp_path / "im").mkdir()
+        (tmp_path / "lb").mkdir()
+        (tmp_path / "im" / "a.zarr").symlink_to(half, target_is_directory=True)
+        (tmp_path / "lb" / "a.tif").symlink_to(d / "labels.tif")
+        args = ["--images", str(tmp_path / "im"), "--labels", str(tmp_path / "lb")]
+    r = runner.invoke(app, ["patchify", *args, "-o", str(out), "--patch", "8", "--quiet"])
+    assert r.exit_code == 2, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in r.stderr, r.stderr
+    assert "half.zarr" in lines[0] or "a.zarr" in lines[0], lines[0]
+    assert "chunks written; finish it with the same command" in lines[0], lines[0]
+    assert not out.exists() and not list(tmp_path.glob("p.zarr*"))
+
+
+def test_two_many_pairs_runs_to_one_output_started_together(vols, tmp_path):
+    """One writes the merged store; the other is refused with one line (the lock is held, or the
+    store exists) instead of racing on the shared work folders."""
+    d, _ = vols
+    (tmp_path / "pairs.csv").write_text("".join(f"{d / 'scroll.tif'},{d / 'labels.tif'}\n" for _ in range(3)))
+    out = tmp_path / "p.zarr"
+    cmd = [str(VOLSEG), "patchify", "--list", str(tmp_path / "pairs.csv"), "-o", str(out), "--patch", "8",
+           "--quiet"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    errs = [p.communicate(timeout=300)[1] for p in procs]
+    assert sorted(p.returncode for p in procs) == [0, 2], errs
+    err = next(e for p, e in zip(procs, errs) if p.returncode == 2).strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {out}: "), err
+    assert "another volseg (pid " in err[0] or "exists" in err[0], err
+    assert zarr.open_group(str(out), mode="r")["patches"].shape[0] == 3 * 27  # 3x3x3 padded patches per pair
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.zarr", "pairs.csv"]

@@ -108,3 +108,34 @@ def test_real_subprocess_predict_then_stitch(files, tmp_path):
     bad = subprocess.run([VOLSEG, "stitch", str(store), "-o", str(out), "--part", "0/2"],
                          capture_output=True, text=True, check=False)
     assert bad.returncode == 2 and bad.stderr.startswith("error: --part")
+
+
+def _tree_digest(root: Path) -> dict:
+    import hashlib
+
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def half(files, tmp_path_factory):
+    """An unfinished output: one part of two of `predict --stitch`."""
+    out = tmp_path_factory.mktemp("half") / "half.zarr"
+    r = invoke("predict", files / "run", files / "v.npy", "-o", out, "--patch", "8", "--stitch",
+               "--chunks", "16", "--device", "cpu", "--quiet", "--part", "1/2")
+    assert r.exit_code == 0, r.stderr
+    assert zarr.open_group(str(out)).attrs["volseg"]["complete"] is False
+    return out
+
+
+@pytest.mark.parametrize("extra", [("--stitch",), (), ("--stitch", "--level", "0")])
+def test_an_unfinished_output_is_refused_as_input(files, half, tmp_path, extra):
+    before = _tree_digest(half)
+    out = tmp_path / "o.zarr"
+    r = invoke("predict", files / "run", half, "-o", out, "--patch", "8", "--chunks", "16", "--device", "cpu",
+               "--quiet", *extra)
+    assert r.exit_code == 2, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {half}: ") and "Traceback" not in r.stderr
+    assert "4 of 8 chunks written; finish it with the same command" in lines[0], lines[0]
+    assert not out.exists() and not list(tmp_path.iterdir()) and _tree_digest(half) == before

@@ -79,7 +79,9 @@ def test_predict_from_http_equals_local_and_fetches_each_chunk_once(site, http, 
     stored = sum(f.stat().st_size for f in (site / "site" / "scroll.zarr" / "0").glob("*.*.*"))
     fetched = http.chunk_bytes()
     assert 0 < fetched <= 1.05 * stored, (fetched, stored)
-    # a second pass with the disk cache fetches nothing but metadata
+    # the cache folder is volseg's (marker written when created); a second pass through it
+    # fetches nothing but metadata
+    assert json.loads((cache / "volseg-cache.json").read_text())["format"] == "volseg-cache"
     http.reset()
     r = invoke("predict", site / "run", http.url + "/scroll.zarr", "-o", tmp_path / "again.zarr", *PREDICT,
                "--cache", cache)

@@ -107,3 +107,46 @@ def test_prepare_on_a_local_distributed_cluster(tmp_path):
     src = write_input("tiff", tmp_path, vol)
     prepare(src, tmp_path / "out.zarr", chunks=8, levels=2, scheduler="distributed", workers=2)
     np.testing.assert_array_equal(open_volume(tmp_path / "out.zarr").compute(), vol)
+
+
+def test_two_prepare_runs_to_one_output_started_together(tmp_path):
+    """One converts; the other is refused with one line (lock held, or the finished output
+    exists) and never replaces the finished output without --overwrite."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    vol = np.random.default_rng(3).integers(0, 255, (64, 64, 64), dtype=np.uint8)
+    np.save(tmp_path / "v.npy", vol)
+    out = tmp_path / "v.zarr"
+    cmd = [str(Path(sys.executable).with_name("volseg")), "prepare", str(tmp_path / "v.npy"), "-o", str(out),
+           "--chunks", "16", "--levels", "2", "--quiet"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "COLUMNS": "200"}) for _ in range(2)]
+    errs = [p.communicate(timeout=180)[1] for p in procs]
+    assert sorted(p.returncode for p in procs) == [0, 2], errs
+    err = next(e for p, e in zip(procs, errs) if p.returncode == 2).strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {out}: "), err
+    assert "another volseg (pid " in err[0] or "exists; pass --overwrite" in err[0], err
+    np.testing.assert_array_equal(open_volume(out).compute(), vol)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.npy", "v.zarr"]  # no lock, no temporary
+
+
+def test_prepare_refuses_an_output_another_process_is_writing(tmp_path):
+    import os
+
+    from volseg.io.locks import output_lock
+
+    np.save(tmp_path / "v.npy", np.zeros((8, 8, 8), np.uint8))
+    with output_lock(tmp_path / "v.zarr"):
+        with pytest.raises(VolsegError, match=rf"another volseg \(pid {os.getpid()}\) is writing it"):
+            prepare(tmp_path / "v.npy", tmp_path / "v.zarr")
+    assert not (tmp_path / "v.zarr").exists()
+
+
+def test_a_bad_input_is_refused_before_the_lock_makes_any_folder(tmp_path):
+    (tmp_path / "bad.npy").write_bytes(b"not a numpy file")
+    with pytest.raises(VolsegError):
+        prepare(tmp_path / "bad.npy", tmp_path / "new" / "sub" / "out.zarr")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.npy"]

@@ -106,3 +106,73 @@ def test_kill_9_midway_then_rerun_finishes_identically(tmp_path):
     clean[clean.index("--tile") + 1] = "0"
     assert subprocess.run(clean, env=env, capture_output=True, timeout=300, check=False).returncode == 0
     np.testing.assert_array_equal(read(out), read(tmp_path / "clean.zarr"))  # killed + resumed across 6 tiles
+
+
+def _together(*cmds, timeout=300):
+    """Start the commands at the same moment as real processes; (returncode, stderr) of each."""
+    procs = [subprocess.Popen(c, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "COLUMNS": "200"}) for c in cmds]
+    errs = [p.communicate(timeout=timeout)[1] for p in procs]
+    return [(p.returncode, e) for p, e in zip(procs, errs)]
+
+
+@pytest.mark.parametrize("mode", ["--stitch", "patches"])
+def test_two_identical_overwrite_runs_started_together_both_finish(tmp_path, mode):
+    """They share the work folder <out>.new; the one that completes it waits for the other
+    before moving it into place, so neither loses its folder mid-run (was: exit 1,
+    `pc.zarr.new/0 does not exist`)."""
+    run = make_run(tmp_path / "run")
+    np.save(tmp_path / "v.npy", np.random.default_rng(0).normal(size=(40, 40, 40)).astype(np.float32))
+    stitch = [mode] if mode == "--stitch" else []
+    cmd = [VOLSEG, "predict", str(run), str(tmp_path / "v.npy"), "-o", str(tmp_path / "pc.zarr"), "--patch", "16",
+           "--chunks", "16", "--device", "cpu", "--quiet", *stitch]
+    assert subprocess.run(cmd, capture_output=True, timeout=300).returncode == 0
+    first = zarr.open_group(str(tmp_path / "pc.zarr"), mode="r")
+    ref = read(tmp_path / "pc.zarr") if stitch else first["patches"][:]
+    for _round in range(2):
+        results = _together(cmd + ["--overwrite"], cmd + ["--overwrite"])
+        assert [rc for rc, _ in results] == [0, 0], results
+        group = zarr.open_group(str(tmp_path / "pc.zarr"), mode="r")
+        assert group.attrs["volseg"]["complete"] is True
+        np.testing.assert_array_equal(read(tmp_path / "pc.zarr") if stitch else group["patches"][:], ref)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["pc.zarr", "run", "v.npy"]  # nothing left over
+    if not stitch:  # and `stitch --overwrite` of that store, twice at once
+        scmd = [VOLSEG, "stitch", str(tmp_path / "pc.zarr"), "-o", str(tmp_path / "st.zarr"), "--chunks", "16",
+                "--quiet", "--overwrite"]
+        results = _together(scmd, scmd)
+        assert [rc for rc, _ in results] == [0, 0], results
+        assert zarr.open_group(str(tmp_path / "st.zarr"), mode="r").attrs["volseg"]["complete"] is True
+
+
+def test_a_finishing_overwrite_waits_for_a_run_still_writing(tmp_path):
+    """The work folder stays shared while a run writes; the finisher takes it alone only after."""
+    import threading
+
+    from volseg.inference.resume import finish_output, open_output, work_path
+    from volseg.io.locks import release_folder, share_folder
+
+    out = tmp_path / "o.zarr"
+    (out / MARKERS).mkdir(parents=True)
+    (out / "zarr.json").write_text(json.dumps({"zarr_format": 3, "node_type": "group", "attributes": {}}))
+
+    def create(tmp, attrs):
+        tmp.mkdir()
+        (tmp / "zarr.json").write_text(json.dumps({"zarr_format": 3, "node_type": "group",
+                                                   "attributes": {"volseg": attrs}}))
+
+    work, markers, resumed = open_output(out, settings={"a": 1}, create=create, overwrite=True, total=1)
+    assert work == work_path(out) and not resumed
+    markers.mark((0, 0, 0))
+    other = subprocess.Popen([sys.executable, "-c", (  # a second writer sharing the folder for 2 s
+        "import sys, time; from volseg.io.locks import share_folder; "
+        f"assert share_folder({str(work)!r}); print('in', flush=True); time.sleep(2)")],
+        stdout=subprocess.PIPE, text=True)
+    assert other.stdout.readline().strip() == "in"
+    t0 = time.perf_counter()
+    assert finish_output(out, work, total=1)
+    waited = time.perf_counter() - t0
+    other.wait(30)
+    assert waited > 1.0 and not work.exists() and json.loads((out / "zarr.json").read_text())[
+        "attributes"]["volseg"]["complete"] is True
+    assert share_folder(out) and not share_folder(work)
+    release_folder(out)

@@ -214,3 +214,42 @@ def test_cli_subprocess_scroll(tmp_path):
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert again.returncode == 2 and again.stderr.startswith("error: ")
     assert "Traceback" not in again.stderr
+
+
+def _together(*cmds, timeout=180):
+    """Start the commands at the same moment as real processes; (returncode, stderr) of each."""
+    procs = [subprocess.Popen(c, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "COLUMNS": "200"}) for c in cmds]
+    errs = [p.communicate(timeout=timeout)[1] for p in procs]
+    return [(p.returncode, e) for p, e in zip(procs, errs)]
+
+
+def test_two_synth_runs_to_one_output_started_together(tmp_path):
+    """One writes the store; the other is refused with one line (its lock is held, or the store
+    it would replace exists) and never replaces the finished store without --overwrite."""
+    from volseg.io import open_volume
+
+    exe = str(Path(sys.executable).with_name("volseg"))
+    out = tmp_path / "s.zarr"
+    cmd = [exe, "synth", "scroll", "-o", str(out), "--shape", "48", "--seed", "2", "--quiet"]
+    results = _together(cmd, cmd)
+    codes = sorted(rc for rc, _ in results)
+    assert codes == [0, 2], results
+    err = next(e for rc, e in results if rc == 2).strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {out}: "), err
+    assert "another volseg (pid " in err[0] or "exists; pass --overwrite" in err[0], err
+    written = os.stat(out / "zarr.json").st_mtime_ns
+    np.testing.assert_array_equal(np.asarray(open_volume(out)), synth_scroll((48, 48, 48), seed=2)[0])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.zarr"]  # no lock, no temporary left
+    results = _together(cmd, cmd)  # both later: both refused, the store untouched
+    assert [rc for rc, _ in results] == [2, 2] and os.stat(out / "zarr.json").st_mtime_ns == written
+
+
+def test_synth_refuses_an_output_another_process_is_writing(tmp_path):
+    from volseg.io.locks import output_lock
+
+    out = tmp_path / "s.zarr"
+    with output_lock(out):
+        with pytest.raises(VolsegError, match=rf"another volseg \(pid {os.getpid()}\) is writing it"):
+            write_synth("scroll", out, shape=16)
+    assert not out.exists()

@@ -13,17 +13,25 @@ StorageOpt = Annotated[Optional[str], typer.Option(
     "--storage-options", metavar="JSON",
     help='fsspec options for URL inputs/outputs, e.g. \'{"endpoint_url": "http://minio:9000"}\' or \'{"anon": true}\'.')]
 CacheOpt = Annotated[Optional[str], typer.Option(
-    "--cache", metavar="DIR", help="On-disk cache of fetched remote chunks (default: $VOLSEG_CACHE, else none).")]
+    "--cache", metavar="DIR", help="On-disk cache of fetched remote chunks (default: $VOLSEG_CACHE, else none): a new or empty "
+    "folder, which volseg marks as its own, or one volseg made before.")]
 CacheSizeOpt = Annotated[Optional[str], typer.Option(
     "--cache-size", metavar="SIZE", help="Bound of the --cache folder, e.g. 20GiB (default 20GiB).")]
 
 
-def remote_setup(storage_options: str | None, cache: str | None, cache_size: str | None) -> None:
-    """Apply the remote options for this process and the workers it starts; also turn on
-    volseg's own log lines (retries) when ``--debug`` configured logging."""
+def remote_setup(storage_options: str | None, cache: str | None, cache_size: str | None, *,
+                 inputs=(), outputs=()) -> None:
+    """Apply the remote options for this process and the workers it starts, before any work.
+
+    The cache folder (``--cache`` or ``$VOLSEG_CACHE``) is checked against ``inputs`` (the run
+    directory included) and ``outputs`` and made a volseg cache (see
+    :func:`volseg.io.remote.configure`).
+    """
+    from volseg.io.outputs import input_paths
     from volseg.io.remote import configure
 
-    configure(storage_options=storage_options, cache=cache, cache_size=cache_size)
+    configure(storage_options=storage_options, cache=cache, cache_size=cache_size,
+              inputs=list(input_paths(inputs)), outputs=list(input_paths(outputs)))
 
 
 def at_level(volume: str | None, level: int | None) -> str | None:

@@ -71,7 +71,7 @@ def evaluate_cmd(
         guard_json(json, inputs=[pred, gt, image], outputs=[preview])
         from volseg.metrics.evaluate import evaluate
 
-        remote_setup(storage_options, cache, cache_size)
+        remote_setup(storage_options, cache, cache_size, inputs=[pred, gt, image], outputs=[json, preview])
         pred, gt, image = (at_level(v, level) for v in (pred, gt, image))
         values = evaluate(pred, gt, metrics=metrics, threshold=threshold, tolerance=tolerance,
                           ignore_label=ignore_label, data_range=data_range, block=block,

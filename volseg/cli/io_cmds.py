@@ -47,7 +47,7 @@ def prepare_cmd(
         guard_json(json, inputs=[input], outputs=[output])
         from volseg.io.prepare import prepare
 
-        remote_setup(storage_options, cache, cache_size)
+        remote_setup(storage_options, cache, cache_size, inputs=[input], outputs=[output, json])
         summary = prepare(at_level(input, level), output, chunks=chunks, levels=levels, dtype=dtype, channel=channel,
                           overwrite=overwrite, scheduler=scheduler, workers=workers, quiet=quiet)
         emit_json(summary, json)
@@ -74,7 +74,7 @@ def info_cmd(
         guard_json(json, inputs=[volume])
         from volseg.io.info import volume_info
 
-        remote_setup(storage_options, cache, cache_size)
+        remote_setup(storage_options, cache, cache_size, inputs=[volume], outputs=[json])
         info = volume_info(at_level(volume, level), channel=channel)
         emit_json(info, json)
         if quiet or json == "-":

@@ -68,7 +68,11 @@ def patchify_cmd(
         from volseg.errors import VolsegError
         from volseg.parallel import parse_part
 
-        remote_setup(storage_options, cache, cache_size)
+        remote_setup(storage_options, cache, cache_size, inputs=[volume, labels, images, list_file],
+                     outputs=[output, json])
+        from volseg.io.completion import check_complete
+
+        check_complete(volume, labels)  # the stores themselves, also when --level picks an array
         if images is not None or list_file is not None:
             from volseg.data.patchify_many import patchify_many_cli
 

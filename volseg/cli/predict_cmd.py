@@ -116,7 +116,11 @@ def predict_command(
 
             guard_output(postprocess, inputs=[run, volume, output], kind="volume", overwrite=overwrite,
                          option="--postprocess")
-        remote_setup(storage_options, cache, cache_size)
+        remote_setup(storage_options, cache, cache_size, inputs=[run, volume],
+                     outputs=[output, postprocess, json_out])
+        from volseg.io.completion import check_complete
+
+        check_complete(volume)  # the store itself, also when --level picks one of its arrays
         result = predict(run, at_level(volume, level), output, patch=patch, overlap=overlap, batch_size=batch_size, tta=tta,
                          amp=amp, device=device, stitch=stitch, blend=blend, dtype=dtype, threshold=threshold,
                          channel=channel, skip_value=skip_value, chunks=chunks, pad=pad,

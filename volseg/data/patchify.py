@@ -41,6 +41,7 @@ from volseg.geometry import grid_counts, padded_shape, parse_size3, parse_stride
 from volseg.io.atomic import check_output, remove_path, replace_dir, temp_sibling
 from volseg.io.locks import output_lock
 from volseg.io.completion import update_attrs
+from volseg.io.completion import check_complete
 from volseg.io.outputs import guard_output, input_stamp
 
 
@@ -124,6 +125,7 @@ def patchify(volume: str | os.PathLike, *, out: str | os.PathLike, labels=None, 
                           f"({'x'.join(map(str, shape))}); use a smaller patch or --pad to zero-pad")
     labels, targets = _resolve_inputs(volume, labels, targets)
     guard_output(out, inputs=[volume, labels, targets], kind="patches", overwrite=overwrite)
+    check_complete(volume, labels, targets)  # unfinished outputs (killed, one --part): gaps read as 0
     for extra in (labels, targets):
         if extra is not None:
             _check_shape(extra, read_meta(extra).shape, shape)

@@ -30,6 +30,8 @@ from volseg.data.patchstore import PatchStore, create_store, is_patch_store
 from volseg.data.sources import Pair
 from volseg.errors import VolsegError
 from volseg.io.atomic import check_output, remove_path, replace_dir
+from volseg.io.completion import check_complete
+from volseg.io.locks import output_lock
 from volseg.io.outputs import guard_output
 
 
@@ -104,13 +106,22 @@ def patchify_pairs(pairs: list[Pair], *, out: str | os.PathLike, per_volume: boo
     """
     if not pairs:
         raise VolsegError("--images", "no image/label pairs given")
-    guard_output(out, inputs=[p for pair in pairs for p in (pair.image, pair.label)], kind="patches",
-                 overwrite=overwrite)
+    inputs = [p for pair in pairs for p in (pair.image, pair.label)]
+    guard_output(out, inputs=inputs, kind="patches", overwrite=overwrite)
+    check_complete(*inputs)  # unfinished outputs (killed, one --part): their gaps would read as 0
     out = Path(out)
     check_output(out, overwrite=overwrite)
-    options = dict(patch=patch, stride=stride, samples=samples,
-                   foreground_fraction=foreground_fraction, pad=pad, scheduler=scheduler,
-                   workers=workers, quiet=quiet, command=command)
+    with output_lock(out):  # one writer of `out` and its work folders; checked again under the lock
+        guard_output(out, inputs=inputs, kind="patches", overwrite=overwrite)
+        check_output(out, overwrite=overwrite)
+        return _cut_all(pairs, out, per_volume=per_volume, seed=seed, options=dict(
+            patch=patch, stride=stride, samples=samples, foreground_fraction=foreground_fraction, pad=pad,
+            scheduler=scheduler, workers=workers, quiet=quiet, command=command))
+
+
+def _cut_all(pairs: list[Pair], out: Path, *, per_volume: bool, seed: int, options: dict) -> Path:
+    """:func:`patchify_pairs` under the output's lock."""
+    scheduler, workers, quiet, command = (options[k] for k in ("scheduler", "workers", "quiet", "command"))
     if per_volume:
         work = out.with_name(out.name + ".partial")
         work.mkdir(parents=True, exist_ok=True)

@@ -315,12 +315,15 @@ def write_synth(kind: str, out, *, shape=None, seed: int = 0, chunks=64, overwri
     Raises
     ------
     VolsegError
-        Unknown ``kind``, bad ``shape`` or ``seed``, or ``out`` exists without ``overwrite``.
+        Unknown ``kind``, bad ``shape`` or ``seed``, ``out`` exists without ``overwrite``, or
+        another volseg process is writing ``out`` (its lock ``<out>.lock`` is held).
     """
     import zarr
 
     from volseg.io import atomic_dir, write_label_image, write_volume
     from volseg.io.atomic import check_output
+    from volseg.io.locks import output_lock, remove_stale_temps
+    from volseg.io.outputs import guard_output
     from volseg.io.streaming import parse_chunks
     from volseg.progress import progress_bar
 
@@ -328,30 +331,29 @@ def write_synth(kind: str, out, *, shape=None, seed: int = 0, chunks=64, overwri
     shape = _parse_shape(DEFAULT_SHAPES[kind] if shape is None else shape)
     seed = _parse_seed(seed)
     chunks = parse_chunks(chunks)
-    from volseg.io.locks import remove_stale_temps
-    from volseg.io.outputs import guard_output
-
     guard_output(out, kind="volume", overwrite=overwrite)
-    out = check_output(out, overwrite=overwrite)
-    remove_stale_temps(out, quiet=quiet)
-    with progress_bar(f"synth {kind}", total=1, quiet=quiet) as bar:
-        first, second = (synth_scroll if kind == "scroll" else synth_scan)(shape, seed=seed)
-        bar.advance(1)
-    info = {"kind": f"synth-{kind}", "generator": kind, "shape": list(shape), "seed": seed,
-            "command": f"volseg synth {kind}"}
-    if kind == "scroll":
-        info["foreground_fraction"] = float(np.mean(second == 1))
-        info["ignore_fraction"] = float(np.mean(second == 2))
-    else:
-        info["psnr_db"] = psnr(first, second)
-    with atomic_dir(out, overwrite=overwrite) as tmp:
-        write_volume(tmp, first, chunks=chunks, quiet=quiet)
+    with output_lock(out):  # one writer; a second run started together is refused, not raced
+        guard_output(out, kind="volume", overwrite=overwrite)  # again: another run may have finished it
+        out = check_output(out, overwrite=overwrite)
+        remove_stale_temps(out, quiet=quiet)
+        with progress_bar(f"synth {kind}", total=1, quiet=quiet) as bar:
+            first, second = (synth_scroll if kind == "scroll" else synth_scan)(shape, seed=seed)
+            bar.advance(1)
+        info = {"kind": f"synth-{kind}", "generator": kind, "shape": list(shape), "seed": seed,
+                "command": f"volseg synth {kind}"}
         if kind == "scroll":
-            write_label_image(tmp, "surface", second, chunks=chunks, quiet=quiet)
+            info["foreground_fraction"] = float(np.mean(second == 1))
+            info["ignore_fraction"] = float(np.mean(second == 2))
         else:
-            write_volume(tmp / "target", second, chunks=chunks, quiet=quiet)
-        root = zarr.open_group(str(tmp), mode="r+")
-        root.attrs["volseg"] = {**dict(root.attrs.get("volseg") or {}), **info}
+            info["psnr_db"] = psnr(first, second)
+        with atomic_dir(out, overwrite=overwrite) as tmp:
+            write_volume(tmp, first, chunks=chunks, quiet=quiet)
+            if kind == "scroll":
+                write_label_image(tmp, "surface", second, chunks=chunks, quiet=quiet)
+            else:
+                write_volume(tmp / "target", second, chunks=chunks, quiet=quiet)
+            root = zarr.open_group(str(tmp), mode="r+")
+            root.attrs["volseg"] = {**dict(root.attrs.get("volseg") or {}), **info}
     return out
 
 

@@ -326,6 +326,9 @@ def predict(run, volume, output, *, patch=None, overlap: float = 0.5, batch_size
 
     if stitch:  # refuse a bad -o before loading anything (the kind is checked again below)
         guard_output(output, inputs=[run, volume], kind="volume", overwrite=overwrite)
+    from volseg.io.completion import check_complete
+
+    check_complete(volume)  # an unfinished output (killed, one --part) is no input: its gaps read as 0
     setup = prepare(run, volume, patch=patch, overlap=overlap, batch_size=batch_size, tta=tta, amp=amp,
                     device=device, blend=blend, sigma_scale=sigma_scale, skip_value=skip_value,
                     chunks=chunks, pad=pad, workers=workers, tile=tile, nan_value=nan_value)

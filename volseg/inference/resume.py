@@ -98,7 +98,15 @@ def open_output(path: str | os.PathLike, *, settings: dict, create: Callable[[Pa
     VolsegError
         ``path`` exists with other settings, from another version of an input, or is not a
         resumable volseg output, and ``overwrite`` is false.
+
+    Notes
+    -----
+    The work folder stays shared-locked by this process (:func:`volseg.io.locks.share_folder`)
+    until :func:`finish_output` or a failure in :func:`removed_if_empty`: a concurrent run that
+    completes it first waits for this one before moving it into place, so an identical second
+    ``--overwrite`` run started together resumes the same folder instead of losing it.
     """
+    from volseg.io.locks import output_lock, share_folder
     from volseg.io.remote import is_url
 
     if is_url(path):  # object stores have no rename: see volseg.inference.remote_output
@@ -106,7 +114,21 @@ def open_output(path: str | os.PathLike, *, settings: dict, create: Callable[[Pa
 
         return open_remote_output(path, settings=settings, create=create, overwrite=overwrite,
                                   total=total, unit=unit, prefix=prefix)
-    path = Path(path)
+    for _attempt in range(8):
+        # the lock a finishing --overwrite run holds while it moves <path>.new onto path: this
+        # run never looks at a half-moved output
+        with output_lock(work_path(path), wait=True):
+            work, markers, resumed = _open_local(Path(path), settings=settings, create=create,
+                                                 overwrite=overwrite, total=total, unit=unit, prefix=prefix)
+            if share_folder(work):
+                return work, markers, resumed
+        # the folder was removed or replaced meanwhile: look again
+    raise VolsegError(path, "kept being replaced by other volseg runs writing it; wait for them to finish, "
+                      "then run the command again")
+
+
+def _open_local(path: Path, *, settings, create, overwrite, total, unit, prefix) -> tuple[Path, Markers, bool]:
+    """:func:`open_output` of a local folder, before the work folder is locked."""
     attrs = {"settings": settings, "fingerprint": fingerprint(settings), "complete": False,
              "blocks_total": int(total), "blocks_unit": unit, "marker_prefix": prefix}
     target = path
@@ -170,7 +192,7 @@ def finish_output(path: str | os.PathLike, work: str | os.PathLike, *, total: in
     replaces ``path``. Safe when several parts finish at once (a short lock). True when complete.
     """
     from volseg.io.atomic import replace_dir
-    from volseg.io.locks import output_lock
+    from volseg.io.locks import folder_alone, output_lock, release_folder
     from volseg.io.completion import attrs, count_markers, set_complete
     from volseg.io.remote import is_url
 
@@ -179,6 +201,7 @@ def finish_output(path: str | os.PathLike, work: str | os.PathLike, *, total: in
 
         return finish_remote_output(os.fspath(path), total=total, prefix=prefix)
     path, work = Path(path), Path(work)
+    release_folder(work)  # this run writes no more: before the lock, which a finisher may hold while waiting
     if work == path and attrs(path).get("complete"):
         return True  # a rerun of a finished output: nothing to record
     with output_lock(work, wait=True):
@@ -188,7 +211,8 @@ def finish_output(path: str | os.PathLike, work: str | os.PathLike, *, total: in
             return False
         set_complete(work)
         if work != path:
-            replace_dir(work, path)
+            with folder_alone(work, path):  # runs still writing into either finish first
+                replace_dir(work, path)
     return True
 
 
@@ -199,11 +223,15 @@ def removed_if_empty(work: str | os.PathLike, keep: bool) -> Iterator[None]:
     existed, or one shared with concurrent ``--part`` jobs, is never removed."""
     from volseg.io.remote import is_url
 
+    from volseg.io.locks import release_folder
+
     if is_url(work):  # a remote output is resumed, never removed
         keep = True
     try:
         yield
     except BaseException:
+        if not is_url(work):
+            release_folder(work)
         if keep:
             raise
         root = Path(work) / MARKERS

@@ -4,14 +4,24 @@ Entries are files named by the sha256 of their identity (URL + key + metadata di
 sub-folders. Each is written to a temporary name and renamed into place (atomic on POSIX), so a
 reader sees a whole entry or none; a crashed writer leaves at most a ``.tmp-*`` file that the
 next eviction removes. Reading an entry refreshes its modification time; when the cache grows
-past its bound, the least recently used entries are removed until it is 10% under. The first
-byte of an entry says whether the object exists (``1`` + its bytes) or is absent (``0``).
+past its bound, the least recently used entries are removed until it is 10% under. An entry
+starts with :data:`MAGIC` and then one byte that says whether the object exists (``1`` + its
+bytes) or is absent (``0``).
+
+The cache owns its folder: volseg writes the marker file :data:`MARKER` when it creates the
+folder or adopts an empty one, and refuses a folder that holds anything else without it
+(:func:`claim`), so ``--cache mydata`` can never evict a user's files. Even inside a marked
+folder, eviction removes only files volseg wrote: a name of 64 hex digits in the sub-folder of
+its first two, starting with :data:`MAGIC` (or such a name + ``.tmp-<pid>-<thread>``, a crashed
+writer's temporary, after an hour). Anything else there, an entry-shaped name included, is
+neither counted nor removed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import re
 import threading
@@ -21,6 +31,11 @@ from pathlib import Path
 from volseg.errors import VolsegError
 
 DEFAULT_SIZE = 20 * 2**30
+MARKER = "volseg-cache.json"
+MAGIC = b"VSC1"
+FORMAT = {"format": "volseg-cache", "version": 1}
+_SUB = re.compile(r"[0-9a-f]{2}")
+_ENTRY = re.compile(r"([0-9a-f]{64})(\.tmp-\d+-\d+)?")
 _UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9, "t": 1e12,
           "tb": 1e12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 
@@ -43,13 +58,117 @@ def parse_size(text, *, name: str = "--cache-size") -> int:
     return value
 
 
+def is_marked(root) -> bool:
+    """True when ``root`` holds volseg's cache marker (:data:`MARKER` of this format)."""
+    try:
+        with open(Path(root) / MARKER) as f:
+            doc = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and doc.get("format") == FORMAT["format"]
+
+
+def claim(root, *, option: str = "--cache") -> Path:
+    """Make ``root`` a volseg cache folder, or check that it is one.
+
+    A missing folder is created and an empty one adopted: both get the marker file
+    :data:`MARKER`. A marked folder is used as it is.
+
+    Parameters
+    ----------
+    root : path
+        The cache folder.
+    option : str
+        How the user named it, for messages (``--cache`` or ``VOLSEG_CACHE``).
+
+    Returns
+    -------
+    pathlib.Path
+        ``root``.
+
+    Raises
+    ------
+    VolsegError
+        ``root`` is a file, cannot be created, or holds entries without the marker (a folder
+        of the user's, or a cache of another program).
+    """
+    root = Path(root)
+    if is_marked(root):
+        return root
+    if root.exists() and not root.is_dir():
+        raise VolsegError(root, f"is a file, not a folder; give an empty or new folder for {option}")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        names = [e.name for e in os.scandir(root) if not e.name.startswith(f".{MARKER}.tmp-")]
+    except OSError as exc:
+        raise VolsegError(root, f"cannot be used as the read cache ({exc.strerror or exc}); "
+                          f"give a writable folder for {option}") from None
+    if names:
+        if is_marked(root):  # another process adopted it meanwhile
+            return root
+        raise VolsegError(root, f"is not a volseg cache (it holds {len(names)} entries volseg did not write); "
+                          f"give an empty or new folder for {option}")
+    tmp = root / f".{MARKER}.tmp-{os.getpid()}-{threading.get_ident()}"
+    try:
+        tmp.write_text(json.dumps({**FORMAT, "note": "read cache of volseg; entries are evicted by size"}))
+        os.replace(tmp, root / MARKER)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise VolsegError(root, f"cannot be used as the read cache ({exc.strerror or exc}); "
+                          f"give a writable folder for {option}") from None
+    return root
+
+
+def check_place(root, *, inputs=(), outputs=(), option: str = "--cache") -> None:
+    """Refuse a cache folder that is, contains or lies inside an input, output or run directory.
+
+    Paths are compared resolved (symlinks, ``..``); ``file://`` URLs as their local path,
+    other URLs not at all (they are not on this disk). ``inputs`` and ``outputs`` are flat
+    (:func:`volseg.io.outputs.input_paths` flattens nested ones); None entries are skipped.
+
+    Raises
+    ------
+    VolsegError
+        ``DIR: is the input scroll.zarr; give a separate folder for --cache`` (and "lies
+        inside", "contains").
+    """
+    real = _real(os.fspath(root))
+    for items, role in ((inputs, "input"), (outputs, "output")):
+        for item in items:
+            if item is None:
+                continue
+            name = os.fspath(item)
+            if not name.strip() or name == "-" or ("://" in name and not name.lower().startswith("file://")):
+                continue
+            other = _real(name)
+            if other == real:
+                what = f"is the {role} {name}"
+            elif other in real.parents:
+                what = f"lies inside the {role} {name}"
+            elif real in other.parents:
+                what = f"contains the {role} {name}"
+            else:
+                continue
+            raise VolsegError(root, f"{what}; give a separate, empty or new folder for {option} "
+                              "(eviction deletes files in it)")
+
+
+def _real(text: str) -> Path:
+    if text.lower().startswith("file://"):
+        from urllib.parse import unquote, urlsplit
+
+        text = unquote(urlsplit(text).path)
+    return Path(os.path.realpath(os.path.abspath(os.path.expanduser(text))))
+
+
 class DiskCache:
     """Objects by identity under ``root``, at most about ``max_bytes`` in all (LRU by mtime).
 
     Parameters
     ----------
     root : path
-        Cache folder (created when missing).
+        Cache folder: made a volseg cache (:func:`claim`) before the first entry is written.
     max_bytes : int
         Bound of the total size of the entries.
     """
@@ -60,6 +179,7 @@ class DiskCache:
         self.root = Path(root)
         self.max_bytes = int(max_bytes)
         self._added = 0
+        self._claimed = False
         self._lock = threading.Lock()
 
     def __getstate__(self):
@@ -79,19 +199,23 @@ class DiskCache:
             data = path.read_bytes()
         except OSError:
             return None
-        if not data:
+        if len(data) <= len(MAGIC) or not data.startswith(MAGIC):
             return None
         with contextlib.suppress(OSError):
             os.utime(path)
-        return self.ABSENT if data[:1] == b"0" else data[1:]
+        body = data[len(MAGIC):]
+        return self.ABSENT if body[:1] == b"0" else body[1:]
 
     def put(self, ident: str, data: bytes | None) -> None:
         """Store ``data`` (None: the object is absent) atomically; evict when over the bound."""
+        if not self._claimed:
+            claim(self.root)
+            self._claimed = True
         path = self._path(ident)
-        body = b"0" if data is None else b"1" + bytes(data)
+        body = MAGIC + (b"0" if data is None else b"1" + bytes(data))
         tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(exist_ok=True)
             tmp.write_bytes(body)
             os.replace(tmp, path)
         except OSError as exc:
@@ -108,37 +232,57 @@ class DiskCache:
             self.evict()
 
     def entries(self) -> list[tuple[float, int, Path]]:
-        """(mtime, size, path) of every entry."""
+        """(mtime, size, path) of every file named like an entry or an entry's temporary (see
+        the module docstring); nothing else in the folder is listed."""
         out = []
-        if not self.root.is_dir():
+        if not is_marked(self.root):
             return out
-        for sub in self.root.iterdir():
-            if not sub.is_dir():
+        for sub in os.scandir(self.root):
+            if not (_SUB.fullmatch(sub.name) and sub.is_dir(follow_symlinks=False)):
                 continue
-            for entry in os.scandir(sub):
+            for entry in os.scandir(sub.path):
+                m = _ENTRY.fullmatch(entry.name)
+                if not m or not m.group(1).startswith(sub.name) or not entry.is_file(follow_symlinks=False):
+                    continue
                 with contextlib.suppress(OSError):
-                    st = entry.stat()
+                    st = entry.stat(follow_symlinks=False)
                     out.append((st.st_mtime, st.st_size, Path(entry.path)))
         return out
 
     def size(self) -> int:
-        """Total bytes held."""
-        return sum(size for _, size, _ in self.entries())
+        """Total bytes held by entries."""
+        return sum(size for _, size, path in self.entries() if _is_entry(path))
 
     def evict(self) -> int:
         """Remove least recently used entries (and stale temporaries) until 10% under the bound;
-        returns the bytes removed. Safe while other processes read and write."""
+        returns the bytes removed. Safe while other processes read and write. Files that are
+        not volseg's entries (see the module docstring) are never removed."""
         entries = sorted(self.entries())
-        total, removed, now = sum(e[1] for e in entries), 0, time.time()
-        for mtime, size, path in entries:
-            if ".tmp-" in path.name:  # being written, unless an hour old (a crashed writer)
-                if now - mtime > 3600:
-                    with contextlib.suppress(OSError):
-                        path.unlink()
-                continue
+        now, temps, kept = time.time(), [], []
+        for item in entries:
+            (temps if ".tmp-" in item[2].name else kept).append(item)
+        for mtime, _, path in temps:  # being written, unless an hour old (a crashed writer)
+            if now - mtime > 3600:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+        total, removed = sum(e[1] for e in kept), 0
+        for _, size, path in kept:
             if total - removed <= self.max_bytes * 0.9:
                 break
+            if not _is_entry(path):  # an entry-shaped name volseg did not write: not counted, kept
+                total -= size
+                continue
             with contextlib.suppress(OSError):
                 path.unlink()
                 removed += size
         return removed
+
+
+def _is_entry(path: Path) -> bool:
+    """True when the file starts like an entry volseg wrote (:data:`MAGIC`, then 0 or 1)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(MAGIC) + 1)
+    except OSError:
+        return False
+    return head[:len(MAGIC)] == MAGIC and head[len(MAGIC):] in (b"0", b"1")

@@ -4,6 +4,11 @@ The lock file holds the writer's pid. The kernel drops the lock when its process
 lock left by a killed run is simply taken over by the next one. The file is removed on release;
 a writer that locked a file which was removed meanwhile tries again, so two processes never
 hold "the" lock on two different files.
+
+Block-wise outputs that several processes fill together (the ``--part`` jobs of one run, or two
+identical runs) use a lock on the output folder itself instead: each writer shares it
+(:func:`share_folder`) while it writes, and the one that moves the finished folder into place
+waits until it is alone (:func:`folder_alone`), so no writer loses its folder mid-run.
 """
 
 from __future__ import annotations
@@ -72,6 +77,62 @@ def output_lock(output: str | os.PathLike, *, wait: bool = False) -> Iterator[Pa
         with contextlib.suppress(OSError):
             os.unlink(path)
         os.close(fd)
+
+
+_SHARED: dict[str, int] = {}
+
+
+def share_folder(folder: str | os.PathLike) -> bool:
+    """Hold a shared lock on the folder ``folder`` itself until :func:`release_folder`.
+
+    Blocks while another process holds it alone (moving it). Returns False when ``folder`` is
+    gone or was replaced by another folder before the lock was taken: the caller looks again.
+    A folder this process already shares is released first (one lock per folder and process).
+    """
+    key = os.path.abspath(os.fspath(folder))
+    release_folder(key)
+    try:
+        fd = os.open(key, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    try:
+        now, held = os.stat(key), os.fstat(fd)
+        same = (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
+    except FileNotFoundError:
+        same = False
+    if not same:
+        os.close(fd)
+        return False
+    _SHARED[key] = fd
+    return True
+
+
+def release_folder(folder: str | os.PathLike) -> None:
+    """Drop this process's shared lock on ``folder`` (if it holds one)."""
+    fd = _SHARED.pop(os.path.abspath(os.fspath(folder)), None)
+    if fd is not None:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def folder_alone(*folders: str | os.PathLike) -> Iterator[None]:
+    """Hold the existing ``folders`` exclusively for the ``with`` block: waits until no other
+    process shares them (:func:`share_folder`). Release this process's own shares first."""
+    fds = []
+    try:
+        for folder in folders:
+            release_folder(folder)
+            try:
+                fd = os.open(os.fspath(folder), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            fds.append(fd)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def pid_alive(pid: int) -> bool:

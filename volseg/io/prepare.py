@@ -43,6 +43,12 @@ def prepare(input, output, *, chunks=128, levels=1, dtype="keep", channel: int |
     dict
         ``input``, ``output``, ``format``, ``shape``, ``dtype``, ``chunks``, ``levels``,
         ``spacing``, ``unit``, ``seconds``.
+
+    Raises
+    ------
+    VolsegError
+        A bad option or input, an output that may not be written, or another volseg process
+        writing ``output`` (its lock ``<output>.lock`` is held).
     """
     from volseg.io.atomic import check_output
     from volseg.io.omezarr import write_image
@@ -50,7 +56,7 @@ def prepare(input, output, *, chunks=128, levels=1, dtype="keep", channel: int |
     from volseg.io.streaming import block_budget, block_shape, parse_chunks, parse_dtype, parse_levels, same_path
     from volseg.parallel import parse_scheduler
 
-    from volseg.io.locks import remove_stale_temps
+    from volseg.io.locks import output_lock, remove_stale_temps
     from volseg.io.outputs import guard_output
     from volseg.io.remote import is_url
 
@@ -58,18 +64,22 @@ def prepare(input, output, *, chunks=128, levels=1, dtype="keep", channel: int |
     input, output = (input if is_url(input) else Path(input)), Path(output)
     if not is_url(input) and input.exists() and same_path(input, output):
         raise VolsegError(output, f"overlaps the input {input}; choose another output name")
-    remove_stale_temps(output, quiet=quiet)
     chunks, levels = parse_chunks(chunks), parse_levels(levels)
     parse_scheduler(scheduler)
     check_output(output, overwrite=overwrite)
     budget = block_budget(workers if scheduler in ("threads", "processes") else 1)
     data, meta = _open(input, channel, chunks=lambda shape, dt: block_shape(chunks, shape, dt.itemsize, budget))
-    target = parse_dtype(dtype, meta.dtype)
+    target = parse_dtype(dtype, meta.dtype)  # the input is checked (lazily opened) before anything is made
     start = time.perf_counter()
-    write_image(output, data, chunks=chunks, levels=levels, spacing=meta.spacing, unit=meta.unit,
-                dtype=target, overwrite=overwrite, scheduler=scheduler, workers=workers, quiet=quiet,
-                name=_name(input), description=f"prepare {_name(input)}",
-                attrs={"command": "prepare", "source": os.fspath(input), "source_format": meta.format})
+    with output_lock(output):  # one writer; a second run started together is refused, not raced
+        # again under the lock: an output another run finished meanwhile needs --overwrite
+        guard_output(output, inputs=[input], kind="volume", overwrite=overwrite)
+        check_output(output, overwrite=overwrite)
+        remove_stale_temps(output, quiet=quiet)
+        write_image(output, data, chunks=chunks, levels=levels, spacing=meta.spacing, unit=meta.unit,
+                    dtype=target, overwrite=overwrite, scheduler=scheduler, workers=workers, quiet=quiet,
+                    name=_name(input), description=f"prepare {_name(input)}",
+                    attrs={"command": "prepare", "source": os.fspath(input), "source_format": meta.format})
     return {"input": os.fspath(input), "output": os.fspath(output), "format": meta.format,
             "shape": list(meta.shape), "dtype": target.name, "chunks": [min(c, s) for c, s in zip(chunks, meta.shape)],
             "levels": levels, "spacing": list(meta.spacing), "unit": meta.unit,

@@ -77,7 +77,7 @@ def parse_storage_options(text) -> dict:
     return value
 
 
-def configure(*, storage_options=None, cache=None, cache_size=None) -> None:
+def configure(*, storage_options=None, cache=None, cache_size=None, inputs=(), outputs=()) -> None:
     """Set the remote options for this process and the worker processes it starts (env).
 
     Parameters
@@ -85,18 +85,36 @@ def configure(*, storage_options=None, cache=None, cache_size=None) -> None:
     storage_options : str or dict, optional
         fsspec options (JSON text or dict), merged into every URL's options.
     cache : path, optional
-        Folder of the on-disk read cache of fetched chunks.
+        Folder of the on-disk read cache of fetched chunks (default: ``VOLSEG_CACHE``). It is
+        checked before any work: it must not be, contain or lie inside one of ``inputs`` or
+        ``outputs``, and must be a volseg cache, an empty folder or a new one
+        (:func:`volseg.io.diskcache.claim` writes the marker).
     cache_size : str or int, optional
         Cache bound (``20GiB``, ``500MB``, bytes).
+    inputs, outputs : iterable of paths
+        The command's inputs (the run directory included) and outputs, kept out of the cache
+        (flat lists; None entries are skipped).
+
+    Raises
+    ------
+    VolsegError
+        A bad option, or a cache folder volseg must not evict files from.
     """
-    from volseg.io.diskcache import parse_size
+    from volseg.io.diskcache import check_place, claim, parse_size
 
     if storage_options is not None:
         os.environ[ENV_OPTIONS] = json.dumps(parse_storage_options(storage_options))
-    if cache is not None:
-        os.environ[ENV_CACHE] = os.path.abspath(os.fspath(cache))
     if cache_size is not None:
         os.environ[ENV_CACHE_SIZE] = str(parse_size(cache_size, name="--cache-size"))
+    if cache is not None and not os.fspath(cache).strip():
+        raise VolsegError("--cache", "is empty; give a folder for the read cache (an unset shell variable?)")
+    root, option = (cache, "--cache") if cache is not None else (os.environ.get(ENV_CACHE) or None, ENV_CACHE)
+    if root is None:
+        return
+    root = os.path.abspath(os.path.expanduser(os.fspath(root)))
+    check_place(root, inputs=inputs, outputs=outputs, option=option)
+    claim(root, option=option)
+    os.environ[ENV_CACHE] = root
 
 
 def storage_options(url: str, extra: dict | None = None) -> dict:
