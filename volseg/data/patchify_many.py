@@ -104,7 +104,7 @@ def patchify_pairs(pairs: list[Pair], *, out: str | os.PathLike, per_volume: boo
     """
     if not pairs:
         raise VolsegError("--images", "no image/label pairs given")
-    guard_output(out, inputs=[p for pair in pairs for p in (pair.image, pair.label)], kind="patches",
+    out = guard_output(out, inputs=[p for pair in pairs for p in (pair.image, pair.label)], kind="patches",
                  overwrite=overwrite)
     out = Path(out)
     check_output(out, overwrite=overwrite)
