@@ -120,7 +120,10 @@ def test_bad_exports_exit_2_with_one_error_line(files, tmp_path):
     cases = [
         (("export", tmp_path / "missing", "-o", tmp_path / "a.onnx"), f"{tmp_path / 'missing'}: does not exist"),
         (("export", tmp_path / "ddpm", "-o", tmp_path / "a.onnx"), f"{tmp_path / 'ddpm'}: is a diffusion run"),
-        (("export", root / "run", "-o", existing), f"{existing}: exists; pass --overwrite"),
+        (("export", root / "run", "-o", existing), f"{existing}: exists and is not a model volseg exported"),
+        (("export", root / "run", "-o", existing, "--overwrite"), f"{existing}: exists and is not a model volseg exported"),
+        (("export", root / "run", "-o", ""), "-o: is empty"),
+        (("export", root / "run", "-o", tmp_path / "sentinel.txt", "--format", "onnx"), "must be named *.onnx"),
         (("export", root / "run", "-o", tmp_path / "a.bin"), "cannot tell the format"),
         (("export", root / "run", "-o", tmp_path / "a.onnx", "--format", "tflite"), "--format: unknown format"),
         (("export", root / "run", "-o", root / "run" / "m.onnx"), "lies inside the run"),
@@ -146,3 +149,29 @@ def test_onnx_without_onnxruntime_exits_2_with_an_install_hint(files, tmp_path, 
     r = invoke("predict", model, root / "v.npy", "-o", tmp_path / "o.zarr", "--device", "cpu")
     assert r.exit_code == 2
     assert r.stderr.strip() == f"error: {model}: running an ONNX model needs onnxruntime: pip install 'volseg[onnx]'"
+
+
+def test_overwrite_replaces_only_files_volseg_exported(files, tmp_path):
+    from volseg.models.exported import export_mark
+
+    root, _ = files
+    notes = tmp_path / "notes.onnx"
+    notes.write_text("notes\n")
+    sentinel = tmp_path / "sentinel.txt"
+    sentinel.write_text("keep")
+    link = tmp_path / "link.onnx"
+    link.symlink_to(notes)
+    refused = [((notes,), "is not a model volseg exported"), ((f"file://{notes}",), "is not a model volseg exported"),
+               ((link,), "is not a model volseg exported"), ((sentinel, "--format", "onnx"), "must be named *.onnx"),
+               ((root / "run" / "model.pt",), "lies inside the run"), ((tmp_path,), "is not a regular file")]
+    for args, message in refused:
+        r = invoke("export", root / "run", "-o", *args, "--overwrite")
+        lines = r.stderr.strip().splitlines()
+        assert r.exit_code == 2 and len(lines) == 1 and message in lines[0], (args, r.output)
+    assert notes.read_text() == "notes\n" and sentinel.read_text() == "keep" and link.is_symlink()
+    mine = shutil.copy(root / "unet.onnx", tmp_path / "mine.onnx")
+    assert export_mark(mine)["export_format"] == "onnx" and export_mark(notes) is None
+    r = invoke("export", root / "run", "-o", f"file://{mine}", "--overwrite", "--quiet")
+    assert r.exit_code == 0, r.output
+    assert export_mark(mine)["source"] == str(root / "run" / "model.pt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.onnx", "mine.onnx", "notes.onnx", "sentinel.txt"]

@@ -110,7 +110,7 @@ def run_demo(out: str | os.PathLike = "volseg-demo", *, shape: int | None = None
     """
     from volseg.io.outputs import guard_output
 
-    guard_output(out, kind="demo", overwrite=overwrite)  # before anything is imported or created
+    out = guard_output(out, kind="demo", overwrite=overwrite)  # before anything is imported or created
     from volseg.data.patchify import patchify
     from volseg.data.synth import write_synth
     from volseg.inference import predict

@@ -14,10 +14,27 @@ from typing import Annotated, Any, Iterator, Optional
 
 import typer
 
+def local_output(value: str | None) -> str | None:
+    """Typer callback of every output option (``-o``, ``--json``, ``--preview``, ...): a
+    ``file://`` URL becomes the local path it names, once, at the command boundary, so every
+    local guard, lock, atomic rename and completion marker applies to it
+    (:func:`volseg.io.identity.local_path`). Anything else passes unchanged."""
+    if not (isinstance(value, str) and value[:7].lower() == "file://"):
+        return value
+    from volseg.errors import VolsegError
+    from volseg.io.identity import local_path
+
+    try:
+        return local_path(value)
+    except VolsegError as exc:
+        raise typer.BadParameter(exc.message) from None
+
+
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or tables.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")]
 JsonOpt = Annotated[Optional[str], typer.Option(
-    "--json", metavar="PATH", help="Write the figures as one JSON object to PATH ('-' = stdout).")]
+    "--json", metavar="PATH", callback=local_output,
+        help="Write the figures as one JSON object to PATH ('-' = stdout).")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")]
 SchedulerOpt = Annotated[str, typer.Option(
     "--scheduler", metavar="NAME",

@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 import typer
 
 from volseg.cli._app import app
-from volseg.cli._common import DebugOpt, JsonOpt, QuietOpt, WorkersOpt, cli_errors, console, emit_json, guard_json
+from volseg.cli._common import (DebugOpt, JsonOpt, QuietOpt, WorkersOpt,
+                                cli_errors, console, emit_json, guard_json, local_output)
 
 _SCORES = (("dice", "Dice"), ("surface_dice", "Surface Dice (tol 2)"), ("voi", "VOI (bits, lower is better)"),
            ("topology", "Topology score"), ("score", "Leaderboard-style score"))
@@ -27,7 +28,8 @@ def _score(scores: dict, key: str):
 
 @app.command()
 def demo(
-    out: Annotated[str, typer.Option("--out", "-o", help="Folder for all outputs (replaced).")] = "volseg-demo",
+    out: Annotated[str, typer.Option("--out", "-o", callback=local_output,
+                                     help="Folder for all outputs (replaced).")] = "volseg-demo",
     shape: Annotated[Optional[int], typer.Option(help="Side of the synthetic scroll (default 160; --fast 64).")] = None,
     fast: Annotated[bool, typer.Option("--fast", help="A tiny version of the same journey (seconds).")] = False,
     steps: Annotated[Optional[int], typer.Option(help="Training steps (default 200; --fast 30).")] = None,

@@ -8,7 +8,7 @@ import typer
 
 from volseg.cli._app import app
 from volseg.cli._common import (DebugOpt, JsonOpt, NanValueOpt, QuietOpt, SchedulerOpt, WorkersOpt, cli_errors,
-                                console, emit_json, guard_json)
+                                console, emit_json, guard_json, local_output)
 from volseg.cli._remote import CacheOpt, CacheSizeOpt, LevelOpt, StorageOpt, at_level, remote_setup
 
 _EPILOG = (
@@ -46,7 +46,8 @@ def evaluate_cmd(
     block: Annotated[Optional[str], typer.Option(
         "--block", metavar="N|ZxYxX", help="Block size in voxels (default: the GT's chunks).")] = None,
     preview: Annotated[Optional[str], typer.Option(
-        "--preview", metavar="PNG", help="Write orthogonal slices of image, prediction, truth "
+        "--preview", metavar="PNG", callback=local_output,
+        help="Write orthogonal slices of image, prediction, truth "
         "and an overlay.")] = None,
     slice_: Annotated[Optional[str], typer.Option(
         "--slice", metavar="Z,Y,X", help="Voxel the preview planes pass through (default: centre).")] = None,

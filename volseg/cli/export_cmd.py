@@ -7,13 +7,15 @@ from typing import Annotated
 import typer
 
 from volseg.cli._app import app
-from volseg.cli._common import DebugOpt, JsonOpt, OverwriteOpt, QuietOpt, cli_errors, console, emit_json
+from volseg.cli._common import (DebugOpt, JsonOpt, OverwriteOpt, QuietOpt, cli_errors, console, emit_json, guard_json,
+                                local_output)
 
 
 @app.command("export")
 def export_command(
     run: Annotated[str, typer.Argument(help="Run directory (best.pt, else model.pt) or a run checkpoint.")],
-    output: Annotated[str, typer.Option("--output", "-o", help="Model file: .onnx, .pt2 or .ts.")],
+    output: Annotated[str, typer.Option("--output", "-o", callback=local_output,
+                                        help="Model file: .onnx, .pt2 or .ts.")],
     fmt: Annotated[str | None, typer.Option(
         "--format", help="onnx, pt2 (torch.export) or torchscript (default: from the suffix of -o).")] = None,
     overwrite: OverwriteOpt = False,
@@ -35,6 +37,7 @@ def export_command(
       volseg predict unet.onnx scroll.zarr -o pred.zarr --stitch
     """
     with cli_errors(debug):
+        guard_json(json_out, inputs=[run], outputs=[output])
         from volseg.models.export import export_model
 
         result = export_model(run, output, fmt=fmt, overwrite=overwrite)

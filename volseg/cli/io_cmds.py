@@ -9,7 +9,7 @@ import typer
 from volseg.cli._app import app
 from volseg.cli._remote import CacheOpt, CacheSizeOpt, LevelOpt, StorageOpt, at_level, remote_setup
 from volseg.cli._common import (DebugOpt, JsonOpt, OverwriteOpt, QuietOpt, SchedulerOpt, WorkersOpt,
-                                cli_errors, console, emit_json, guard_json)
+                                cli_errors, console, emit_json, guard_json, local_output)
 
 ChannelOpt = Annotated[Optional[int], typer.Option(
     "--channel", min=0, help="Channel of a 4D input (4D NIfTI, (c, z, y, x) npy/Zarr).")]
@@ -23,7 +23,8 @@ ChannelOpt = Annotated[Optional[int], typer.Option(
 def prepare_cmd(
     input: Annotated[str, typer.Argument(
         help="Multi-page TIFF, folder of 2D TIFF slices, .npy, .nii/.nii.gz, Zarr or OME-Zarr.")],
-    output: Annotated[str, typer.Option("--output", "-o", help="OME-Zarr to write (OUT.zarr).")],
+    output: Annotated[str, typer.Option("--output", "-o", callback=local_output,
+                                        help="OME-Zarr to write (OUT.zarr).")],
     chunks: Annotated[str, typer.Option("--chunks", help="Chunk size: 128 or ZxYxX (voxels).")] = "128",
     levels: Annotated[int, typer.Option("--levels", help="Pyramid levels (1 = full resolution only).")] = 1,
     dtype: Annotated[str, typer.Option("--dtype", help="keep, uint8, uint16, int16, float32, ...")] = "keep",

@@ -9,7 +9,7 @@ import typer
 from volseg.cli._app import app
 from volseg.cli._remote import CacheOpt, CacheSizeOpt, LevelOpt, StorageOpt, at_level, remote_setup
 from volseg.cli._common import (DebugOpt, JsonOpt, OverwriteOpt, PartOpt, QuietOpt, SchedulerOpt, WorkersOpt,
-                                cli_errors, console, emit_json, guard_json)
+                                cli_errors, console, emit_json, guard_json, local_output)
 
 
 @app.command("patchify", epilog=(
@@ -23,7 +23,8 @@ from volseg.cli._common import (DebugOpt, JsonOpt, OverwriteOpt, PartOpt, QuietO
 def patchify_cmd(
     volume: Annotated[Optional[str], typer.Argument(
         help="Volume: TIFF, slice folder, .npy, NIfTI, Zarr or OME-Zarr (or use --images/--list).")] = None,
-    output: Annotated[str, typer.Option("--output", "-o", help="Patch store to write (PATCHES.zarr).")] = ...,
+    output: Annotated[str, typer.Option("--output", "-o", callback=local_output,
+                                        help="Patch store to write (PATCHES.zarr).")] = ...,
     labels: Annotated[Optional[str], typer.Option(
         "--labels", help="Label volume (uint8 0/1/2, same shape). Default: the image group's NGFF labels. "
         "With --images: the folder of label volumes.")] = None,

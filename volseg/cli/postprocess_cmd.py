@@ -8,13 +8,14 @@ import typer
 
 from volseg.cli._app import app
 from volseg.cli._common import (ChunksOpt, DebugOpt, JsonOpt, OverwriteOpt, PartOpt, QuietOpt, SchedulerOpt,
-                                WorkersOpt, cli_errors, console, emit_json, guard_json)
+                                WorkersOpt, cli_errors, console, emit_json, guard_json, local_output)
 
 
 @app.command("postprocess")
 def postprocess_command(
     pred: Annotated[str, typer.Argument(help="Prediction volume: probabilities (float) or labels (integer).")],
-    output: Annotated[str, typer.Option("--output", "-o", help="Output OME-Zarr uint8 labels.")],
+    output: Annotated[str, typer.Option("--output", "-o", callback=local_output,
+                                        help="Output OME-Zarr uint8 labels.")],
     threshold: Annotated[float | None, typer.Option(
         "--threshold", help="Foreground where value >= T (float input default 0.5; integer: > 0).")] = None,
     hysteresis: Annotated[str | None, typer.Option(

@@ -23,6 +23,7 @@ from volseg.cli._common import (
     console,
     emit_json,
     guard_json,
+    local_output,
 )
 
 BlendOpt = Annotated[str, typer.Option("--blend", help="Blending window: gaussian, hann, constant or crop.")]
@@ -45,7 +46,8 @@ def predict_command(
     run: Annotated[str, typer.Argument(help="Run directory (or model.pt) of a trained model, or a model "
                                        "file from `volseg export` (.onnx, .pt2, .ts).")],
     volume: Annotated[str, typer.Argument(help="3D input volume (Zarr, OME-Zarr, TIFF, npy, NIfTI).")],
-    output: Annotated[str, typer.Option("--output", "-o", help="Patch store, or with --stitch an OME-Zarr volume.")],
+    output: Annotated[str, typer.Option("--output", "-o", callback=local_output,
+                                        help="Patch store, or with --stitch an OME-Zarr volume.")],
     patch: Annotated[str | None, typer.Option("--patch", help="Patch size N or DxHxW (default: the run's, else 64).")] = None,
     overlap: Annotated[float, typer.Option("--overlap", help="Fractional patch overlap in [0, 1).")] = 0.5,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Patches per forward pass.")] = 4,
@@ -72,7 +74,7 @@ def predict_command(
         "all z (rounded down to whole chunks), bounding memory by the tile, not the scroll's plane; "
         "0 or none = one pass over the whole cross-section. Part of the output's settings.")] = "1024",
     postprocess: Annotated[str | None, typer.Option(
-        "--postprocess", metavar="OUT.zarr",
+        "--postprocess", metavar="OUT.zarr", callback=local_output,
         help="With --stitch: also write `volseg postprocess` labels (default settings) to OUT.zarr.")] = None,
     scheduler: SchedulerOpt = "threads",
     workers: WorkersOpt = None,
@@ -139,7 +141,8 @@ def predict_command(
 @app.command("stitch")
 def stitch_command(
     store: Annotated[str, typer.Argument(help="Patch store of predictions (from `volseg predict`).")],
-    output: Annotated[str, typer.Option("--output", "-o", help="Output OME-Zarr volume.")],
+    output: Annotated[str, typer.Option("--output", "-o", callback=local_output,
+                                        help="Output OME-Zarr volume.")],
     blend: Annotated[str | None, typer.Option(
         "--blend", help="gaussian, hann, constant or crop (default: the store's, else gaussian).")] = None,
     chunks: ChunksOpt = "128",

@@ -7,7 +7,8 @@ from typing import Annotated
 import typer
 
 from volseg.cli._app import app
-from volseg.cli._common import DebugOpt, JsonOpt, OverwriteOpt, QuietOpt, cli_errors, console, emit_json, guard_json
+from volseg.cli._common import (DebugOpt, JsonOpt, OverwriteOpt, QuietOpt,
+                                cli_errors, console, emit_json, guard_json, local_output)
 
 synth_app = typer.Typer(
     help="Synthetic data with ground truth: a rolled scroll with surface labels, a paired "
@@ -16,7 +17,8 @@ synth_app = typer.Typer(
 )
 app.add_typer(synth_app, name="synth")
 
-OutputOpt = Annotated[str, typer.Option("--output", "-o", help="OME-Zarr group to write (OUT.zarr).")]
+OutputOpt = Annotated[str, typer.Option("--output", "-o", callback=local_output,
+                                        help="OME-Zarr group to write (OUT.zarr).")]
 SeedOpt = Annotated[int, typer.Option("--seed", min=0, help="Random seed (same seed, same volume).")]
 ChunksOpt = Annotated[str, typer.Option("--chunks", help="Chunk size: 64 or ZxYxX (voxels).")]
 

@@ -7,7 +7,8 @@ from typing import Annotated
 import typer
 
 from volseg.cli._app import app
-from volseg.cli._common import DebugOpt, JsonOpt, OverwriteOpt, QuietOpt, cli_errors, console, emit_json, guard_json
+from volseg.cli._common import (DebugOpt, JsonOpt, OverwriteOpt, QuietOpt,
+                                cli_errors, console, emit_json, guard_json, local_output)
 
 _EXAMPLES = """
 Examples:
@@ -37,7 +38,7 @@ def train_command(
     data: Annotated[list[str] | None, typer.Argument(metavar="DATA...", help=(
         "Patch stores (PATCHES.zarr) or volumes (scroll.zarr with labels/, scan.zarr with "
         "target/) streamed with --patch; several are sampled together."))] = None,
-    output: Annotated[str, typer.Option("--output", "-o", metavar="RUN_DIR",
+    output: Annotated[str, typer.Option("--output", "-o", metavar="RUN_DIR", callback=local_output,
                                         help="Run directory to write.")] = ...,
     model: Annotated[str | None, typer.Option(
         "--model", "-m", metavar="{unet,diffusion}",

@@ -113,7 +113,7 @@ def patchify(volume: str | os.PathLike, *, out: str | os.PathLike, labels=None, 
     scheduler = parse_scheduler(scheduler)
     if scheduler in ("threads", "processes", "synchronous"):
         parse_workers(workers)
-    guard_output(out, inputs=[volume, labels, targets], kind="patches", overwrite=overwrite)
+    out = guard_output(out, inputs=[volume, labels, targets], kind="patches", overwrite=overwrite)
     from volseg.io.remote import is_url
 
     volume, out = (volume if is_url(volume) else Path(volume)), Path(out)

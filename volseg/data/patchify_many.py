@@ -107,7 +107,7 @@ def patchify_pairs(pairs: list[Pair], *, out: str | os.PathLike, per_volume: boo
     if not pairs:
         raise VolsegError("--images", "no image/label pairs given")
     inputs = [p for pair in pairs for p in (pair.image, pair.label)]
-    guard_output(out, inputs=inputs, kind="patches", overwrite=overwrite)
+    out = guard_output(out, inputs=inputs, kind="patches", overwrite=overwrite)
     check_complete(*inputs)  # unfinished outputs (killed, one --part): their gaps would read as 0
     out = Path(out)
     check_output(out, overwrite=overwrite)

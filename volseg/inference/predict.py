@@ -322,8 +322,10 @@ def predict(run, volume, output, *, patch=None, overlap: float = 0.5, batch_size
     part = parse_part(part) if isinstance(part, (str, type(None))) else part
     scheduler = parse_scheduler(scheduler)
     workers = parse_workers(workers)
+    from volseg.io.identity import local_path
     from volseg.io.outputs import guard_output
 
+    output = local_path(output)  # file://: the local path, with every local guard and rename
     if stitch:  # refuse a bad -o before loading anything (the kind is checked again below)
         guard_output(output, inputs=[run, volume], kind="volume", overwrite=overwrite)
     from volseg.io.completion import check_complete

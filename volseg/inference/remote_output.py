@@ -29,7 +29,7 @@ from volseg.io.remote import filesystem, join
 
 def _writable(url: str) -> None:
     if url.lower().startswith(("http://", "https://")):
-        raise VolsegError(url, "plain HTTP is read-only; write outputs to s3://, gs://, file:// or a local path")
+        raise VolsegError(url, "plain HTTP is read-only; write outputs to s3://, gs:// or a local path")
 
 
 class RemoteMarkers(BlockMarkers):

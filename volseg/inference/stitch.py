@@ -221,6 +221,7 @@ def stitch(store: str | os.PathLike, output: str | os.PathLike, *, blend: str | 
     from volseg.data.patchstore import open_store
     from volseg.geometry import select_part
     from volseg.io.completion import check_complete
+    from volseg.io.identity import local_path
     from volseg.io.outputs import guard_output, input_stamp
     from volseg.io.streaming import parse_chunks
     from volseg.parallel import parse_part, parse_scheduler, parse_workers, run_tasks
@@ -229,6 +230,7 @@ def stitch(store: str | os.PathLike, output: str | os.PathLike, *, blend: str | 
     part = parse_part(part) if isinstance(part, (str, type(None))) else part
     scheduler, workers = parse_scheduler(scheduler), parse_workers(workers)
     chunks = parse_chunks(chunks)
+    store, output = local_path(store), local_path(output)  # file://: local paths (guards, renames)
     guard_output(output, inputs=[store], kind="volume", overwrite=overwrite)
     check_complete(store)
     ps = open_store(store)

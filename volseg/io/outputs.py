@@ -5,7 +5,11 @@ Every command with an output calls :func:`guard_output` before it creates anythi
 
 * an empty output name (an unset shell variable), the working directory or any folder above it;
 * an output that is an input (or the run directory), lies inside one (``s.zarr/labels/surface``
-  is inside ``s.zarr``) or contains one; paths are compared resolved (symlinks, ``./``, ``..``);
+  is inside ``s.zarr``) or contains one, or lies inside the Zarr store holding an input
+  (``s.zarr/zarr.json`` for the input ``s.zarr/labels/surface``); every form is compared by one
+  identity (:mod:`volseg.io.identity`: resolved paths, ``file://`` URLs as their local path,
+  normalised URLs);
+* an output inside any Zarr store (a file or folder volseg is not making as that store);
 * an output whose parent is a file or a read-only folder;
 * an existing output that volseg did not make as that kind of output (a regular file, a folder
   with other content, a Zarr group without volseg's attributes): ``--overwrite`` only ever
@@ -33,8 +37,9 @@ from pathlib import Path
 from volseg.errors import VolsegError
 from volseg.io.completion import attrs as _attrs
 from volseg.io.completion import check_complete
+from volseg.io.identity import Identity, enclosing_store, identity, local_path, store_root
 
-KINDS = ("volume", "patches", "run", "demo", "json", "png")
+KINDS = ("volume", "patches", "run", "demo", "json", "png", "file")
 RUN_FILES = ("model.pt", "best.pt", "config.yml", "metrics.jsonl", "progress.png", "tensorboard")
 DEMO_FILES = ("scroll.zarr", "patches.zarr", "run", "prediction.zarr", "postprocessed.zarr", "preview.png",
               "scores.json")
@@ -121,6 +126,22 @@ def _check_file(path: Path, kind: str, label: str) -> None:
                       "choose another path")
 
 
+def _check_apart(out: Identity, name: str, role: str, label: str, option: str) -> None:
+    """Refuse an output ``out`` that is, lies inside or contains the input/output ``name``, or
+    (for an input) lies inside the Zarr store that holds it."""
+    other = identity(name)
+    if out == other:
+        raise VolsegError(label, f"is the {role} {name}; choose another {option} path")
+    if other.contains(out):
+        raise VolsegError(label, f"lies inside the {role} {name}; choose a path outside it")
+    if out.contains(other):
+        raise VolsegError(label, f"contains the {role} {name}; choose another {option} path")
+    root = store_root(other) if role == "input" else other
+    if root.contains(out) or root == out:
+        raise VolsegError(label, f"lies inside the Zarr store {root} that holds the input {name}; "
+                          "choose a path outside it")
+
+
 def guard_output(output: str | os.PathLike | None, *, inputs: Iterable = (), kind: str,
                  overwrite: bool = False, option: str = "-o", outputs: Iterable = ()) -> Path | str | None:
     """Check that ``output`` may be written (and, with ``overwrite``, replaced) before creating it.
@@ -130,11 +151,14 @@ def guard_output(output: str | os.PathLike | None, *, inputs: Iterable = (), kin
     output : path, "-" or None
         The output; None (an unset optional ``--json``) and ``-`` (stdout, json only) pass.
     inputs : iterable of paths
-        Every input of the command, the run directory included (None entries are skipped;
-        URLs are compared as text).
-    kind : {"volume", "patches", "run", "demo", "json", "png"}
+        Every input of the command, the run directory included (None entries are skipped).
+        Paths and URLs are compared by :func:`volseg.io.identity.identity` (a ``file://`` URL
+        is its local path; ``s3://b//k/`` is ``s3://b/k``), and an input's whole Zarr store
+        (:func:`volseg.io.identity.store_root`) is off limits too.
+    kind : {"volume", "patches", "run", "demo", "json", "png", "file"}
         What the command writes: an OME-Zarr volume, a patch store, a run directory, the demo
-        folder, a JSON or a PNG file.
+        folder, a JSON or a PNG file, or another single file (an exported model) whose caller
+        checks an existing one's mark.
     overwrite : bool
         ``--overwrite`` was given.
     option : str
@@ -144,8 +168,9 @@ def guard_output(output: str | os.PathLike | None, *, inputs: Iterable = (), kin
 
     Returns
     -------
-    pathlib.Path, "-" or None
-        ``output`` as a path (not resolved), or the pass-through value.
+    pathlib.Path, str, "-" or None
+        ``output`` as a local path (not resolved; a ``file://`` URL as the path it names), a
+        URL as given, or the pass-through value. Callers write to what it returns.
 
     Raises
     ------
@@ -162,27 +187,23 @@ def guard_output(output: str | os.PathLike | None, *, inputs: Iterable = (), kin
         raise VolsegError(option, "is empty; give a path for the output (an unset shell variable?)")
     if text == "-" and kind == "json":
         return "-"
-    if _is_url(text):
-        for inp in [*input_paths(inputs), *input_paths(outputs)]:
-            if os.fspath(inp).rstrip("/") == text.rstrip("/"):
-                raise VolsegError(label, f"is the input or output {os.fspath(inp)}; choose another path")
+    text = local_path(text)
+    out = identity(text)
+    if not out.scheme:
+        real = Path(str(out))
+        cwd = _real(os.getcwd())
+        if real == cwd or real in cwd.parents:
+            what = "is the working directory" if real == cwd else "contains the working directory"
+            raise VolsegError(label, f"{what}; choose a new name such as out.zarr")
+    for inp, role in [(i, "input") for i in input_paths(inputs)] + [(o, "output") for o in input_paths(outputs)]:
+        if os.fspath(inp).strip():
+            _check_apart(out, os.fspath(inp), role, label, option)
+    if out.scheme:
         return text
-    real = _real(text)
-    cwd = _real(os.getcwd())
-    if real == cwd or real in cwd.parents:
-        what = "is the working directory" if real == cwd else "contains the working directory"
-        raise VolsegError(label, f"{what}; choose a new name such as out.zarr")
-    inputs, outputs = list(input_paths(inputs)), list(input_paths(outputs))
-    for inp, role in [(i, "input") for i in inputs] + [(o, "output") for o in outputs]:
-        if not os.fspath(inp).strip() or _is_url(os.fspath(inp)):
-            continue
-        name, r = os.fspath(inp), _real(os.fspath(inp))
-        if real == r:
-            raise VolsegError(label, f"is the {role} {name}; choose another {option} path")
-        if r in real.parents:
-            raise VolsegError(label, f"lies inside the {role} {name}; choose a path outside it")
-        if real in r.parents:
-            raise VolsegError(label, f"contains the {role} {name}; choose another {option} path")
+    store = enclosing_store(real)
+    if store is not None:
+        raise VolsegError(label, f"lies inside the Zarr store {store}; volseg writes no file or folder into "
+                          "a store it is not making: choose a path outside it")
     parent = real.parent
     while not parent.exists():
         parent = parent.parent
@@ -194,6 +215,11 @@ def guard_output(output: str | os.PathLike | None, *, inputs: Iterable = (), kin
     if kind in ("json", "png"):
         if exists:
             _check_file(real, kind, label)
+        return Path(text)
+    if kind == "file":  # the caller checks an existing file's mark (volseg export)
+        if exists and not real.is_file():
+            raise VolsegError(label, "exists and is not a regular file (a folder or a device); give a file "
+                              "name such as model.onnx")
         return Path(text)
     if not exists:
         return Path(text)
@@ -220,7 +246,7 @@ def write_file(dest: str | os.PathLike, data: bytes) -> None:
     target is written (the link stays). A regular file: written to a temporary sibling and
     renamed over it, so it is never half-written.
     """
-    text = os.fspath(dest)
+    text = local_path(os.fspath(dest))
     if text == "-":
         sys.stdout.write(data.decode())
         sys.stdout.flush()
@@ -301,7 +327,7 @@ def input_stamp(path: str | os.PathLike) -> dict | None:
     None for a URL or a missing path. Stored in resume fingerprints so an output computed from
     an earlier version of the input is not silently resumed.
     """
-    text = os.fspath(path)
+    text = local_path(os.fspath(path))
     if _is_url(text) or not os.path.exists(text):
         return None
     st = os.stat(text)

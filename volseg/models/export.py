@@ -84,16 +84,34 @@ def export_metadata(payload: dict[str, Any], source: Path, fmt: str) -> dict[str
             "opset": OPSET if fmt == "onnx" else None}
 
 
-def _check_output(output: Path, run: Path, overwrite: bool) -> None:
+def _check_output(output: str | os.PathLike, run: Path, fmt: str | None, overwrite: bool) -> Path:
+    """The checked output file (a ``file://`` URL as its local path): not empty, not the
+    working directory, not in the run, its suffix the format's, and an existing file replaced
+    only when it carries volseg's export mark and ``overwrite`` is given."""
+    from volseg.io.outputs import guard_output
+    from volseg.models.exported import export_mark
+
+    from volseg.io.identity import local_path
+
+    text = local_path(os.fspath(output))
     run_dir = run if run.is_dir() else run.parent
-    resolved = output.resolve()
-    if resolved == run.resolve() or run_dir.resolve() in resolved.parents:
-        raise VolsegError(output, f"lies inside the run {run_dir} being exported; write it next "
-                                  "to the run (e.g. -o model.onnx)")
+    resolved = Path(text).resolve()
+    if text.strip() and (resolved == run.resolve() or run_dir.resolve() in resolved.parents):
+        raise VolsegError(text, f"lies inside the run {run_dir} being exported; write it next "
+                                "to the run (e.g. -o model.onnx)")
+    output = Path(guard_output(text, inputs=[run], kind="file", overwrite=overwrite))
+    name = parse_format(output, fmt)
+    if output.suffix.lower() != FORMATS[name]:
+        raise VolsegError(output, f"a {name} model must be named *{FORMATS[name]} (volseg predict tells "
+                                  f"the format by the suffix); use -o {output.with_suffix(FORMATS[name]).name}")
     if output.is_dir():
         raise VolsegError(output, "is a directory; give a file name such as model.onnx")
-    if output.exists() and not overwrite:
+    if os.path.lexists(output) and export_mark(resolved) is None:
+        raise VolsegError(output, "exists and is not a model volseg exported (it has no volseg metadata); "
+                                  "volseg will not replace it, --overwrite included: choose another -o")
+    if os.path.lexists(output) and not overwrite:
         raise VolsegError(output, "exists; pass --overwrite to replace it")
+    return resolved
 
 
 @contextlib.contextmanager
@@ -138,7 +156,7 @@ def _write_onnx(model, example, meta, tmp: Path) -> None:
         import onnx
         import onnxscript  # noqa: F401  (the torch.export-based ONNX exporter needs it)
     except ImportError:
-        raise VolsegError(tmp.with_name(tmp.name.split(".tmp-")[0]),
+        raise VolsegError(tmp.with_name(tmp.name.split(".tmp-")[0] + tmp.suffix),
                           "writing ONNX needs onnx and onnxscript: pip install 'volseg[onnx]'") from None
     program = _exported_program(model, example, meta["depth"])
     onnx_program = torch.onnx.export(program, (example,), input_names=["x"],
@@ -173,12 +191,15 @@ def export_model(run: str | os.PathLike, output: str | os.PathLike, *, fmt: str 
     run : path
         Run directory or a run checkpoint (``model.pt``, ``best.pt``).
     output : path
-        The file to write (``.onnx``, ``.pt2``, ``.ts``); written to a temporary sibling and
-        renamed, so an existing file is never half-replaced.
+        The file to write (``.onnx``, ``.pt2``, ``.ts``; a ``file://`` URL is its local path;
+        a symlink is written through to its target). Written to a temporary sibling, loaded
+        back and checked, and only then renamed over the target, so an existing file is never
+        half-replaced nor replaced by a broken one.
     fmt : {"onnx", "pt2", "torchscript"}, optional
         ``--format``; default: from the suffix of ``output``.
     overwrite : bool
-        Replace an existing ``output``.
+        Replace an existing ``output``: only a file ``volseg export`` wrote (its ``volseg``
+        metadata, :func:`volseg.models.exported.export_mark`); any other file is refused.
     check : bool
         Load the written file back and compare it with the torch model on an input of another
         shape than the export example (``max_abs_diff`` in the result).
@@ -190,39 +211,41 @@ def export_model(run: str | os.PathLike, output: str | os.PathLike, *, fmt: str 
     """
     import time
 
+    from volseg.io.identity import local_path
     from volseg.models import load_model, load_run, model_file
 
     t0 = time.perf_counter()
-    output = Path(output)
-    name = parse_format(output, fmt)
+    run = Path(local_path(os.fspath(run)))
     source = model_file(run)
+    target = _check_output(output, run, fmt, overwrite)
+    name = parse_format(target, fmt)
     payload = load_run(source)
     kind = str(payload["model_config"].get("type", "unet")).lower()
     if kind != "unet":
         raise VolsegError(run, "is a diffusion run; export supports UNet runs only (diffusion "
                                "sampling is a loop of denoiser calls with blending at every step: "
                                "run it with `volseg predict RUN`)")
-    _check_output(output, Path(run), overwrite)
     meta = export_metadata(payload, source, name)
     model = load_model(source, device="cpu")
     example = _example(meta, (2, 3, 4), batch=2)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f"{output.name}.tmp-{os.getpid()}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{target.stem}.tmp-{os.getpid()}{target.suffix}")
+    result = {"output": str(Path(local_path(os.fspath(output)))), "format": name, "metadata": meta,
+              "max_abs_diff": None}
     try:
         with _quiet_exporters():
             _WRITERS[name](model, example, meta, tmp)
-        os.replace(tmp, output)
+        result["bytes"] = tmp.stat().st_size
+        if check:  # the new file is loaded back and compared before it replaces anything
+            from volseg.models.exported import load_exported
+
+            probe = _example(meta, (3, 2, 5), batch=1)
+            with torch.no_grad():
+                expected = model(probe)
+                got = load_exported(tmp)(probe)
+            result["max_abs_diff"] = float((got - expected).abs().max())
+        os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
-    result = {"output": str(output), "format": name, "bytes": output.stat().st_size,
-              "metadata": meta, "max_abs_diff": None}
-    if check:
-        from volseg.models.exported import load_exported
-
-        probe = _example(meta, (3, 2, 5), batch=1)
-        with torch.no_grad():
-            expected = model(probe)
-            got = load_exported(output)(probe)
-        result["max_abs_diff"] = float((got - expected).abs().max())
     result["seconds"] = round(time.perf_counter() - t0, 3)
     return result

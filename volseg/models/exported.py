@@ -33,6 +33,34 @@ def is_exported(path: str | os.PathLike) -> bool:
     return path.suffix.lower() in SUFFIXES and not path.is_dir()
 
 
+def export_mark(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The ``volseg`` document of an existing file if ``volseg export`` wrote it, else None.
+
+    Read without loading the model: the ``extra/volseg.json`` member of a .pt2/TorchScript
+    archive, or the ONNX ``metadata_props`` (through ``onnx``, without external data). Any file
+    that is neither (notes, another tool's model) has no mark.
+    """
+    import zipfile
+
+    text = None
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                name = next((n for n in archive.namelist() if n.endswith(f"/extra/{META_FILE}")), None)
+                text = archive.read(name) if name else None
+        else:
+            import onnx
+
+            proto = onnx.load(os.fspath(path), load_external_data=False)
+            text = next((p.value for p in proto.metadata_props if p.key == META_KEY), None)
+    except Exception:  # not an archive or ONNX protobuf, or onnx is not installed: no mark
+        return None
+    try:
+        return _check_meta(Path(path), text)
+    except VolsegError:
+        return None
+
+
 def _require_onnxruntime(path: Path):
     try:
         import onnxruntime
