@@ -1,5 +1,26 @@
 """Assertions shared by the CLI tests (imported as a sibling module, like ``remote_servers``)."""
 
+import hashlib
+import os
+from pathlib import Path
+
+
+def tree(root: Path) -> dict:
+    """Every path under ``root`` -> a hash of its bytes (files), its target (links) or 'dir'."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            rel = str(p.relative_to(root))
+            if p.is_symlink():
+                out[rel] = "link:" + os.readlink(p)
+            elif p.is_dir():
+                out[rel] = "dir"
+            else:
+                out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
 
 def one_error_line(result, *needles):
     """A CliRunner result exited 2 with exactly one ``error:`` line holding every needle, no traceback."""

@@ -13,7 +13,6 @@ once more in real processes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -26,6 +25,7 @@ import typer
 import zarr
 from typer.testing import CliRunner
 
+from cli_checks import tree
 from volseg.cli import app
 
 VOLSEG = str(Path(sys.executable).with_name("volseg"))
@@ -70,22 +70,6 @@ def world(tmp_path_factory, make_run):
     (data / "keepdir" / "keep.txt").write_text("precious\n")
     (data / "notes.txt").write_text("notes\n")
     return root
-
-
-def tree(root: Path) -> dict:
-    """Every path under ``root`` -> a hash of its bytes (files), its target (links) or 'dir'."""
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            p = Path(dirpath) / name
-            rel = str(p.relative_to(root))
-            if p.is_symlink():
-                out[rel] = "link:" + os.readlink(p)
-            elif p.is_dir():
-                out[rel] = "dir"
-            else:
-                out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ the whole sandbox (inputs, run dir, sentinels, earlier good outputs) byte-for-by
 with no new path anywhere (see :mod:`volseg.io.outputs`).
 """
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -19,6 +18,7 @@ import torch
 import zarr
 from typer.testing import CliRunner
 
+from cli_checks import tree
 from volseg.cli import app
 from volseg.models import build_model
 
@@ -74,22 +74,6 @@ def shared(base, tmp_path_factory):
     sandbox = tmp_path_factory.mktemp("shared") / "box"
     shutil.copytree(base, sandbox, symlinks=True)
     return sandbox
-
-
-def tree(root: Path) -> dict:
-    """Every path under ``root`` -> a hash of its bytes (files), its target (links) or 'dir'."""
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            p = Path(dirpath) / name
-            rel = str(p.relative_to(root))
-            if p.is_symlink():
-                out[rel] = "link:" + os.readlink(p)
-            elif p.is_dir():
-                out[rel] = "dir"
-            else:
-                out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
-    return out
 
 
 def invoke(*args):

@@ -173,44 +173,19 @@ def write_brain(out, *, cases: int = 1, shape=None, seed: int = 0, chunks=64, ov
     dict
         What :func:`brain_summary` returns for ``out``.
     """
-    import zarr
-
     from volseg.data.synth import _parse_seed
     from volseg.errors import VolsegError
-    from volseg.io import atomic_dir, write_label_image, write_volume
-    from volseg.io.atomic import check_output
-    from volseg.io.locks import remove_stale_temps
-    from volseg.io.outputs import guard_output
+    from volseg.io.locks import claimed_output
     from volseg.io.streaming import parse_chunks
-    from volseg.progress import progress_bar
 
     if isinstance(cases, bool) or not isinstance(cases, (int, np.integer)) or not 1 <= cases <= 999:
         raise VolsegError("--cases", f"must be a whole number from 1 to 999, got {cases!r}")
     shape = _parse_shape(DEFAULT_SHAPE if shape is None else shape)
     seed = _parse_seed(seed)
     chunks = parse_chunks(chunks)
-    guard_output(out, kind="volume", overwrite=overwrite)
-    out = check_output(out, overwrite=overwrite)
-    remove_stale_temps(out, quiet=quiet)
-    names = [case_name(i) for i in range(int(cases))]
-    tumour = []
-    with atomic_dir(out, overwrite=overwrite) as tmp, \
-            progress_bar("synth brain", total=len(names), quiet=quiet) as bar:
-        root = zarr.open_group(str(tmp), mode="w")
-        for i, name in enumerate(names):
-            case = synth_brain(shape, seed=seed, case=i)
-            write_volume(tmp / name, case["t1"], chunks=chunks)
-            write_volume(tmp / name / "target", case["t2"], chunks=chunks)
-            write_volume(tmp / name / "flair", case["flair"], chunks=chunks)
-            write_label_image(tmp / name, "tumour", case["tumour"], chunks=chunks,
-                              colors={1: [255, 0, 0, 255], 2: [0, 255, 0, 255], 3: [255, 255, 0, 255]})
-            tumour.append(float(np.mean(case["tumour"] > 0)))
-            bar.advance(1)
-        root.attrs["volseg"] = {"kind": "synth-brain", "generator": "brain", "shape": list(shape),
-                                "seed": seed, "cases": names, "contrasts": {"t1": ".", "t2": "target",
-                                                                            "flair": "flair"},
-                                "tumour_labels": {str(k): v for k, v in TUMOUR_LABELS.items()},
-                                "tumour_fraction": tumour, "command": "volseg synth brain"}
+    with claimed_output(out, kind="volume", overwrite=overwrite, quiet=quiet) as out:
+        _write_cases(out, shape=shape, seed=seed, cases=int(cases), chunks=chunks, overwrite=overwrite,
+                     quiet=quiet)
     return brain_summary(out)
 
 
@@ -232,3 +207,32 @@ def brain_summary(path) -> dict:
     if info.get("generator") != "brain":
         raise VolsegError(path, "is not a Zarr group written by volseg synth brain")
     return {"output": str(path), **info, "cases": [str(path / name) for name in info["cases"]]}
+
+
+def _write_cases(out, *, shape, seed: int, cases: int, chunks, overwrite: bool, quiet: bool) -> None:
+    """:func:`write_brain`'s body under the output's lock: every case into a temporary sibling,
+    renamed onto ``out`` when all are written."""
+    import zarr
+
+    from volseg.io import atomic_dir, write_label_image, write_volume
+    from volseg.progress import progress_bar
+
+    names = [case_name(i) for i in range(cases)]
+    tumour = []
+    with atomic_dir(out, overwrite=overwrite) as tmp, \
+            progress_bar("synth brain", total=len(names), quiet=quiet) as bar:
+        root = zarr.open_group(str(tmp), mode="w")
+        for i, name in enumerate(names):
+            case = synth_brain(shape, seed=seed, case=i)
+            write_volume(tmp / name, case["t1"], chunks=chunks)
+            write_volume(tmp / name / "target", case["t2"], chunks=chunks)
+            write_volume(tmp / name / "flair", case["flair"], chunks=chunks)
+            write_label_image(tmp / name, "tumour", case["tumour"], chunks=chunks,
+                              colors={1: [255, 0, 0, 255], 2: [0, 255, 0, 255], 3: [255, 255, 0, 255]})
+            tumour.append(float(np.mean(case["tumour"] > 0)))
+            bar.advance(1)
+        root.attrs["volseg"] = {"kind": "synth-brain", "generator": "brain", "shape": list(shape),
+                                "seed": seed, "cases": names, "contrasts": {"t1": ".", "t2": "target",
+                                                                            "flair": "flair"},
+                                "tumour_labels": {str(k): v for k, v in TUMOUR_LABELS.items()},
+                                "tumour_fraction": tumour, "command": "volseg synth brain"}

@@ -166,21 +166,12 @@ def _listed(list_file: Path, value, where: str) -> Path:
 
 
 def source_key(path: str | os.PathLike) -> str:
-    """Where a source lives, so that one volume given twice is recognised however it is written:
-    a local path (``./``, ``..``, ``~``, symlinks) or ``file://`` URL is its resolved real path,
-    another URL its lower-cased scheme and host with the path normalised (``s3://b//k/`` is
-    ``s3://b/k``)."""
-    from urllib.parse import urlsplit
+    """Where a source lives, so that one volume given twice is recognised however it is written
+    (``./``, ``..``, ``~``, symlinks, ``file://``, ``s3://b//k/``, default ports): the text of its
+    :func:`volseg.io.identity.identity`, the same identity the output guards compare."""
+    from volseg.io.identity import identity
 
-    text = os.fspath(path)
-    if text[:7].lower() == "file://":
-        text = text[7:]
-        text = text[len("localhost"):] if text.lower().startswith("localhost/") else text
-    if "://" not in text:
-        return os.path.realpath(os.path.abspath(os.path.expanduser(text)))
-    url = urlsplit(text)
-    parts = [p for p in url.path.split("/") if p not in ("", ".")]
-    return f"{url.scheme.lower()}://{url.netloc.lower()}/" + "/".join(parts)
+    return str(identity(path))
 
 
 def gather_pairs(*, images=None, labels=None, list_file=None) -> list[Pair]:

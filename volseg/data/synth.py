@@ -321,9 +321,7 @@ def write_synth(kind: str, out, *, shape=None, seed: int = 0, chunks=64, overwri
     import zarr
 
     from volseg.io import atomic_dir, write_label_image, write_volume
-    from volseg.io.atomic import check_output
-    from volseg.io.locks import output_lock, remove_stale_temps
-    from volseg.io.outputs import guard_output
+    from volseg.io.locks import claimed_output
     from volseg.io.streaming import parse_chunks
     from volseg.progress import progress_bar
 
@@ -331,11 +329,7 @@ def write_synth(kind: str, out, *, shape=None, seed: int = 0, chunks=64, overwri
     shape = _parse_shape(DEFAULT_SHAPES[kind] if shape is None else shape)
     seed = _parse_seed(seed)
     chunks = parse_chunks(chunks)
-    guard_output(out, kind="volume", overwrite=overwrite)
-    with output_lock(out):  # one writer; a second run started together is refused, not raced
-        guard_output(out, kind="volume", overwrite=overwrite)  # again: another run may have finished it
-        out = check_output(out, overwrite=overwrite)
-        remove_stale_temps(out, quiet=quiet)
+    with claimed_output(out, kind="volume", overwrite=overwrite, quiet=quiet) as out:
         with progress_bar(f"synth {kind}", total=1, quiet=quiet) as bar:
             first, second = (synth_scroll if kind == "scroll" else synth_scan)(shape, seed=seed)
             bar.advance(1)

@@ -135,6 +135,24 @@ def folder_alone(*folders: str | os.PathLike) -> Iterator[None]:
             os.close(fd)
 
 
+@contextlib.contextmanager
+def claimed_output(output: str | os.PathLike, *, inputs=(), kind: str = "volume", overwrite: bool = False,
+                   quiet: bool = False) -> Iterator[Path]:
+    """Take ``output`` for one writer: guard it, hold its lock for the ``with`` block, and check it
+    again under the lock (another run may have finished it meanwhile: then ``--overwrite`` is
+    needed); stale temporaries of killed runs are removed. Yields the local output path
+    (``file://`` URLs become paths)."""
+    from volseg.io.atomic import check_output
+    from volseg.io.outputs import guard_output
+
+    output = guard_output(output, inputs=inputs, kind=kind, overwrite=overwrite)
+    with output_lock(output):  # one writer; a second run started together is refused, not raced
+        guard_output(output, inputs=inputs, kind=kind, overwrite=overwrite)
+        output = check_output(output, overwrite=overwrite)
+        remove_stale_temps(output, quiet=quiet)
+        yield Path(output)
+
+
 def pid_alive(pid: int) -> bool:
     """True when a process with ``pid`` exists on this machine."""
     if pid <= 0:

@@ -56,11 +56,11 @@ def prepare(input, output, *, chunks=128, levels=1, dtype="keep", channel: int |
     from volseg.io.streaming import block_budget, block_shape, parse_chunks, parse_dtype, parse_levels, same_path
     from volseg.parallel import parse_scheduler
 
-    from volseg.io.locks import output_lock, remove_stale_temps
+    from volseg.io.locks import claimed_output
     from volseg.io.outputs import guard_output
     from volseg.io.remote import is_url
 
-    guard_output(output, inputs=[input], kind="volume", overwrite=overwrite)
+    output = guard_output(output, inputs=[input], kind="volume", overwrite=overwrite)
     input, output = (input if is_url(input) else Path(input)), Path(output)
     if not is_url(input) and input.exists() and same_path(input, output):
         raise VolsegError(output, f"overlaps the input {input}; choose another output name")
@@ -71,11 +71,7 @@ def prepare(input, output, *, chunks=128, levels=1, dtype="keep", channel: int |
     data, meta = _open(input, channel, chunks=lambda shape, dt: block_shape(chunks, shape, dt.itemsize, budget))
     target = parse_dtype(dtype, meta.dtype)  # the input is checked (lazily opened) before anything is made
     start = time.perf_counter()
-    with output_lock(output):  # one writer; a second run started together is refused, not raced
-        # again under the lock: an output another run finished meanwhile needs --overwrite
-        guard_output(output, inputs=[input], kind="volume", overwrite=overwrite)
-        check_output(output, overwrite=overwrite)
-        remove_stale_temps(output, quiet=quiet)
+    with claimed_output(output, inputs=[input], kind="volume", overwrite=overwrite, quiet=quiet) as output:
         write_image(output, data, chunks=chunks, levels=levels, spacing=meta.spacing, unit=meta.unit,
                     dtype=target, overwrite=overwrite, scheduler=scheduler, workers=workers, quiet=quiet,
                     name=_name(input), description=f"prepare {_name(input)}",

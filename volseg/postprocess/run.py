@@ -241,7 +241,7 @@ def postprocess(pred: str | os.PathLike, output: str | os.PathLike, *, threshold
     part = parse_part(part) if isinstance(part, (str, type(None))) else part
     scheduler, workers = parse_scheduler(scheduler), parse_workers(workers)
     chunks = parse_chunks(chunks)
-    guard_output(output, inputs=[pred], kind="volume", overwrite=overwrite)
+    output = guard_output(output, inputs=[pred], kind="volume", overwrite=overwrite)
     check_complete(pred)
     meta = read_meta(pred)
     opts = Options.parse(meta.dtype, threshold=threshold, hysteresis=hysteresis, smooth=smooth,

@@ -183,7 +183,7 @@ def train(source: str | os.PathLike | None, run_dir: str | os.PathLike, *,
     from volseg.io.outputs import guard_output, guard_reader, input_paths
 
     sources = list(input_paths([source]))
-    guard_output(run_dir, inputs=[*sources, config_path], kind="run", overwrite=overwrite)
+    run_dir = guard_output(run_dir, inputs=[*sources, config_path], kind="run", overwrite=overwrite)
     guard_reader(sources)  # an unfinished patch store (one --part of several) is refused
     run_dir = rd.check_run_dir(run_dir, resume=resume, overwrite=overwrite)
     main_rank = os.environ.get("RANK", "0").strip() in ("", "0")  # torchrun: rank 0 holds the lock
