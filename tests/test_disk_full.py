@@ -55,3 +55,22 @@ def test_prepare_onto_a_full_tmpfs_names_it_and_its_free_space(tmp_path, full_di
     assert line.count("\n") == 0 and line.startswith(f"error: {full_disk / 'p.zarr'}"), line
     free = int(line.split("disk is full (")[1].split(" bytes")[0].replace(",", ""))
     assert free <= 3 * 2**20, line
+
+
+def test_predict_stitch_onto_a_full_tmpfs_prints_one_line(tmp_path, full_disk):
+    import torch
+
+    from volseg.models import build_model
+
+    torch.manual_seed(0)
+    cfg = {"type": "unet", "in_channels": 1, "out_ch": 1, "ch": 4, "depth": 2}
+    (tmp_path / "run").mkdir()
+    torch.save({"format": "volseg-run", "version": 1, "model_config": cfg,
+                "state_dict": build_model(cfg).state_dict()}, tmp_path / "run" / "model.pt")
+    np.save(tmp_path / "v.npy", np.random.default_rng(0).random((160, 160, 160)).astype(np.float32))
+    proc = subprocess.run([VOLSEG, "predict", str(tmp_path / "run"), str(tmp_path / "v.npy"), "-o",
+                           str(full_disk / "p.zarr"), "--stitch", "--patch", "32", "--chunks", "32",
+                           "--device", "cpu", "--quiet"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {full_disk}") and "disk is full" in lines[0], lines

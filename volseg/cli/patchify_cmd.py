@@ -73,6 +73,10 @@ def patchify_cmd(
                      outputs=[output, json])
         from volseg.io.completion import check_complete
 
+        if images is None and list_file is None:  # -o before any input is opened (URLs are read)
+            from volseg.io.outputs import guard_output
+
+            guard_output(output, inputs=[volume, labels], kind="patches", overwrite=overwrite)
         check_complete(volume, labels)  # the stores themselves, also when --level picks an array
         if images is not None or list_file is not None:
             from volseg.data.patchify_many import patchify_many_cli

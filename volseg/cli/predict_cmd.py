@@ -113,9 +113,11 @@ def predict_command(
         if postprocess is not None and (not stitch or part is not None):
             raise VolsegError("--postprocess", "needs the whole stitched volume: add --stitch and drop --part "
                               "(or run `volseg postprocess` once every part is done)")
-        if postprocess is not None:
-            from volseg.io.outputs import guard_output
+        from volseg.io.outputs import guard_output
 
+        if stitch:  # -o before any input is opened (an unfinished-input check may read a URL)
+            guard_output(output, inputs=[run, volume], kind="volume", overwrite=overwrite)
+        if postprocess is not None:
             guard_output(postprocess, inputs=[run, volume, output], kind="volume", overwrite=overwrite,
                          option="--postprocess")
         remote_setup(storage_options, cache, cache_size, inputs=[run, volume],
