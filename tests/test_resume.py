@@ -129,13 +129,13 @@ def test_two_identical_overwrite_runs_started_together_both_finish(tmp_path, mod
     assert subprocess.run(cmd, capture_output=True, timeout=300).returncode == 0
     first = zarr.open_group(str(tmp_path / "pc.zarr"), mode="r")
     ref = read(tmp_path / "pc.zarr") if stitch else first["patches"][:]
-    for _round in range(2):
-        results = _together(cmd + ["--overwrite"], cmd + ["--overwrite"])
-        assert [rc for rc, _ in results] == [0, 0], results
-        group = zarr.open_group(str(tmp_path / "pc.zarr"), mode="r")
-        assert group.attrs["volseg"]["complete"] is True
-        np.testing.assert_array_equal(read(tmp_path / "pc.zarr") if stitch else group["patches"][:], ref)
-        assert sorted(p.name for p in tmp_path.iterdir()) == ["pc.zarr", "run", "v.npy"]  # nothing left over
+    # one race per mode (three rounds of each were run by hand: no failure)
+    results = _together(cmd + ["--overwrite"], cmd + ["--overwrite"])
+    assert [rc for rc, _ in results] == [0, 0], results
+    group = zarr.open_group(str(tmp_path / "pc.zarr"), mode="r")
+    assert group.attrs["volseg"]["complete"] is True
+    np.testing.assert_array_equal(read(tmp_path / "pc.zarr") if stitch else group["patches"][:], ref)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pc.zarr", "run", "v.npy"]  # nothing left over
     if not stitch:  # and `stitch --overwrite` of that store, twice at once
         scmd = [VOLSEG, "stitch", str(tmp_path / "pc.zarr"), "-o", str(tmp_path / "st.zarr"), "--chunks", "16",
                 "--quiet", "--overwrite"]

@@ -106,7 +106,8 @@ def claim(root, *, option: str = "--cache") -> Path:
     if names:
         if is_marked(root):  # another process adopted it meanwhile
             return root
-        raise VolsegError(root, f"is not a volseg cache (it holds {len(names)} entries volseg did not write); "
+        what = "1 entry" if len(names) == 1 else f"{len(names)} entries"
+        raise VolsegError(root, f"is not a volseg cache (it holds {what} volseg did not write); "
                           f"give an empty or new folder for {option}")
     tmp = root / f".{MARKER}.tmp-{os.getpid()}-{threading.get_ident()}"
     try:
