@@ -209,6 +209,7 @@ def test_a_failed_rerun_keeps_the_ranges_it_can_resume(tif, tmp_path):
     work = tmp_path / "p.zarr.partial"
     patchify(path, out=work, patch=8, stride=6, part=(0, 2))  # a killed run's first half
     done = sorted(p.name for p in (tmp_path / "p.zarr.partial.done").iterdir())
-    with pytest.raises(VolsegError):
+    with pytest.raises(VolsegError), pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VOLSEG_CONNECT_TIMEOUT", "2s")  # an unreachable cluster, found out quickly
         patchify(path, out=tmp_path / "p.zarr", patch=8, stride=6, scheduler="tcp://127.0.0.1:1")
     assert work.is_dir() and sorted(p.name for p in (tmp_path / "p.zarr.partial.done").iterdir()) == done

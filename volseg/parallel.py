@@ -169,7 +169,7 @@ def dask_client(scheduler: str = "threads", workers: int | None = None) -> Itera
         client = Client(cluster)
     else:
         try:
-            client = Client(scheduler, timeout="20s")
+            client = Client(scheduler, timeout=os.environ.get("VOLSEG_CONNECT_TIMEOUT") or "20s")
         except OSError as exc:
             raise VolsegError("--scheduler", f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
     try:
