@@ -330,20 +330,20 @@ def predict(run, volume, output, *, patch=None, overlap: float = 0.5, batch_size
     from volseg.io.outputs import guard_output
 
     output = local_path(output)  # file://: the local path, with every local guard and rename
-    from volseg.inference.whole import predict_whole, whole_shape
-
-    shape = whole_shape(run) if whole else None
-    if shape is not None:
-        return predict_whole(run, volume, output, shape, patch=patch, part=part, threshold=threshold,
-                             channel=channel, chunks=chunks, overwrite=overwrite, batch_size=batch_size,
-                             tta=tta, amp=amp, device=device, dtype=dtype, sampling_steps=sampling_steps,
-                             eta=eta, seed=seed, samples=samples, scheduler=scheduler, workers=workers,
-                             quiet=quiet, nan_value=nan_value)
     if stitch:  # refuse a bad -o before loading anything (the kind is checked again below)
         guard_output(output, inputs=[run, volume], kind="volume", overwrite=overwrite)
     from volseg.io.completion import check_complete
 
     check_complete(volume)  # an unfinished output (killed, one --part) is no input: its gaps read as 0
+    from volseg.inference.whole import predict_whole, whole_shape
+
+    shape = whole_shape(run) if whole else None
+    if shape is not None:
+        return predict_whole(run, volume, output, shape, predict_once=predict, patch=patch, part=part,
+                             threshold=threshold, channel=channel, chunks=chunks, overwrite=overwrite, batch_size=batch_size,
+                             tta=tta, amp=amp, device=device, dtype=dtype, sampling_steps=sampling_steps,
+                             eta=eta, seed=seed, samples=samples, scheduler=scheduler, workers=workers,
+                             quiet=quiet, nan_value=nan_value)
     setup = prepare(run, volume, patch=patch, overlap=overlap, batch_size=batch_size, tta=tta, amp=amp,
                     device=device, blend=blend, sigma_scale=sigma_scale, skip_value=skip_value,
                     chunks=chunks, pad=pad, workers=workers, tile=tile, nan_value=nan_value)

@@ -43,7 +43,7 @@ def _integer_cast(values: np.ndarray, dtype) -> np.ndarray:
     return values.astype(dtype)
 
 
-def predict_whole(run, volume, output, shape, *, patch=None, part=None, threshold=None, channel=None,
+def predict_whole(run, volume, output, shape, *, predict_once, patch=None, part=None, threshold=None, channel=None,
                   chunks=128, overwrite: bool = False, **options) -> dict:
     """Resize ``volume`` to ``shape``, predict it in one pass, resize the output back.
 
@@ -53,6 +53,8 @@ def predict_whole(run, volume, output, shape, *, patch=None, part=None, threshol
         As :func:`volseg.inference.predict.predict`.
     shape : (D, H, W)
         The run's training shape (:func:`whole_shape`).
+    predict_once : callable
+        :func:`volseg.inference.predict.predict` (passed in by it: this module sits below it).
     patch, part, threshold, channel
         Refused: the patch is the whole resized volume, it is one task, and the output is an image.
     chunks : int or (z, y, x)
@@ -71,7 +73,6 @@ def predict_whole(run, volume, output, shape, *, patch=None, part=None, threshol
     import zarr
 
     from volseg.data.resize import resize_3d
-    from volseg.inference.predict import predict
     from volseg.io import atomic_dir, open_volume, read_meta, write_volume
     from volseg.io.completion import check_complete
     from volseg.io.outputs import guard_output
@@ -105,7 +106,7 @@ def predict_whole(run, volume, output, shape, *, patch=None, part=None, threshol
         for name, path in zip(names, conditions):
             write_volume(small / name, resize_3d(np.asarray(open_volume(path)[...]), shape, order=1),
                          chunks=shape)
-        result = predict(run, str(small), str(work / "output.zarr"), patch=shape, overlap=0.0, stitch=True,
+        result = predict_once(run, str(small), str(work / "output.zarr"), patch=shape, overlap=0.0, stitch=True,
                          chunks=shape, tile=None, whole=False, **options)
         produced = zarr.open_group(str(work / "output.zarr"), mode="r")
         images = [""] + [k for k in ("uncertainty",) if k in produced]

@@ -304,8 +304,8 @@ def resolve(*, model_type: str | None = None, config_path: str | os.PathLike | N
             cfg[section] = {**values, **cfg[section]}
     cfg = merge(cfg, file_cfg, model_type=kind, where=where_file)
     file_data = file_cfg.get("data") if isinstance(file_cfg.get("data"), dict) else {}
-    if "patch" in file_data and file_data["patch"] is None:  # the seed's whole resized volumes
-        cfg["data"]["whole"] = True
+    if "patch" in file_data and file_data["patch"] is None and file_data.get("image_size") is not None:
+        cfg["data"]["whole"] = True  # the seed's whole resized volumes; a bare `patch: null` is the default
     ov = overrides or {}
     if ov.get("training.n_iters") is not None and ov.get("training.n_epochs") is not None:
         raise VolsegError("--steps", "give either --steps or --epochs, not both")
