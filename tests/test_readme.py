@@ -119,7 +119,7 @@ def test_readme_diffusion_journey(tmp_path):
     assert "psnr" in out.lower()
 
 
-@pytest.mark.slow  # about a minute on 2 cores, as written (tiny cases, 30 steps)
+@pytest.mark.slow  # about 35 s on 2 idle cores, as written (tiny cases, 30 steps)
 def test_readme_brain_journey_as_written(tmp_path):
     import volseg
 
