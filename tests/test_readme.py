@@ -82,7 +82,7 @@ def _link_repo_files(cwd: Path) -> None:
 
 def test_readme_has_the_tested_blocks():
     assert len(readme_blocks("journey")) == 2
-    assert readme_blocks("diffusion") and readme_blocks("cluster")
+    assert readme_blocks("diffusion") and readme_blocks("cluster") and readme_blocks("brain")
     text = README.read_text()
     assert "make demo" in text and "make test" in text
 
@@ -119,12 +119,23 @@ def test_readme_diffusion_journey(tmp_path):
     assert "psnr" in out.lower()
 
 
+@pytest.mark.slow  # about 35 s on 2 idle cores, as written (tiny cases, 30 steps)
+def test_readme_brain_journey_as_written(tmp_path):
+    import volseg
+
+    for block in readme_blocks("brain"):
+        out = run_script(block, tmp_path, fast=False, timeout=300)
+    for name in ("t2.zarr", "t2.zarr/uncertainty"):
+        assert volseg.open_volume(tmp_path / name).shape == (24, 24, 24)
+    assert "psnr" in out.lower() and "ssim" in out.lower()
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
 def test_readme_as_written(tmp_path):
     _journey(tmp_path, fast=False)
     _link_repo_files(tmp_path)
-    for block in readme_blocks("diffusion") + readme_blocks("cluster"):
+    for block in readme_blocks("diffusion") + readme_blocks("cluster") + readme_blocks("brain"):
         run_script(block, tmp_path, fast=False, timeout=3600)
 
 

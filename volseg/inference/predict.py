@@ -267,7 +267,7 @@ def predict(run, volume, output, *, patch=None, overlap: float = 0.5, batch_size
             sampling_steps: int | None = None, eta: float = 0.0, seed: int = 0, samples: int = 1,
             scheduler: str = "threads", workers: int | None = None, part=None,
             tile=DEFAULT_TILE, overwrite: bool = False, quiet: bool = False,
-            nan_value: float | None = None) -> dict:
+            nan_value: float | None = None, whole: bool = True) -> dict:
     """Predict a whole volume patch by patch (see the module docstring).
 
     Parameters
@@ -306,6 +306,10 @@ def predict(run, volume, output, *, patch=None, overlap: float = 0.5, batch_size
     nan_value : float, optional
         Read NaN/Inf input voxels as this value (warned once with the count); default None
         refuses a float input holding any (:mod:`volseg.io.finite`).
+    whole : bool
+        A run trained on whole resized volumes (``data.patch: null``) resizes the input to its
+        training shape, runs once and resizes the output back (:mod:`volseg.inference.whole`);
+        False predicts such a run patch-wise at the input's own size.
 
     Returns
     -------
@@ -331,6 +335,15 @@ def predict(run, volume, output, *, patch=None, overlap: float = 0.5, batch_size
     from volseg.io.completion import check_complete
 
     check_complete(volume)  # an unfinished output (killed, one --part) is no input: its gaps read as 0
+    from volseg.inference.whole import predict_whole, whole_shape
+
+    shape = whole_shape(run) if whole else None
+    if shape is not None:
+        return predict_whole(run, volume, output, shape, predict_once=predict, patch=patch, part=part,
+                             threshold=threshold, channel=channel, chunks=chunks, overwrite=overwrite, batch_size=batch_size,
+                             tta=tta, amp=amp, device=device, dtype=dtype, sampling_steps=sampling_steps,
+                             eta=eta, seed=seed, samples=samples, scheduler=scheduler, workers=workers,
+                             quiet=quiet, nan_value=nan_value)
     setup = prepare(run, volume, patch=patch, overlap=overlap, batch_size=batch_size, tta=tta, amp=amp,
                     device=device, blend=blend, sigma_scale=sigma_scale, skip_value=skip_value,
                     chunks=chunks, pad=pad, workers=workers, tile=tile, nan_value=nan_value)

@@ -30,6 +30,7 @@ _COMMON = {
         "patch": ("intlist?", None), "channels": ("int", 1), "val_fraction": ("float", 0.1),
         "samples_per_epoch": ("int", 256), "foreground_fraction": ("float", 0.5),
         "workers": ("int", 0), "weights": ("str", "size"), "condition": ("strlist?", None),
+        "whole": ("bool", False),
     },
     "training": {
         "batch_size": ("int", 2), "global_batch_size": ("int?", None), "n_iters": ("int?", None), "n_epochs": ("int?", None),
@@ -302,6 +303,9 @@ def resolve(*, model_type: str | None = None, config_path: str | os.PathLike | N
         if isinstance(values, dict) and isinstance(cfg.get(section), dict):
             cfg[section] = {**values, **cfg[section]}
     cfg = merge(cfg, file_cfg, model_type=kind, where=where_file)
+    file_data = file_cfg.get("data") if isinstance(file_cfg.get("data"), dict) else {}
+    if "patch" in file_data and file_data["patch"] is None and file_data.get("image_size") is not None:
+        cfg["data"]["whole"] = True  # the seed's whole resized volumes; a bare `patch: null` is the default
     ov = overrides or {}
     if ov.get("training.n_iters") is not None and ov.get("training.n_epochs") is not None:
         raise VolsegError("--steps", "give either --steps or --epochs, not both")
@@ -330,7 +334,9 @@ def _flag_name(section: str, values: dict) -> str:
 def finalize(cfg: dict[str, Any], *, where: str = "config") -> dict[str, Any]:
     """Cross-key checks and derived values (patch from image_size/depth, in_channels)."""
     data, model, training = cfg["data"], cfg["model"], cfg["training"]
-    if data["patch"] is None and (data["image_size"] is not None or data["depth"] is not None):
+    if data.get("whole"):
+        _finalize_whole(data, where)
+    elif data["patch"] is None and (data["image_size"] is not None or data["depth"] is not None):
         size = data["image_size"] if data["image_size"] is not None else data["depth"]
         data["patch"] = [data["depth"] if data["depth"] is not None else size, size, size]
     if data["patch"] is not None:
@@ -383,6 +389,19 @@ def finalize(cfg: dict[str, Any], *, where: str = "config") -> dict[str, Any]:
 
     check_schedule(cfg["optim"], where=where)
     return cfg
+
+
+def _finalize_whole(data: dict[str, Any], where: str) -> None:
+    """``data.patch: null``: whole cases resized to (data.depth, data.image_size, data.image_size)."""
+    if data["patch"] is not None:
+        raise VolsegError(where, f"'data.patch' is {data['patch']} but whole-volume training "
+                                 "(data.patch: null) was asked for; drop --patch or data.patch: null")
+    if data["image_size"] is None:
+        raise VolsegError(where, "'data.patch' is null (whole volumes resized to data.depth x "
+                                 "data.image_size x data.image_size) but data.image_size is not set; "
+                                 "give e.g. data.image_size: 64 (and data.depth)")
+    if data["depth"] is None:
+        data["depth"] = data["image_size"]
 
 
 def task_of(cfg: dict[str, Any]) -> str:

@@ -241,6 +241,9 @@ def _train(source, run_dir: Path, *, model_type, config_path, overrides, resume,
         distributed.launch_env().world)
     if cfg["data"]["patch"] is not None:
         check_patch(cfg["data"]["patch"], model_depth(cfg["model"]))
+    if cfg["data"].get("whole"):
+        check_patch([cfg["data"]["depth"]] + [cfg["data"]["image_size"]] * 2, model_depth(cfg["model"]),
+                    where="data.image_size")
     if datasets is None:
         datasets = _make_datasets(source, cfg)
     train_ds, val_ds = datasets
@@ -276,6 +279,13 @@ def _make_datasets(source, cfg: dict[str, Any]):
     from volseg.data.mix import make_training_datasets
 
     data = cfg["data"]
+    if data.get("whole"):
+        from volseg.data.whole import make_whole_datasets
+
+        return make_whole_datasets(source, task=task_of(cfg), shape=(data["depth"], data["image_size"],
+                                   data["image_size"]), val_fraction=data["val_fraction"],
+                                   seed=cfg["training"]["seed"], samples_per_epoch=data["samples_per_epoch"],
+                                   condition=data.get("condition"))
     return make_training_datasets(
         source, task=task_of(cfg),
         patch=tuple(data["patch"]) if data["patch"] is not None else None,
