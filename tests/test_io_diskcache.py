@@ -1,7 +1,6 @@
 """The on-disk read cache: sizes, LRU eviction by size, absent objects, several processes; the
 cache owns its folder (marker file) and evicts only its own entries."""
 
-import hashlib
 import json
 import multiprocessing
 import os
@@ -11,6 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from cli_checks import tree
 from volseg.cli import app
 from volseg.errors import VolsegError
 from remote_servers import CountingServer, write_published_store
@@ -80,14 +80,6 @@ def test_bad_remote_options_exit_2(tmp_path, monkeypatch, args, where):
 
 
 # ------------------------------------------------------------------------------ the cache owns its folder
-def _digest(root: Path) -> dict:
-    """sha256 of every file under ``root`` (path -> digest), and the folders."""
-    out = {}
-    for p in sorted(root.rglob("*")):
-        out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
-    return out
-
-
 @pytest.fixture
 def _no_remote_env(monkeypatch):
     for name in ("VOLSEG_STORAGE_OPTIONS", "VOLSEG_CACHE", "VOLSEG_CACHE_SIZE"):
@@ -128,7 +120,7 @@ def _one_error(r, *words):
 def test_a_folder_of_the_users_is_refused_and_left_byte_for_byte(tmp_path, http_scroll, _no_remote_env,
                                                                   monkeypatch):
     mine = _user_folder(tmp_path)
-    before = _digest(mine)
+    before = tree(mine)
     http_scroll.reset()
     url = http_scroll.url + "/scroll.zarr"
     r = CliRunner().invoke(app, ["info", url, "--cache", str(mine), "--cache-size", "1KiB"])
@@ -138,7 +130,7 @@ def test_a_folder_of_the_users_is_refused_and_left_byte_for_byte(tmp_path, http_
     monkeypatch.setenv("VOLSEG_CACHE", str(mine))  # the environment variable is checked the same way
     r = CliRunner().invoke(app, ["info", url, "--cache-size", "1KiB"])
     _one_error(r, "is not a volseg cache", "VOLSEG_CACHE")
-    assert _digest(mine) == before and not (mine / MARKER).exists()
+    assert tree(mine) == before and not (mine / MARKER).exists()
 
 
 @pytest.mark.parametrize("where", ["input", "inside-input", "output", "contains-output", "run"])
@@ -151,7 +143,7 @@ def test_a_cache_that_is_near_an_input_output_or_run_is_refused(tmp_path, where,
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "model.pt").write_bytes(b"not read: the cache is refused first")
     np.save(tmp_path / "v.npy", np.zeros((4, 4, 4), np.uint8))
-    before = _digest(tmp_path)
+    before = tree(tmp_path)
     out = tmp_path / ("outs/out.zarr" if where == "contains-output" else "out.zarr")
     cache, words = {
         "input": (scroll, "is the input"), "inside-input": (scroll / "labels", "lies inside the input"),
@@ -166,7 +158,7 @@ def test_a_cache_that_is_near_an_input_output_or_run_is_refused(tmp_path, where,
         args = ["patchify", str(scroll), "-o", str(out), "--patch", "8"]
     r = CliRunner().invoke(app, [*args, "--cache", str(cache), "--cache-size", "1KiB"])
     _one_error(r, str(cache), words, "--cache")
-    assert _digest(tmp_path) == before and not out.exists()
+    assert tree(tmp_path) == before and not out.exists()
 
 
 def test_empty_and_new_folders_are_adopted_marked(tmp_path):
@@ -225,3 +217,40 @@ def test_check_place_compares_resolved_paths_and_file_urls(tmp_path):
     with pytest.raises(VolsegError, match="contains the output"):
         check_place(tmp_path, outputs=[tmp_path / "sub" / ".." / "o.zarr"])
     check_place(tmp_path / "c", inputs=["s3://bucket/s.zarr", None, str(inp)], outputs=["-"])
+
+
+@pytest.mark.parametrize("form", ["path", "file-url", "symlink"])
+@pytest.mark.parametrize("where", ["input", "store-of-sub-path-input", "other-store", "run", "output"])
+def test_cache_goes_through_the_output_guard_in_every_form(tmp_path, where, form, _no_remote_env):
+    """--cache is compared like -o: the same place however written, and never inside the Zarr
+    store that holds a sub-path input or inside any other store."""
+    import numpy as np
+
+    from volseg.data.synth import write_synth
+
+    scroll = write_synth("scroll", tmp_path / "s.zarr", shape=16, quiet=True)
+    write_synth("scan", tmp_path / "other.zarr", shape=16, quiet=True)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "model.pt").write_bytes(b"not read: the cache is refused first")
+    np.save(tmp_path / "v.npy", np.zeros((4, 4, 4), np.uint8))
+    out = tmp_path / "out.zarr"
+    target, words, args = {
+        "input": (scroll, "is the input", ["info", str(scroll)]),
+        "store-of-sub-path-input": (scroll / "cache", "lies inside the Zarr store",
+                                    ["evaluate", str(scroll / "labels" / "surface"), str(scroll / "labels" / "surface")]),
+        "other-store": (tmp_path / "other.zarr" / "cache", "lies inside the Zarr store", ["info", str(scroll)]),
+        "run": (tmp_path / "run", "is the input", ["predict", str(tmp_path / "run"), str(tmp_path / "v.npy"), "-o", str(out)]),
+        "output": (out, "is the output", ["patchify", str(scroll), "-o", str(out), "--patch", "8"]),
+    }[where]
+    if form == "symlink":
+        (tmp_path / "links").mkdir()
+        link = tmp_path / "links" / "c"
+        link.symlink_to(target, target_is_directory=True)
+        cache = str(link)
+    else:
+        cache = f"file://{target}" if form == "file-url" else str(target)
+    before = tree(tmp_path)
+    r = CliRunner().invoke(app, [*args, "--cache", cache, "--cache-size", "1KiB"])
+    _one_error(r, words, "--cache")
+    assert tree(tmp_path) == before and not out.exists()
+    assert not os.path.lexists(tmp_path / "file:")

@@ -122,11 +122,12 @@ def claim(root, *, option: str = "--cache") -> Path:
 
 
 def check_place(root, *, inputs=(), outputs=(), option: str = "--cache") -> None:
-    """Refuse a cache folder that is, contains or lies inside an input, output or run directory.
-
-    Paths are compared resolved (symlinks, ``..``); ``file://`` URLs as their local path,
-    other URLs not at all (they are not on this disk). ``inputs`` and ``outputs`` are flat
-    (:func:`volseg.io.outputs.input_paths` flattens nested ones); None entries are skipped.
+    """Refuse a cache folder that is, contains or lies inside an input, output or run directory,
+    lies inside the Zarr store that holds an input, or inside any Zarr store: the comparison of
+    ``volseg.io.outputs.guard_output`` (:func:`volseg.io.identity.check_apart`), so every form
+    (symlinks, ``..``, ``file://``, normalised URLs) means one place. ``inputs`` and ``outputs``
+    are flat (:func:`volseg.io.outputs.input_paths` flattens nested ones); None and ``-`` are
+    skipped.
 
     Raises
     ------
@@ -134,33 +135,17 @@ def check_place(root, *, inputs=(), outputs=(), option: str = "--cache") -> None
         ``DIR: is the input scroll.zarr; give a separate folder for --cache`` (and "lies
         inside", "contains").
     """
-    real = _real(os.fspath(root))
+    from volseg.io.identity import check_apart, enclosing_store, identity
+
+    fix = f"give a separate, empty or new folder for {option} (eviction deletes files in it)"
+    place = identity(root)
     for items, role in ((inputs, "input"), (outputs, "output")):
         for item in items:
-            if item is None:
-                continue
-            name = os.fspath(item)
-            if not name.strip() or name == "-" or ("://" in name and not name.lower().startswith("file://")):
-                continue
-            other = _real(name)
-            if other == real:
-                what = f"is the {role} {name}"
-            elif other in real.parents:
-                what = f"lies inside the {role} {name}"
-            elif real in other.parents:
-                what = f"contains the {role} {name}"
-            else:
-                continue
-            raise VolsegError(root, f"{what}; give a separate, empty or new folder for {option} "
-                              "(eviction deletes files in it)")
-
-
-def _real(text: str) -> Path:
-    if text.lower().startswith("file://"):
-        from urllib.parse import unquote, urlsplit
-
-        text = unquote(urlsplit(text).path)
-    return Path(os.path.realpath(os.path.abspath(os.path.expanduser(text))))
+            if item is not None and os.fspath(item).strip() and os.fspath(item) != "-":
+                check_apart(place, os.fspath(item), role, os.fspath(root), option, fix=fix)
+    store = enclosing_store(str(place))
+    if store is not None:
+        raise VolsegError(root, f"lies inside the Zarr store {store}; {fix}")
 
 
 class DiskCache:

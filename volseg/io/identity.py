@@ -136,3 +136,20 @@ def store_root(ident: Identity) -> Identity:
         if part.lower().endswith(".zarr"):
             return Identity(ident.scheme, ident.host, ident.parts[:i + 1])
     return ident
+
+
+def check_apart(out: Identity, name: str, role: str, label: str, option: str, *, fix: str | None = None) -> None:
+    """Refuse an output ``out`` that is, lies inside or contains the input/output ``name``, or
+    (for an input) lies inside the Zarr store that holds it. ``label`` names the output in the
+    message; ``fix`` replaces the default advice (choose another ``option`` path)."""
+    other = identity(name)
+    if out == other:
+        raise VolsegError(label, f"is the {role} {name}; {fix or f'choose another {option} path'}")
+    if other.contains(out):
+        raise VolsegError(label, f"lies inside the {role} {name}; {fix or 'choose a path outside it'}")
+    if out.contains(other):
+        raise VolsegError(label, f"contains the {role} {name}; {fix or f'choose another {option} path'}")
+    root = store_root(other) if role == "input" else other
+    if root.contains(out) or root == out:
+        raise VolsegError(label, f"lies inside the Zarr store {root} that holds the input {name}; "
+                          f"{fix or 'choose a path outside it'}")

@@ -37,7 +37,7 @@ from pathlib import Path
 from volseg.errors import VolsegError
 from volseg.io.completion import attrs as _attrs
 from volseg.io.completion import check_complete
-from volseg.io.identity import Identity, enclosing_store, identity, local_path, store_root
+from volseg.io.identity import Identity, check_apart, enclosing_store, identity, local_path, store_root
 
 KINDS = ("volume", "patches", "run", "demo", "json", "png", "file")
 RUN_FILES = ("model.pt", "best.pt", "config.yml", "metrics.jsonl", "progress.png", "tensorboard")
@@ -126,22 +126,6 @@ def _check_file(path: Path, kind: str, label: str) -> None:
                       "choose another path")
 
 
-def _check_apart(out: Identity, name: str, role: str, label: str, option: str) -> None:
-    """Refuse an output ``out`` that is, lies inside or contains the input/output ``name``, or
-    (for an input) lies inside the Zarr store that holds it."""
-    other = identity(name)
-    if out == other:
-        raise VolsegError(label, f"is the {role} {name}; choose another {option} path")
-    if other.contains(out):
-        raise VolsegError(label, f"lies inside the {role} {name}; choose a path outside it")
-    if out.contains(other):
-        raise VolsegError(label, f"contains the {role} {name}; choose another {option} path")
-    root = store_root(other) if role == "input" else other
-    if root.contains(out) or root == out:
-        raise VolsegError(label, f"lies inside the Zarr store {root} that holds the input {name}; "
-                          "choose a path outside it")
-
-
 def guard_output(output: str | os.PathLike | None, *, inputs: Iterable = (), kind: str,
                  overwrite: bool = False, option: str = "-o", outputs: Iterable = ()) -> Path | str | None:
     """Check that ``output`` may be written (and, with ``overwrite``, replaced) before creating it.
@@ -197,7 +181,7 @@ def guard_output(output: str | os.PathLike | None, *, inputs: Iterable = (), kin
             raise VolsegError(label, f"{what}; choose a new name such as out.zarr")
     for inp, role in [(i, "input") for i in input_paths(inputs)] + [(o, "output") for o in input_paths(outputs)]:
         if os.fspath(inp).strip():
-            _check_apart(out, os.fspath(inp), role, label, option)
+            check_apart(out, os.fspath(inp), role, label, option)
     if out.scheme:
         return text
     store = enclosing_store(real)

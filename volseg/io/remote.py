@@ -111,7 +111,9 @@ def configure(*, storage_options=None, cache=None, cache_size=None, inputs=(), o
     root, option = (cache, "--cache") if cache is not None else (os.environ.get(ENV_CACHE) or None, ENV_CACHE)
     if root is None:
         return
-    root = os.path.abspath(os.path.expanduser(os.fspath(root)))
+    from volseg.io.identity import local_path
+
+    root = os.path.abspath(os.path.expanduser(local_path(os.fspath(root))))  # file://: the local folder
     check_place(root, inputs=inputs, outputs=outputs, option=option)
     claim(root, option=option)
     os.environ[ENV_CACHE] = root
