@@ -25,13 +25,14 @@ Writes ``benchmarks/diffusion_translation.json`` (``--json`` elsewhere) and prin
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from volseg.jsonout import write_json
 
 HERE = Path(__file__).resolve().parent
 MODELS = ("unet", "eps", "x0", "v")
@@ -250,11 +251,8 @@ def main(argv: list[str] | None = None) -> dict:
         for c in task["curve"]:
             print(f"curve {c['model']:<10} {c['fraction']:.2f} of the budget: {c['steps']} steps, "
                   f"{c['psnr']:.2f} dB, SSIM {c['ssim']:.4f}")
-    text = json.dumps(report, indent=2) + "\n"
-    if args.json == "-":
-        sys.stdout.write(text)
-    elif args.json:
-        Path(args.json).write_text(text)
+    if args.json:
+        write_json(report, args.json)  # '-' = stdout; strict JSON (non-finite -> null), atomic
     return report
 
 

@@ -22,6 +22,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from volseg.jsonout import write_json
+
 HERE = Path(__file__).resolve().parent
 MODES = {"fp32": (False, False), "amp": (True, False), "checkpoint": (False, True),
          "amp+checkpoint": (True, True)}
@@ -151,11 +153,8 @@ def main(argv: list[str] | None = None) -> dict:
               "batch_size": args.batch_size, "rows": rows}
     print()
     print(table(rows))
-    text = json.dumps(report, indent=2) + "\n"
-    if args.json == "-":
-        sys.stdout.write(text)
-    elif args.json:
-        Path(args.json).write_text(text)
+    if args.json:
+        write_json(report, args.json)  # '-' = stdout; strict JSON (non-finite -> null), atomic
     return report
 
 

@@ -14,11 +14,12 @@ Writes ``benchmarks/unet_learning_curve.json`` (``--json`` elsewhere) and prints
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from volseg.jsonout import write_json
 
 HERE = Path(__file__).resolve().parent
 
@@ -85,11 +86,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"best val Dice {report['best_val_dice']} after {report['steps']} steps "
           f"({report['train_cpu_seconds']} CPU s / {report['train_seconds']} wall s of training, patch {report['patch']}, "
           f"batch {report['batch_size']}, lr {report['lr']})")
-    text = json.dumps(report, indent=2) + "\n"
-    if args.json == "-":
-        sys.stdout.write(text)
-    elif args.json:
-        Path(args.json).write_text(text)
+    if args.json:
+        write_json(report, args.json)  # '-' = stdout; strict JSON (non-finite -> null), atomic
     return report
 
 
