@@ -77,7 +77,8 @@ def patchify_cmd(
             from volseg.io.outputs import guard_output
 
             guard_output(output, inputs=[volume, labels], kind="patches", overwrite=overwrite)
-        check_complete(volume, labels)  # the stores themselves, also when --level picks an array
+        if level is not None:  # the store itself; the library checks the level array and the labels
+            check_complete(volume)
         if images is not None or list_file is not None:
             from volseg.data.patchify_many import patchify_many_cli
 

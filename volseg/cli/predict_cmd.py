@@ -124,7 +124,8 @@ def predict_command(
                      outputs=[output, postprocess, json_out])
         from volseg.io.completion import check_complete
 
-        check_complete(volume)  # the store itself, also when --level picks one of its arrays
+        if level is not None:  # the store itself; the library checks the level array it reads
+            check_complete(volume)
         result = predict(run, at_level(volume, level), output, patch=patch, overlap=overlap, batch_size=batch_size, tta=tta,
                          amp=amp, device=device, stitch=stitch, blend=blend, dtype=dtype, threshold=threshold,
                          channel=channel, skip_value=skip_value, chunks=chunks, pad=pad,
