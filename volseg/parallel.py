@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
 from volseg.errors import VolsegError
@@ -50,6 +51,49 @@ def parse_part(text: str | None) -> tuple[int, int] | None:
     if n < 1 or not 1 <= i <= n:
         raise VolsegError("--part", f"{text!r} is out of range: I must be between 1 and N (N >= 1)")
     return i - 1, n
+
+
+@dataclass(frozen=True)
+class Execution:
+    """How a command runs its block tasks: one object, parsed once at the command boundary.
+
+    Attributes
+    ----------
+    scheduler : str
+        ``threads``, ``processes``, ``synchronous``, ``distributed`` or a cluster address
+        (validated by :func:`parse_scheduler`).
+    workers : int
+        Threads or processes (default: all cores available to this process).
+    part : (i, n) or None
+        ``--part I/N`` as a 0-based ``(i, n)``; None runs every block.
+    overwrite : bool
+        Replace an existing output made with other settings.
+    quiet : bool
+        No progress bars.
+
+    Examples
+    --------
+    >>> Execution.parse(scheduler="threads", workers=2, part="1/4")
+    Execution(scheduler='threads', workers=2, part=(0, 4), overwrite=False, quiet=False)
+    """
+
+    scheduler: str = "threads"
+    workers: int = 1
+    part: tuple[int, int] | None = None
+    overwrite: bool = False
+    quiet: bool = False
+
+    @classmethod
+    def parse(cls, *, scheduler: str = "threads", workers: int | None = None, part=None,
+              overwrite: bool = False, quiet: bool = False) -> "Execution":
+        """Validate the execution options (text as the CLI passes them, or parsed values)."""
+        part = parse_part(part) if isinstance(part, (str, type(None))) else tuple(int(v) for v in part)
+        return cls(parse_scheduler(scheduler), parse_workers(workers), part, bool(overwrite), bool(quiet))
+
+    @classmethod
+    def of(cls, execution: "Execution | None") -> "Execution":
+        """``execution`` itself, or the defaults (threads on every core) for None."""
+        return execution if execution is not None else cls.parse()
 
 
 def run_tasks(
