@@ -1,0 +1,295 @@
+"""What ``volseg predict`` computes, as frozen objects parsed and validated once.
+
+:class:`PredictSettings` holds how to predict (patch grid, blending, batching, TTA, device, padding,
+tiling, input NaN policy), with :class:`DiffusionSettings` for the DDIM sampler of diffusion
+runs, and :class:`OutputOptions` how the blended values are written (dtype, threshold, channel).
+They are built by ``parse`` from option values as the CLI passes them (text or numbers), or from
+a YAML file with :func:`from_sources` (defaults < file < explicit options), and travel whole
+through :func:`volseg.inference.predict.predict`. The execution options (scheduler, workers,
+``--part``, ``--overwrite``, ``--quiet``) are :class:`volseg.parallel.Execution`.
+
+Axis order (z, y, x); sizes in voxels.
+
+Examples
+--------
+>>> s = PredictSettings.parse(patch="32x64x64", overlap=0.25, stitch=True)
+>>> s.patch, s.overlap, s.chunks, s.tile
+((32, 64, 64), 0.25, (128, 128, 128), (1024, 1024))
+>>> PredictSettings.parse(overlap=1.5)
+Traceback (most recent call last):
+    ...
+volseg.errors.VolsegError: --overlap: must be in [0, 1), got 1.5
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from volseg.errors import VolsegError
+
+#: File name of the resolved settings written next to (inside) every predict output.
+SETTINGS_FILE = "volseg-predict.yml"
+
+
+def _parse_int(value, name: str, *, low: int, fix: str) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise VolsegError(name, f"expected a whole number, got {value!r}") from None
+    if number != float(value) or number < low:
+        raise VolsegError(name, f"must be a whole number >= {low}, got {value!r}; {fix}")
+    return number
+
+
+def _parse_float(value, name: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise VolsegError(name, f"expected a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise VolsegError(name, f"must be a finite number, got {value!r}")
+    return number
+
+
+@dataclass(frozen=True)
+class DiffusionSettings:
+    """DDIM sampling of a diffusion run: steps (None = the model's), eta, noise seed, samples.
+
+    ``samples`` > 1 writes the mean of that many samples and their per-voxel standard
+    deviation (``OUT/uncertainty``).
+    """
+
+    sampling_steps: int | None = None
+    eta: float = 0.0
+    seed: int = 0
+    samples: int = 1
+
+    @classmethod
+    def parse(cls, *, sampling_steps=None, eta=0.0, seed=0, samples=1) -> "DiffusionSettings":
+        from volseg.inference.diffusion import parse_eta, parse_samples
+
+        steps = None if sampling_steps is None else _parse_int(
+            sampling_steps, "--sampling-steps", low=1, fix="e.g. --sampling-steps 10")
+        return cls(steps, parse_eta(eta), _parse_int(seed, "--seed", low=0, fix="e.g. --seed 0"),
+                   parse_samples(samples))
+
+
+@dataclass(frozen=True)
+class PredictSettings:
+    """How ``predict`` runs a model over a volume (see :func:`volseg.inference.predict.predict`).
+
+    Attributes
+    ----------
+    patch : (z, y, x) or None
+        Patch size; None = the run's training patch (else 64).
+    overlap : float
+        Fractional patch overlap in [0, 1).
+    batch_size, tta, amp, device
+        Patches per forward pass, 8-flip mirroring TTA, autocast, ``auto|cpu|cuda|cuda:N``.
+    stitch : bool
+        Stream into a blended volume (False: a patch store for ``volseg stitch``).
+    blend, sigma_scale
+        Blending window and gaussian sigma / patch.
+    skip_value : float or None
+        Patches whose input is all this value get the model's answer for a constant patch.
+    chunks : (z, y, x)
+        Output chunk size: the unit of tasks, markers and ``--part``.
+    pad : bool
+        Mirror-pad axes shorter than the patch (False: refuse them).
+    tile : (y, x) or None
+        Column tile in voxels of fused and diffusion passes (None: the whole cross-section).
+    nan_value : float or None
+        Read NaN/Inf input voxels as this value (None: refuse them).
+    whole : bool
+        Runs trained on whole resized volumes are run that way (False: patch-wise).
+    diffusion : DiffusionSettings
+        The sampler of diffusion runs.
+    """
+
+    patch: tuple[int, int, int] | None = None
+    overlap: float = 0.5
+    batch_size: int = 4
+    tta: bool = False
+    amp: bool = False
+    device: str = "auto"
+    stitch: bool = False
+    blend: str = "gaussian"
+    sigma_scale: float = 0.125
+    skip_value: float | None = None
+    chunks: tuple[int, int, int] = (128, 128, 128)
+    pad: bool = True
+    tile: tuple[int, int] | None = (1024, 1024)
+    nan_value: float | None = None
+    whole: bool = True
+    diffusion: DiffusionSettings = field(default_factory=DiffusionSettings)
+
+    @classmethod
+    def parse(cls, *, diffusion: DiffusionSettings | dict | None = None, **options) -> "PredictSettings":
+        """Validate option values (CLI text or numbers); unknown names are an error naming them."""
+        from volseg.geometry import parse_size3, stride_from_overlap
+        from volseg.inference.blend import parse_blend, parse_sigma_scale
+        from volseg.inference.tiles import parse_tile
+        from volseg.io.finite import parse_nan_value
+        from volseg.io.streaming import parse_chunks
+
+        names = {f.name for f in dataclasses.fields(cls)} - {"diffusion"}
+        unknown = sorted(set(options) - names)
+        if unknown:
+            raise VolsegError("settings", f"unknown predict setting(s) {', '.join(unknown)}; known: "
+                              f"{', '.join(sorted(names | set(DIFFUSION_KEYS) | set(OUTPUT_KEYS)))}")
+        v = {**{f.name: f.default for f in dataclasses.fields(cls) if f.name != "diffusion"}, **options}
+        patch = None if v["patch"] is None else parse_size3(v["patch"], name="--patch")
+        stride_from_overlap(patch or (64, 64, 64), v["overlap"])  # checks [0, 1)
+        skip = None if v["skip_value"] is None else _parse_float(v["skip_value"], "--skip-value")
+        if not isinstance(diffusion, DiffusionSettings):
+            diffusion = DiffusionSettings.parse(**(diffusion or {}))
+        return cls(patch, float(v["overlap"]),
+                   _parse_int(v["batch_size"], "--batch-size", low=1, fix="e.g. --batch-size 4"),
+                   bool(v["tta"]), bool(v["amp"]), str(v["device"]), bool(v["stitch"]), parse_blend(v["blend"]),
+                   parse_sigma_scale(v["sigma_scale"]), skip, parse_chunks(v["chunks"]), bool(v["pad"]),
+                   parse_tile(v["tile"]), parse_nan_value(v["nan_value"]), bool(v["whole"]), diffusion)
+
+    def replace(self, **changes) -> "PredictSettings":
+        """A copy with ``changes`` (already valid values, e.g. the resolved patch)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        """The settings as plain YAML/JSON values, diffusion sampler keys flattened in."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "diffusion"}
+        out.update(dataclasses.asdict(self.diffusion))
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+    def fingerprint(self, *, model_sha256: str, volume: str, volume_stamp, volume_shape, stride, kind: str,
+                    conditions: tuple = ()) -> dict:
+        """The settings a resumable output records and compares (keys and order as in 0.x outputs).
+
+        ``self`` is the resolved object (patch, amp and chunks as run); the arguments are the
+        facts of this model and input.
+        """
+        out: dict[str, Any] = {
+            "model_sha256": model_sha256, "volume": volume, "volume_stamp": volume_stamp,
+            "volume_shape": list(volume_shape), "patch": list(self.patch or ()), "overlap": float(self.overlap),
+            "stride": list(stride), "tta": self.tta, "amp": self.amp, "skip_value": self.skip_value,
+            "chunks": list(self.chunks), "blend": self.blend_settings(), "pad": self.pad, "kind": kind}
+        if self.nan_value is not None:
+            out["nan_value"] = self.nan_value
+        if conditions:  # only then: the settings of single-input runs stay as they were
+            names, stamps = zip(*conditions)
+            out["condition"] = list(names)
+            out["condition_stamps"] = list(stamps)
+        return out
+
+    def blend_settings(self) -> dict:
+        """The blend as patch stores and fingerprints record it."""
+        return {"mode": self.blend, "sigma_scale": self.sigma_scale}
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """``--dtype``, ``--threshold`` and ``--channel`` before the model is known.
+
+    :meth:`spec` checks them against the model's output channels and gives the
+    :class:`~volseg.inference.stitch.OutputSpec` that converts blended values.
+    """
+
+    dtype: str = "float32"
+    threshold: float | None = None
+    channel: int | None = None
+
+    @classmethod
+    def parse(cls, *, dtype="float32", threshold=None, channel=None) -> "OutputOptions":
+        from volseg.inference.stitch import OUTPUT_DTYPES
+
+        text = str(dtype).strip().lower()
+        if text not in OUTPUT_DTYPES:
+            raise VolsegError("--dtype", f"unsupported output dtype {dtype!r}; use float16 or float32")
+        threshold = None if threshold is None else _parse_float(threshold, "--threshold")
+        channel = None if channel is None else _parse_int(channel, "--channel", low=0, fix="e.g. --channel 1")
+        return cls(text, threshold, channel)
+
+    def spec(self, channels: int, *, image: bool = False):
+        """The :class:`~volseg.inference.stitch.OutputSpec` for ``channels`` model outputs."""
+        from volseg.inference.stitch import output_spec
+
+        return output_spec(channels, dtype=self.dtype, threshold=self.threshold, channel=self.channel, image=image)
+
+
+#: Keys of a settings file (and of :func:`from_sources`) that belong to the sampler and output.
+DIFFUSION_KEYS = tuple(f.name for f in dataclasses.fields(DiffusionSettings))
+OUTPUT_KEYS = tuple(f.name for f in dataclasses.fields(OutputOptions))
+
+
+def from_sources(flags: dict, *, config: str | os.PathLike | None = None) -> tuple[PredictSettings, OutputOptions]:
+    """Settings and output options from defaults < the YAML ``config`` < ``flags``.
+
+    ``flags`` holds only the options given explicitly (the CLI leaves out the ones at their
+    defaults); ``config`` is a file as :func:`record` writes it (keys of
+    :meth:`PredictSettings.to_dict` and ``dtype``/``threshold``/``channel``; a top-level
+    ``predict:`` mapping is accepted too).
+    """
+    values = {**(read_config(config) if config is not None else {}), **flags}
+    diffusion = {k: values.pop(k) for k in DIFFUSION_KEYS if k in values}
+    output = {k: values.pop(k) for k in OUTPUT_KEYS if k in values}
+    return PredictSettings.parse(diffusion=diffusion, **values), OutputOptions.parse(**output)
+
+
+def read_config(path: str | os.PathLike) -> dict:
+    """The mapping of a predict settings YAML file (``--config``), checked to be one."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise VolsegError(path, "no such settings file (--config)") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise VolsegError(path, f"is not a readable YAML settings file: {' '.join(str(exc).split())}") from None
+    if isinstance(data, dict) and isinstance(data.get("predict"), dict):
+        data = data["predict"]
+    if not isinstance(data, dict):
+        raise VolsegError(path, "must hold a mapping of predict settings such as `patch: 64`")
+    data = {str(k).replace("-", "_"): v for k, v in data.items() if k not in ("run", "volume", "volseg")}
+    known = {f.name for f in dataclasses.fields(PredictSettings)} | set(DIFFUSION_KEYS) | set(OUTPUT_KEYS)
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise VolsegError(path, f"unknown predict setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return data
+
+
+def settings_text(settings: PredictSettings, output: OutputOptions, *, run: str, volume: str) -> str:
+    """The YAML that :func:`record` writes: rerun with ``volseg predict RUN VOLUME -o OUT --config FILE``."""
+    import yaml
+
+    from volseg import __version__
+
+    body = {**settings.to_dict(), **dataclasses.asdict(output)}
+    return (f"# volseg {__version__}: the resolved settings of `volseg predict {run} {volume}`.\n"
+            "# Repeat the prediction with `volseg predict RUN VOLUME -o OUT --config THIS_FILE`.\n"
+            + yaml.safe_dump(body, sort_keys=False, default_flow_style=None))
+
+
+def record(output: str, text: str) -> str:
+    """Write ``text`` (:func:`settings_text`) as ``OUTPUT/volseg-predict.yml``; returns its path.
+
+    Local outputs get it through a temporary sibling and an atomic rename; URL outputs through
+    fsspec. The file sits inside the output store, so it moves and is deleted with it.
+    """
+    from volseg.io.remote import is_url
+
+    if is_url(output):
+        import fsspec
+
+        path = f"{str(output).rstrip('/')}/{SETTINGS_FILE}"
+        with fsspec.open(path, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        return path
+    path = os.path.join(str(output), SETTINGS_FILE)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+    return path
