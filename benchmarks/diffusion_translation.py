@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from volseg.inference.settings import predict_options
 from volseg.jsonout import write_json
 
 HERE = Path(__file__).resolve().parent
@@ -84,8 +85,7 @@ def _predict(run: Path, volume: str, out: Path, shape, *, samples: int, seed: in
 
     from volseg.inference import predict
 
-    predict(run, volume, out, patch=tuple(shape), stitch=True, samples=samples, seed=seed, device="cpu",
-            quiet=True, chunks=max(shape))
+    predict(run, volume, out, *predict_options(patch=tuple(shape), stitch=True, samples=samples, seed=seed, device="cpu", quiet=True, chunks=max(shape)))
     return zarr.open_array(str(out / "0"), mode="r")[:]
 
 

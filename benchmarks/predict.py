@@ -71,17 +71,14 @@ def _raw(args) -> dict:
 
 def _volseg(args) -> dict:
     from volseg.inference import predict
+    from volseg.inference.settings import predict_options
 
     _model(args.run, args.batch, args.patch)  # load and warm up outside the timing, like the others
     t0 = time.perf_counter()
-    predict(args.run, args.warmup, args.out + ".warmup", patch=args.patch, overlap=args.overlap,
-            batch_size=args.batch, stitch=True, chunks=args.chunks, device="cpu", workers=args.workers,
-            quiet=True, overwrite=True)  # imports and the worker threads' first calls
+    predict(args.run, args.warmup, args.out + ".warmup", *predict_options(patch=args.patch, overlap=args.overlap, batch_size=args.batch, stitch=True, chunks=args.chunks, device="cpu", workers=args.workers, quiet=True, overwrite=True))  # imports and the worker threads' first calls
     first = time.perf_counter() - t0
     t0 = time.perf_counter()
-    r = predict(args.run, args.volume, args.out, patch=args.patch, overlap=args.overlap, batch_size=args.batch,
-                stitch=True, chunks=args.chunks, device="cpu", workers=args.workers, quiet=True, overwrite=True,
-                tile=args.tile)
+    r = predict(args.run, args.volume, args.out, *predict_options(patch=args.patch, overlap=args.overlap, batch_size=args.batch, stitch=True, chunks=args.chunks, device="cpu", workers=args.workers, quiet=True, overwrite=True, tile=args.tile))
     return {"seconds": time.perf_counter() - t0, "patches": r["patches"],
             "input_bytes_read_per_byte": r["input_bytes_read_per_byte"], "model_seconds": r["model_seconds"],
             "warmup_call_seconds": first, "carried_mib_peak": r.get("carried_bytes_peak", 0) / 2**20}

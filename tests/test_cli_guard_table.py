@@ -26,6 +26,7 @@ import zarr
 from typer.testing import CliRunner
 
 from cli_checks import tree
+from volseg.inference.settings import predict_options
 from volseg.cli import app
 
 VOLSEG = str(Path(sys.executable).with_name("volseg"))
@@ -63,8 +64,8 @@ def world(tmp_path_factory, make_run):
     write_synth("scroll", data / "s.zarr", shape=16, chunks=8)
     patchify(data / "s.zarr", out=data / "ps.zarr", patch=8)
     kw = dict(patch=8, chunks=8, device="cpu", quiet=True)
-    predict(data / "run", data / "s.zarr", data / "pred.zarr", stitch=True, **kw)
-    predict(data / "run", data / "s.zarr", data / "pp.zarr", **kw)
+    predict(data / "run", data / "s.zarr", data / "pred.zarr", *predict_options(stitch=True, **kw))
+    predict(data / "run", data / "s.zarr", data / "pp.zarr", *predict_options(**kw))
     zarr.open_group(str(data / "other.zarr"), mode="w").create_array("a", shape=(4,), dtype="u1")
     (data / "keepdir").mkdir()
     (data / "keepdir" / "keep.txt").write_text("precious\n")

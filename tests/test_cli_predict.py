@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 import zarr
 from typer.testing import CliRunner
 
@@ -139,3 +140,44 @@ def test_an_unfinished_output_is_refused_as_input(files, half, tmp_path, extra):
     assert len(lines) == 1 and lines[0].startswith(f"error: {half}: ") and "Traceback" not in r.stderr
     assert "4 of 8 chunks written; finish it with the same command" in lines[0], lines[0]
     assert not out.exists() and not list(tmp_path.iterdir()) and _tree_digest(half) == before
+
+
+def test_the_recorded_settings_repeat_a_prediction_with_config(files, tmp_path):
+    """Every predict output holds its resolved settings; --config reads them back (defaults < file < flags)."""
+    first = tmp_path / "first.zarr"
+    r = invoke("predict", files / "run", files / "v.npy", "-o", first, "--patch", "8", "--overlap", "0.25",
+               "--stitch", "--chunks", "16", "--tile", "16", "--threshold", "0.5", "--device", "cpu", "--quiet")
+    assert r.exit_code == 0, r.stderr
+    recorded = first / "volseg-predict.yml"
+    settings = yaml.safe_load(recorded.read_text())
+    assert settings["patch"] == [8, 8, 8] and settings["overlap"] == 0.25 and settings["threshold"] == 0.5
+    assert settings["stitch"] is True and settings["chunks"] == [16, 16, 16] and settings["tile"] == [16, 16]
+    again = tmp_path / "again.zarr"
+    r = invoke("predict", files / "run", files / "v.npy", "-o", again, "--config", recorded, "--quiet")
+    assert r.exit_code == 0, r.stderr
+    np.testing.assert_array_equal(zarr.open_array(str(again / "0"))[:], zarr.open_array(str(first / "0"))[:])
+    assert zarr.open_group(str(again)).attrs["volseg"]["settings"] == {
+        **zarr.open_group(str(first)).attrs["volseg"]["settings"]}
+    assert (again / "volseg-predict.yml").read_text().split("\n", 1)[1] == recorded.read_text().split("\n", 1)[1]
+    flag = tmp_path / "flag.zarr"  # a flag given on the command line beats the file
+    r = invoke("predict", files / "run", files / "v.npy", "-o", flag, "--config", recorded, "--overlap", "0.5",
+               "--quiet")
+    assert r.exit_code == 0, r.stderr
+    assert zarr.open_group(str(flag)).attrs["volseg"]["settings"]["overlap"] == 0.5
+    assert zarr.open_group(str(flag)).attrs["volseg"]["settings"]["patch"] == [8, 8, 8]
+
+
+@pytest.mark.parametrize("text, needle", [
+    (None, "no such settings file"), ("- 8\n", "mapping"), ("patch: [8\n", "YAML"),
+    ("patch_size: 8\n", "unknown predict setting(s) patch_size"), ("overlap: 2\n", "--overlap"),
+])
+def test_a_bad_config_exits_2_with_one_line_and_writes_nothing(files, tmp_path, text, needle):
+    from cli_checks import one_error_line, tree
+
+    cfg = tmp_path / "s.yml"
+    if text is not None:
+        cfg.write_text(text)
+    before = tree(tmp_path)
+    r = invoke("predict", files / "run", files / "v.npy", "-o", tmp_path / "o.zarr", "--config", cfg, "--stitch")
+    one_error_line(r, needle)
+    assert tree(tmp_path) == before

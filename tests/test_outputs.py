@@ -19,6 +19,7 @@ import zarr
 from typer.testing import CliRunner
 
 from cli_checks import tree
+from volseg.inference.settings import predict_options
 from volseg.cli import app
 from volseg.models import build_model
 
@@ -46,10 +47,10 @@ def base(tmp_path_factory):
     patchify(root / "s.zarr", out=root / "p.zarr", patch=8)
     patchify(root / "img.npy", out=root / "halfp.zarr", patch=8, part=(0, 2))
     kw = dict(patch=8, chunks=8, device="cpu", quiet=True)
-    predict(root / "run", root / "img.npy", root / "pred.zarr", stitch=True, **kw)
-    predict(root / "run", root / "img.npy", root / "pstore.zarr", **kw)
-    predict(root / "run", root / "img.npy", root / "half.zarr", stitch=True, part="1/2", **kw)
-    predict(root / "run", root / "img.npy", root / "halfstore.zarr", part="1/2", **kw)
+    predict(root / "run", root / "img.npy", root / "pred.zarr", *predict_options(stitch=True, **kw))
+    predict(root / "run", root / "img.npy", root / "pstore.zarr", *predict_options(**kw))
+    predict(root / "run", root / "img.npy", root / "half.zarr", *predict_options(stitch=True, part="1/2", **kw))
+    predict(root / "run", root / "img.npy", root / "halfstore.zarr", *predict_options(part="1/2", **kw))
     (root / "notes").mkdir()
     (root / "notes" / "keep.txt").write_text("precious\n")
     (root / "sentinel.txt").write_text("do not touch\n")

@@ -5,13 +5,14 @@ import pytest
 import torch
 import zarr
 
+from volseg.inference.settings import predict_options
 from volseg.errors import VolsegError
 from volseg.inference import predict, stitch
 from volseg.models import load_model
 
 
 def test_default_patch_is_the_training_patch():
-    from volseg.inference.predict import default_patch
+    from volseg.inference.setup import default_patch
 
     assert default_patch({"config": {"data": {"patch": [32, 64, 64]}}}) == (32, 64, 64)
     assert default_patch({"config": {"data": {"patch": [48]}}}) == (48, 48, 48)
@@ -41,8 +42,7 @@ def test_stitched_unet_is_close_to_a_whole_volume_pass_and_no_worse_than_monai(s
         whole = model(x[..., :28, :40, :20])[0, 0].numpy()  # sides divisible by 4
     crop = vol[:28, :40, :20]
     np.save(tmp_path / "crop.npy", crop)
-    predict(run, tmp_path / "crop.npy", tmp_path / "ours.zarr", patch=16, overlap=0.5, stitch=True,
-            chunks=16, device="cpu", quiet=True)
+    predict(run, tmp_path / "crop.npy", tmp_path / "ours.zarr", *predict_options(patch=16, overlap=0.5, stitch=True, chunks=16, device="cpu", quiet=True))
     ours = read(tmp_path / "ours.zarr")
     with torch.inference_mode():
         theirs = monai.sliding_window_inference(torch.from_numpy(crop)[None, None], (16, 16, 16), 4, model,
@@ -55,9 +55,8 @@ def test_stitched_unet_is_close_to_a_whole_volume_pass_and_no_worse_than_monai(s
 
 def test_fused_equals_store_then_stitch(setup, tmp_path):
     _, run, vol_path, vol = setup
-    fused = predict(run, vol_path, tmp_path / "fused.zarr", patch=16, stitch=True, chunks=16, device="cpu",
-                    quiet=True)
-    store = predict(run, vol_path, tmp_path / "store.zarr", patch=16, chunks=16, device="cpu", quiet=True)
+    fused = predict(run, vol_path, tmp_path / "fused.zarr", *predict_options(patch=16, stitch=True, chunks=16, device="cpu", quiet=True))
+    store = predict(run, vol_path, tmp_path / "store.zarr", *predict_options(patch=16, chunks=16, device="cpu", quiet=True))
     stitch(tmp_path / "store.zarr", tmp_path / "stitched.zarr", chunks=16, quiet=True)
     a, b = read(tmp_path / "fused.zarr"), read(tmp_path / "stitched.zarr")
     assert a.shape == vol.shape
@@ -84,11 +83,9 @@ def test_chunk_cache_reads_whole_chunks_once(tmp_path):
 
 def test_parts_together_equal_one_run(setup, tmp_path):
     _, run, vol_path, _ = setup
-    predict(run, vol_path, tmp_path / "one.zarr", patch=16, stitch=True, chunks=16, device="cpu", quiet=True)
-    p1 = predict(run, vol_path, tmp_path / "parts.zarr", patch=16, stitch=True, chunks=16, device="cpu",
-                 part="1/2", quiet=True)
-    p2 = predict(run, vol_path, tmp_path / "parts.zarr", patch=16, stitch=True, chunks=16, device="cpu",
-                 part=(1, 2), quiet=True)
+    predict(run, vol_path, tmp_path / "one.zarr", *predict_options(patch=16, stitch=True, chunks=16, device="cpu", quiet=True))
+    p1 = predict(run, vol_path, tmp_path / "parts.zarr", *predict_options(patch=16, stitch=True, chunks=16, device="cpu", part="1/2", quiet=True))
+    p2 = predict(run, vol_path, tmp_path / "parts.zarr", *predict_options(patch=16, stitch=True, chunks=16, device="cpu", part=(1, 2), quiet=True))
     assert p1["chunks_written"] + p2["chunks_written"] == 2 * 3 * 2
     np.testing.assert_array_equal(read(tmp_path / "parts.zarr"), read(tmp_path / "one.zarr"))
 
@@ -98,8 +95,7 @@ def test_threads_processes_and_local_cluster_agree(setup, tmp_path):
     _, run, vol_path, _ = setup
     outs = {}
     for sched, workers in (("threads", 2), ("processes", 2), ("distributed", 1)):
-        predict(run, vol_path, tmp_path / f"{sched}.zarr", patch=16, stitch=True, chunks=16, device="cpu",
-                scheduler=sched, workers=workers, quiet=True)
+        predict(run, vol_path, tmp_path / f"{sched}.zarr", *predict_options(patch=16, stitch=True, chunks=16, device="cpu", scheduler=sched, workers=workers, quiet=True))
         outs[sched] = read(tmp_path / f"{sched}.zarr")
     np.testing.assert_allclose(outs["processes"], outs["threads"], atol=1e-6)
     np.testing.assert_allclose(outs["distributed"], outs["threads"], atol=1e-6)
@@ -110,10 +106,8 @@ def test_skip_value_gives_the_model_answer_without_running_it(setup, tmp_path):
     vol = np.zeros((32, 32, 32), np.float32)
     vol[20:, 20:, 20:] = np.random.default_rng(3).normal(size=(12, 12, 12))
     np.save(tmp_path / "sparse.npy", vol)
-    full = predict(run, tmp_path / "sparse.npy", tmp_path / "full.zarr", patch=16, stitch=True, chunks=16,
-                   device="cpu", quiet=True)
-    skip = predict(run, tmp_path / "sparse.npy", tmp_path / "skip.zarr", patch=16, stitch=True, chunks=16,
-                   device="cpu", skip_value=0, quiet=True)
+    full = predict(run, tmp_path / "sparse.npy", tmp_path / "full.zarr", *predict_options(patch=16, stitch=True, chunks=16, device="cpu", quiet=True))
+    skip = predict(run, tmp_path / "sparse.npy", tmp_path / "skip.zarr", *predict_options(patch=16, stitch=True, chunks=16, device="cpu", skip_value=0, quiet=True))
     assert skip["patches_skipped"] > 0 and skip["patches"] < full["patches"]
     d = np.abs(read(tmp_path / "skip.zarr") - read(tmp_path / "full.zarr")); assert d.max() < 1e-3  # batches of other sizes round differently
 
@@ -122,35 +116,30 @@ def test_volume_smaller_than_the_patch_is_mirror_padded_or_refused(setup, tmp_pa
     _, run, _, _ = setup
     small = np.random.default_rng(4).normal(size=(9, 20, 1)).astype(np.float32)
     np.save(tmp_path / "small.npy", small)
-    predict(run, tmp_path / "small.npy", tmp_path / "small.zarr", patch=16, stitch=True, device="cpu", quiet=True)
+    predict(run, tmp_path / "small.npy", tmp_path / "small.zarr", *predict_options(patch=16, stitch=True, device="cpu", quiet=True))
     assert read(tmp_path / "small.zarr").shape == small.shape
     with pytest.raises(VolsegError, match="--patch"):
-        predict(run, tmp_path / "small.npy", tmp_path / "nopad.zarr", patch=16, stitch=True, pad=False,
-                device="cpu", quiet=True)
+        predict(run, tmp_path / "small.npy", tmp_path / "nopad.zarr", *predict_options(patch=16, stitch=True, pad=False, device="cpu", quiet=True))
     assert not (tmp_path / "nopad.zarr").exists()
 
 
 def test_threshold_multiclass_tta_and_amp(setup, tmp_path, make_run):
     _, run, vol_path, _ = setup
-    base = predict(run, vol_path, tmp_path / "p.zarr", patch=16, stitch=True, chunks=16, device="cpu", quiet=True)
+    base = predict(run, vol_path, tmp_path / "p.zarr", *predict_options(patch=16, stitch=True, chunks=16, device="cpu", quiet=True))
     probs = read(tmp_path / "p.zarr")
-    predict(run, vol_path, tmp_path / "t.zarr", patch=16, stitch=True, chunks=16, device="cpu", threshold=0.5,
-            quiet=True)
+    predict(run, vol_path, tmp_path / "t.zarr", *predict_options(patch=16, stitch=True, chunks=16, device="cpu", threshold=0.5, quiet=True))
     labels = read(tmp_path / "t.zarr")
     assert labels.dtype == np.uint8 and (labels == (probs >= 0.5)).mean() > 0.999
-    predict(run, vol_path, tmp_path / "tta.zarr", patch=16, stitch=True, chunks=16, device="cpu", tta=True,
-            quiet=True)
+    predict(run, vol_path, tmp_path / "tta.zarr", *predict_options(patch=16, stitch=True, chunks=16, device="cpu", tta=True, quiet=True))
     tta = read(tmp_path / "tta.zarr")
     assert tta.shape == probs.shape and 0 < np.abs(tta - probs).max() < 0.5
-    predict(run, vol_path, tmp_path / "amp.zarr", patch=16, stitch=True, chunks=16, device="cpu", amp=True,
-            dtype="float16", quiet=True)
+    predict(run, vol_path, tmp_path / "amp.zarr", *predict_options(patch=16, stitch=True, chunks=16, device="cpu", amp=True, dtype="float16", quiet=True))
     amp = read(tmp_path / "amp.zarr")
     assert amp.dtype == np.float16 and np.abs(amp.astype(np.float32) - probs).max() < 0.05
     multi = make_run(tmp_path / "multi", out_ch=3)
-    predict(multi, vol_path, tmp_path / "m.zarr", patch=16, stitch=True, chunks=16, device="cpu", quiet=True)
+    predict(multi, vol_path, tmp_path / "m.zarr", *predict_options(patch=16, stitch=True, chunks=16, device="cpu", quiet=True))
     assert read(tmp_path / "m.zarr").dtype == np.uint8 and read(tmp_path / "m.zarr").max() <= 2
-    predict(multi, vol_path, tmp_path / "m1.zarr", patch=16, stitch=True, chunks=16, device="cpu", channel=1,
-            quiet=True)
+    predict(multi, vol_path, tmp_path / "m1.zarr", *predict_options(patch=16, stitch=True, chunks=16, device="cpu", channel=1, quiet=True))
     assert read(tmp_path / "m1.zarr").dtype == np.float32
     assert base["chunks_written"] == 12
 

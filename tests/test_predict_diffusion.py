@@ -6,6 +6,7 @@ import pytest
 import torch
 import zarr
 
+from volseg.inference.settings import predict_options
 from volseg.errors import VolsegError
 from volseg.geometry import chunk_bounds, chunk_indices
 from volseg.inference import predict
@@ -36,8 +37,7 @@ def test_one_patch_equals_whole_volume_ddim_with_the_same_noise(tmp_path, schedu
     torch.save(payload, run / "model.pt")
     cond = np.random.default_rng(1).normal(size=(8, 12, 8)).astype(np.float32)
     np.save(tmp_path / "c.npy", cond)
-    predict(run, tmp_path / "c.npy", tmp_path / "o.zarr", patch=(8, 12, 8), chunks=4, seed=7, device="cpu",
-            quiet=True)
+    predict(run, tmp_path / "c.npy", tmp_path / "o.zarr", *predict_options(patch=(8, 12, 8), chunks=4, seed=7, device="cpu", quiet=True))
     noise = np.zeros(cond.shape, np.float32)
     for c in chunk_indices(cond.shape, (4, 4, 4)):
         lo, hi = chunk_bounds(c, (4, 4, 4), cond.shape)
@@ -50,28 +50,28 @@ def test_one_patch_equals_whole_volume_ddim_with_the_same_noise(tmp_path, schedu
 def test_result_depends_on_seed_not_on_workers_or_scheduler(drun, tmp_path):
     run, vol_path, vol = drun
     kw = {"patch": 8, "chunks": 8, "seed": 3, "eta": 0.5, "device": "cpu", "quiet": True}
-    a = predict(run, vol_path, tmp_path / "a.zarr", workers=1, **kw)
-    predict(run, vol_path, tmp_path / "b.zarr", workers=2, scheduler="processes", **kw)
+    a = predict(run, vol_path, tmp_path / "a.zarr", *predict_options(workers=1, **kw))
+    predict(run, vol_path, tmp_path / "b.zarr", *predict_options(workers=2, scheduler="processes", **kw))
     assert a["steps"] == 4 and a["patches"] == 4 * (4 * 3 * 2)  # steps x patches
     a_img, b_img = read(tmp_path / "a.zarr"), read(tmp_path / "b.zarr")
     # other torch thread counts round convolutions differently; a random model amplifies that
     assert np.abs(a_img - b_img).max() <= 1e-5 * np.abs(a_img).max()
     assert read(tmp_path / "a.zarr").shape == vol.shape
     assert not (tmp_path / "a.zarr" / "volseg_work").exists()
-    predict(run, vol_path, tmp_path / "c.zarr", **{**kw, "seed": 4})
+    predict(run, vol_path, tmp_path / "c.zarr", *predict_options(**{**kw, "seed": 4}))
     assert np.abs(read(tmp_path / "c.zarr") - read(tmp_path / "a.zarr")).max() > 1e-3
 
 
 def test_fewer_sampling_steps_and_refusals(drun, tmp_path):
     run, vol_path, _ = drun
     assert sampling_sequence([0, 333, 666, 999], 2) == [0, 999]
-    r = predict(run, vol_path, tmp_path / "s.zarr", patch=8, chunks=8, sampling_steps=2, device="cpu", quiet=True)
+    r = predict(run, vol_path, tmp_path / "s.zarr", *predict_options(patch=8, chunks=8, sampling_steps=2, device="cpu", quiet=True))
     assert r["timesteps"] == [0, 999]
     for kwargs, option in (({"sampling_steps": 9}, "--sampling-steps"), ({"part": "1/2"}, "--part"),
                            ({"eta": -1.0}, "--eta"), ({"threshold": 0.5}, "--threshold"),
                            ({"skip_value": 0.0}, "--skip-value")):
         with pytest.raises(VolsegError, match=option):
-            predict(run, vol_path, tmp_path / "bad.zarr", patch=8, chunks=8, device="cpu", quiet=True, **kwargs)
+            predict(run, vol_path, tmp_path / "bad.zarr", *predict_options(patch=8, chunks=8, device="cpu", quiet=True, **kwargs))
         assert not (tmp_path / "bad.zarr").exists()
 
 
@@ -104,8 +104,7 @@ def test_diffusion_killed_midway_resumes_to_the_same_volume(drun, tmp_path, samp
     assert (out / "volseg_work").is_dir()
     rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert rerun.returncode == 0, rerun.stderr
-    predict(run, tmp_path / "v.npy", tmp_path / "clean.zarr", patch=8, chunks=8, seed=5, eta=0.3, device="cpu",
-            workers=1, quiet=True, samples=samples)
+    predict(run, tmp_path / "v.npy", tmp_path / "clean.zarr", *predict_options(patch=8, chunks=8, seed=5, eta=0.3, device="cpu", workers=1, quiet=True, samples=samples))
     a, b = read(out), read(tmp_path / "clean.zarr")
     assert np.abs(a - b).max() <= 1e-5 * np.abs(b).max()
     if samples > 1:
@@ -128,8 +127,7 @@ def test_samples_give_the_mean_and_std_of_whole_volume_chains(tmp_path, make_dif
     run = make_diffusion_run(tmp_path / "run", prediction=prediction)
     cond = np.random.default_rng(1).normal(size=(8, 12, 8)).astype(np.float32)
     np.save(tmp_path / "c.npy", cond)
-    r = predict(run, tmp_path / "c.npy", tmp_path / "o.zarr", patch=(8, 12, 8), chunks=4, seed=7, samples=3,
-                device="cpu", quiet=True)
+    r = predict(run, tmp_path / "c.npy", tmp_path / "o.zarr", *predict_options(patch=(8, 12, 8), chunks=4, seed=7, samples=3, device="cpu", quiet=True))
     assert r["samples"] == 3 and r["uncertainty"] == str(tmp_path / "o.zarr" / "uncertainty")
     model = load_model(run)
     chains = np.stack([model.sample(torch.from_numpy(cond)[None, None],
@@ -144,13 +142,13 @@ def test_samples_give_the_mean_and_std_of_whole_volume_chains(tmp_path, make_dif
 def test_one_sample_is_todays_output_and_samples_are_seeded(drun, tmp_path):
     run, vol_path, vol = drun
     kw = {"patch": 8, "chunks": 8, "seed": 3, "eta": 0.5, "device": "cpu", "quiet": True}
-    predict(run, vol_path, tmp_path / "one.zarr", **kw)
-    predict(run, vol_path, tmp_path / "one_again.zarr", samples=1, **kw)
+    predict(run, vol_path, tmp_path / "one.zarr", *predict_options(**kw))
+    predict(run, vol_path, tmp_path / "one_again.zarr", *predict_options(samples=1, **kw))
     assert np.array_equal(read(tmp_path / "one.zarr"), read(tmp_path / "one_again.zarr"))
     assert not (tmp_path / "one.zarr" / "uncertainty").exists()
     assert "samples" not in zarr.open_group(str(tmp_path / "one.zarr")).attrs["volseg"]["settings"]
-    a = predict(run, vol_path, tmp_path / "a.zarr", samples=2, workers=1, **kw)
-    predict(run, vol_path, tmp_path / "b.zarr", samples=2, workers=2, scheduler="processes", **kw)
+    a = predict(run, vol_path, tmp_path / "a.zarr", *predict_options(samples=2, workers=1, **kw))
+    predict(run, vol_path, tmp_path / "b.zarr", *predict_options(samples=2, workers=2, scheduler="processes", **kw))
     assert a["patches"] == 4 * (4 * 3 * 2)  # both samples share each patch's condition read
     for sub in ("", "uncertainty"):
         x, y = read(tmp_path / "a.zarr" / sub), read(tmp_path / "b.zarr" / sub)
@@ -160,7 +158,7 @@ def test_one_sample_is_todays_output_and_samples_are_seeded(drun, tmp_path):
     assert np.abs(read(tmp_path / "a.zarr") - read(tmp_path / "one.zarr")).max() > 1e-3
     # the samples are part of the output's settings: another count is refused without --overwrite
     with pytest.raises(VolsegError, match="overwrite"):
-        predict(run, vol_path, tmp_path / "a.zarr", samples=3, **kw)
+        predict(run, vol_path, tmp_path / "a.zarr", *predict_options(samples=3, **kw))
 
 
 @pytest.mark.parametrize("args,needle", [

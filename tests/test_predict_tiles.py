@@ -7,6 +7,7 @@ import pytest
 import torch
 import zarr
 
+from volseg.inference.settings import predict_options
 from volseg.errors import VolsegError
 from volseg.inference import predict
 from volseg.inference.plan import Plan
@@ -34,7 +35,7 @@ def ref(tmp_path_factory, make_run):
     root = tmp_path_factory.mktemp("tiles")
     make_run(root / "run")
     np.save(root / "v.npy", np.random.default_rng(0).normal(size=(16, 40, 40)).astype(np.float32))
-    one = predict(root / "run", root / "v.npy", root / "one.zarr", tile=None, **KW)
+    one = predict(root / "run", root / "v.npy", root / "one.zarr", *predict_options(tile=None, **KW))
     return root / "run", root / "v.npy", read(root / "one.zarr"), one
 
 
@@ -53,18 +54,18 @@ def test_parse_tile_accepts_n_yxx_and_none_and_names_bad_values():
 
 def test_tiled_equals_untiled_bitwise_and_recomputes_only_border_patches(ref, tmp_path):
     run, vol, expected, one = ref
-    r = predict(run, vol, tmp_path / "t.zarr", tile=16, batch_size=4, **KW)  # tiles of 2 x 2 chunks
+    r = predict(run, vol, tmp_path / "t.zarr", *predict_options(tile=16, batch_size=4, **KW))  # tiles of 2 x 2 chunks
     np.testing.assert_array_equal(read(tmp_path / "t.zarr"), expected)
     assert r["chunks_written"] == one["chunks_written"] == 2 * 5 * 5
     assert one["patches"] == 3 * 9 * 9 and r["patches"] > one["patches"]  # border patches twice
-    r = predict(run, vol, tmp_path / "yx.zarr", tile="8x24", batch_size=4, **KW)
+    r = predict(run, vol, tmp_path / "yx.zarr", *predict_options(tile="8x24", batch_size=4, **KW))
     np.testing.assert_array_equal(read(tmp_path / "yx.zarr"), expected)
 
 
 def test_forward_count_matches_the_expected_recomputation(ref, tmp_path):
     run, vol, _, _ = ref
     plan = Plan.build((16, 40, 40), (8, 8, 8), (4, 4, 4), (8, 8, 8))
-    r = predict(run, vol, tmp_path / "b1.zarr", tile=16, batch_size=1, **KW)
+    r = predict(run, vol, tmp_path / "b1.zarr", *predict_options(tile=16, batch_size=1, **KW))
     # tiles of 16 voxels: y/x ranges [0,16) [16,32) [32,40) overlapped by 4, 5, 2 of the 9 patch starts
     assert r["patches"] == forward_count(plan, (2, 2)) == 3 * (4 + 5 + 2) ** 2
     assert forward_count(plan, None) == plan.n_patches
@@ -78,10 +79,10 @@ def test_forward_count_matches_the_expected_recomputation(ref, tmp_path):
 def test_tiled_parts_together_equal_one_run_and_need_the_same_tile(ref, tmp_path):
     run, vol, expected, _ = ref
     out = tmp_path / "parts.zarr"
-    p1 = predict(run, vol, out, tile=16, part="1/2", **KW)
+    p1 = predict(run, vol, out, *predict_options(tile=16, part="1/2", **KW))
     with pytest.raises(VolsegError, match="other settings.*tile"):
-        predict(run, vol, out, tile=24, part="2/2", **KW)
-    p2 = predict(run, vol, out, tile=16, part="2/2", scheduler="processes", workers=2, **KW)
+        predict(run, vol, out, *predict_options(tile=24, part="2/2", **KW))
+    p2 = predict(run, vol, out, *predict_options(tile=16, part="2/2", scheduler="processes", workers=2, **KW))
     assert p1["chunks_written"] + p2["chunks_written"] == 50 and p2["chunks_done_before"] == 0
     np.testing.assert_array_equal(read(out), expected)
 
@@ -89,10 +90,10 @@ def test_tiled_parts_together_equal_one_run_and_need_the_same_tile(ref, tmp_path
 def test_resume_across_tiles_redoes_only_unmarked_chunks(ref, tmp_path):
     run, vol, expected, _ = ref
     out = tmp_path / "r.zarr"
-    predict(run, vol, out, tile=16, **KW)
+    predict(run, vol, out, *predict_options(tile=16, **KW))
     for name in ("c0.0.0", "c1.2.3", "c1.4.4"):  # three different tiles
         (out / MARKERS / name).unlink()
-    again = predict(run, vol, out, tile=16, **KW)
+    again = predict(run, vol, out, *predict_options(tile=16, **KW))
     assert again["chunks_written"] == 3 and again["chunks_done_before"] == 47
     np.testing.assert_array_equal(read(out), expected)
 
@@ -124,8 +125,8 @@ def test_diffusion_sampling_tiled_equals_untiled(tmp_path, make_diffusion_run):
     run = make_diffusion_run(tmp_path / "drun")
     np.save(tmp_path / "c.npy", np.random.default_rng(2).normal(size=(8, 24, 16)).astype(np.float32))
     kw = {"patch": 8, "chunks": 8, "seed": 3, "eta": 0.5, "sampling_steps": 2, "device": "cpu", "quiet": True}
-    a = predict(run, tmp_path / "c.npy", tmp_path / "a.zarr", tile=None, **kw)
-    b = predict(run, tmp_path / "c.npy", tmp_path / "b.zarr", tile=8, **kw)
+    a = predict(run, tmp_path / "c.npy", tmp_path / "a.zarr", *predict_options(tile=None, **kw))
+    b = predict(run, tmp_path / "c.npy", tmp_path / "b.zarr", *predict_options(tile=8, **kw))
     np.testing.assert_array_equal(read(tmp_path / "b.zarr"), read(tmp_path / "a.zarr"))
     assert b["patches"] > a["patches"] == 2 * (1 * 5 * 3)  # steps x patches; borders twice when tiled
 
@@ -134,6 +135,6 @@ def test_diffusion_sampling_tiled_equals_untiled(tmp_path, make_diffusion_run):
 def test_tiled_threads_and_local_cluster_agree(ref, tmp_path):
     run, vol, expected, _ = ref
     for sched, workers in (("threads", 2), ("distributed", 2)):
-        predict(run, vol, tmp_path / f"{sched}.zarr", tile=16, scheduler=sched, workers=workers, **KW)
+        predict(run, vol, tmp_path / f"{sched}.zarr", *predict_options(tile=16, scheduler=sched, workers=workers, **KW))
         np.testing.assert_array_equal(read(tmp_path / f"{sched}.zarr"), expected)
 

@@ -13,6 +13,7 @@ import pytest
 import torch
 import zarr
 
+from volseg.inference.settings import predict_options
 from volseg.errors import VolsegError
 from volseg.inference import predict
 from volseg.inference.resume import MARKERS, Markers, fingerprint
@@ -48,17 +49,16 @@ def test_rerun_redoes_only_unmarked_chunks(tmp_path):
     run = make_run(tmp_path / "run")
     np.save(tmp_path / "v.npy", np.random.default_rng(0).normal(size=(64, 24, 16)).astype(np.float32))
     out = tmp_path / "out.zarr"
-    first = predict(run, tmp_path / "v.npy", out, patch=16, stitch=True, chunks=16, device="cpu", quiet=True)
+    first = predict(run, tmp_path / "v.npy", out, *predict_options(patch=16, stitch=True, chunks=16, device="cpu", quiet=True))
     ref = read(out)
     for name in ("c0.0.0", "c0.1.0"):
         (out / MARKERS / name).unlink()
-    again = predict(run, tmp_path / "v.npy", out, patch=16, stitch=True, chunks=16, device="cpu", quiet=True)
+    again = predict(run, tmp_path / "v.npy", out, *predict_options(patch=16, stitch=True, chunks=16, device="cpu", quiet=True))
     assert again["chunks_written"] == 2 and again["chunks_done_before"] == first["chunks_total"] - 2
     assert again["patches"] < first["patches"]  # only the groups those chunks need
     np.testing.assert_array_equal(read(out), ref)
     with pytest.raises(VolsegError, match="other settings.*overlap"):
-        predict(run, tmp_path / "v.npy", out, patch=16, overlap=0.25, stitch=True, chunks=16, device="cpu",
-                quiet=True)
+        predict(run, tmp_path / "v.npy", out, *predict_options(patch=16, overlap=0.25, stitch=True, chunks=16, device="cpu", quiet=True))
     np.testing.assert_array_equal(read(out), ref)
 
 
@@ -68,11 +68,11 @@ def test_patch_store_resumes_by_group_and_stitch_refuses_an_incomplete_store(tmp
     run = make_run(tmp_path / "run")
     np.save(tmp_path / "v.npy", np.random.default_rng(0).normal(size=(32, 32, 24)).astype(np.float32))
     store = tmp_path / "p.zarr"
-    first = predict(run, tmp_path / "v.npy", store, patch=16, chunks=16, device="cpu", part="1/2", quiet=True)
+    first = predict(run, tmp_path / "v.npy", store, *predict_options(patch=16, chunks=16, device="cpu", part="1/2", quiet=True))
     with pytest.raises(VolsegError, match="of 8 patch groups written"):
         stitch(store, tmp_path / "o.zarr", chunks=16, quiet=True)
     assert not (tmp_path / "o.zarr").exists()
-    second = predict(run, tmp_path / "v.npy", store, patch=16, chunks=16, device="cpu", quiet=True)
+    second = predict(run, tmp_path / "v.npy", store, *predict_options(patch=16, chunks=16, device="cpu", quiet=True))
     assert second["groups_done_before"] == first["groups_written"] > 0
     stitch(store, tmp_path / "o.zarr", chunks=16, quiet=True)
 

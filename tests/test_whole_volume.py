@@ -14,6 +14,7 @@ import torch
 from typer.testing import CliRunner
 
 from cli_checks import one_error_line, tree
+from volseg.inference.settings import predict_options
 from volseg.cli import app
 from volseg.data.resize import resize_3d
 from volseg.data.whole import WholeVolumeDataset
@@ -92,8 +93,7 @@ def test_predict_resizes_in_runs_once_and_resizes_back(brain, tmp_path):
     from volseg.inference.predict import predict
 
     _ok("predict", root / "diff", cases[2], "-o", tmp_path / "one.zarr", "--seed", 5, "--quiet")
-    predict(root / "diff", small, tmp_path / "manual.zarr", patch=(SIZE,) * 3, overlap=0.0, stitch=True,
-            chunks=SIZE, tile=None, seed=5, whole=False, quiet=True)
+    predict(root / "diff", small, tmp_path / "manual.zarr", *predict_options(patch=(SIZE,) * 3, overlap=0.0, stitch=True, chunks=SIZE, tile=None, seed=5, whole=False, quiet=True))
     manual = resize_3d(np.asarray(open_volume(tmp_path / "manual.zarr")[...]), SHAPE, order=1)
     np.testing.assert_allclose(np.asarray(open_volume(tmp_path / "one.zarr")[...]), manual, rtol=1e-5, atol=1e-5)
 

@@ -160,10 +160,11 @@ def run_demo(out: str | os.PathLike = "volseg-demo", *, shape: int | None = None
         trained = stage("train", lambda: train(paths["patches"], paths["run"], model_type="unet",
                                                config_path=config, overrides=overrides,
                                                overwrite=overwrite, quiet=quiet))
-    stage("predict", lambda: predict(paths["run"], paths["scroll"], paths["prediction"],
-                                     patch=plan.predict_patch, overlap=0.5, stitch=True, amp=amp,
-                                     device="cpu", chunks=plan.chunks, workers=workers,
-                                     overwrite=overwrite, quiet=quiet))
+    from volseg.inference.settings import predict_options
+
+    stage("predict", lambda: predict(paths["run"], paths["scroll"], paths["prediction"], *predict_options(
+        patch=plan.predict_patch, overlap=0.5, stitch=True, amp=amp, device="cpu", chunks=plan.chunks,
+        workers=workers, overwrite=overwrite, quiet=quiet)))
     metrics = _metrics(plan, final=not plan.postprocess)
     raw = stage("evaluate", lambda: evaluate(paths["prediction"], paths["labels"], metrics=metrics,
                                              image=paths["scroll"], preview=None if plan.postprocess

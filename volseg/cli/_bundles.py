@@ -16,6 +16,8 @@ Only typer and the standard library are imported here, so ``--help`` stays fast.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import inspect
 from dataclasses import dataclass
@@ -56,12 +58,14 @@ def bundled(*, rank_zero: bool = False, **bundles: Bundle) -> Callable[[Callable
         added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind)
                  for bundle in bundles.values() for name, kind, default in bundle.options]
         added.append(inspect.Parameter("debug", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=DebugOpt))
+        added.append(inspect.Parameter("typer_context", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context))
         params = sorted(kept + added, key=lambda p: p.kind == inspect.Parameter.KEYWORD_ONLY)
         taken = {name: [n for n, _, _ in bundle.options] for name, bundle in bundles.items()}
 
         @functools.wraps(fn)
         def command(**values):
-            with cli_errors(values.pop("debug", False), rank_zero=rank_zero):
+            token = _CONTEXT.set(values.pop("typer_context", None))
+            with cli_errors(values.pop("debug", False), rank_zero=rank_zero), _reset(token):
                 for name, bundle in bundles.items():
                     values[name] = bundle.build(**{n: values.pop(n) for n in taken[name]})
                 return fn(**values)
@@ -72,6 +76,27 @@ def bundled(*, rank_zero: bool = False, **bundles: Bundle) -> Callable[[Callable
         return command
 
     return wrap
+
+
+_CONTEXT: contextvars.ContextVar = contextvars.ContextVar("volseg_cli_context", default=None)
+
+
+@contextlib.contextmanager
+def _reset(token):
+    try:
+        yield
+    finally:
+        _CONTEXT.reset(token)
+
+
+def explicit_values(values: dict) -> dict:
+    """The entries of ``values`` given on the command line (or by environment), not left at their
+    default: what overrides a ``--config`` file. Called by a bundle's build inside its command."""
+    ctx = _CONTEXT.get()
+    if ctx is None:
+        return dict(values)
+    return {k: v for k, v in values.items()
+            if getattr(ctx.get_parameter_source(k), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")}
 
 
 def _execution(**values):
@@ -101,10 +126,15 @@ class Remote:
 
         remote_setup(self.storage_options, self.cache, self.cache_size, inputs=inputs, outputs=outputs)
 
-    def at_level(self, volume: str | None) -> str | None:
-        """``volume`` or the path/URL of its ``--level`` (checked to exist)."""
+    def at_level(self, volume: str | None, *, checked: bool = False) -> str | None:
+        """``volume`` or the path/URL of its ``--level`` (checked to exist). ``checked``: with a
+        level, refuse an unfinished store first (the library checks the level array it reads)."""
         from volseg.cli._remote import at_level
 
+        if checked and volume is not None and self.level is not None:
+            from volseg.io.completion import check_complete
+
+            check_complete(volume)
         return at_level(volume, self.level)
 
 

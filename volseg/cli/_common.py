@@ -134,6 +134,20 @@ def emit_json(obj: Any, dest: str | None) -> None:
         write_json(obj, dest)
 
 
+def done(result: Any, json_out: str | None, summary: str, *, quiet: bool = False) -> None:
+    """A command's ending: ``result`` as JSON to ``--json`` (if given), then the one-line ``summary``
+    on stdout unless ``--quiet`` or the JSON goes to stdout."""
+    emit_json(result, json_out)
+    console(quiet or json_out == "-").print(summary, soft_wrap=True)
+
+
+def wrote(result: dict) -> str:
+    """``wrote OUT in S s``, with how many blocks a resumed run found done (predict, stitch)."""
+    before = result.get("chunks_done_before", result.get("groups_done_before", 0))
+    return (f"wrote {result['output']} in {result.get('seconds', 0):.1f} s"
+            + (f" (resumed: {before} blocks were already done)" if before else ""))
+
+
 def console(quiet: bool = False):
     """A rich Console on stdout for tables and summaries (quiet: one that prints nothing)."""
     from rich.console import Console

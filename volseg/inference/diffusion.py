@@ -33,12 +33,13 @@ from __future__ import annotations
 
 import functools
 import os
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from volseg.errors import VolsegError
 from volseg.geometry import as_slices
-from volseg.inference.blend import Blender
 from volseg.inference.engine import (
     accumulate,
     map_tasks,
@@ -49,7 +50,7 @@ from volseg.inference.engine import (
 from volseg.inference.plan import Plan, read_box
 from volseg.inference.resume import Markers, finish_output, open_output, removed_if_empty
 from volseg.inference.source import condition_patches, forward_batches, open_cached
-from volseg.inference.stitch import cut_pieces, output_spec
+from volseg.inference.stitch import cut_pieces
 from volseg.inference.tiles import run_tiled
 
 WORK = "volseg_work"
@@ -154,19 +155,30 @@ def _eps_group(setup, work: Plan, output: str, k: int, t: int, group, wanted) ->
     for b in picked:  # the group's fixed batches, so eps does not depend on the tile or pass
         for s, x in enumerate(x_t):
             eps[row[b], s:s + 1] = setup.runner.eps(cond[row[b]], x[row[b]], t)
-    blender = Blender(work.starts, work.patch, setup.blend["mode"], sigma_scale=setup.blend["sigma_scale"])
     stats = {"patches": len(origins), "groups": 1, "input_bytes_read": int(nbytes)}
-    return {"stats": stats, **cut_pieces(work, blender, origins, eps, wanted)}
+    return {"stats": stats, **cut_pieces(work, setup.blender(work), origins, eps, wanted)}
 
 
-def _step_chunk(setup, work: Plan, output: str, spec, k: int, a_t: float, a_next: float, eta: float,
-                seed: int, last: bool, samples: int, chunk, pieces) -> dict:
+@dataclass(frozen=True)
+class _Step:
+    """DDIM step ``k`` from alpha-bar ``a_t`` to ``a_next``; ``last`` writes the output."""
+
+    k: int
+    a_t: float
+    a_next: float
+    last: bool
+
+
+def _step_chunk(setup, work: Plan, output: str, spec, step: _Step, chunk, pieces) -> dict:
     """Final task: blend the predictions over the chunk, take the DDIM step of every sample, write
     x_next (or, at the last step, their mean as the output and their standard deviation)."""
     import torch
     import zarr
 
     from volseg.models.ddim import ddim_step
+
+    k, last = step.k, step.last
+    eta, seed, samples = setup.settings.diffusion.eta, setup.settings.diffusion.seed, setup.settings.diffusion.samples
 
     start, stop = work.bounds(chunk)
     size = tuple(b - a for a, b in zip(start, stop))
@@ -178,7 +190,7 @@ def _step_chunk(setup, work: Plan, output: str, spec, k: int, a_t: float, a_next
     noise = (torch.from_numpy(_samples_noise(seed, k + 1, chunk, size, samples))
              if eta > 0 and not last else None)
     model = setup.runner.model
-    x_next = ddim_step(x_t, eps, a_t=a_t, a_next=a_next, eta=eta, noise=noise,
+    x_next = ddim_step(x_t, eps, a_t=step.a_t, a_next=step.a_next, eta=eta, noise=noise,
                        clip=model.x0_range, prediction=model.prediction).float()
     if last:
         with torch.inference_mode():
@@ -222,15 +234,15 @@ def _init_chunk(setup, output: str, work: Plan, seed: int, samples: int, chunk) 
     Markers(output).mark(chunk, prefix="init-")
 
 
-def sample_volume(setup, output, *, dtype: str = "float32", threshold=None, channel=None,
-                  sampling_steps: int | None = None, eta: float = 0.0, seed: int = 0,
-                  samples: int = 1, scheduler: str = "threads", workers: int | None = None, part=None,
-                  overwrite: bool = False, quiet: bool = False) -> dict:
+def sample_volume(setup, output, spec, execution, *, record: str | None = None) -> dict:
     """DDIM-sample the target of a whole volume patch-wise into an OME-Zarr output.
 
-    Parameters are those of :func:`volseg.inference.predict.predict`; ``setup`` is its
-    validated :class:`~volseg.inference.predict.Setup` of a diffusion run. ``samples`` > 1
-    writes the mean of that many samples and their standard deviation in ``OUT/uncertainty``.
+    ``setup`` is the validated :class:`~volseg.inference.setup.Setup` of a diffusion run (its
+    ``settings.diffusion``: steps, eta, seed, samples), ``spec`` the image
+    :class:`~volseg.inference.stitch.OutputSpec`, ``execution`` a
+    :class:`~volseg.parallel.Execution` (``--part`` is refused), ``record`` the text of the
+    settings file written inside a new output. ``samples`` > 1 writes the mean of that many
+    samples and their standard deviation in ``OUT/uncertainty``.
 
     Returns
     -------
@@ -243,28 +255,27 @@ def sample_volume(setup, output, *, dtype: str = "float32", threshold=None, chan
 
     from volseg.progress import progress_bar
 
-    if part is not None:
+    if execution.part is not None:
         raise VolsegError("--part", "diffusion sampling needs every chunk of step k before step k+1, so it "
                           "cannot be split into independent parts; run one job (use --scheduler "
                           "distributed or tcp://HOST:PORT to spread it over a cluster)")
     if setup.skip_value is not None:
         raise VolsegError("--skip-value", "applies to segmentation models only; drop it for a diffusion run")
-    eta = parse_eta(eta)
-    samples = parse_samples(samples)
+    sampler = setup.settings.diffusion
+    eta, seed, samples = sampler.eta, sampler.seed, sampler.samples
     model = setup.runner.model
-    seq = sampling_sequence(model.sampling_timesteps(), sampling_steps)
-    spec = output_spec(setup.info["out_channels"], dtype=dtype, threshold=threshold, channel=channel, image=True)
+    seq = sampling_sequence(model.sampling_timesteps(), sampler.sampling_steps)
     plan = setup.plan
     work = Plan.build(plan.domain, plan.patch, plan.stride, plan.chunks)
     tile = setup.tile
-    settings = {**setup.settings, "command": "predict (diffusion)", "output": spec.settings(),
+    settings = {**setup.fingerprint, "command": "predict (diffusion)", "output": spec.settings(),
                 "timesteps": seq, "eta": eta, "seed": int(seed)}
     if samples > 1:  # a single-sample run keeps the settings (and so the resume) of earlier versions
         settings["samples"] = samples
     steps = list(zip(reversed(seq), reversed([-1] + seq[:-1])))
     last = f"s{len(steps) - 1}-"
-    out, markers, resumed = _open_output(output, setup, plan, spec, settings, overwrite, samples,
-                                         total=len(work.chunk_list()), prefix=last)
+    out, markers, resumed = _open_output(output, setup, spec, settings, execution.overwrite,
+                                         total=len(work.chunk_list()), prefix=last, record=record)
     out = str(out)
     last_done = len(markers.todo(work.chunk_list(), prefix=last)) == 0
     totals = {}
@@ -276,20 +287,19 @@ def sample_volume(setup, output, *, dtype: str = "float32", threshold=None, chan
                 for name in ("x0", "x1"):
                     group.create_array(name, shape=(samples, *work.shape), chunks=(samples, *work.chunks),
                                        dtype="float32", fill_value=0)
-            with open_session(scheduler, workers) as sess:
+            with open_session(execution.scheduler, execution.workers) as sess:
                 todo = markers.todo(work.chunk_list(), prefix="init-")
                 map_tasks(functools.partial(_init_chunk, setup, out, work, int(seed), samples), todo, session=sess,
-                          description="noise", quiet=quiet)
+                          description="noise", quiet=execution.quiet)
                 for k, (t, t_next) in enumerate(steps):
                     todo = markers.todo(work.chunk_list(), prefix=f"s{k}-")
                     if not todo:
                         continue
-                    a_t, a_next = model.alpha(t), model.alpha(t_next)
-                    with progress_bar(f"DDIM step {k + 1}/{len(steps)}", len(todo), quiet=quiet) as bar:
+                    step = _Step(k, model.alpha(t), model.alpha(t_next), k == len(steps) - 1)
+                    with progress_bar(f"DDIM step {k + 1}/{len(steps)}", len(todo), quiet=execution.quiet) as bar:
                         _, group_stats = run_tiled(
                             work, todo, functools.partial(_eps_group, setup, work, out, k, t),
-                            functools.partial(_step_chunk, setup, work, out, spec, k, a_t, a_next, eta, int(seed),
-                                              k == len(steps) - 1, samples),
+                            functools.partial(_step_chunk, setup, work, out, spec, step),
                             tile=tile, session=sess, bar=bar)
                     totals = merge_stats([totals, merge_stats(group_stats)])
             shutil.rmtree(work_dir, ignore_errors=True)
@@ -301,13 +311,14 @@ def sample_volume(setup, output, *, dtype: str = "float32", threshold=None, chan
     return result
 
 
-def _open_output(output, setup, plan: Plan, spec, settings: dict, overwrite: bool, samples: int, *,
-                 total: int, prefix: str):
+def _open_output(output, setup, spec, settings: dict, overwrite: bool, *, total: int, prefix: str,
+                 record: str | None):
     """The output volume (:func:`~volseg.inference.stitch.create_volume_output`), plus with
     ``samples`` > 1 the float32 ``uncertainty`` image of the same shape, chunks and spacing."""
+    from volseg.inference.settings import SETTINGS_FILE
     from volseg.io import create_volume
 
-    meta = setup.meta
+    meta, plan, samples = setup.meta, setup.plan, setup.settings.diffusion.samples
 
     def create(tmp, attrs: dict) -> None:
         create_volume(tmp, shape=plan.shape, dtype=spec.out_dtype, chunks=plan.chunks,
@@ -318,6 +329,8 @@ def _open_output(output, setup, plan: Plan, spec, settings: dict, overwrite: boo
                           attrs={"kind": "uncertainty", "samples": samples,
                                  "meaning": "per-voxel standard deviation (ddof 1) of the samples, "
                                             "in the output's units"})
+        if record is not None:
+            (Path(tmp) / SETTINGS_FILE).write_text(record, encoding="utf-8")
 
     return open_output(output, settings=settings, create=create, overwrite=overwrite, total=total,
                        unit="chunks", prefix=prefix)

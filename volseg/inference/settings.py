@@ -70,12 +70,13 @@ class DiffusionSettings:
 
     @classmethod
     def parse(cls, *, sampling_steps=None, eta=0.0, seed=0, samples=1) -> "DiffusionSettings":
-        from volseg.inference.diffusion import parse_eta, parse_samples
+        from volseg.inference.diffusion import parse_eta
 
         steps = None if sampling_steps is None else _parse_int(
             sampling_steps, "--sampling-steps", low=1, fix="e.g. --sampling-steps 10")
-        return cls(steps, parse_eta(eta), _parse_int(seed, "--seed", low=0, fix="e.g. --seed 0"),
-                   parse_samples(samples))
+        return cls(steps, parse_eta(_parse_float(eta, "--eta")), _parse_int(seed, "--seed", low=0, fix="e.g. --seed 0"),
+                   _parse_int(samples, "--samples", low=1, fix="use 1 for one sample, or e.g. 4 for their mean "
+                              "and an uncertainty volume"))
 
 
 @dataclass(frozen=True)
@@ -227,7 +228,7 @@ def from_sources(flags: dict, *, config: str | os.PathLike | None = None) -> tup
     """Settings and output options from defaults < the YAML ``config`` < ``flags``.
 
     ``flags`` holds only the options given explicitly (the CLI leaves out the ones at their
-    defaults); ``config`` is a file as :func:`record` writes it (keys of
+    defaults); ``config`` is a file as :func:`settings_text` writes it (keys of
     :meth:`PredictSettings.to_dict` and ``dtype``/``threshold``/``channel``; a top-level
     ``predict:`` mapping is accepted too).
     """
@@ -261,7 +262,7 @@ def read_config(path: str | os.PathLike) -> dict:
 
 
 def settings_text(settings: PredictSettings, output: OutputOptions, *, run: str, volume: str) -> str:
-    """The YAML that :func:`record` writes: rerun with ``volseg predict RUN VOLUME -o OUT --config FILE``."""
+    """The YAML written inside every new predict output (:data:`SETTINGS_FILE`); rerun with ``volseg predict RUN VOLUME -o OUT --config FILE``."""
     import yaml
 
     from volseg import __version__
@@ -272,24 +273,21 @@ def settings_text(settings: PredictSettings, output: OutputOptions, *, run: str,
             + yaml.safe_dump(body, sort_keys=False, default_flow_style=None))
 
 
-def record(output: str, text: str) -> str:
-    """Write ``text`` (:func:`settings_text`) as ``OUTPUT/volseg-predict.yml``; returns its path.
+EXECUTION_KEYS = ("scheduler", "workers", "part", "overwrite", "quiet")
 
-    Local outputs get it through a temporary sibling and an atomic rename; URL outputs through
-    fsspec. The file sits inside the output store, so it moves and is deleted with it.
+
+def predict_options(**options) -> tuple:
+    """Loose keyword options (as ``volseg predict``'s flags) -> ``(settings, output_options, execution)``.
+
+    For scripts and notebooks: ``predict(run, volume, out, *predict_options(patch=64, stitch=True))``.
+
+    Examples
+    --------
+    >>> settings, output, execution = predict_options(patch=32, threshold=0.5, workers=1)
+    >>> settings.patch, output.threshold, execution.workers
+    ((32, 32, 32), 0.5, 1)
     """
-    from volseg.io.remote import is_url
+    from volseg.parallel import Execution
 
-    if is_url(output):
-        import fsspec
-
-        path = f"{str(output).rstrip('/')}/{SETTINGS_FILE}"
-        with fsspec.open(path, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        return path
-    path = os.path.join(str(output), SETTINGS_FILE)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-    return path
+    execution = Execution.parse(**{k: options.pop(k) for k in EXECUTION_KEYS if k in options})
+    return (*from_sources(options), execution)

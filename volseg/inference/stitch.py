@@ -91,14 +91,21 @@ def output_spec(channels: int, *, dtype: str = "float32", threshold: float | Non
 
 
 def create_volume_output(path, *, plan: Plan, spec: OutputSpec, spacing, unit, settings: dict,
-                         overwrite: bool, total: int = 0, prefix: str = "c") -> tuple[Path, Markers, bool]:
+                         overwrite: bool, total: int = 0, prefix: str = "c",
+                         record: str | None = None) -> tuple[Path, Markers, bool]:
     """Create (or resume) the OME-Zarr output volume of ``plan.shape`` with ``plan.chunks``
-    (see :func:`volseg.inference.resume.open_output`; ``total`` blocks marked ``<prefix>i.j.k``)."""
+    (see :func:`volseg.inference.resume.open_output`; ``total`` blocks marked ``<prefix>i.j.k``).
+    ``record``: text of the settings file written inside the new volume
+    (:data:`volseg.inference.settings.SETTINGS_FILE`)."""
     from volseg.io import create_volume
 
     def create(tmp: Path, attrs: dict) -> None:
         create_volume(tmp, shape=plan.shape, dtype=spec.out_dtype, chunks=plan.chunks,
                       spacing=spacing, unit=unit, attrs={**attrs, "output": spec.settings()})
+        if record is not None:
+            from volseg.inference.settings import SETTINGS_FILE
+
+            (Path(tmp) / SETTINGS_FILE).write_text(record, encoding="utf-8")
 
     return open_output(path, settings=settings, create=create, overwrite=overwrite, total=total,
                        unit="chunks", prefix=prefix)

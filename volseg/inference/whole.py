@@ -12,6 +12,7 @@ folder is removed whatever happens. Axis order (z, y, x), units voxels.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from pathlib import Path
@@ -43,27 +44,19 @@ def _integer_cast(values: np.ndarray, dtype) -> np.ndarray:
     return values.astype(dtype)
 
 
-def predict_whole(run, volume, output, shape, *, predict_once, patch=None, part=None, threshold=None, channel=None,
-                  chunks=128, overwrite: bool = False, **options) -> dict:
+def predict_whole(run, volume, output, shape, settings, output_options, execution, *, predict_once) -> dict:
     """Resize ``volume`` to ``shape``, predict it in one pass, resize the output back.
 
     Parameters
     ----------
-    run, volume, output
-        As :func:`volseg.inference.predict.predict`.
+    run, volume, output, settings, output_options, execution
+        As :func:`volseg.inference.predict.predict`. ``--patch``, ``--part``, ``--threshold``
+        and ``--channel`` are refused: the patch is the whole resized volume, it is one task,
+        and the output is an image; ``settings.chunks`` is the chunk size of the written output.
     shape : (D, H, W)
         The run's training shape (:func:`whole_shape`).
     predict_once : callable
         :func:`volseg.inference.predict.predict` (passed in by it: this module sits below it).
-    patch, part, threshold, channel
-        Refused: the patch is the whole resized volume, it is one task, and the output is an image.
-    chunks : int or (z, y, x)
-        Chunk size of the written output.
-    overwrite : bool
-        Replace an existing output volseg made.
-    **options
-        Passed to the one-pass predict (``samples``, ``sampling_steps``, ``eta``, ``seed``, ``device``,
-        ``amp``, ``tta``, ``dtype``, ``nan_value``, ``quiet``, ...).
 
     Returns
     -------
@@ -77,13 +70,13 @@ def predict_whole(run, volume, output, shape, *, predict_once, patch=None, part=
     from volseg.io.completion import check_complete
     from volseg.io.outputs import guard_output
 
-    for option, value in (("--patch", patch), ("--part", part), ("--threshold", threshold),
-                          ("--channel", channel)):
+    for option, value in (("--patch", settings.patch), ("--part", execution.part),
+                          ("--threshold", output_options.threshold), ("--channel", output_options.channel)):
         if value is not None:
             raise VolsegError(option, f"{value}: this run was trained on whole volumes resized to "
                               f"{'x'.join(map(str, shape))} (data.patch: null), so predict runs it on the whole "
                               "resized volume in one pass and writes an image; drop the option")
-    guard_output(output, inputs=[run, volume], kind="volume", overwrite=overwrite)
+    guard_output(output, inputs=[run, volume], kind="volume", overwrite=execution.overwrite)
     check_complete(volume)
     meta = read_meta(volume)
     if len(meta.shape) != 3:
@@ -106,17 +99,23 @@ def predict_whole(run, volume, output, shape, *, predict_once, patch=None, part=
         for name, path in zip(names, conditions):
             write_volume(small / name, resize_3d(np.asarray(open_volume(path)[...]), shape, order=1),
                          chunks=shape)
-        result = predict_once(run, str(small), str(work / "output.zarr"), patch=shape, overlap=0.0, stitch=True,
-                         chunks=shape, tile=None, whole=False, **options)
+        once = settings.replace(patch=tuple(shape), overlap=0.0, stitch=True, chunks=tuple(shape), tile=None,
+                                whole=False)
+        result = predict_once(run, str(small), str(work / "output.zarr"), once, output_options,
+                              dataclasses.replace(execution, overwrite=False))
         produced = zarr.open_group(str(work / "output.zarr"), mode="r")
         images = [""] + [k for k in ("uncertainty",) if k in produced]
-        with atomic_dir(output, overwrite=overwrite) as tmp:
+        with atomic_dir(output, overwrite=execution.overwrite) as tmp:
             for key in images:
                 path = work / "output.zarr" / key if key else work / "output.zarr"
                 small_out = np.asarray(open_volume(path)[...])
                 back = resize_3d(small_out.astype(np.float32), meta.shape, order=1)
-                write_volume(tmp / key if key else tmp, _integer_cast(back, small_out.dtype), chunks=chunks,
+                write_volume(tmp / key if key else tmp, _integer_cast(back, small_out.dtype), chunks=settings.chunks,
                              spacing=meta.spacing, unit=meta.unit)
+            from volseg.inference.settings import SETTINGS_FILE, settings_text
+
+            (tmp / SETTINGS_FILE).write_text(settings_text(settings, output_options, run=str(run), volume=str(volume)),
+                                             encoding="utf-8")
             zarr.open_group(str(tmp), mode="r+").attrs["volseg"] = {
                 "kind": "prediction", "whole_shape": list(shape),
                 "volume_shape": list(meta.shape), "samples": result.get("samples", 1)}
