@@ -8,7 +8,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from volseg.cli._app import app
-from volseg.cli._common import DebugOpt, DeviceOpt, JsonOpt, QuietOpt, cli_errors, console, emit_json, guard_json
+from volseg.cli._bundles import bundled
+from volseg.cli._common import DeviceOpt, JsonOpt, QuietOpt, console, emit_json, guard_json
 
 _EPILOG = (
     "Examples:\n\n"
@@ -19,6 +20,7 @@ _EPILOG = (
 
 
 @app.command("bench-memory", epilog=_EPILOG)
+@bundled()
 def bench_memory_cmd(
     model: Annotated[str, typer.Option("--model", help="unet or diffusion (defaults of configs/*.yml).")] = "unet",
     patch: Annotated[str, typer.Option(
@@ -35,24 +37,22 @@ def bench_memory_cmd(
     device: DeviceOpt = "auto",
     json: JsonOpt = None,
     quiet: QuietOpt = False,
-    debug: DebugOpt = False,
 ) -> None:
     """Peak memory of one training step (forward, backward, optimizer step) and of one inference step, for each patch size x amp off/on x checkpoint off/on (amp rows only where amp pays off: CUDA, or a CPU with native bf16; --amp forces them).
 
     On CUDA: torch.cuda.max_memory_allocated. On CPU: the bytes of the tensors saved for backward plus parameters, gradients and optimizer state, and the peak RSS of a fresh process per combination.
     """
-    with cli_errors(debug):
-        guard_json(json)
-        from volseg.bench.memory import bench_memory, parse_budget
+    from volseg.bench.memory import bench_memory, parse_budget
 
-        parse_budget(budget)
-        result = bench_memory(model=model, patches=patch, amp=amp, checkpoint=checkpoint,
-                              batch_size=batch_size, budget=budget, device=device, quiet=quiet)
-        emit_json(result, json)
-        _print(result, quiet=quiet or json == "-")
-        if not quiet:
-            for note in result.get("notes", []):
-                print(f"note: {note}", file=sys.stderr)
+    guard_json(json)
+    parse_budget(budget)
+    result = bench_memory(model=model, patches=patch, amp=amp, checkpoint=checkpoint,
+                          batch_size=batch_size, budget=budget, device=device, quiet=quiet)
+    emit_json(result, json)
+    _print(result, quiet=quiet or json == "-")
+    if not quiet:
+        for note in result.get("notes", []):
+            print(f"note: {note}", file=sys.stderr)
 
 
 def _size(n: Any) -> str:

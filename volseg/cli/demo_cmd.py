@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 import typer
 
 from volseg.cli._app import app
-from volseg.cli._common import (DebugOpt, JsonOpt, QuietOpt, WorkersOpt,
-                                cli_errors, console, emit_json, guard_json, local_output)
+from volseg.cli._bundles import bundled
+from volseg.cli._common import JsonOpt, QuietOpt, WorkersOpt, console, emit_json, guard_json, local_output
 
 _SCORES = (("dice", "Dice"), ("surface_dice", "Surface Dice (tol 2)"), ("voi", "VOI (bits, lower is better)"),
            ("topology", "Topology score"), ("score", "Leaderboard-style score"))
@@ -27,6 +27,7 @@ def _score(scores: dict, key: str):
 
 
 @app.command()
+@bundled()
 def demo(
     out: Annotated[str, typer.Option("--out", "-o", callback=local_output,
                                      help="Folder for all outputs (replaced).")] = "volseg-demo",
@@ -37,7 +38,6 @@ def demo(
     workers: WorkersOpt = None,
     quiet: QuietOpt = False,
     json_out: JsonOpt = None,
-    debug: DebugOpt = False,
 ) -> None:
     """Synthesise a scroll, patchify, train UNet3D (--amp --checkpoint), predict + stitch, post-process, evaluate.
 
@@ -56,13 +56,11 @@ def demo(
     def on_stage(name: str, seconds: float) -> None:
         out_console.print(f"[green]done[/green] {name:<9} {seconds:7.1f} s")
 
-    with cli_errors(debug):
-        guard_json(json_out, outputs=[out])
-        summary = run_demo(out, shape=shape, fast=fast, seed=seed, steps=steps, workers=workers,
-                           quiet=quiet or json_out == "-", on_stage=on_stage)
+    guard_json(json_out, outputs=[out])
+    summary = run_demo(out, shape=shape, fast=fast, seed=seed, steps=steps, workers=workers,
+                       quiet=quiet or json_out == "-", on_stage=on_stage)
     _print_summary(out_console, summary)
-    with cli_errors(debug):
-        emit_json(summary, json_out)
+    emit_json(summary, json_out)
 
 
 def _print_summary(out_console, summary: dict) -> None:

@@ -7,11 +7,12 @@ from typing import Annotated
 import typer
 
 from volseg.cli._app import app
-from volseg.cli._common import (DebugOpt, JsonOpt, OverwriteOpt, QuietOpt, cli_errors, console, emit_json, guard_json,
-                                local_output)
+from volseg.cli._bundles import bundled
+from volseg.cli._common import JsonOpt, OverwriteOpt, QuietOpt, done, guard_json, local_output
 
 
 @app.command("export")
+@bundled()
 def export_command(
     run: Annotated[str, typer.Argument(help="Run directory (best.pt, else model.pt) or a run checkpoint.")],
     output: Annotated[str, typer.Option("--output", "-o", callback=local_output,
@@ -21,7 +22,6 @@ def export_command(
     overwrite: OverwriteOpt = False,
     json_out: JsonOpt = None,
     quiet: QuietOpt = False,
-    debug: DebugOpt = False,
 ) -> None:
     """Export a trained UNet run (input normalisation included; batch and z, y, x dynamic).
 
@@ -36,12 +36,9 @@ def export_command(
 
       volseg predict unet.onnx scroll.zarr -o pred.zarr --stitch
     """
-    with cli_errors(debug):
-        guard_json(json_out, inputs=[run], outputs=[output])
-        from volseg.models.export import export_model
+    from volseg.models.export import export_model
 
-        result = export_model(run, output, fmt=fmt, overwrite=overwrite)
-        emit_json(result, json_out)
-        console(quiet or json_out == "-").print(
-            f"wrote {result['output']} ({result['format']}, {result['bytes'] / 1e6:.1f} MB) in "
-            f"{result['seconds']:.1f} s; max |exported - torch| = {result['max_abs_diff']:.2e}", soft_wrap=True)
+    guard_json(json_out, inputs=[run], outputs=[output])
+    result = export_model(run, output, fmt=fmt, overwrite=overwrite)
+    done(result, json_out, f"wrote {result['output']} ({result['format']}, {result['bytes'] / 1e6:.1f} MB) in "
+         f"{result['seconds']:.1f} s; max |exported - torch| = {result['max_abs_diff']:.2e}", quiet=quiet)
