@@ -6,7 +6,7 @@ The commands of the ``volseg`` CLI are thin wrappers over these functions (impor
     import volseg
     vol = volseg.open_volume("scroll.zarr")            # lazy dask array, axes (z, y, x)
     model = volseg.load_model("runs/unet")              # torch module, raw voxels -> probabilities
-    volseg.predict("runs/unet", "scroll.zarr", "pred.zarr", stitch=True)
+    volseg.predict("runs/unet", "scroll.zarr", "pred.zarr", volseg.PredictSettings.parse(stitch=True))
     scores = volseg.evaluate("pred.zarr", "scroll.zarr/labels/surface")
 
 =================  ===========================================  ===================
@@ -23,6 +23,10 @@ load_model         a trained model, ready to call                 --
 export_model       a UNet run as .onnx / .pt2 / .ts               ``volseg export``
 load_exported      an exported model file, ready to call          --
 predict            run a model over every patch of a volume       ``volseg predict``
+PredictSettings    how predict runs (parse once, pass whole)      ``predict`` options
+OutputOptions      dtype / threshold / channel of the output      ``--dtype`` ...
+Execution          scheduler, workers, part, overwrite, quiet     ``--scheduler`` ...
+predict_options    loose flag-like keywords -> the three objects  --
 stitch             blend a patch store back into a volume         ``volseg stitch``
 evaluate           streamed metrics against the truth             ``volseg evaluate``
 bench_memory       peak memory per patch size / amp / checkpoint  ``volseg bench-memory``
@@ -50,6 +54,11 @@ _API = {
     "load_exported": "volseg.models.exported",
     "predict": "volseg.inference",
     "stitch": "volseg.inference",
+    "PredictSettings": "volseg.inference.settings",
+    "DiffusionSettings": "volseg.inference.settings",
+    "OutputOptions": "volseg.inference.settings",
+    "predict_options": "volseg.inference.settings",
+    "Execution": "volseg.parallel",
     "evaluate": "volseg.metrics",
     "bench_memory": "volseg.bench",
     "run_demo": "volseg.demo",

@@ -24,6 +24,8 @@ from the rest.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -150,15 +152,26 @@ class PatchStoreDataset(Dataset):
         return _to_item(sample)
 
 
+@dataclass(frozen=True)
+class VolumeSource:
+    """The volumes one :class:`VolumePatchDataset` reads: ``image`` with its ``label`` volume
+    (segmentation) or ``target`` (translation), same shape, further ``condition`` images as input
+    channels, and the voxel ``spacing`` (z, y, x) for spacing-aware augmentation."""
+
+    image: str
+    label: str | None = None
+    target: str | None = None
+    condition: tuple = ()
+    spacing: tuple | None = None
+
+
 class VolumePatchDataset(Dataset):
     """Random patches streamed from a 3D volume (and its labels or target), label-balanced.
 
     Parameters
     ----------
-    image : str or os.PathLike
-        The volume (anything :func:`volseg.io.open_volume` reads).
-    label, target : str or os.PathLike, optional
-        Label volume (segmentation) or target volume (translation), same shape as ``image``.
+    source : VolumeSource
+        The image, its label or target volume, further condition channels and voxel spacing.
     task : str
     patch : (D, H, W)
     start, stop : (z, y, x)
@@ -173,17 +186,16 @@ class VolumePatchDataset(Dataset):
     seed : int
     fixed : bool
         Validation: item ``i`` is the same patch every epoch (``i`` taken modulo ``length``).
-    spacing : (z, y, x), optional
     """
 
-    def __init__(self, image, *, task: str, patch, start, stop, length: int, label=None, target=None,
+    def __init__(self, source: "VolumeSource", *, task: str, patch, start, stop, length: int,
                  foreground_fraction: float = 0.0, index: ForegroundIndex | None = None,
-                 augment: AugmentConfig | None = None, seed: int = 0, fixed: bool = False,
-                 spacing=None, condition=()):
-        self.image_path = str(image)
-        self.condition_paths = [str(p) for p in condition or ()]
-        self.label_path = None if label is None else str(label)
-        self.target_path = None if target is None else str(target)
+                 augment: AugmentConfig | None = None, seed: int = 0, fixed: bool = False):
+        self.image_path = str(source.image)
+        self.condition_paths = [str(p) for p in source.condition or ()]
+        self.label_path = None if source.label is None else str(source.label)
+        self.target_path = None if source.target is None else str(source.target)
+        spacing = source.spacing
         self.task = _parse_task(task)
         self.patch = tuple(int(p) for p in patch)
         self.start = tuple(int(s) for s in start)
@@ -362,8 +374,9 @@ def _volume_datasets(path: Path, *, task, patch, val_fraction, seed, cfg, sample
         raise VolsegError("val_fraction", f"{val_fraction} holds out {z_val} of the {shape[0]} slices of {path} "
                           f"(at least the patch depth {patch[0]}), leaving fewer than {patch[0]} for training; "
                           "lower val_fraction or the patch depth, or use 0")
-    common = dict(task=task, patch=patch, label=label, target=target, seed=seed, spacing=meta.spacing,
-                  condition=condition_paths(path, condition, shape, read_meta))
+    source = VolumeSource(str(path), label=label, target=target, spacing=meta.spacing,
+                          condition=tuple(condition_paths(path, condition, shape, read_meta)))
+    common = dict(task=task, patch=patch, seed=seed)
     train_index = val_index = None
     if label is not None and foreground_fraction > 0:
         labels = open_volume(label)
@@ -374,12 +387,12 @@ def _volume_datasets(path: Path, *, task, patch, val_fraction, seed, cfg, sample
         if z_val:
             val_index = ForegroundIndex.build(labels, start=(z_split, 0, 0), stop=shape)
             val_index = val_index if val_index.total else None
-    train = VolumePatchDataset(path, start=(0, 0, 0), stop=(z_split,) + shape[1:], length=samples,
+    train = VolumePatchDataset(source, start=(0, 0, 0), stop=(z_split,) + shape[1:], length=samples,
                                foreground_fraction=foreground_fraction, index=train_index,
                                augment=cfg if cfg.enabled else None, **common)
     if not z_val:
         return train, None
-    val = VolumePatchDataset(path, start=(z_split, 0, 0), stop=shape, length=max(1, int(round(samples * val_fraction))),
+    val = VolumePatchDataset(source, start=(z_split, 0, 0), stop=shape, length=max(1, int(round(samples * val_fraction))),
                              foreground_fraction=foreground_fraction, index=val_index, fixed=True, **common)
     return train, val
 
@@ -390,5 +403,5 @@ def _check_same_shape(other: Path, shape, read_meta) -> None:
         raise VolsegError(other, f"has shape {other_shape} but the image has {tuple(shape)}; they must match")
 
 
-__all__ = ["make_datasets", "make_loader", "PatchStoreDataset", "VolumePatchDataset", "EpochSampler",
+__all__ = ["make_datasets", "make_loader", "PatchStoreDataset", "VolumePatchDataset", "VolumeSource", "EpochSampler",
            "seed_worker", "TASKS"]
