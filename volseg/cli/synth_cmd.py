@@ -72,33 +72,29 @@ def _line(kind: str, summary: dict) -> str:
             f"and {second}: {figure}")
 
 
-@synth_app.command("scroll", epilog=(
-    "Examples:\n\n"
-    "  volseg synth scroll -o scroll.zarr\n\n"
-    "  volseg synth scroll -o scroll.zarr --shape 96x128x128 --seed 3 --chunks 64 --overwrite\n\n"
-    "  volseg synth scroll -o small.zarr --shape 64 --json -"))
-@bundled(options=_shape("160"))
-def scroll_cmd(output: OutputOpt, *, options: SynthOptions) -> None:
-    """A CT-like carbonised scroll: papyrus sheets rolled in a spiral, with surface labels.
+def _command(kind: str, shape: str, doc: str, examples: tuple[str, ...]):
+    """Register ``volseg synth KIND``: one volume (and its labels or target) from the seed."""
+
+    @synth_app.command(kind, help=doc, epilog="Examples:\n\n" + "\n\n".join(f"  {e}" for e in examples))
+    @bundled(options=_shape(shape))
+    def command(output: OutputOpt, *, options: SynthOptions) -> None:
+        options.done(summary := options.write(kind, output), _line(kind, summary))
+
+    return command
+
+
+scroll_cmd = _command("scroll", "160", """A CT-like carbonised scroll: papyrus sheets rolled in a spiral, with surface labels.
 
     Writes the CT (uint8) as the root image of OUT.zarr and the labels at OUT.zarr/labels/surface.
 
     Labels (uint8): 0 background, 1 papyrus sheet, 2 ignore (sheet boundaries, touching sheets).
-    """
-    options.done(summary := options.write("scroll", output), _line("scroll", summary))
-
-
-@synth_app.command("scan", epilog=(
-    "Examples:\n\n"
-    "  volseg synth scan -o scan.zarr\n\n"
-    "  volseg synth scan -o scan.zarr --shape 64x96x96 --seed 1 --json scan.json"))
-@bundled(options=_shape("96"))
-def scan_cmd(output: OutputOpt, *, options: SynthOptions) -> None:
-    """A paired low-dose / clean scan of a 3D head phantom, for diffusion (image translation).
+    """, ("volseg synth scroll -o scroll.zarr",
+          "volseg synth scroll -o scroll.zarr --shape 96x128x128 --seed 3 --chunks 64 --overwrite",
+          "volseg synth scroll -o small.zarr --shape 64 --json -"))
+scan_cmd = _command("scan", "96", """A paired low-dose / clean scan of a 3D head phantom, for diffusion (image translation).
 
     Writes the degraded scan (float32) as the root image of OUT.zarr, the clean one at OUT.zarr/target.
-    """
-    options.done(summary := options.write("scan", output), _line("scan", summary))
+    """, ("volseg synth scan -o scan.zarr", "volseg synth scan -o scan.zarr --shape 64x96x96 --seed 1 --json scan.json"))
 
 
 @synth_app.command("brain", epilog=(

@@ -24,12 +24,12 @@ volseg.errors.VolsegError: --overlap: must be in [0, 1), got 1.5
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from volseg.errors import VolsegError
+from volseg.io.finite import parse_finite
 
 #: File name of the resolved settings written next to (inside) every predict output.
 SETTINGS_FILE = "volseg-predict.yml"
@@ -42,16 +42,6 @@ def _parse_int(value, name: str, *, low: int, fix: str) -> int:
         raise VolsegError(name, f"expected a whole number, got {value!r}") from None
     if number != float(value) or number < low:
         raise VolsegError(name, f"must be a whole number >= {low}, got {value!r}; {fix}")
-    return number
-
-
-def _parse_float(value, name: str) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise VolsegError(name, f"expected a number, got {value!r}") from None
-    if not math.isfinite(number):
-        raise VolsegError(name, f"must be a finite number, got {value!r}")
     return number
 
 
@@ -74,7 +64,7 @@ class DiffusionSettings:
 
         steps = None if sampling_steps is None else _parse_int(
             sampling_steps, "--sampling-steps", low=1, fix="e.g. --sampling-steps 10")
-        return cls(steps, parse_eta(_parse_float(eta, "--eta")), _parse_int(seed, "--seed", low=0, fix="e.g. --seed 0"),
+        return cls(steps, parse_eta(parse_finite(eta, "--eta")), _parse_int(seed, "--seed", low=0, fix="e.g. --seed 0"),
                    _parse_int(samples, "--samples", low=1, fix="use 1 for one sample, or e.g. 4 for their mean "
                               "and an uncertainty volume"))
 
@@ -145,7 +135,7 @@ class PredictSettings:
         v = {**{f.name: f.default for f in dataclasses.fields(cls) if f.name != "diffusion"}, **options}
         patch = None if v["patch"] is None else parse_size3(v["patch"], name="--patch")
         stride_from_overlap(patch or (64, 64, 64), v["overlap"])  # checks [0, 1)
-        skip = None if v["skip_value"] is None else _parse_float(v["skip_value"], "--skip-value")
+        skip = None if v["skip_value"] is None else parse_finite(v["skip_value"], "--skip-value")
         if not isinstance(diffusion, DiffusionSettings):
             diffusion = DiffusionSettings.parse(**(diffusion or {}))
         return cls(patch, float(v["overlap"]),
@@ -208,7 +198,7 @@ class OutputOptions:
         text = str(dtype).strip().lower()
         if text not in OUTPUT_DTYPES:
             raise VolsegError("--dtype", f"unsupported output dtype {dtype!r}; use float16 or float32")
-        threshold = None if threshold is None else _parse_float(threshold, "--threshold")
+        threshold = None if threshold is None else parse_finite(threshold, "--threshold")
         channel = None if channel is None else _parse_int(channel, "--channel", low=0, fix="e.g. --channel 1")
         return cls(text, threshold, channel)
 

@@ -23,25 +23,17 @@ HINT = "clean the input or pass --nan-value V"
 
 def parse_nan_value(value) -> float | None:
     """``--nan-value``: None (refuse non-finite voxels) or a finite replacement value."""
-    if value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise VolsegError("--nan-value", f"expected a number, got {value!r}") from None
-    if not math.isfinite(number):
-        raise VolsegError("--nan-value", f"must be a finite number, got {value!r}; e.g. --nan-value 0")
-    return number
+    return None if value is None else parse_finite(value, "--nan-value", example="--nan-value 0")
 
 
-def parse_finite(value, option: str) -> float:
-    """A float option that must be finite (``--threshold nan`` is refused)."""
+def parse_finite(value, option: str, *, example: str | None = None) -> float:
+    """A float option that must be finite (``--threshold nan`` is refused); ``example`` ends the error."""
     try:
         number = float(value)
     except (TypeError, ValueError):
         raise VolsegError(option, f"expected a number, got {value!r}") from None
     if not math.isfinite(number):
-        raise VolsegError(option, f"must be a finite number, got {value!r}")
+        raise VolsegError(option, f"must be a finite number, got {value!r}" + (f"; e.g. {example}" if example else ""))
     return number
 
 
