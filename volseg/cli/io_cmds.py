@@ -47,10 +47,12 @@ def prepare_cmd(
     with cli_errors(debug):
         guard_json(json, inputs=[input], outputs=[output])
         from volseg.io.prepare import prepare
+        from volseg.parallel import Execution
 
         remote_setup(storage_options, cache, cache_size, inputs=[input], outputs=[output, json])
         summary = prepare(at_level(input, level), output, chunks=chunks, levels=levels, dtype=dtype, channel=channel,
-                          overwrite=overwrite, scheduler=scheduler, workers=workers, quiet=quiet)
+                          execution=Execution.parse(scheduler=scheduler, workers=workers, overwrite=overwrite,
+                                                    quiet=quiet))
         emit_json(summary, json)
         console(quiet or json == "-").print(
             f"wrote {summary['output']}: {'x'.join(map(str, summary['shape']))} {summary['dtype']}, "

@@ -133,10 +133,11 @@ def predict_command(
                          scheduler=scheduler, workers=workers, part=part, tile=tile, overwrite=overwrite, quiet=quiet,
                          nan_value=nan_value)
         if postprocess is not None:
+            from volseg.parallel import Execution
             from volseg.postprocess import postprocess as clean
 
-            result["postprocess"] = clean(result["output"], postprocess, chunks=chunks, scheduler=scheduler,
-                                          workers=workers, overwrite=overwrite, quiet=quiet)
+            result["postprocess"] = clean(result["output"], postprocess, chunks=chunks, execution=Execution.parse(
+                scheduler=scheduler, workers=workers, overwrite=overwrite, quiet=quiet))
         emit_json(result, json_out)
         _summary(result, quiet or json_out == "-")
 
@@ -171,9 +172,10 @@ def stitch_command(
     with cli_errors(debug):
         guard_json(json_out, inputs=[store], outputs=[output])
         from volseg.inference import stitch
+        from volseg.parallel import Execution
 
         result = stitch(store, output, blend=blend, chunks=chunks, dtype=dtype, threshold=threshold,
-                        channel=channel, scheduler=scheduler, workers=workers, part=part,
-                        overwrite=overwrite, quiet=quiet)
+                        channel=channel, execution=Execution.parse(scheduler=scheduler, workers=workers, part=part,
+                                                                   overwrite=overwrite, quiet=quiet))
         emit_json(result, json_out)
         _summary(result, quiet or json_out == "-")

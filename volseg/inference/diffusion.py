@@ -41,16 +41,15 @@ from volseg.geometry import as_slices
 from volseg.inference.blend import Blender
 from volseg.inference.engine import (
     accumulate,
-    map_tasks,
     merge_stats,
     normalise,
-    open_session,
 )
 from volseg.inference.plan import Plan, read_box
 from volseg.inference.resume import Markers, finish_output, open_output, removed_if_empty
 from volseg.inference.source import condition_patches, forward_batches, open_cached
 from volseg.inference.stitch import cut_pieces, output_spec
 from volseg.inference.tiles import run_tiled
+from volseg.parallel import Execution
 
 WORK = "volseg_work"
 UNCERTAINTY = "uncertainty"
@@ -159,15 +158,19 @@ def _eps_group(setup, work: Plan, output: str, k: int, t: int, group, wanted) ->
     return {"stats": stats, **cut_pieces(work, blender, origins, eps, wanted)}
 
 
-def _step_chunk(setup, work: Plan, output: str, spec, k: int, a_t: float, a_next: float, eta: float,
-                seed: int, last: bool, samples: int, chunk, pieces) -> dict:
+def _step_chunk(setup, work: Plan, output: str, spec, step: tuple, eta: float, seed: int, samples: int,
+                chunk, pieces) -> dict:
     """Final task: blend the predictions over the chunk, take the DDIM step of every sample, write
-    x_next (or, at the last step, their mean as the output and their standard deviation)."""
+    x_next (or, at the last step, their mean as the output and their standard deviation).
+
+    ``step`` is ``(k, a_t, a_next, last)``: the step's index, the alphas of t and of the next
+    timestep, and whether it is the last step."""
     import torch
     import zarr
 
     from volseg.models.ddim import ddim_step
 
+    k, a_t, a_next, last = step
     start, stop = work.bounds(chunk)
     size = tuple(b - a for a, b in zip(start, stop))
     wv = np.zeros((samples, *size), np.float32)
@@ -224,13 +227,15 @@ def _init_chunk(setup, output: str, work: Plan, seed: int, samples: int, chunk) 
 
 def sample_volume(setup, output, *, dtype: str = "float32", threshold=None, channel=None,
                   sampling_steps: int | None = None, eta: float = 0.0, seed: int = 0,
-                  samples: int = 1, scheduler: str = "threads", workers: int | None = None, part=None,
-                  overwrite: bool = False, quiet: bool = False) -> dict:
+                  samples: int = 1, execution: Execution | None = None) -> dict:
     """DDIM-sample the target of a whole volume patch-wise into an OME-Zarr output.
 
     Parameters are those of :func:`volseg.inference.predict.predict`; ``setup`` is its
     validated :class:`~volseg.inference.predict.Setup` of a diffusion run. ``samples`` > 1
     writes the mean of that many samples and their standard deviation in ``OUT/uncertainty``.
+    ``execution`` (:class:`volseg.parallel.Execution`, None: defaults) gives the scheduler,
+    workers, ``overwrite`` and ``quiet``; every step runs in one executor (one process pool or
+    cluster for all steps), and a ``part`` is refused.
 
     Returns
     -------
@@ -243,7 +248,9 @@ def sample_volume(setup, output, *, dtype: str = "float32", threshold=None, chan
 
     from volseg.progress import progress_bar
 
-    if part is not None:
+    execution = Execution.of(execution)
+    quiet = execution.quiet
+    if execution.part is not None:
         raise VolsegError("--part", "diffusion sampling needs every chunk of step k before step k+1, so it "
                           "cannot be split into independent parts; run one job (use --scheduler "
                           "distributed or tcp://HOST:PORT to spread it over a cluster)")
@@ -263,7 +270,7 @@ def sample_volume(setup, output, *, dtype: str = "float32", threshold=None, chan
         settings["samples"] = samples
     steps = list(zip(reversed(seq), reversed([-1] + seq[:-1])))
     last = f"s{len(steps) - 1}-"
-    out, markers, resumed = _open_output(output, setup, plan, spec, settings, overwrite, samples,
+    out, markers, resumed = _open_output(output, setup, plan, spec, settings, execution.overwrite, samples,
                                          total=len(work.chunk_list()), prefix=last)
     out = str(out)
     last_done = len(markers.todo(work.chunk_list(), prefix=last)) == 0
@@ -276,10 +283,10 @@ def sample_volume(setup, output, *, dtype: str = "float32", threshold=None, chan
                 for name in ("x0", "x1"):
                     group.create_array(name, shape=(samples, *work.shape), chunks=(samples, *work.chunks),
                                        dtype="float32", fill_value=0)
-            with open_session(scheduler, workers) as sess:
+            with execution.executor() as executor:
                 todo = markers.todo(work.chunk_list(), prefix="init-")
-                map_tasks(functools.partial(_init_chunk, setup, out, work, int(seed), samples), todo, session=sess,
-                          description="noise", quiet=quiet)
+                executor.map(functools.partial(_init_chunk, setup, out, work, int(seed), samples), todo,
+                             description="noise")
                 for k, (t, t_next) in enumerate(steps):
                     todo = markers.todo(work.chunk_list(), prefix=f"s{k}-")
                     if not todo:
@@ -288,9 +295,9 @@ def sample_volume(setup, output, *, dtype: str = "float32", threshold=None, chan
                     with progress_bar(f"DDIM step {k + 1}/{len(steps)}", len(todo), quiet=quiet) as bar:
                         _, group_stats = run_tiled(
                             work, todo, functools.partial(_eps_group, setup, work, out, k, t),
-                            functools.partial(_step_chunk, setup, work, out, spec, k, a_t, a_next, eta, int(seed),
-                                              k == len(steps) - 1, samples),
-                            tile=tile, session=sess, bar=bar)
+                            functools.partial(_step_chunk, setup, work, out, spec,
+                                              (k, a_t, a_next, k == len(steps) - 1), eta, int(seed), samples),
+                            tile=tile, executor=executor, bar=bar)
                     totals = merge_stats([totals, merge_stats(group_stats)])
             shutil.rmtree(work_dir, ignore_errors=True)
     complete = finish_output(output, out, total=len(work.chunk_list()), prefix=last)

@@ -38,7 +38,7 @@ import numpy as np
 
 from volseg.errors import VolsegError
 from volseg.inference.blend import Blender, parse_blend, parse_sigma_scale
-from volseg.inference.engine import accumulate, merge_stats, normalise, open_session
+from volseg.inference.engine import accumulate, merge_stats, normalise
 from volseg.inference.plan import Plan, read_box
 from volseg.inference.resume import Markers, file_digest, finish_output, open_output, removed_if_empty
 from volseg.inference.runner import Runner, model_info
@@ -57,15 +57,16 @@ from volseg.inference.tiles import (
     tile_chunks,
     tile_order,
 )
+from volseg.parallel import Execution
 
 def threads_per_worker(workers: int | None) -> int:
     """torch threads per worker: ``OMP_NUM_THREADS`` when set, else cores // workers (at least 1)."""
-    from volseg.parallel import parse_workers
+    from volseg.parallel import available_cores
 
     env = os.environ.get("OMP_NUM_THREADS", "").strip()
     if env.isdigit() and int(env) > 0:
         return int(env)
-    return max(1, parse_workers(None) // parse_workers(workers))
+    return max(1, available_cores() // (available_cores() if workers is None else max(1, int(workers))))
 
 
 def default_patch(payload: dict) -> tuple:
@@ -317,21 +318,18 @@ def predict(run, volume, output, *, patch=None, overlap: float = 0.5, batch_size
         Summary: output path, counts of patches/chunks computed and skipped, seconds,
         input bytes read per input byte.
     """
-    from volseg.parallel import parse_part, parse_scheduler, parse_workers
 
     from volseg.inference.diffusion import parse_samples
 
     t0 = time.perf_counter()
     samples = parse_samples(samples)
-    part = parse_part(part) if isinstance(part, (str, type(None))) else part
-    scheduler = parse_scheduler(scheduler)
-    workers = parse_workers(workers)
+    execution = Execution.parse(scheduler=scheduler, workers=workers, part=part, overwrite=overwrite, quiet=quiet)
     from volseg.io.identity import local_path
     from volseg.io.outputs import guard_output
 
     output = local_path(output)  # file://: the local path, with every local guard and rename
     if stitch:  # refuse a bad -o before loading anything (the kind is checked again below)
-        guard_output(output, inputs=[run, volume], kind="volume", overwrite=overwrite)
+        guard_output(output, inputs=[run, volume], kind="volume", overwrite=execution.overwrite)
     from volseg.io.completion import check_complete
 
     check_complete(volume)  # an unfinished output (killed, one --part) is no input: its gaps read as 0
@@ -339,47 +337,44 @@ def predict(run, volume, output, *, patch=None, overlap: float = 0.5, batch_size
 
     shape = whole_shape(run) if whole else None
     if shape is not None:
-        return predict_whole(run, volume, output, shape, predict_once=predict, patch=patch, part=part,
-                             threshold=threshold, channel=channel, chunks=chunks, overwrite=overwrite, batch_size=batch_size,
-                             tta=tta, amp=amp, device=device, dtype=dtype, sampling_steps=sampling_steps,
-                             eta=eta, seed=seed, samples=samples, scheduler=scheduler, workers=workers,
-                             quiet=quiet, nan_value=nan_value)
+        return predict_whole(run, volume, output, shape, predict_once=predict, patch=patch,
+                             threshold=threshold, channel=channel, chunks=chunks, execution=execution,
+                             batch_size=batch_size, tta=tta, amp=amp, device=device, dtype=dtype,
+                             sampling_steps=sampling_steps, eta=eta, seed=seed, samples=samples,
+                             nan_value=nan_value)
     setup = prepare(run, volume, patch=patch, overlap=overlap, batch_size=batch_size, tta=tta, amp=amp,
                     device=device, blend=blend, sigma_scale=sigma_scale, skip_value=skip_value,
-                    chunks=chunks, pad=pad, workers=workers, tile=tile, nan_value=nan_value)
-    guard_output(output, inputs=[run, volume], overwrite=overwrite,
+                    chunks=chunks, pad=pad, workers=execution.workers, tile=tile, nan_value=nan_value)
+    guard_output(output, inputs=[run, volume], overwrite=execution.overwrite,
                  kind="volume" if stitch or setup.info["kind"] == "diffusion" else "patches")
     if setup.info["kind"] == "diffusion":
         from volseg.inference.diffusion import sample_volume
 
         result = sample_volume(setup, output, dtype=dtype, threshold=threshold, channel=channel,
                                sampling_steps=sampling_steps, eta=eta, seed=seed, samples=samples,
-                               scheduler=scheduler,
-                               workers=workers, part=part, overwrite=overwrite, quiet=quiet)
+                               execution=execution)
     elif samples != 1:
         raise VolsegError("--samples", f"{samples}: averaging samples applies to diffusion runs; a UNet "
                           "is deterministic, drop --samples (or use --tta)")
     elif stitch:
         result = _predict_fused(setup, output, dtype=dtype, threshold=threshold, channel=channel,
-                                scheduler=scheduler, workers=workers, part=part, overwrite=overwrite,
-                                quiet=quiet)
+                                execution=execution)
     else:
         for option, value in (("--threshold", threshold), ("--channel", channel)):
             if value is not None:
                 raise VolsegError(option, "applies to the blended volume: add --stitch, or pass it to "
                                   "`volseg stitch` when stitching this patch store")
-        result = _predict_store(setup, output, scheduler=scheduler, workers=workers, part=part,
-                                overwrite=overwrite, quiet=quiet)
+        result = _predict_store(setup, output, execution=execution)
     result["seconds"] = round(time.perf_counter() - t0, 3)
     nbytes = int(np.prod(setup.meta.shape)) * setup.meta.dtype.itemsize
     result["input_bytes_read_per_byte"] = round(result.get("input_bytes_read", 0) / max(1, nbytes), 4)
     return result
 
 
-def _predict_fused(setup: Setup, output, *, dtype, threshold, channel, scheduler, workers, part,
-                   overwrite, quiet) -> dict:
+def _predict_fused(setup: Setup, output, *, dtype, threshold, channel, execution: Execution) -> dict:
     from volseg.geometry import select_part
 
+    part, overwrite = execution.part, execution.overwrite
     spec = output_spec(setup.info["out_channels"], dtype=dtype, threshold=threshold, channel=channel,
                        image=setup.info.get("output") == "image")
     tile = setup.tile  # part of the settings: --part splits the chunks in tile order
@@ -396,22 +391,22 @@ def _predict_fused(setup: Setup, output, *, dtype, threshold, channel, scheduler
         if todo:
             from volseg.progress import progress_bar
 
-            with open_session(scheduler, workers) as session, \
-                    progress_bar("predicting", len(todo), quiet=quiet) as bar:
+            with execution.executor() as executor, \
+                    progress_bar("predicting", len(todo), quiet=execution.quiet) as bar:
                 _, group_stats = run_tiled(setup.plan, todo, functools.partial(_group_pieces, setup),
                                            functools.partial(_final_chunk, setup, str(out), spec), tile=tile,
-                                           session=session, bar=bar)
+                                           executor=executor, bar=bar)
     complete = finish_output(output, out, total=total)
     stats = merge_stats(group_stats)
     return {"output": str(output), "complete": complete, "mode": "stitch", "chunks_total": len(mine),
             "chunks_done_before": len(mine) - len(todo), "chunks_written": len(todo), **stats}
 
 
-def _predict_store(setup: Setup, output, *, scheduler, workers, part, overwrite, quiet) -> dict:
+def _predict_store(setup: Setup, output, *, execution: Execution) -> dict:
     from volseg.data.patchstore import create_store, volseg_version
     from volseg.geometry import select_part
-    from volseg.parallel import run_tasks
 
+    part, overwrite = execution.part, execution.overwrite
     plan = setup.plan
     groups = plan.group_list()
     offsets, origins, row = {}, [], 0
@@ -438,8 +433,9 @@ def _predict_store(setup: Setup, output, *, scheduler, workers, part, overwrite,
     mine = select_part(groups, part)
     todo = markers.todo(mine, prefix="g")
     with removed_if_empty(out, resumed or part is not None):
-        stats = run_tasks(functools.partial(_store_group, setup, str(out), offsets), todo, scheduler=scheduler,
-                          workers=workers, description="predicting", quiet=quiet)
+        with execution.executor() as executor:
+            stats = executor.map(functools.partial(_store_group, setup, str(out), offsets), todo,
+                                 description="predicting")
     complete = finish_output(output, out, total=len(groups), prefix="g")
     return {"output": str(output), "complete": complete, "mode": "patches", "groups_total": len(mine),
             "groups_done_before": len(mine) - len(todo), "groups_written": len(todo), **merge_stats(stats)}

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from volseg.errors import VolsegError
+from volseg.parallel import Execution
 
 
 def whole_shape(run) -> tuple[int, int, int] | None:
@@ -43,8 +44,8 @@ def _integer_cast(values: np.ndarray, dtype) -> np.ndarray:
     return values.astype(dtype)
 
 
-def predict_whole(run, volume, output, shape, *, predict_once, patch=None, part=None, threshold=None, channel=None,
-                  chunks=128, overwrite: bool = False, **options) -> dict:
+def predict_whole(run, volume, output, shape, *, predict_once, patch=None, threshold=None, channel=None,
+                  chunks=128, execution: Execution | None = None, **options) -> dict:
     """Resize ``volume`` to ``shape``, predict it in one pass, resize the output back.
 
     Parameters
@@ -55,15 +56,16 @@ def predict_whole(run, volume, output, shape, *, predict_once, patch=None, part=
         The run's training shape (:func:`whole_shape`).
     predict_once : callable
         :func:`volseg.inference.predict.predict` (passed in by it: this module sits below it).
-    patch, part, threshold, channel
-        Refused: the patch is the whole resized volume, it is one task, and the output is an image.
+    patch, threshold, channel
+        Refused: the patch is the whole resized volume and the output is an image.
     chunks : int or (z, y, x)
         Chunk size of the written output.
-    overwrite : bool
-        Replace an existing output volseg made.
+    execution : volseg.parallel.Execution, optional
+        Scheduler, workers and ``quiet`` of the one-pass predict; its ``overwrite`` replaces an
+        existing output volseg made; a ``part`` is refused (the pass is one task). None: defaults.
     **options
         Passed to the one-pass predict (``samples``, ``sampling_steps``, ``eta``, ``seed``, ``device``,
-        ``amp``, ``tta``, ``dtype``, ``nan_value``, ``quiet``, ...).
+        ``amp``, ``tta``, ``dtype``, ``nan_value``, ...).
 
     Returns
     -------
@@ -77,6 +79,8 @@ def predict_whole(run, volume, output, shape, *, predict_once, patch=None, part=
     from volseg.io.completion import check_complete
     from volseg.io.outputs import guard_output
 
+    execution = Execution.of(execution)
+    part, overwrite = execution.part, execution.overwrite
     for option, value in (("--patch", patch), ("--part", part), ("--threshold", threshold),
                           ("--channel", channel)):
         if value is not None:
@@ -107,7 +111,8 @@ def predict_whole(run, volume, output, shape, *, predict_once, patch=None, part=
             write_volume(small / name, resize_3d(np.asarray(open_volume(path)[...]), shape, order=1),
                          chunks=shape)
         result = predict_once(run, str(small), str(work / "output.zarr"), patch=shape, overlap=0.0, stitch=True,
-                         chunks=shape, tile=None, whole=False, **options)
+                         chunks=shape, tile=None, whole=False, scheduler=execution.scheduler,
+                         workers=execution.workers, quiet=execution.quiet, **options)
         produced = zarr.open_group(str(work / "output.zarr"), mode="r")
         images = [""] + [k for k in ("uncertainty",) if k in produced]
         with atomic_dir(output, overwrite=overwrite) as tmp:
