@@ -56,14 +56,17 @@ def main() -> None:
     args = parser.parse_args()
 
     from volseg.metrics import evaluate
+    from volseg.parallel import Execution
 
     prob, truth, image = _volumes(args.size, args.seed)
     start = time.perf_counter()
     ref, noisy = _reference(prob, truth, image)
     t_ref = time.perf_counter() - start
     start = time.perf_counter()
-    got = evaluate(prob, truth, metrics="dice,surface_dice,voi,topology,score", block=args.block, quiet=True)
-    got.update(evaluate(noisy, image, metrics="psnr,ssim", block=args.block, quiet=True))
+    got = evaluate(prob, truth, metrics="dice,surface_dice,voi,topology,score", block=args.block,
+                   execution=Execution.parse(quiet=True))
+    got.update(evaluate(noisy, image, metrics="psnr,ssim", block=args.block,
+                        execution=Execution.parse(quiet=True)))
     t_got = time.perf_counter() - start
     rows = {k: {"volseg": got[k], "skimage": ref[k], "abs_diff": abs(got[k] - ref[k])} for k in ref}
     print(json.dumps({"size": args.size, "block": args.block, "seconds_volseg": t_got,

@@ -61,6 +61,7 @@ def damaged(shape: int, seed: int, *, specks: int, holes: int):
 
 def score_settings(values, truth, *, threshold=None) -> list[dict]:
     from volseg.metrics import evaluate
+    from volseg.parallel import Execution
     from volseg.postprocess import postprocess_array
 
     rows = []
@@ -69,7 +70,7 @@ def score_settings(values, truth, *, threshold=None) -> list[dict]:
         out = postprocess_array(values, threshold=threshold, smooth=s.get("smooth", 0.0),
                                 min_size=s["min_size"], fill_holes=s["fill_holes"], close=s["close"])
         seconds = time.perf_counter() - t0
-        m = evaluate(out, truth, metrics=METRICS, quiet=True, scheduler="synchronous")
+        m = evaluate(out, truth, metrics=METRICS, execution=Execution.parse(scheduler="synchronous", quiet=True))
         rows.append({**s, **{k: m[k] for k in ("dice", "surface_dice", "voi", "topology", "score")},
                      "betti_pred": m["betti"]["pred"], "betti_truth": m["betti"]["truth"],
                      "seconds": round(seconds, 2)})

@@ -63,8 +63,9 @@ def unit_noise(shape, *, correlation: float, seed: int) -> np.ndarray:
 def score(pred: np.ndarray, labels: np.ndarray) -> dict:
     """volseg's metrics of a binary prediction against labels (0, 1, 2 = ignore)."""
     from volseg.metrics.evaluate import evaluate
+    from volseg.parallel import Execution
 
-    s = evaluate(pred.astype(np.uint8), labels, metrics=",".join(METRICS), quiet=True)
+    s = evaluate(pred.astype(np.uint8), labels, metrics=",".join(METRICS), execution=Execution.parse(quiet=True))
     row = {k: round(float(s[k]), 4) for k in METRICS}
     row["topology_pred"] = s["topology_counts"]["pred"]
     row["topology_matched"] = s["topology_counts"]["matched"]

@@ -10,6 +10,8 @@ from volseg.errors import VolsegError
 from volseg.metrics import (betti_numbers, dice, evaluate, surface_dice, tiled_topology, voi_score,
                             write_preview)
 from volseg.metrics.evaluate import SEGMENTATION_METRICS, parse_metrics
+from volseg.metrics.preview import Preview
+from volseg.parallel import Execution
 
 SEG = ",".join(SEGMENTATION_METRICS)
 
@@ -52,7 +54,7 @@ def _assert_close(got, ref):
 @pytest.mark.parametrize("block", [(6, 7, 8), 64])
 def test_streamed_equals_whole_volume(case, block):
     prob, truth = case
-    got = evaluate(prob, truth, block=block, scheduler="synchronous", quiet=True)
+    got = evaluate(prob, truth, block=block, execution=Execution.parse(scheduler="synchronous", quiet=True))
     _assert_close(got, _reference(prob, truth))
     assert got["betti"]["truth"] == [1, 0, 1]                   # the whole volume: one shell
     assert got["topology_counts"]["truth"] == [0, 0, 0]         # 8 tiles cut it into 8 bowls
@@ -61,7 +63,8 @@ def test_streamed_equals_whole_volume(case, block):
 def test_dask_inputs_and_thread_scheduler(case):
     prob, truth = case
     got = evaluate(da.from_array(prob, chunks=10), da.from_array(truth, chunks=10),
-                   metrics="score,dice", threshold=0.7, tolerance=1, scheduler="threads", workers=2, quiet=True)
+                   metrics="score,dice", threshold=0.7, tolerance=1,
+                   execution=Execution.parse(scheduler="threads", workers=2, quiet=True))
     ref = _reference(prob, truth, threshold=0.7, tolerance=1)
     assert list(got) == ["dice", "score"]
     assert got["dice"] == pytest.approx(ref["dice"]) and got["score"] == pytest.approx(ref["score"])
@@ -71,11 +74,13 @@ def test_ignore_label_is_background_in_both(case):
     _, truth = case
     pred = truth.copy()
     pred[:, :2] = 1               # predicted foreground where the truth says ignore: not counted
-    got = evaluate(pred, truth, metrics="dice,voi", block=9, scheduler="synchronous", quiet=True)
+    got = evaluate(pred, truth, metrics="dice,voi", block=9,
+                   execution=Execution.parse(scheduler="synchronous", quiet=True))
     assert got == {"dice": 1.0, "voi": 0.0}
     # Without an ignore label, 2 is not a valid label value.
     with pytest.raises(VolsegError, match="value 2"):
-        evaluate(pred, truth, metrics="dice", ignore_label="none", scheduler="synchronous", quiet=True)
+        evaluate(pred, truth, metrics="dice", ignore_label="none",
+                 execution=Execution.parse(scheduler="synchronous", quiet=True))
 
 
 def test_default_metrics_follow_truth_dtype():
@@ -102,15 +107,15 @@ def test_label_check_names_the_volume(case):
     bad = truth.copy()
     bad[3, 3, 3] = 7
     with pytest.raises(VolsegError, match="prediction.*value 7"):
-        evaluate(bad, truth, metrics="dice", scheduler="synchronous", quiet=True)
+        evaluate(bad, truth, metrics="dice", execution=Execution.parse(scheduler="synchronous", quiet=True))
 
 
 def test_preview_png(case, tmp_path):
     from PIL import Image
 
     prob, truth = case
-    out = evaluate(prob, truth, metrics="dice", image=prob * 100, preview=tmp_path / "p.png",
-                   preview_slice="5,6,7", scheduler="synchronous", quiet=True)
+    out = evaluate(prob, truth, metrics="dice", image=prob * 100, preview=Preview(tmp_path / "p.png", "5,6,7"),
+                   execution=Execution.parse(scheduler="synchronous", quiet=True))
     assert set(out) == {"dice"}
     img = np.asarray(Image.open(tmp_path / "p.png"))
     assert img.ndim == 3 and img.shape[2] == 3 and img.shape[0] > 100 and img.shape[1] > 300
@@ -125,7 +130,8 @@ def test_betti_matching_through_evaluate(case):
     from volseg.metrics.betti_matching import betti_matching
 
     prob, truth = case
-    got = evaluate(prob, truth, metrics="betti_matching,score", scheduler="synchronous", quiet=True)
+    got = evaluate(prob, truth, metrics="betti_matching,score",
+                   execution=Execution.parse(scheduler="synchronous", quiet=True))
     assert list(got) == ["betti_matching", "score"]
     g = truth == 1
     p = (prob > 0.5) & (truth != 2)
@@ -137,7 +143,8 @@ def test_betti_matching_through_evaluate(case):
     assert bm["score"] == pytest.approx(0.30 * bm["topology"] + 0.35 * ref["surface_dice"]
                                         + 0.35 * voi_score(ref["voi"]))
     assert got["score"] == pytest.approx(ref["score"])            # count-based tiled topology
-    same = evaluate(truth, truth, metrics="betti_matching", scheduler="synchronous", quiet=True)
+    same = evaluate(truth, truth, metrics="betti_matching",
+                    execution=Execution.parse(scheduler="synchronous", quiet=True))
     assert same["betti_matching"]["topology"] == 1.0 and "score" not in same["betti_matching"]
 
 
@@ -146,4 +153,4 @@ def test_betti_matching_refuses_volumes_over_320_cubed():
 
     big = da.zeros((330, 320, 320), dtype=np.uint8, chunks=160)
     with pytest.raises(VolsegError, match="320\\^3.*'topology'"):
-        evaluate(big, big, metrics="betti_matching", quiet=True)
+        evaluate(big, big, metrics="betti_matching", execution=Execution.parse(quiet=True))

@@ -12,6 +12,7 @@ from ome_zarr.reader import Label, Multiscales, Reader
 from volseg.errors import VolsegError
 from volseg.io import (atomic_dir, create_volume, find_labels, open_volume, read_meta, write_label_image,
                        write_volume)
+from volseg.parallel import Execution
 
 SHAPE = (37, 53, 29)
 
@@ -96,7 +97,7 @@ def test_existing_output_is_an_error_and_untouched(tmp_path):
     with pytest.raises(VolsegError, match="exists; pass --overwrite"):
         write_volume(out, _vol() + 1)
     assert _tree(out) == before
-    write_volume(out, _vol() + 1, overwrite=True)
+    write_volume(out, _vol() + 1, execution=Execution.parse(overwrite=True))
     np.testing.assert_array_equal(open_volume(out).compute(), _vol() + 1)
     assert not list(tmp_path.glob("*.tmp-*")) and not list(tmp_path.glob("*.old-*"))
 
@@ -112,7 +113,7 @@ def test_failure_mid_write_leaves_nothing_and_keeps_existing(tmp_path):
     before = _tree(out)
     bad = da.from_array(_vol(), chunks=8).map_blocks(_explode, dtype=np.uint16)
     with pytest.raises(VolsegError, match="broken block"):
-        write_volume(out, bad, overwrite=True)
+        write_volume(out, bad, execution=Execution.parse(overwrite=True))
     assert _tree(out) == before
     with pytest.raises(VolsegError, match="broken block"):
         write_volume(tmp_path / "new.zarr", bad)

@@ -7,6 +7,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from volseg.metrics import evaluate, psnr, ssim
 from volseg.metrics.intensity import default_data_range
+from volseg.parallel import Execution
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,7 @@ def test_psnr_and_ssim_streamed_with_dask(pair):
     pred, truth = pair
     drange = truth.max() - truth.min()
     got = evaluate(da.from_array(pred, chunks=(7, 8, 9)), da.from_array(truth, chunks=(7, 8, 9)),
-                   scheduler="synchronous", quiet=True)
+                   execution=Execution.parse(scheduler="synchronous", quiet=True))
     assert set(got) == {"psnr", "ssim"}  # float truth: intensity metrics by default
     assert got["psnr"] == pytest.approx(peak_signal_noise_ratio(truth, pred, data_range=drange), rel=1e-12)
     assert got["ssim"] == pytest.approx(structural_similarity(truth, pred, data_range=drange), rel=1e-12)
@@ -41,7 +42,8 @@ def test_uint8_default_range_is_dtype_range(pair):
     p8 = np.clip((pred + 1) * 60, 0, 255).astype(np.uint8)
     assert default_data_range(np.uint8) == 255
     assert psnr(p8, t8) == pytest.approx(peak_signal_noise_ratio(t8, p8), rel=1e-12)
-    got = evaluate(p8, t8, metrics="psnr,ssim", block=6, scheduler="synchronous", quiet=True)
+    got = evaluate(p8, t8, metrics="psnr,ssim", block=6,
+                   execution=Execution.parse(scheduler="synchronous", quiet=True))
     assert got["ssim"] == pytest.approx(structural_similarity(t8, p8), rel=1e-9)
     assert got["psnr"] == pytest.approx(peak_signal_noise_ratio(t8, p8), rel=1e-12)
 

@@ -5,6 +5,7 @@ import pytest
 
 from volseg.errors import VolsegError
 from volseg.metrics import dice, evaluate, surface_dice
+from volseg.parallel import Execution
 
 
 def _ball(shape=(40, 40, 40), centre=(20, 20, 20), radius=9):
@@ -55,7 +56,7 @@ def test_surface_dice_streamed_equals_whole(tolerance):
     p = np.roll(g, 2, axis=1) & (rng.random(g.shape) < 0.95)
     whole = surface_dice(p, g, tolerance=tolerance)
     streamed = evaluate(p, g.astype(np.uint8), metrics="surface_dice,dice", tolerance=tolerance,
-                        block=(7, 8, 9), scheduler="synchronous", quiet=True)
+                        block=(7, 8, 9), execution=Execution.parse(scheduler="synchronous", quiet=True))
     assert streamed["surface_dice"] == whole
     assert streamed["dice"] == dice(p, g)
 

@@ -11,6 +11,7 @@ from volseg.cli import app
 from volseg.geometry import axis_cuts
 from volseg.metrics import betti_numbers, evaluate, tiled_topology
 from volseg.metrics.topology import topology_f1, weighted_topology
+from volseg.parallel import Execution
 
 
 def test_axis_cuts_like_the_leaderboard():
@@ -91,7 +92,7 @@ def test_streamed_topology_equals_the_in_memory_tiles(seed, shape, block):
     p, g = _blobs(seed, shape)
     ref = tiled_topology(p, g)
     got = evaluate(p.astype(np.uint8), g.astype(np.uint8), metrics="betti,topology", block=block,
-                   scheduler="synchronous", quiet=True)
+                   execution=Execution.parse(scheduler="synchronous", quiet=True))
     assert got["topology"] == pytest.approx(ref.pop("topology"), abs=1e-12)
     assert got["topology_counts"] == ref
     assert got["betti"] == {"pred": list(betti_numbers(p)), "truth": list(betti_numbers(g))}

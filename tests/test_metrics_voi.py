@@ -6,6 +6,7 @@ from skimage.measure import label
 from skimage.metrics import variation_of_information as skimage_voi
 
 from volseg.metrics import evaluate, variation_of_information, voi_score
+from volseg.parallel import Execution
 
 
 def _reference(pred, truth):
@@ -23,7 +24,7 @@ def test_voi_equals_skimage_whole_and_chunked(seed):
     assert variation_of_information(pred, truth) == pytest.approx(ref, rel=1e-12)
     for block in [(4, 5, 6), 64]:
         got = evaluate(pred, truth.astype(np.uint8), metrics="voi", block=block,
-                       scheduler="synchronous", quiet=True)["voi"]
+                       execution=Execution.parse(scheduler="synchronous", quiet=True))["voi"]
         assert got == pytest.approx(ref, rel=1e-12)
 
 

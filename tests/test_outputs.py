@@ -22,6 +22,7 @@ from cli_checks import tree
 from volseg.inference.settings import predict_options
 from volseg.cli import app
 from volseg.models import build_model
+from volseg.parallel import Execution
 
 VOLSEG = str(Path(sys.executable).with_name("volseg"))
 COMMON = ("--patch", "8", "--chunks", "8", "--device", "cpu", "--quiet")
@@ -45,7 +46,7 @@ def base(tmp_path_factory):
     np.save(root / "img.npy", np.random.default_rng(0).normal(size=(16, 16, 16)).astype(np.float32))
     write_synth("scroll", root / "s.zarr", shape=16, chunks=8)
     patchify(root / "s.zarr", out=root / "p.zarr", patch=8)
-    patchify(root / "img.npy", out=root / "halfp.zarr", patch=8, part=(0, 2))
+    patchify(root / "img.npy", out=root / "halfp.zarr", patch=8, execution=Execution.parse(part=(0, 2)))
     kw = dict(patch=8, chunks=8, device="cpu", quiet=True)
     predict(root / "run", root / "img.npy", root / "pred.zarr", *predict_options(stitch=True, **kw))
     predict(root / "run", root / "img.npy", root / "pstore.zarr", *predict_options(**kw))

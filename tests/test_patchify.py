@@ -11,6 +11,7 @@ from volseg.data.patchify import patchify
 from volseg.data.patchstore import PatchStore
 from volseg.errors import VolsegError
 from volseg.geometry import grid_origins
+from volseg.parallel import Execution
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,8 @@ def _read(path):
 
 def test_grid_patches_from_a_tiff_equal_the_voxels(tif, tmp_path):
     path, data = tif
-    out = patchify(path, out=tmp_path / "p.zarr", patch=(8, 12, 10), stride=(5, 9, 10), workers=2)
+    out = patchify(path, out=tmp_path / "p.zarr", patch=(8, 12, 10), stride=(5, 9, 10),
+                   execution=Execution.parse(workers=2))
     arrays, attrs = _read(out)
     assert np.array_equal(arrays["origins"], grid_origins(data.shape, (8, 12, 10), (5, 9, 10)))
     assert arrays["patches"].dtype == np.uint16 and arrays["patches"].shape[1:] == (1, 8, 12, 10)
@@ -73,14 +75,16 @@ def test_parts_together_equal_one_run(tif, tmp_path):
     path, _ = tif
     whole, _ = _read(patchify(path, out=tmp_path / "whole.zarr", patch=8, stride=6))
     for i in range(3):
-        patchify(path, out=tmp_path / "parts.zarr", patch=8, stride=6, part=(i, 3), scheduler="synchronous")
+        patchify(path, out=tmp_path / "parts.zarr", patch=8, stride=6,
+                 execution=Execution.parse(scheduler="synchronous", part=(i, 3)))
     parts, _ = _read(tmp_path / "parts.zarr")
     assert np.array_equal(whole["patches"], parts["patches"])
     assert np.array_equal(whole["origins"], parts["origins"])
     with pytest.raises(VolsegError, match="same options"):
-        patchify(path, out=tmp_path / "parts.zarr", patch=8, stride=4, part=(0, 3))
+        patchify(path, out=tmp_path / "parts.zarr", patch=8, stride=4, execution=Execution.parse(part=(0, 3)))
     with pytest.raises(VolsegError, match="--overwrite"):
-        patchify(path, out=tmp_path / "parts.zarr", patch=8, stride=6, part=(0, 3), overwrite=True)
+        patchify(path, out=tmp_path / "parts.zarr", patch=8, stride=6,
+                 execution=Execution.parse(part=(0, 3), overwrite=True))
 
 
 @pytest.mark.parametrize("fraction", [0.0, 0.3, 0.75, 1.0])
@@ -99,8 +103,10 @@ def test_label_balanced_sampling_meets_the_fraction(sparse, tmp_path, fraction):
 def test_random_mode_is_seeded_and_independent_of_the_scheduler(sparse, tmp_path):
     path, ct, _ = sparse
     kw = dict(patch=(8, 16, 8), samples=40, foreground_fraction=0.5)
-    a, _ = _read(patchify(path, out=tmp_path / "a.zarr", seed=7, scheduler="synchronous", **kw))
-    b, _ = _read(patchify(path, out=tmp_path / "b.zarr", seed=7, scheduler="processes", workers=2, **kw))
+    a, _ = _read(patchify(path, out=tmp_path / "a.zarr", seed=7, **kw,
+                          execution=Execution.parse(scheduler="synchronous")))
+    b, _ = _read(patchify(path, out=tmp_path / "b.zarr", seed=7, **kw,
+                          execution=Execution.parse(scheduler="processes", workers=2)))
     c, _ = _read(patchify(path, out=tmp_path / "c.zarr", seed=8, **kw))
     assert np.array_equal(a["origins"], b["origins"]) and np.array_equal(a["patches"], b["patches"])
     assert not np.array_equal(a["origins"], c["origins"])
@@ -159,9 +165,9 @@ def test_existing_output_is_kept_on_error(tif, tmp_path):
     with pytest.raises(VolsegError, match="exists"):
         patchify(path, out=out, patch=4)
     with pytest.raises(VolsegError):
-        patchify(path, out=out, patch=8, stride=0, overwrite=True)
+        patchify(path, out=out, patch=8, stride=0, execution=Execution.parse(overwrite=True))
     assert np.array_equal(_read(out)[0]["patches"], before)
-    patchify(path, out=out, patch=4, overwrite=True)
+    patchify(path, out=out, patch=4, execution=Execution.parse(overwrite=True))
     assert PatchStore.open(out).patch == (4, 4, 4)
 
 
@@ -171,7 +177,7 @@ def test_a_rerun_resumes_an_unfinished_store(tif, tmp_path):
     out = tmp_path / "p.zarr"
     work = tmp_path / "p.zarr.partial"
     # what a run killed half-way leaves behind: the first half of the ranges, with markers
-    patchify(path, out=work, patch=8, stride=6, part=(0, 2))
+    patchify(path, out=work, patch=8, stride=6, execution=Execution.parse(part=(0, 2)))
     g = zarr.open_group(str(work), mode="r+")
     g["patches"][0] = 7  # a sentinel: proves finished ranges are not redone
     patchify(path, out=out, patch=8, stride=6)
@@ -181,7 +187,7 @@ def test_a_rerun_resumes_an_unfinished_store(tif, tmp_path):
     for p, (z, y, x) in list(zip(arrays["patches"], arrays["origins"]))[1:]:
         assert np.array_equal(p[0], data[z:z + 8, y:y + 8, x:x + 8])
     # other settings start afresh
-    patchify(path, out=tmp_path / "q.zarr.partial", patch=8, stride=4, part=(0, 2))
+    patchify(path, out=tmp_path / "q.zarr.partial", patch=8, stride=4, execution=Execution.parse(part=(0, 2)))
     patchify(path, out=tmp_path / "q.zarr", patch=8, stride=6)
     assert not (_read(tmp_path / "q.zarr")[0]["patches"][0] == 7).all()
 
@@ -198,7 +204,7 @@ def test_a_failed_run_leaves_no_work_store_and_keeps_the_old_output(tif, tmp_pat
     for overwrite in (True, False):
         target = out if overwrite else tmp_path / "new.zarr"
         with pytest.raises(VolsegError, match="the value 7"):
-            patchify(path, out=target, labels=bad, patch=8, overwrite=overwrite)
+            patchify(path, out=target, labels=bad, patch=8, execution=Execution.parse(overwrite=overwrite))
         left = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(target.name))
         assert left == ([out.name] if overwrite else []), left
     assert np.array_equal(_read(out)[0]["patches"], before)
@@ -207,9 +213,11 @@ def test_a_failed_run_leaves_no_work_store_and_keeps_the_old_output(tif, tmp_pat
 def test_a_failed_rerun_keeps_the_ranges_it_can_resume(tif, tmp_path):
     path, data = tif
     work = tmp_path / "p.zarr.partial"
-    patchify(path, out=work, patch=8, stride=6, part=(0, 2))  # a killed run's first half
+    patchify(path, out=work, patch=8, stride=6,
+             execution=Execution.parse(part=(0, 2)))  # a killed run's first half
     done = sorted(p.name for p in (tmp_path / "p.zarr.partial.done").iterdir())
     with pytest.raises(VolsegError), pytest.MonkeyPatch.context() as mp:
         mp.setenv("VOLSEG_CONNECT_TIMEOUT", "2s")  # an unreachable cluster, found out quickly
-        patchify(path, out=tmp_path / "p.zarr", patch=8, stride=6, scheduler="tcp://127.0.0.1:1")
+        patchify(path, out=tmp_path / "p.zarr", patch=8, stride=6,
+                 execution=Execution.parse(scheduler="tcp://127.0.0.1:1"))
     assert work.is_dir() and sorted(p.name for p in (tmp_path / "p.zarr.partial.done").iterdir()) == done

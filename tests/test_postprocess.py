@@ -1,5 +1,7 @@
 """volseg.postprocess: streamed results equal the whole-volume references, resume, parts, damage."""
 
+import functools
+
 import numpy as np
 import pytest
 import zarr
@@ -8,6 +10,7 @@ from scipy.ndimage import gaussian_filter
 from volseg.io import write_volume
 from volseg.postprocess import postprocess, postprocess_array
 from volseg.postprocess.kernels import close_mask
+from volseg.parallel import Execution
 
 
 def _read(path):
@@ -38,8 +41,8 @@ def test_min_size_over_32_chunks_equals_remove_small_objects(masks, seed, min_si
     root, found = masks
     path, mask = found[seed]
     out = root / f"o{seed}-{min_size}.zarr"
-    r = postprocess(path, out, min_size=min_size, close=0, fill_holes=0, chunks=32, scheduler="synchronous",
-                    quiet=True)
+    r = postprocess(path, out, min_size=min_size, close=0, fill_holes=0, chunks=32,
+                    execution=Execution.parse(scheduler="synchronous", quiet=True))
     # skimage 0.26: max_size removes objects of at most max_size voxels, i.e. fewer than min_size.
     expected = remove_small_objects(mask.astype(bool), max_size=min_size - 1, connectivity=3)
     got = _read(out)
@@ -55,7 +58,8 @@ def test_hysteresis_equals_skimage_with_26_connected_components(tmp_path):
     write_volume(tmp_path / "p.zarr", prob, chunks=16)
     low, high = 0.55, 0.7
     postprocess(tmp_path / "p.zarr", tmp_path / "o.zarr", hysteresis=f"{low},{high}", smooth=0, close=0,
-                min_size=0, fill_holes=0, chunks=16, scheduler="threads", workers=2, quiet=True)
+                min_size=0, fill_holes=0, chunks=16,
+                execution=Execution.parse(scheduler="threads", workers=2, quiet=True))
     got = _read(tmp_path / "o.zarr").astype(bool)
     # skimage labels the weak mask with ndi.label's default 6-connectivity; volseg's components are
     # 26-connected, so compare with the same rule on 26-connected components ...
@@ -80,7 +84,7 @@ def test_fill_holes_fills_cavities_up_to_n_voxels_and_equals_the_reference(tmp_p
     for n, filled in ((3, 0), (8, 8), (216, 8 + 216)):
         out = tmp_path / f"o{n}.zarr"
         r = postprocess(tmp_path / "s.zarr", out, fill_holes=n, close=0, min_size=0, chunks=10 if n < 9 else 20,
-                        scheduler="synchronous", quiet=True)
+                        execution=Execution.parse(scheduler="synchronous", quiet=True))
         got = _read(out)
         assert int(got.sum()) - int(shell.sum()) == filled
         assert r["cavities_filled"] == (filled > 0) + (filled > 8)
@@ -88,7 +92,7 @@ def test_fill_holes_fills_cavities_up_to_n_voxels_and_equals_the_reference(tmp_p
     prob = _smooth_noise(4)
     write_volume(tmp_path / "p.zarr", prob, chunks=16)
     postprocess(tmp_path / "p.zarr", tmp_path / "pf.zarr", threshold=0.45, smooth=0, fill_holes=40, close=0,
-                min_size=5, chunks=16, scheduler="synchronous", quiet=True)
+                min_size=5, chunks=16, execution=Execution.parse(scheduler="synchronous", quiet=True))
     ref = postprocess_array(prob, threshold=0.45, fill_holes=40, min_size=5)
     assert ref.sum() > (prob >= 0.45).sum() - 1  # something filled, little removed
     np.testing.assert_array_equal(_read(tmp_path / "pf.zarr"), ref)
@@ -106,7 +110,7 @@ def test_slice_holes_close_tunnels_without_bridging_sheets(tmp_path):
     np.testing.assert_array_equal(fill_slice_holes(two, 100), two)  # the gap is never a hole
     np.save(tmp_path / "h.npy", holed.astype(np.uint8))
     postprocess(tmp_path / "h.npy", tmp_path / "h.zarr", fill_holes=4, min_size=0, chunks=6,
-                scheduler="synchronous", quiet=True)
+                execution=Execution.parse(scheduler="synchronous", quiet=True))
     np.testing.assert_array_equal(_read(tmp_path / "h.zarr"), two.astype(np.uint8))
 
 
@@ -114,7 +118,7 @@ def test_close_with_halo_equals_the_whole_volume_closing(tmp_path):
     prob = _smooth_noise(5, (36, 30, 40))
     write_volume(tmp_path / "p.zarr", prob, chunks=12)
     postprocess(tmp_path / "p.zarr", tmp_path / "o.zarr", threshold=0.55, smooth=1.0, close=2, min_size=10,
-                fill_holes=15, chunks=12, scheduler="synchronous", quiet=True)
+                fill_holes=15, chunks=12, execution=Execution.parse(scheduler="synchronous", quiet=True))
     np.testing.assert_array_equal(_read(tmp_path / "o.zarr"), postprocess_array(
         prob, threshold=0.55, smooth=1.0, close=2, min_size=10, fill_holes=15))
     sheet = np.zeros((9, 9, 9), bool)
@@ -133,14 +137,15 @@ def test_smoothing_over_small_chunks_equals_the_whole_volume_filter(tmp_path):
     for sigma, holes in ((0.7, 8), (2.5, 0)):
         out = tmp_path / f"s{sigma}.zarr"
         postprocess(tmp_path / "p.zarr", out, smooth=sigma, min_size=10, fill_holes=holes, chunks=10,
-                    scheduler="threads", workers=2, quiet=True)
+                    execution=Execution.parse(scheduler="threads", workers=2, quiet=True))
         ref = postprocess_array(prob, threshold=0.5, smooth=sigma, min_size=10, fill_holes=holes)
         np.testing.assert_array_equal(_read(out), ref)
         assert (ref != postprocess_array(prob, threshold=0.5, min_size=10, fill_holes=holes)).sum() > 100
     # A float input without --smooth is smoothed with the default sigma; labels are not.
     from volseg.postprocess.options import DEFAULT_SMOOTH
 
-    postprocess(tmp_path / "p.zarr", tmp_path / "d.zarr", chunks=16, scheduler="synchronous", quiet=True)
+    postprocess(tmp_path / "p.zarr", tmp_path / "d.zarr", chunks=16,
+                execution=Execution.parse(scheduler="synchronous", quiet=True))
     np.testing.assert_array_equal(_read(tmp_path / "d.zarr"), postprocess_array(
         prob, threshold=0.5, smooth=DEFAULT_SMOOTH, min_size=200, fill_holes=16))
 
@@ -148,23 +153,24 @@ def test_smoothing_over_small_chunks_equals_the_whole_volume_filter(tmp_path):
 def test_parts_and_resume_equal_one_pass(tmp_path):
     prob = _smooth_noise(6, (32, 32, 48))
     write_volume(tmp_path / "p.zarr", prob, chunks=16)
-    kw = dict(threshold=0.5, min_size=20, fill_holes=10, close=1, chunks=16, scheduler="synchronous", quiet=True)
-    postprocess(tmp_path / "p.zarr", tmp_path / "one.zarr", **kw)
+    kw = dict(threshold=0.5, min_size=20, fill_holes=10, close=1, chunks=16)
+    ex = functools.partial(Execution.parse, scheduler="synchronous", quiet=True)
+    postprocess(tmp_path / "p.zarr", tmp_path / "one.zarr", **kw, execution=ex())
     one = _read(tmp_path / "one.zarr")
-    first = postprocess(tmp_path / "p.zarr", tmp_path / "two.zarr", part="1/2", **kw)
+    first = postprocess(tmp_path / "p.zarr", tmp_path / "two.zarr", **kw, execution=ex(part="1/2"))
     assert first["chunks_written"] == first["chunks_total"] == 6
-    second = postprocess(tmp_path / "p.zarr", tmp_path / "two.zarr", part="2/2", **kw)
+    second = postprocess(tmp_path / "p.zarr", tmp_path / "two.zarr", **kw, execution=ex(part="2/2"))
     assert second["chunks_written"] == 6
     np.testing.assert_array_equal(_read(tmp_path / "two.zarr"), one)
     # A killed run: a chunk written without its marker (killed between the two) and chunks never
     # written. The rerun redoes exactly the unmarked chunks and equals the uninterrupted result.
     out = tmp_path / "killed.zarr"
-    postprocess(tmp_path / "p.zarr", out, part="1/3", **kw)
+    postprocess(tmp_path / "p.zarr", out, **kw, execution=ex(part="1/3"))
     markers = sorted((out / "volseg_markers").glob("c*"))
     markers[-1].unlink()
     arr = zarr.open_array(str(out / "0"), mode="r+")
     arr[16:32, 0:16, 16:32] = 7
-    again = postprocess(tmp_path / "p.zarr", out, **kw)
+    again = postprocess(tmp_path / "p.zarr", out, **kw, execution=ex())
     assert again["chunks_done_before"] == 3 and again["chunks_written"] == 9
     np.testing.assert_array_equal(_read(out), one)
 
@@ -187,10 +193,13 @@ def test_default_postprocess_repairs_a_damaged_scroll_prediction(tmp_path):
             pred[z, max(0, y - 4):y + 4, x] = False
     np.save(tmp_path / "pred.npy", pred.astype(np.uint8))
     before_bytes = (tmp_path / "pred.npy").read_bytes()
-    postprocess(tmp_path / "pred.npy", tmp_path / "clean.zarr", chunks=32, scheduler="synchronous", quiet=True)
+    postprocess(tmp_path / "pred.npy", tmp_path / "clean.zarr", chunks=32,
+                execution=Execution.parse(scheduler="synchronous", quiet=True))
     metrics = "dice,topology"
-    before = evaluate(pred.astype(np.uint8), lab, metrics=metrics, quiet=True, scheduler="synchronous")
-    after = evaluate(_read(tmp_path / "clean.zarr"), lab, metrics=metrics, quiet=True, scheduler="synchronous")
+    before = evaluate(pred.astype(np.uint8), lab, metrics=metrics,
+                      execution=Execution.parse(scheduler="synchronous", quiet=True))
+    after = evaluate(_read(tmp_path / "clean.zarr"), lab, metrics=metrics,
+                     execution=Execution.parse(scheduler="synchronous", quiet=True))
     assert after["topology"] >= before["topology"] + 0.2, (before, after)
     assert after["dice"] >= before["dice"] - 0.01, (before, after)
     assert (tmp_path / "pred.npy").read_bytes() == before_bytes
@@ -236,7 +245,7 @@ def test_streamed_steps_act_on_the_previous_steps_result(tmp_path, min_size, clo
     vol = _hollow_specks()
     write_volume(tmp_path / "v.zarr", vol, chunks=10)
     r = postprocess(tmp_path / "v.zarr", tmp_path / "o.zarr", min_size=min_size, close=close,
-                    fill_holes=holes, chunks=10, scheduler="synchronous", quiet=True)
+                    fill_holes=holes, chunks=10, execution=Execution.parse(scheduler="synchronous", quiet=True))
     ref = postprocess_array(vol, min_size=min_size, close=close, fill_holes=holes)
     np.testing.assert_array_equal(_read(tmp_path / "o.zarr"), ref)
     if min_size > 124:
@@ -247,5 +256,6 @@ def test_streamed_steps_act_on_the_previous_steps_result(tmp_path, min_size, clo
     prob = _smooth_noise(9, (30, 30, 30), sigma=0.7)
     write_volume(tmp_path / "p.zarr", prob, chunks=10)
     postprocess(tmp_path / "p.zarr", tmp_path / "n.zarr", threshold=0.5, smooth=0, min_size=prob.size + 1,
-                close=close, fill_holes=holes, chunks=10, scheduler="synchronous", quiet=True)
+                close=close, fill_holes=holes, chunks=10,
+                execution=Execution.parse(scheduler="synchronous", quiet=True))
     assert _read(tmp_path / "n.zarr").sum() == 0

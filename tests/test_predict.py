@@ -9,6 +9,7 @@ from volseg.inference.settings import predict_options
 from volseg.errors import VolsegError
 from volseg.inference import predict, stitch
 from volseg.models import load_model
+from volseg.parallel import Execution
 
 
 def test_default_patch_is_the_training_patch():
@@ -57,7 +58,7 @@ def test_fused_equals_store_then_stitch(setup, tmp_path):
     _, run, vol_path, vol = setup
     fused = predict(run, vol_path, tmp_path / "fused.zarr", *predict_options(patch=16, stitch=True, chunks=16, device="cpu", quiet=True))
     store = predict(run, vol_path, tmp_path / "store.zarr", *predict_options(patch=16, chunks=16, device="cpu", quiet=True))
-    stitch(tmp_path / "store.zarr", tmp_path / "stitched.zarr", chunks=16, quiet=True)
+    stitch(tmp_path / "store.zarr", tmp_path / "stitched.zarr", chunks=16, execution=Execution.parse(quiet=True))
     a, b = read(tmp_path / "fused.zarr"), read(tmp_path / "stitched.zarr")
     assert a.shape == vol.shape
     np.testing.assert_allclose(a, b, atol=2e-3)
@@ -151,7 +152,8 @@ def test_fused_pass_runs_each_group_once_and_memory_does_not_grow_with_depth(liv
     def peak_live(shape):
         plan = Plan.build(shape, (32, 32, 32), (16, 16, 16), (32, 32, 32))
         probe = live_pieces(plan)
-        finals, _ = run_pass(plan, plan.chunk_list(), probe.group, probe.final, workers=2, quiet=True, window=4)
+        with Execution.parse(workers=2, quiet=True).executor() as executor:
+            finals, _ = run_pass(plan, plan.chunk_list(), probe.group, probe.final, executor=executor, window=4)
         assert all(finals) and len(finals) == len(plan.chunk_list())
         assert sorted(probe.calls) == plan.group_list()  # every group exactly once
         return probe.peak

@@ -100,14 +100,14 @@ def test_resume_across_tiles_redoes_only_unmarked_chunks(ref, tmp_path):
 
 def _peak_live_pieces(live_pieces, shape, tile):
     """Most pieces held at once by a tiled fused pass over ``shape`` (fake groups, real engine)."""
-    from volseg.inference.engine import open_session
+    from volseg.parallel import Execution
 
     plan = Plan.build(shape, (16, 16, 16), (8, 8, 8), (16, 16, 16))
     probe = live_pieces(plan)
     tile = tile_chunks(tile, plan)
-    with open_session("threads", 2) as session:
+    with Execution.parse(scheduler="threads", workers=2, quiet=True).executor() as executor:
         finals, _ = run_tiled(plan, tile_order(plan, tile), probe.group, probe.final, tile=tile,
-                              session=session, window=4)
+                              executor=executor, window=4)
     assert all(finals) and len(finals) == len(plan.chunk_list())
     assert set(probe.calls) == set(plan.group_list())
     return probe.peak

@@ -10,6 +10,7 @@ from volseg.errors import VolsegError
 from volseg.io import open_volume, read_meta
 from volseg.io.info import volume_info
 from volseg.io.prepare import prepare
+from volseg.parallel import Execution
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -53,7 +54,7 @@ def test_prepare_existing_output_and_overwrite(tmp_path):
     with pytest.raises(VolsegError, match="exists; pass --overwrite"):
         prepare(src, tmp_path / "out.zarr")
     np.save(src, make_volume("uint8", seed=5))
-    prepare(src, tmp_path / "out.zarr", overwrite=True)
+    prepare(src, tmp_path / "out.zarr", execution=Execution.parse(overwrite=True))
     np.testing.assert_array_equal(open_volume(tmp_path / "out.zarr").compute(), make_volume("uint8", seed=5))
 
 
@@ -67,14 +68,15 @@ def test_prepare_refuses_output_inside_input(tmp_path):
 def test_prepare_other_schedulers(scheduler, tmp_path):
     vol = make_volume("uint16", (20, 9, 11))
     src = write_input("tiff-folder", tmp_path, vol)
-    prepare(src, tmp_path / "out.zarr", chunks=8, levels=2, scheduler=scheduler, workers=2)
+    prepare(src, tmp_path / "out.zarr", chunks=8, levels=2,
+            execution=Execution.parse(scheduler=scheduler, workers=2))
     np.testing.assert_array_equal(open_volume(tmp_path / "out.zarr").compute(), vol)
 
 
 def test_prepare_bad_scheduler(tmp_path):
     src = write_input("npy", tmp_path, make_volume("uint8"))
     with pytest.raises(VolsegError, match="--scheduler"):
-        prepare(src, tmp_path / "out.zarr", scheduler="carrier-pigeon")
+        prepare(src, tmp_path / "out.zarr", execution=Execution.parse(scheduler="carrier-pigeon"))
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -105,7 +107,8 @@ def test_info_exact_and_sampled_range(tmp_path):
 def test_prepare_on_a_local_distributed_cluster(tmp_path):
     vol = make_volume("float32", (20, 9, 11))
     src = write_input("tiff", tmp_path, vol)
-    prepare(src, tmp_path / "out.zarr", chunks=8, levels=2, scheduler="distributed", workers=2)
+    prepare(src, tmp_path / "out.zarr", chunks=8, levels=2,
+            execution=Execution.parse(scheduler="distributed", workers=2))
     np.testing.assert_array_equal(open_volume(tmp_path / "out.zarr").compute(), vol)
 
 

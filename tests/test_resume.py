@@ -18,6 +18,7 @@ from volseg.errors import VolsegError
 from volseg.inference import predict
 from volseg.inference.resume import MARKERS, Markers, fingerprint
 from volseg.models import build_model
+from volseg.parallel import Execution
 
 VOLSEG = str(Path(sys.executable).with_name("volseg"))
 
@@ -70,11 +71,11 @@ def test_patch_store_resumes_by_group_and_stitch_refuses_an_incomplete_store(tmp
     store = tmp_path / "p.zarr"
     first = predict(run, tmp_path / "v.npy", store, *predict_options(patch=16, chunks=16, device="cpu", part="1/2", quiet=True))
     with pytest.raises(VolsegError, match="of 8 patch groups written"):
-        stitch(store, tmp_path / "o.zarr", chunks=16, quiet=True)
+        stitch(store, tmp_path / "o.zarr", chunks=16, execution=Execution.parse(quiet=True))
     assert not (tmp_path / "o.zarr").exists()
     second = predict(run, tmp_path / "v.npy", store, *predict_options(patch=16, chunks=16, device="cpu", quiet=True))
     assert second["groups_done_before"] == first["groups_written"] > 0
-    stitch(store, tmp_path / "o.zarr", chunks=16, quiet=True)
+    stitch(store, tmp_path / "o.zarr", chunks=16, execution=Execution.parse(quiet=True))
 
 
 def test_kill_9_midway_then_rerun_finishes_identically(tmp_path):

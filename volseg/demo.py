@@ -122,6 +122,9 @@ def run_demo(out: str | os.PathLike = "volseg-demo", *, shape: int | None = None
         if steps < 1:
             raise VolsegError("--steps", f"must be >= 1, got {steps}")
         plan = DemoPlan(**{**plan.__dict__, "steps": int(steps)})
+    from volseg.parallel import Execution
+
+    execution = Execution.parse(workers=workers, overwrite=overwrite, quiet=quiet)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"scroll": out / "scroll.zarr", "labels": out / "scroll.zarr" / "labels" / "surface",
@@ -143,7 +146,7 @@ def run_demo(out: str | os.PathLike = "volseg-demo", *, shape: int | None = None
                                        chunks=plan.chunks, overwrite=overwrite, quiet=quiet))
     stage("patchify", lambda: patchify(paths["scroll"], out=paths["patches"], patch=plan.patch,
                                        samples=plan.samples, foreground_fraction=0.5, seed=seed,
-                                       overwrite=overwrite, workers=workers, quiet=quiet))
+                                       execution=execution))
     from volseg.training.loop import amp_pays_off
 
     amp = amp_pays_off("cpu")  # bf16 only where the CPU has it natively (else ~100x slower)
@@ -168,19 +171,17 @@ def run_demo(out: str | os.PathLike = "volseg-demo", *, shape: int | None = None
     metrics = _metrics(plan, final=not plan.postprocess)
     raw = stage("evaluate", lambda: evaluate(paths["prediction"], paths["labels"], metrics=metrics,
                                              image=paths["scroll"], preview=None if plan.postprocess
-                                             else paths["preview"], workers=workers, quiet=quiet))
+                                             else paths["preview"], execution=execution))
     scores = raw
     if plan.postprocess:
         from volseg.postprocess import postprocess
 
         stage("postprocess", lambda: postprocess(paths["prediction"], paths["postprocessed"],
-                                                 chunks=plan.chunks, workers=workers,
-                                                 overwrite=overwrite, quiet=quiet))
+                                                 chunks=plan.chunks, execution=execution))
         scores = stage("evaluate_post", lambda: evaluate(paths["postprocessed"], paths["labels"],
                                                          metrics=_metrics(plan, final=True),
                                                          image=paths["scroll"],
-                                                         preview=paths["preview"], workers=workers,
-                                                         quiet=quiet))
+                                                         preview=paths["preview"], execution=execution))
     seconds["total"] = round(time.perf_counter() - t_all, 2)
     summary = {"scores": scores, "raw_scores": raw, "seconds": seconds, "plan": dict(plan.__dict__),
                "train": {k: trained.get(k) for k in ("steps", "best_metric", "metric", "loss")},

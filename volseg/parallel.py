@@ -1,8 +1,12 @@
 """Run block tasks on a Dask scheduler: threads, processes, a local cluster or an existing one.
 
-Every command that walks a volume builds a list of independent block tasks (one per output
-chunk or block) and hands them to :func:`run_tasks`. ``--part I/N`` selects a disjoint share of
-those blocks (see :func:`volseg.geometry.split_parts`) before they get here.
+The execution options of a command (``--scheduler``, ``--workers``, ``--part``, ``--overwrite``,
+``--quiet``) are parsed once into an :class:`Execution`. Every command that walks a volume opens
+ONE :class:`Executor` from it (``with execution.executor() as ex:``) and hands it its block
+tasks: independent ones (:meth:`Executor.map`, one per output chunk or block), z-layer batches
+(:meth:`Executor.layers`) or task graphs (:meth:`Executor.get`, the fused passes of
+:mod:`volseg.inference.engine`). ``--part I/N`` selects a disjoint share of those blocks (see
+:func:`volseg.geometry.select_part`) before they get here.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
@@ -27,13 +32,18 @@ def parse_scheduler(name: str) -> str:
                       "distributed or tcp://HOST:PORT")
 
 
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def parse_workers(workers: int | None) -> int:
     """``--workers``: a positive count, default all cores available to this process."""
     if workers is None:
-        try:
-            return max(1, len(os.sched_getaffinity(0)))
-        except AttributeError:  # pragma: no cover - non-Linux
-            return max(1, os.cpu_count() or 1)
+        return available_cores()
     if workers < 1:
         raise VolsegError("--workers", f"must be >= 1, got {workers}")
     return int(workers)
@@ -95,130 +105,188 @@ class Execution:
         """``execution`` itself, or the defaults (threads on every core) for None."""
         return execution if execution is not None else cls.parse()
 
+    def executor(self) -> "Executor":
+        """The :class:`Executor` of these options; use it as a context manager."""
+        return Executor(self)
 
-def run_tasks(
-    fn: Callable[[Any], Any],
-    items: Sequence[Any],
-    *,
-    scheduler: str = "threads",
-    workers: int | None = None,
-    description: str = "blocks",
-    quiet: bool = False,
-) -> list[Any]:
-    """Apply ``fn`` to every item on the chosen Dask scheduler and return results in order.
 
-    Parameters
-    ----------
-    fn : callable
-        A picklable function of one item (module-level for the process-based schedulers).
-    items : sequence
-        One entry per independent task (e.g. an output chunk's index).
-    scheduler : str
-        ``threads``, ``processes``, ``synchronous``, ``distributed`` (a ``LocalCluster`` with
-        ``workers`` single-threaded worker processes) or the address of an existing cluster.
-    workers : int, optional
-        Number of threads/processes; default all cores.
-    description, quiet
-        Progress bar label; ``quiet`` hides it (it shows only on a terminal anyway).
+class Executor:
+    """The one task executor of a command, opened from an :class:`Execution`.
+
+    ``threads`` and ``synchronous`` hold nothing; ``processes`` holds one spawn-started process
+    pool for the whole command (so worker processes load a model once for every pass);
+    ``distributed`` one ``LocalCluster`` of ``workers`` single-threaded worker processes;
+    ``tcp://HOST:PORT`` a client of that existing cluster. The pool, cluster or client is made on
+    first use (a command that stops early or has nothing to do starts none) and closed when the
+    ``with`` block ends.
+
+    Examples
+    --------
+    >>> with Execution.parse(scheduler="threads", workers=2, quiet=True).executor() as ex:
+    ...     ex.map(abs, [-1, 2, -3])
+    [1, 2, 3]
     """
-    from volseg.progress import progress_bar
 
-    scheduler = parse_scheduler(scheduler)
-    items = list(items)
-    if not items:
-        return []
-    with progress_bar(description, len(items), quiet=quiet) as bar:
-        if scheduler in ("threads", "processes", "synchronous"):
-            return _run_local(fn, items, scheduler, parse_workers(workers), bar)
-        return _run_distributed(fn, items, scheduler, workers, bar)
+    def __init__(self, execution: Execution):
+        self.execution = execution
+        self._stack = contextlib.ExitStack()
+        self._pool = None
+        self._client = None
 
+    @property
+    def scheduler(self) -> str:
+        return self.execution.scheduler
 
-def run_layers(
-    fn: Callable[[tuple[int, int, int]], Any],
-    counts: Sequence[int],
-    *,
-    per_batch: int,
-    scheduler: str = "threads",
-    workers: int | None = None,
-    description: str = "blocks",
-    quiet: bool = False,
-) -> Iterator[tuple[int, list[Any]]]:
-    """Run ``fn`` on every block index of a (nz, ny, nx) grid, ``per_batch`` z-layers at a time.
+    @property
+    def workers(self) -> int:
+        return self.execution.workers
 
-    Yields ``(iz, results)`` for every z-layer in order, ``results`` in (iy, ix) order, so that
-    a caller can merge component labels across faces layer by layer (memory bounded by the
-    blocks of one batch) while the blocks of a batch run in parallel.
-    """
-    import itertools
+    @property
+    def quiet(self) -> bool:
+        return self.execution.quiet
 
-    from volseg.progress import progress_bar
+    @property
+    def local(self) -> bool:
+        """True on threads, processes and synchronous (no Dask cluster, no client)."""
+        return self.scheduler in ("threads", "processes", "synchronous")
 
-    nz, ny, nx = (int(n) for n in counts)
-    per_batch = max(1, int(per_batch))
-    with progress_bar(description, nz * ny * nx, quiet=quiet) as bar:
-        for z0 in range(0, nz, per_batch):
-            layers = range(z0, min(nz, z0 + per_batch))
-            items = [(iz, iy, ix) for iz in layers for iy, ix in itertools.product(range(ny), range(nx))]
-            results = run_tasks(fn, items, scheduler=scheduler, workers=workers, quiet=True)
-            bar.advance(len(items))
-            for k, iz in enumerate(layers):
-                yield iz, results[k * ny * nx:(k + 1) * ny * nx]
+    def __enter__(self) -> "Executor":
+        return self
 
+    def __exit__(self, *exc) -> None:
+        self.close()
 
-def _run_local(fn, items, scheduler, workers, bar) -> list[Any]:
-    import dask
-    from dask.callbacks import Callback
+    def close(self) -> None:
+        """Close the pool, client and cluster this executor opened (idempotent)."""
+        self._pool = self._client = None
+        self._stack.close()
 
-    class _Advance(Callback):
-        def _posttask(self, key, result, dsk, state, worker_id):
-            bar.advance(1)
+    @property
+    def client(self):
+        """The ``distributed.Client`` (opened on first use), or None on the local schedulers."""
+        if self.local:
+            return None
+        if self._client is None:
+            self._client = self._open_client()
+        return self._client
 
-    tasks = [dask.delayed(fn, pure=False)(item, dask_key_name=f"volseg-task-{k}")
-             for k, item in enumerate(items)]
-    kwargs = {"scheduler": scheduler}
-    if scheduler != "synchronous":
-        kwargs["num_workers"] = workers
-    with _Advance():
-        return list(dask.compute(*tasks, **kwargs))
+    def _open_client(self):
+        from distributed import Client, LocalCluster
 
-
-def _run_distributed(fn, items, scheduler, workers, bar) -> list[Any]:
-    from distributed import as_completed
-
-    with dask_client(scheduler, workers) as client:
-        futures = client.map(fn, items, pure=False)
-        for _ in as_completed(futures):
-            bar.advance(1)
-        return client.gather(futures)
-
-
-@contextlib.contextmanager
-def dask_client(scheduler: str = "threads", workers: int | None = None) -> Iterator[Any]:
-    """Yield a ``distributed.Client`` kept for several computations, or None.
-
-    ``distributed``: a ``LocalCluster`` of ``workers`` single-threaded worker processes (closed
-    afterwards); ``tcp://HOST:PORT``: a client of that existing cluster; the local schedulers
-    (threads, processes, synchronous): None.
-    """
-    scheduler = parse_scheduler(scheduler)
-    if scheduler in ("threads", "processes", "synchronous"):
-        yield None
-        return
-    from distributed import Client, LocalCluster
-
-    cluster = None
-    if scheduler == "distributed":
-        cluster = LocalCluster(n_workers=parse_workers(workers), threads_per_worker=1, processes=True,
-                               dashboard_address=None, silence_logs=logging.CRITICAL)
-        client = Client(cluster)
-    else:
+        if self.scheduler == "distributed":
+            cluster = self._stack.enter_context(LocalCluster(
+                n_workers=self.workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                silence_logs=logging.CRITICAL))
+            return self._stack.enter_context(Client(cluster))
         try:
-            client = Client(scheduler, timeout=os.environ.get("VOLSEG_CONNECT_TIMEOUT") or "20s")
+            client = Client(self.scheduler, timeout=os.environ.get("VOLSEG_CONNECT_TIMEOUT") or "20s")
         except OSError as exc:
-            raise VolsegError("--scheduler", f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
-    try:
-        yield client
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+            raise VolsegError("--scheduler", f"cannot reach the Dask scheduler at {self.scheduler}: {exc}") from None
+        return self._stack.enter_context(client)
+
+    def dask_options(self) -> dict[str, Any]:
+        """Keyword arguments of ``dask.compute`` for a local scheduler: the scheduler, the worker
+        count and, for ``processes``, the command's process pool (opened on first use)."""
+        if self.scheduler == "synchronous":
+            return {"scheduler": "synchronous"}
+        options: dict[str, Any] = {"scheduler": self.scheduler, "num_workers": self.workers}
+        if self.scheduler == "processes":
+            if self._pool is None:
+                import multiprocessing
+                from concurrent.futures import ProcessPoolExecutor
+
+                self._pool = self._stack.enter_context(
+                    ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn")))
+            options["pool"] = self._pool
+        return options
+
+    def map(self, fn: Callable[[Any], Any], items: Sequence[Any], *, description: str = "blocks",
+            quiet: bool | None = None) -> list[Any]:
+        """``[fn(item) for item in items]`` as independent tasks, results in order.
+
+        Parameters
+        ----------
+        fn : callable
+            A picklable function of one item (module-level for the process-based schedulers).
+        items : sequence
+            One entry per independent task (e.g. an output chunk's index).
+        description : str
+            Progress bar label (the bar shows on a terminal only).
+        quiet : bool, optional
+            Hide the bar; default the execution's ``quiet``.
+        """
+        from volseg.progress import progress_bar
+
+        items = list(items)
+        if not items:
+            return []
+        with progress_bar(description, len(items), quiet=self.quiet if quiet is None else quiet) as bar:
+            if not self.local:
+                from distributed import as_completed
+
+                futures = self.client.map(fn, items, pure=False)
+                for _ in as_completed(futures):
+                    bar.advance(1)
+                return self.client.gather(futures)
+            from dask.core import quote
+
+            name = f"volseg-task-{uuid.uuid4().hex[:12]}"
+            dsk = {(name, k): (fn, quote(item)) for k, item in enumerate(items)}
+            return self.get(dsk, list(dsk), bar=bar)
+
+    def get(self, dsk: dict, keys: Sequence, *, bar=None,
+            counts: Callable[[Any], bool] | None = None) -> list[Any]:
+        """Compute ``keys`` of the task graph ``dsk`` (a Dask low-level graph), results in order.
+
+        ``bar`` (a :func:`volseg.progress.progress_bar`) advances once per computed key for which
+        ``counts(key)`` is true (default: every key asked for); on a cluster it advances when the
+        graph is done.
+        """
+        keys = list(keys)
+        if not keys:
+            return []
+        wanted = set(keys) if counts is None else None
+        counted = counts or (lambda key: key in wanted)
+        if not self.local:
+            results = list(self.client.get(dsk, keys))
+            if bar is not None:
+                bar.advance(sum(1 for k in keys if counted(k)))
+            return results
+        import dask.local
+        import dask.multiprocessing
+        import dask.threaded
+        from dask.callbacks import Callback
+
+        class _Advance(Callback):
+            def _posttask(self, key, result, dsk, state, worker_id):
+                if bar is not None and counted(key):
+                    bar.advance(1)
+
+        options = self.dask_options()
+        get = {"synchronous": dask.local.get_sync, "threads": dask.threaded.get,
+               "processes": dask.multiprocessing.get}[options.pop("scheduler")]
+        with _Advance():
+            return list(get(dsk, keys, **options))
+
+    def layers(self, fn: Callable[[tuple[int, int, int]], Any], counts: Sequence[int], *, per_batch: int,
+               description: str = "blocks") -> Iterator[tuple[int, list[Any]]]:
+        """Run ``fn`` on every block index of a (nz, ny, nx) grid, ``per_batch`` z-layers at a time.
+
+        Yields ``(iz, results)`` for every z-layer in order, ``results`` in (iy, ix) order, so that
+        a caller can merge component labels across faces layer by layer (memory bounded by the
+        blocks of one batch) while the blocks of a batch run in parallel.
+        """
+        import itertools
+
+        from volseg.progress import progress_bar
+
+        nz, ny, nx = (int(n) for n in counts)
+        per_batch = max(1, int(per_batch))
+        with progress_bar(description, nz * ny * nx, quiet=self.quiet) as bar:
+            for z0 in range(0, nz, per_batch):
+                layers = range(z0, min(nz, z0 + per_batch))
+                items = [(iz, iy, ix) for iz in layers for iy, ix in itertools.product(range(ny), range(nx))]
+                results = self.map(fn, items, quiet=True)
+                bar.advance(len(items))
+                for k, iz in enumerate(layers):
+                    yield iz, results[k * ny * nx:(k + 1) * ny * nx]

@@ -71,13 +71,15 @@ def evaluate_cmd(
     with cli_errors(debug):
         guard_json(json, inputs=[pred, gt, image], outputs=[preview])
         from volseg.metrics.evaluate import evaluate
+        from volseg.metrics.preview import Preview
+        from volseg.parallel import Execution
 
         remote_setup(storage_options, cache, cache_size, inputs=[pred, gt, image], outputs=[json, preview])
         pred, gt, image = (at_level(v, level) for v in (pred, gt, image))
         values = evaluate(pred, gt, metrics=metrics, threshold=threshold, tolerance=tolerance,
                           ignore_label=ignore_label, data_range=data_range, block=block,
-                          scheduler=scheduler, workers=workers, quiet=quiet, image=image,
-                          preview=preview, preview_slice=slice_, nan_value=nan_value)
+                          execution=Execution.parse(scheduler=scheduler, workers=workers, quiet=quiet), image=image,
+                          preview=None if preview is None else Preview(preview, slice_), nan_value=nan_value)
         emit_json(values, json)
         _print_table(values, preview, quiet=quiet or json == "-")
 

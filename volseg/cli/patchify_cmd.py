@@ -67,7 +67,7 @@ def patchify_cmd(
         from volseg.data.patchify import patchify
         from volseg.data.patchstore import store_summary
         from volseg.errors import VolsegError
-        from volseg.parallel import parse_part
+        from volseg.parallel import Execution
 
         remote_setup(storage_options, cache, cache_size, inputs=[volume, labels, images, list_file],
                      outputs=[output, json])
@@ -79,14 +79,14 @@ def patchify_cmd(
             guard_output(output, inputs=[volume, labels], kind="patches", overwrite=overwrite)
         if level is not None:  # the store itself; the library checks the level array and the labels
             check_complete(volume)
+        execution = Execution.parse(scheduler=scheduler, workers=workers, part=part, overwrite=overwrite, quiet=quiet)
         if images is not None or list_file is not None:
             from volseg.data.patchify_many import patchify_many_cli
 
             summary = patchify_many_cli(
                 volume, images=images, labels=labels, list_file=list_file, out=output,
-                per_volume=per_volume, part=part, patch=patch, stride=stride, samples=samples,
-                foreground_fraction=foreground_fraction, seed=seed, pad=pad, overwrite=overwrite,
-                scheduler=scheduler, workers=workers, quiet=quiet)
+                per_volume=per_volume, execution=execution, patch=patch, stride=stride, samples=samples,
+                foreground_fraction=foreground_fraction, seed=seed, pad=pad)
             emit_json(summary, json)
             console(quiet or json == "-").print(
                 f"wrote {summary['patches']} patches of {summary['volumes']} volumes to {output}")
@@ -96,8 +96,7 @@ def patchify_cmd(
         if per_volume:
             raise VolsegError("--per-volume", "applies to --images/--list only")
         out = patchify(at_level(volume, level), out=output, labels=labels, patch=patch, stride=stride, samples=samples,
-                       foreground_fraction=foreground_fraction, seed=seed, pad=pad, overwrite=overwrite,
-                       scheduler=scheduler, workers=workers, part=parse_part(part), quiet=quiet,
+                       foreground_fraction=foreground_fraction, seed=seed, pad=pad, execution=execution,
                        command=_command_line(volume, output, labels, patch, stride, samples,
                                              foreground_fraction, seed, pad))
         summary = store_summary(out)

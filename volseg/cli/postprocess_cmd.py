@@ -53,12 +53,13 @@ def postprocess_command(
     """
     with cli_errors(debug):
         guard_json(json_out, inputs=[pred], outputs=[output])
+        from volseg.parallel import Execution
         from volseg.postprocess import postprocess
 
         result = postprocess(pred, output, threshold=threshold, hysteresis=hysteresis, smooth=smooth,
                              close=close, min_size=min_size, fill_holes=fill_holes, chunks=chunks,
-                             scheduler=scheduler, workers=workers,
-                             part=part, overwrite=overwrite, quiet=quiet)
+                             execution=Execution.parse(scheduler=scheduler, workers=workers, part=part,
+                                                       overwrite=overwrite, quiet=quiet))
         emit_json(result, json_out)
         console(quiet or json_out == "-").print(
             f"wrote {result['output']} in {result['seconds']:.1f} s: {result['components_removed']} of "

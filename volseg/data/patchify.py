@@ -43,6 +43,7 @@ from volseg.io.locks import output_lock
 from volseg.io.completion import update_attrs
 from volseg.io.completion import check_complete
 from volseg.io.outputs import guard_output, input_stamp
+from volseg.parallel import Execution
 
 
 def _resolve_inputs(volume: Path, labels, targets):
@@ -66,8 +67,7 @@ def _check_shape(path: Path, shape, expected) -> None:
 
 def patchify(volume: str | os.PathLike, *, out: str | os.PathLike, labels=None, targets=None, patch,
              stride=None, samples: int | None = None, foreground_fraction: float | None = None,
-             seed: int = 0, pad: bool = False, overwrite: bool = False, scheduler: str = "threads",
-             workers: int | None = None, part: tuple[int, int] | None = None, quiet: bool = True,
+             seed: int = 0, pad: bool = False, execution: Execution | None = None,
              command: str | None = None) -> Path:
     """Cut ``volume`` into patches and write a patch store at ``out``.
 
@@ -92,12 +92,10 @@ def patchify(volume: str | os.PathLike, *, out: str | os.PathLike, labels=None, 
         Random mode positions.
     pad : bool
         Allow a patch larger than the volume (zero padding at the far end).
-    overwrite : bool
-        Replace an existing store (not with ``part``).
-    scheduler, workers, quiet
-        See :func:`volseg.parallel.run_tasks`.
-    part : (i, n), optional
-        Only part i of n of the tasks (0-based, :func:`volseg.parallel.parse_part`).
+    execution : volseg.parallel.Execution, optional
+        Scheduler, workers, ``part`` (only part i of n of the tasks), ``overwrite`` (replace an
+        existing store; not with a part) and ``quiet``; None: the defaults, without a progress
+        bar.
     command : str, optional
         The producing command line, recorded in the store.
 
@@ -108,11 +106,8 @@ def patchify(volume: str | os.PathLike, *, out: str | os.PathLike, labels=None, 
     """
     from volseg.io import open_volume, read_meta
 
-    from volseg.parallel import parse_scheduler, parse_workers
-
-    scheduler = parse_scheduler(scheduler)
-    if scheduler in ("threads", "processes", "synchronous"):
-        parse_workers(workers)
+    execution = execution if execution is not None else Execution.parse(quiet=True)
+    part, overwrite = execution.part, execution.overwrite
     out = guard_output(out, inputs=[volume, labels, targets], kind="patches", overwrite=overwrite)
     from volseg.io.remote import is_url
 
@@ -171,7 +166,7 @@ def patchify(volume: str | os.PathLike, *, out: str | os.PathLike, labels=None, 
                   origins_chunk=RANDOM_TASK if mode == "random" else None)
     if part is not None:
         _ensure_shared_store(out, attrs, create)
-        _run(select_part(jobs, part), out, scheduler=scheduler, workers=workers, quiet=quiet)
+        _run(select_part(jobs, part), out, execution=execution)
         if _finish(out, len(jobs), n, labels is not None):
             remove_path(marker_dir(out))  # every part is done: the store is complete
         return out
@@ -184,7 +179,7 @@ def patchify(volume: str | os.PathLike, *, out: str | os.PathLike, labels=None, 
             remove_path(marker_dir(work))
             create_store(work, attrs=attrs, **create)
         try:
-            _run(jobs, work, scheduler=scheduler, workers=workers, quiet=quiet)
+            _run(jobs, work, execution=execution)
         except Exception:
             # A failed --overwrite run leaves nothing (an interrupted one is resumed by its rerun);
             # otherwise a work store with finished patch ranges is kept for the rerun to resume.
@@ -207,15 +202,14 @@ def _absolute(path) -> str | None:
     return path if is_url(path) else str(Path(path).resolve())
 
 
-def _run(jobs: list[PatchJob], store: Path, *, scheduler, workers, quiet) -> None:
+def _run(jobs: list[PatchJob], store: Path, *, execution) -> None:
     """Run the jobs without a completion marker in ``store``, writing into ``store``."""
     from dataclasses import replace
 
-    from volseg.parallel import run_tasks
-
     done = done_counts(store)
     todo = [replace(j, out=str(store)) for j in jobs if j.lo not in done]
-    run_tasks(write_job, todo, scheduler=scheduler, workers=workers, description="patchify", quiet=quiet)
+    with execution.executor() as executor:
+        executor.map(write_job, todo, description="patchify")
 
 
 def _resumable(work: Path, settings: dict) -> bool:

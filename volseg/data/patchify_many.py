@@ -18,6 +18,7 @@ of ``<name>.zarr`` stores (plain single-volume stores), renamed into place when 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from volseg.io.atomic import check_output, remove_path, replace_dir
 from volseg.io.completion import check_complete
 from volseg.io.locks import output_lock
 from volseg.io.outputs import guard_output
+from volseg.parallel import Execution
 
 
 @dataclass(frozen=True)
@@ -65,22 +67,27 @@ def _cut(pair: Pair, target: Path, k: int, *, seed: int, **options) -> Path:
     wanted = json.dumps({"image": str(Path(pair.image).resolve()),
                          "label": None if pair.label is None else str(Path(pair.label).resolve()),
                          "seed": seed + k, **{key: str(v) for key, v in sorted(options.items())
-                                              if key not in ("quiet", "scheduler", "workers",
-                                                             "command")}}, sort_keys=True)
+                                              if key not in ("execution", "command")}},
+                        sort_keys=True)
     if is_patch_store(target) and marker.is_file() and marker.read_text() == wanted:
         return target
     marker.unlink(missing_ok=True)
-    patchify(pair.image, out=target, labels=pair.label, seed=seed + k, overwrite=True, **options)
+    options = {**options, "execution": dataclasses.replace(options["execution"], overwrite=True)}
+    patchify(pair.image, out=target, labels=pair.label, seed=seed + k, **options)
     marker.write_text(wanted)
     return target
+
+
+def _refuse_part(execution: Execution) -> None:
+    if execution.part is not None:
+        raise VolsegError("--part", "applies to one VOLUME; with many pairs use --per-volume and "
+                          "one job per list file")
 
 
 def patchify_pairs(pairs: list[Pair], *, out: str | os.PathLike, per_volume: bool = False,
                    patch, stride=None, samples: int | None = None,
                    foreground_fraction: float | None = None, seed: int = 0, pad: bool = False,
-                   overwrite: bool = False, scheduler: str = "threads",
-                   workers: int | None = None, quiet: bool = True,
-                   command: str | None = None) -> Path:
+                   execution: Execution | None = None, command: str | None = None) -> Path:
     """Cut every pair with the same options into one patch store (or one per pair).
 
     Parameters
@@ -91,11 +98,12 @@ def patchify_pairs(pairs: list[Pair], *, out: str | os.PathLike, per_volume: boo
         The merged patch store, or with ``per_volume`` the folder of per-pair stores.
     per_volume : bool
         One store per pair (``<out>/<name>.zarr``) instead of one merged store.
-    patch, stride, samples, foreground_fraction, seed, pad, scheduler, workers, quiet
+    patch, stride, samples, foreground_fraction, seed, pad
         As :func:`volseg.data.patchify.patchify` (``samples`` per pair, pair k uses
         ``seed + k``).
-    overwrite : bool
-        Replace an existing ``out``.
+    execution : volseg.parallel.Execution, optional
+        Scheduler, workers, ``overwrite`` (replace an existing ``out``) and ``quiet``; None:
+        the defaults, without a progress bar. A ``part`` is refused.
     command : str, optional
         The producing command line, recorded in the store(s).
 
@@ -104,6 +112,9 @@ def patchify_pairs(pairs: list[Pair], *, out: str | os.PathLike, per_volume: boo
     pathlib.Path
         ``out``.
     """
+    execution = execution if execution is not None else Execution.parse(quiet=True)
+    overwrite = execution.overwrite
+    _refuse_part(execution)
     if not pairs:
         raise VolsegError("--images", "no image/label pairs given")
     inputs = [p for pair in pairs for p in (pair.image, pair.label)]
@@ -116,12 +127,12 @@ def patchify_pairs(pairs: list[Pair], *, out: str | os.PathLike, per_volume: boo
         check_output(out, overwrite=overwrite)
         return _cut_all(pairs, out, per_volume=per_volume, seed=seed, options=dict(
             patch=patch, stride=stride, samples=samples, foreground_fraction=foreground_fraction, pad=pad,
-            scheduler=scheduler, workers=workers, quiet=quiet, command=command))
+            execution=execution, command=command))
 
 
 def _cut_all(pairs: list[Pair], out: Path, *, per_volume: bool, seed: int, options: dict) -> Path:
     """:func:`patchify_pairs` under the output's lock."""
-    scheduler, workers, quiet, command = (options[k] for k in ("scheduler", "workers", "quiet", "command"))
+    execution, command = options["execution"], options["command"]
     if per_volume:
         work = out.with_name(out.name + ".partial")
         work.mkdir(parents=True, exist_ok=True)
@@ -137,17 +148,13 @@ def _cut_all(pairs: list[Pair], out: Path, *, per_volume: bool, seed: int, optio
              for k, pair in enumerate(pairs)]
     work = out.with_name(out.name + ".partial")
     remove_path(work)
-    _merge(pairs, parts, work, command=command, scheduler=scheduler, workers=workers,
-           quiet=quiet)
+    _merge(pairs, parts, work, command=command, execution=execution)
     replace_dir(work, out)
     remove_path(parts_dir)
     return out
 
 
-def _merge(pairs: list[Pair], parts: list[Path], work: Path, *, command, scheduler, workers,
-           quiet) -> None:
-    from volseg.parallel import run_tasks
-
+def _merge(pairs: list[Pair], parts: list[Path], work: Path, *, command, execution) -> None:
     stores = [PatchStore.open(p) for p in parts]
     first = stores[0]
     for pair, store in zip(pairs, stores):
@@ -177,11 +184,12 @@ def _merge(pairs: list[Pair], parts: list[Path], work: Path, *, command, schedul
     if n:
         group["sources"][:] = np.repeat(np.arange(len(stores), dtype=np.int32), counts)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(int)
-    run_tasks(_copy_part, [_Copy(str(p), str(work), int(lo)) for p, lo in zip(parts, starts)],
-              scheduler=scheduler, workers=workers, description="merge", quiet=quiet)
+    with execution.executor() as executor:
+        executor.map(_copy_part, [_Copy(str(p), str(work), int(lo)) for p, lo in zip(parts, starts)],
+                     description="merge")
 
 
-def patchify_many_cli(volume, *, images, labels, list_file, out, per_volume: bool, part,
+def patchify_many_cli(volume, *, images, labels, list_file, out, per_volume: bool, execution: Execution,
                       **options) -> dict:
     """What ``volseg patchify --images DIR --labels DIR`` / ``--list FILE`` does: gather the
     pairs, cut them, and return the summary figures (``--json``)."""
@@ -192,9 +200,7 @@ def patchify_many_cli(volume, *, images, labels, list_file, out, per_volume: boo
 
     if volume is not None:
         raise VolsegError(volume, "give either VOLUME or --images/--labels or --list, not both")
-    if part is not None:
-        raise VolsegError("--part", "applies to one VOLUME; with many pairs use --per-volume and "
-                          "one job per list file")
+    _refuse_part(execution)
     pairs = gather_pairs(images=images, labels=labels, list_file=list_file)
     words = ["volseg", "patchify", "-o", str(out)] + (
         ["--list", str(list_file)] if list_file is not None
@@ -205,7 +211,7 @@ def patchify_many_cli(volume, *, images, labels, list_file, out, per_volume: boo
     if per_volume:
         words.append("--per-volume")
     out = patchify_pairs(pairs, out=out, per_volume=per_volume, command=shlex.join(words),
-                         **options)
+                         execution=execution, **options)
     if per_volume:
         stores = [store_summary(out / f"{p.name}.zarr") for p in pairs]
         return {"output": str(out), "volumes": len(pairs),

@@ -323,6 +323,7 @@ def write_synth(kind: str, out, *, shape=None, seed: int = 0, chunks=64, overwri
     from volseg.io import atomic_dir, write_label_image, write_volume
     from volseg.io.locks import claimed_output
     from volseg.io.streaming import parse_chunks
+    from volseg.parallel import Execution
     from volseg.progress import progress_bar
 
     kind = _parse_kind(kind)
@@ -341,11 +342,12 @@ def write_synth(kind: str, out, *, shape=None, seed: int = 0, chunks=64, overwri
         else:
             info["psnr_db"] = psnr(first, second)
         with atomic_dir(out, overwrite=overwrite) as tmp:
-            write_volume(tmp, first, chunks=chunks, quiet=quiet)
+            execution = Execution.parse(quiet=quiet)
+            write_volume(tmp, first, chunks=chunks, execution=execution)
             if kind == "scroll":
-                write_label_image(tmp, "surface", second, chunks=chunks, quiet=quiet)
+                write_label_image(tmp, "surface", second, chunks=chunks, execution=execution)
             else:
-                write_volume(tmp / "target", second, chunks=chunks, quiet=quiet)
+                write_volume(tmp / "target", second, chunks=chunks, execution=execution)
             root = zarr.open_group(str(tmp), mode="r+")
             root.attrs["volseg"] = {**dict(root.attrs.get("volseg") or {}), **info}
     return out

@@ -42,10 +42,8 @@ from volseg.errors import VolsegError
 from volseg.geometry import as_slices
 from volseg.inference.engine import (
     accumulate,
-    map_tasks,
     merge_stats,
     normalise,
-    open_session,
 )
 from volseg.inference.plan import Plan, read_box
 from volseg.inference.resume import Markers, finish_output, open_output, removed_if_empty
@@ -287,10 +285,10 @@ def sample_volume(setup, output, spec, execution, *, record: str | None = None) 
                 for name in ("x0", "x1"):
                     group.create_array(name, shape=(samples, *work.shape), chunks=(samples, *work.chunks),
                                        dtype="float32", fill_value=0)
-            with open_session(execution.scheduler, execution.workers) as sess:
+            with execution.executor() as executor:
                 todo = markers.todo(work.chunk_list(), prefix="init-")
-                map_tasks(functools.partial(_init_chunk, setup, out, work, int(seed), samples), todo, session=sess,
-                          description="noise", quiet=execution.quiet)
+                executor.map(functools.partial(_init_chunk, setup, out, work, int(seed), samples), todo,
+                             description="noise")
                 for k, (t, t_next) in enumerate(steps):
                     todo = markers.todo(work.chunk_list(), prefix=f"s{k}-")
                     if not todo:
@@ -300,7 +298,7 @@ def sample_volume(setup, output, spec, execution, *, record: str | None = None) 
                         _, group_stats = run_tiled(
                             work, todo, functools.partial(_eps_group, setup, work, out, k, t),
                             functools.partial(_step_chunk, setup, work, out, spec, step),
-                            tile=tile, session=sess, bar=bar)
+                            tile=tile, executor=executor, bar=bar)
                     totals = merge_stats([totals, merge_stats(group_stats)])
             shutil.rmtree(work_dir, ignore_errors=True)
     complete = finish_output(output, out, total=len(work.chunk_list()), prefix=last)

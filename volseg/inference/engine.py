@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from volseg.parallel import dask_client, parse_scheduler, parse_workers
+from volseg.parallel import Executor
 
 _NAMES = ("volseg-group", "volseg-piece", "volseg-stats", "volseg-final")
 
@@ -64,8 +64,7 @@ def _literal(value):
 
 
 def run_pass(plan, todo: Sequence[tuple], group_fn: Callable, final_fn: Callable, *,
-             session: Session | None = None, scheduler: str = "threads", workers: int | None = None,
-             description: str = "chunks", quiet: bool = False, window: int | None = None,
+             executor: Executor, description: str = "chunks", window: int | None = None,
              bar=None) -> tuple[list, list]:
     """Run a fused pass over the output chunks ``todo`` in windows of groups (C order).
 
@@ -77,7 +76,9 @@ def run_pass(plan, todo: Sequence[tuple], group_fn: Callable, final_fn: Callable
     window's pieces plus the carried pieces (the C-order wavefront: thin overlap slabs of the
     next row and plane), not by the volume's depth. Run it per column tile
     (:func:`volseg.inference.tiles.run_tiled`) to bound it by the tile's cross-section too.
-    ``session`` and ``bar`` (a progress bar advanced once per chunk) may be shared by many passes.
+    ``executor`` (an open :class:`volseg.parallel.Executor`: one process pool or cluster) and
+    ``bar`` (a progress bar advanced once per chunk; default one of ``description``, hidden when
+    the execution is quiet) may be shared by many passes.
 
     Returns ``(final results, group stats)``; the stats also hold, per window,
     ``carried_bytes_peak``: the bytes of the pieces carried to the next window (the wavefront).
@@ -100,11 +101,9 @@ def run_pass(plan, todo: Sequence[tuple], group_fn: Callable, final_fn: Callable
     stats: list = []
     carry: dict[tuple, Any] = {}
     with contextlib.ExitStack() as stack:
-        if todo and session is None:
-            session = stack.enter_context(open_session(scheduler, workers))
-        size = max(1, int(window or 16 * (session.workers if session else 1)))
+        size = max(1, int(window or 16 * executor.workers))
         if bar is None:
-            bar = stack.enter_context(progress_bar(description, len(todo), quiet=quiet))
+            bar = stack.enter_context(progress_bar(description, len(todo), quiet=executor.quiet))
         by_last: dict[int, list] = {}
         for c in todo:
             by_last.setdefault(last[c], []).append(c)
@@ -124,7 +123,7 @@ def run_pass(plan, todo: Sequence[tuple], group_fn: Callable, final_fn: Callable
                     dsk[(_F, *c)] = (final_fn, list(c), [(_P, *b, *c) for b in needs[c]])
                     final_keys.append((_F, *c))
             keep_keys = [k for k in dsk if k[0] == _P and last[tuple(k[4:7])] >= hi]
-            results = _compute(dsk, final_keys + stats_keys + keep_keys, session, bar)
+            results = executor.get(dsk, final_keys + stats_keys + keep_keys, bar=bar, counts=_is_final)
             finals += results[:len(final_keys)]
             stats += results[len(final_keys):len(final_keys) + len(stats_keys)]
             carry = {tuple(k[1:]): v for k, v in zip(keep_keys, results[len(final_keys) + len(stats_keys):])}
@@ -139,83 +138,13 @@ def _nbytes(piece) -> int:
 
 
 def _names() -> tuple[str, str, str, str]:
-    """Group, piece, stats and final key names unique to one graph family (pass or task map)."""
+    """Group, piece, stats and final key names unique to one pass."""
     token = uuid.uuid4().hex[:12]
     return tuple(f"{name}-{token}" for name in _NAMES)  # type: ignore[return-value]
 
 
 def _is_final(key) -> bool:
     return isinstance(key, tuple) and isinstance(key[0], str) and key[0].startswith(_NAMES[3])
-
-
-def _compute(dsk: dict, keys: list, sess: Session, bar) -> list:
-    """Compute ``keys`` of a graph in the session, advancing ``bar`` once per final task."""
-    if not keys:
-        return []
-    if sess.client is not None:
-        results = list(sess.client.get(dsk, keys))
-        bar.advance(sum(1 for k in keys if _is_final(k)))
-        return results
-    import dask
-    import dask.multiprocessing
-    import dask.threaded
-    from dask.callbacks import Callback
-
-    class _Advance(Callback):
-        def _posttask(self, key, result, dsk, state, worker_id):
-            if _is_final(key):
-                bar.advance(1)
-
-    with _Advance():
-        if sess.kind == "synchronous":
-            return list(dask.get(dsk, keys))
-        if sess.kind == "threads":
-            return list(dask.threaded.get(dsk, keys, num_workers=sess.workers))
-        return list(dask.multiprocessing.get(dsk, keys, num_workers=sess.workers, pool=sess.pool))
-
-
-class Session:
-    """A Dask scheduler held open for several graphs (one process pool or cluster, not one per pass).
-
-    Use :func:`open_session`; ``kind`` is threads, processes, synchronous, distributed or an address.
-    """
-
-    def __init__(self, kind: str, workers: int, pool=None, client=None):
-        self.kind, self.workers, self.pool, self.client = kind, workers, pool, client
-
-
-@contextlib.contextmanager
-def open_session(scheduler: str = "threads", workers: int | None = None) -> Iterator[Session]:
-    """Open a scheduler for one or more :func:`run_pass` / :func:`map_tasks` calls.
-
-    ``processes`` keeps one spawn-started process pool, ``distributed`` one ``LocalCluster`` of
-    ``workers`` single-threaded processes, ``tcp://HOST:PORT`` a client of an existing cluster,
-    so worker processes load the model once for all passes.
-    """
-    scheduler = parse_scheduler(scheduler)
-    workers = parse_workers(workers)
-    if scheduler in ("threads", "synchronous"):
-        yield Session(scheduler, workers)
-    elif scheduler == "processes":
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            yield Session(scheduler, workers, pool=pool)
-    else:
-        with dask_client(scheduler, workers) as client:
-            yield Session(scheduler, workers, client=client)
-
-
-def map_tasks(fn: Callable, items: Sequence, *, session: Session, description: str = "blocks",
-              quiet: bool = False) -> list:
-    """Run independent tasks ``fn(item)`` in an open session (results in order)."""
-    from volseg.progress import progress_bar
-
-    final = _names()[3]
-    dsk = {(final, k): (fn, item) for k, item in enumerate(items)}
-    with progress_bar(description, len(dsk), quiet=quiet) as bar:
-        return _compute(dsk, list(dsk), session, bar)
 
 
 def merge_stats(stats: Sequence[dict | None]) -> dict:
@@ -227,4 +156,4 @@ def merge_stats(stats: Sequence[dict | None]) -> dict:
     return total
 
 
-__all__ = ["Session", "accumulate", "map_tasks", "merge_stats", "normalise", "open_session", "run_pass"]
+__all__ = ["accumulate", "merge_stats", "normalise", "run_pass"]

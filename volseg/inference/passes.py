@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from volseg.inference.engine import accumulate, merge_stats, normalise, open_session
+from volseg.inference.engine import accumulate, merge_stats, normalise
 from volseg.inference.plan import read_box
 from volseg.inference.resume import Markers, finish_output, open_output, removed_if_empty
 from volseg.inference.setup import Setup
@@ -130,11 +130,11 @@ def predict_fused(setup: Setup, output: str, spec: OutputSpec, execution: Execut
         if todo:
             from volseg.progress import progress_bar
 
-            with open_session(execution.scheduler, execution.workers) as session, \
+            with execution.executor() as executor, \
                     progress_bar("predicting", len(todo), quiet=execution.quiet) as bar:
                 _, group_stats = run_tiled(setup.plan, todo, functools.partial(_group_pieces, setup),
                                            functools.partial(_final_chunk, setup, str(out), spec), tile=tile,
-                                           session=session, bar=bar)
+                                           executor=executor, bar=bar)
     complete = finish_output(output, out, total=total)
     return {"output": str(output), "complete": complete, "mode": "stitch", "chunks_total": len(mine),
             "chunks_done_before": len(mine) - len(todo), "chunks_written": len(todo), **merge_stats(group_stats)}
@@ -145,7 +145,6 @@ def predict_store(setup: Setup, output: str, execution: Execution, *, record: st
     from volseg.data.patchstore import create_store, volseg_version
     from volseg.geometry import select_part
     from volseg.inference.settings import SETTINGS_FILE
-    from volseg.parallel import run_tasks
 
     plan = setup.plan
     groups = plan.group_list()
@@ -175,9 +174,9 @@ def predict_store(setup: Setup, output: str, execution: Execution, *, record: st
     mine = select_part(groups, execution.part)
     todo = markers.todo(mine, prefix="g")
     with removed_if_empty(out, resumed or execution.part is not None):
-        stats = run_tasks(functools.partial(_store_group, setup, str(out), offsets), todo,
-                          scheduler=execution.scheduler, workers=execution.workers, description="predicting",
-                          quiet=execution.quiet)
+        with execution.executor() as executor:
+            stats = executor.map(functools.partial(_store_group, setup, str(out), offsets), todo,
+                                 description="predicting")
     complete = finish_output(output, out, total=len(groups), prefix="g")
     return {"output": str(output), "complete": complete, "mode": "patches", "groups_total": len(mine),
             "groups_done_before": len(mine) - len(todo), "groups_written": len(todo), **merge_stats(stats)}

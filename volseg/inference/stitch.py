@@ -24,6 +24,7 @@ from volseg.inference.engine import normalise
 from volseg.inference.plan import Plan
 from volseg.inference.resume import Markers, finish_output, open_output, removed_if_empty
 from volseg.io.finite import check_array
+from volseg.parallel import Execution
 
 OUTPUT_DTYPES = ("float16", "float32")
 
@@ -193,10 +194,8 @@ def cut_pieces(plan: Plan, blender: Blender, origins: np.ndarray, outputs: np.nd
 
 
 def stitch(store: str | os.PathLike, output: str | os.PathLike, *, blend: str | None = None,
-           sigma_scale: float | None = None, chunks=128, dtype: str = "float32",
-           threshold: float | None = None, channel: int | None = None,
-           scheduler: str = "threads", workers: int | None = None, part=None,
-           overwrite: bool = False, quiet: bool = False) -> dict:
+           sigma_scale: float | None = None, chunks=128, output_options=None,
+           execution: Execution | None = None) -> dict:
     """Blend a patch store of predictions into an OME-Zarr volume (see the module docstring).
 
     Parameters
@@ -211,12 +210,12 @@ def stitch(store: str | os.PathLike, output: str | os.PathLike, *, blend: str | 
         Gaussian sigma as a fraction of the patch side (default the store's, else 1/8).
     chunks : int or (z, y, x)
         Output chunk size; one task per chunk.
-    dtype, threshold, channel
-        Output conversion, see :func:`output_spec`.
-    scheduler, workers, part
-        Dask scheduler, workers and ``--part I/N`` (text or parsed tuple).
-    overwrite : bool
-        Replace an output made with other settings (one with the same settings is resumed).
+    output_options : volseg.inference.settings.OutputOptions, optional
+        ``dtype``, ``threshold``, ``channel`` of the output (see :func:`output_spec`); None:
+        float32 probabilities (argmax labels for several classes).
+    execution : volseg.parallel.Execution, optional
+        Scheduler, workers, ``--part``, ``overwrite`` (replace an output made with other
+        settings; one with the same settings is resumed) and ``quiet``; None: the defaults.
 
     Returns
     -------
@@ -231,11 +230,10 @@ def stitch(store: str | os.PathLike, output: str | os.PathLike, *, blend: str | 
     from volseg.io.identity import local_path
     from volseg.io.outputs import guard_output, input_stamp
     from volseg.io.streaming import parse_chunks
-    from volseg.parallel import parse_part, parse_scheduler, parse_workers, run_tasks
 
     t0 = time.perf_counter()
-    part = parse_part(part) if isinstance(part, (str, type(None))) else part
-    scheduler, workers = parse_scheduler(scheduler), parse_workers(workers)
+    execution = Execution.of(execution)
+    part, overwrite = execution.part, execution.overwrite
     chunks = parse_chunks(chunks)
     store, output = local_path(store), local_path(output)  # file://: local paths (guards, renames)
     guard_output(output, inputs=[store], kind="volume", overwrite=overwrite)
@@ -254,7 +252,9 @@ def stitch(store: str | os.PathLike, output: str | os.PathLike, *, blend: str | 
                                    where=str(store))
     model = attrs.get("model") or {}
     image = model.get("kind") == "diffusion" or model.get("output") == "image"
-    spec = output_spec(ps.channels, dtype=dtype, threshold=threshold, channel=channel, image=image)
+    from volseg.inference.settings import OutputOptions
+
+    spec = (output_options or OutputOptions()).spec(ps.channels, image=image)
     settings = {"command": "stitch", "store": os.path.abspath(store),
                 "store_fingerprint": attrs.get("fingerprint"), "store_stamp": input_stamp(store), "blend": {"mode": mode, "sigma_scale": sigma},
                 "chunks": list(plan.chunks), "output": spec.settings()}
@@ -265,9 +265,8 @@ def stitch(store: str | os.PathLike, output: str | os.PathLike, *, blend: str | 
     mine = select_part(plan.chunk_list(), part)
     todo = out_markers.todo(mine)
     job = _StitchJob(str(store), str(out), plan, rows, {"mode": mode, "sigma_scale": sigma}, spec)
-    with removed_if_empty(out, resumed or part is not None):
-        run_tasks(functools.partial(_run_job, job), todo, scheduler=scheduler, workers=workers,
-                  description="stitching", quiet=quiet)
+    with removed_if_empty(out, resumed or part is not None), execution.executor() as executor:
+        executor.map(functools.partial(_run_job, job), todo, description="stitching")
     complete = finish_output(output, out, total=total)
     return {"output": str(output), "complete": complete, "chunks_total": len(mine), "chunks_done_before": len(mine) - len(todo),
             "chunks_written": len(todo), "seconds": round(time.perf_counter() - t0, 3)}

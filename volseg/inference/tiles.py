@@ -110,8 +110,9 @@ def forward_count(plan, tile: tuple[int, int] | None) -> int:
 
 
 def run_tiled(plan, todo: Sequence[Sequence[int]], group_fn: Callable, final_fn: Callable, *,
-              tile: tuple[int, int] | None, session, bar=None, window: int | None = None) -> tuple[list, list]:
-    """:func:`~volseg.inference.engine.run_pass` over ``todo``, one pass per tile (in chunks).
+              tile: tuple[int, int] | None, executor, bar=None, window: int | None = None) -> tuple[list, list]:
+    """:func:`~volseg.inference.engine.run_pass` over ``todo``, one pass per tile (in chunks), all
+    in one open :class:`volseg.parallel.Executor` and advancing one progress ``bar``.
 
     Returns ``(final results, group stats)`` of all tiles together.
     """
@@ -120,7 +121,7 @@ def run_tiled(plan, todo: Sequence[Sequence[int]], group_fn: Callable, final_fn:
     finals: list = []
     stats: list = []
     for chunks in split_by_tile(plan, todo, tile):
-        f, s = run_pass(plan, chunks, group_fn, final_fn, session=session, bar=bar, window=window)
+        f, s = run_pass(plan, chunks, group_fn, final_fn, executor=executor, bar=bar, window=window)
         finals += f
         stats += s
     return finals, stats

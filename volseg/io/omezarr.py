@@ -24,7 +24,7 @@ import numpy as np
 
 from volseg.errors import VolsegError
 from volseg.io.checked import checked
-from volseg.parallel import dask_client
+from volseg.parallel import Execution
 from volseg.io.atomic import atomic_dir, check_output, is_empty_dir, remove_path
 from volseg.io.volmeta import VolumeMeta, native_dtype, squeeze_channel
 from volseg.io.streaming import (as_dask3d, cast_checked, downsample, parse_chunks,
@@ -149,6 +149,12 @@ def _spacing_unit(ms, dataset, axes):
 
 
 # ---------------------------------------------------------------------------------------- write
+def quiet_default(execution: Execution | None) -> Execution:
+    """``execution``, or for None the writers' defaults: threads on every core, no overwrite and
+    no progress bar."""
+    return execution if execution is not None else Execution.parse(quiet=True)
+
+
 def multiscales_metadata(levels: int, spacing, unit, *, name: str = "image", method: str = "mean") -> dict:
     """The NGFF 0.5 ``multiscales`` entry for ``levels`` datasets ``0..levels-1`` (z, y, x)."""
     axes = [dict(name=a, type="space", **({"unit": unit} if unit else {})) for a in "zyx"]
@@ -164,7 +170,7 @@ def multiscales_metadata(levels: int, spacing, unit, *, name: str = "image", met
 
 
 def write_volume(path, data, *, chunks=128, levels=1, spacing=None, unit=None, dtype=None,
-                 overwrite=False, scheduler="threads", workers=None, quiet=True) -> Path:
+                 execution: Execution | None = None) -> Path:
     """Write a 3D (z, y, x) array as an OME-Zarr image group at ``path``, atomically, streamed.
 
     Parameters
@@ -184,11 +190,11 @@ def write_volume(path, data, *, chunks=128, levels=1, spacing=None, unit=None, d
         NGFF space unit (``micrometer``, ``millimeter``, ``nanometer``, ...; ``um``/``mm`` accepted).
     dtype : str or numpy.dtype, optional
         Output dtype (None or ``"keep"``: the input's). Values are checked to fit while writing.
-    overwrite : bool
-        Replace an existing ``path``; otherwise it is an error and ``path`` is left untouched.
-    scheduler, workers, quiet
+    execution : volseg.parallel.Execution, optional
         Dask scheduler (threads, processes, synchronous, distributed, tcp://...), worker count,
-        and whether to hide the progress bar.
+        ``overwrite`` (replace an existing ``path``; otherwise it is an error and ``path`` is left
+        untouched) and ``quiet`` (hide the progress bar). None: threads on every core, no
+        overwrite, quiet.
 
     Returns
     -------
@@ -196,17 +202,22 @@ def write_volume(path, data, *, chunks=128, levels=1, spacing=None, unit=None, d
         ``path``.
     """
     return write_image(path, data, chunks=chunks, levels=levels, spacing=spacing, unit=unit,
-                       dtype=dtype, overwrite=overwrite, scheduler=scheduler, workers=workers,
-                       quiet=quiet)
+                       dtype=dtype, execution=execution)
 
 
 def write_image(path, data, *, chunks=128, levels=1, spacing=None, unit=None, dtype=None,
-                overwrite=False, scheduler="threads", workers=None, quiet=True, method="mean",
-                name=None, extra=None, attrs=None, description="writing") -> Path:
+                execution: Execution | None = None, method="mean", ome=None, attrs=None,
+                description="writing") -> Path:
     """:func:`write_volume` with the pyramid ``method`` ('mean' or 'nearest'), extra ``ome``
-    metadata (e.g. ``image-label``) and ``volseg`` group attributes."""
+    metadata (e.g. ``image-label``; its ``name`` names the multiscale, default the path's stem)
+    and ``volseg`` group attributes. Every level is written in one executor of ``execution``
+    (one process pool or cluster for all levels)."""
     import zarr
 
+    execution = quiet_default(execution)
+    overwrite = execution.overwrite
+    extra = dict(ome or {})
+    name = extra.pop("name", None)
     path = Path(path)
     chunks, levels = parse_chunks(chunks), parse_levels(levels)
     spacing, unit = parse_spacing(spacing), parse_unit(unit)
@@ -214,7 +225,7 @@ def write_image(path, data, *, chunks=128, levels=1, spacing=None, unit=None, dt
     target = parse_dtype(dtype, arr.dtype)
     arr = cast_checked(arr, target)
     check_output(path, overwrite=overwrite)
-    with atomic_dir(path, overwrite=overwrite) as tmp, dask_client(scheduler, workers) as client:
+    with atomic_dir(path, overwrite=overwrite) as tmp, execution.executor() as executor:
         root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
         src = arr
         for level in range(levels):
@@ -224,12 +235,11 @@ def write_image(path, data, *, chunks=128, levels=1, spacing=None, unit=None, dt
             out = root.create_array(str(level), shape=src.shape, chunks=level_chunks, dtype=src.dtype,
                                     fill_value=0, dimension_names=("z", "y", "x"))
             label = description if levels == 1 else f"{description} level {level}"
-            store_blocks(src, out, scheduler=scheduler, workers=workers, quiet=quiet, description=label,
-                         client=client)
-        ome = {"version": NGFF_VERSION,
-               "multiscales": [multiscales_metadata(levels, spacing, unit, name=name or path.stem, method=method)]}
-        ome.update(extra or {})
-        root.attrs.update({"ome": ome, **({"volseg": attrs} if attrs else {})})
+            store_blocks(src, out, executor=executor, description=label)
+        meta = {"version": NGFF_VERSION,
+                "multiscales": [multiscales_metadata(levels, spacing, unit, name=name or path.stem, method=method)]}
+        meta.update(extra)
+        root.attrs.update({"ome": meta, **({"volseg": attrs} if attrs else {})})
     return path
 
 
@@ -297,13 +307,13 @@ def _reopen(path, shape, dtype, attrs):
 
 
 def write_label_image(image_group, name, data, *, chunks=128, levels=None, colors=None,
-                      overwrite=False, scheduler="threads", workers=None, quiet=True) -> Path:
+                      execution: Execution | None = None) -> Path:
     """Write an NGFF label image (uint8) at ``<image_group>/labels/<name>`` and register it.
 
     The label image gets the image's spacing/unit and (by default) as many levels, downsampled
     by nearest so values stay valid; ``colors`` maps label value -> RGBA (default 1 = surface
     yellow, 2 = ignore grey). ``<image_group>/labels`` lists it under ``ome.labels``.
-    Values outside 0..255 are an error.
+    Values outside 0..255 are an error. ``execution`` as for :func:`write_volume`.
     """
     import zarr
 
@@ -322,9 +332,8 @@ def write_label_image(image_group, name, data, *, chunks=128, levels=None, color
     image_label = {"colors": [{"label-value": int(k), "rgba": list(v)} for k, v in sorted(colors.items())],
                    "source": {"image": "../../"}}
     out = write_image(labels_dir / name, data, chunks=chunks, levels=levels or n_levels, spacing=spacing,
-                      unit=unit, dtype=np.uint8, overwrite=overwrite, scheduler=scheduler, workers=workers,
-                      quiet=quiet, method="nearest", name=name, extra={"image-label": image_label},
-                      description=f"writing labels/{name}")
+                      unit=unit, dtype=np.uint8, execution=execution, method="nearest",
+                      ome={"name": name, "image-label": image_label}, description=f"writing labels/{name}")
     lab = zarr.open_group(str(labels_dir), mode="r+")
     ome = dict(lab.attrs.get("ome") or {})
     names = [n for n in ome.get("labels", []) if n != name] + [name]

@@ -14,11 +14,11 @@ import time
 from pathlib import Path
 
 from volseg.errors import VolsegError
+from volseg.parallel import Execution
 
 
 def prepare(input, output, *, chunks=128, levels=1, dtype="keep", channel: int | None = None,
-            overwrite: bool = False, scheduler: str = "threads", workers: int | None = None,
-            quiet: bool = True) -> dict:
+            execution: Execution | None = None) -> dict:
     """Convert ``input`` to an OME-Zarr image group at ``output`` (atomically).
 
     Parameters
@@ -35,8 +35,9 @@ def prepare(input, output, *, chunks=128, levels=1, dtype="keep", channel: int |
         ``keep`` (default) or a dtype name (uint8, uint16, int16, float32, ...).
     channel : int, optional
         The channel of a 4D input.
-    overwrite, scheduler, workers, quiet
-        Replace an existing output; Dask scheduler and workers; hide the progress bar.
+    execution : volseg.parallel.Execution, optional
+        Dask scheduler and workers, ``overwrite`` (replace an existing output) and ``quiet``
+        (hide the progress bar); None: threads on every core, no overwrite, quiet.
 
     Returns
     -------
@@ -51,30 +52,30 @@ def prepare(input, output, *, chunks=128, levels=1, dtype="keep", channel: int |
         writing ``output`` (its lock ``<output>.lock`` is held).
     """
     from volseg.io.atomic import check_output
-    from volseg.io.omezarr import write_image
+    from volseg.io.omezarr import quiet_default, write_image
     from volseg.io.readers import _open
-    from volseg.io.streaming import block_budget, block_shape, parse_chunks, parse_dtype, parse_levels, same_path
-    from volseg.parallel import parse_scheduler
+    from volseg.io.streaming import block_shape, parse_chunks, parse_dtype, parse_levels, same_path, write_budget
 
     from volseg.io.locks import claimed_output
     from volseg.io.outputs import guard_output
     from volseg.io.remote import is_url
 
+    execution = quiet_default(execution)
+    overwrite, quiet = execution.overwrite, execution.quiet
     output = guard_output(output, inputs=[input], kind="volume", overwrite=overwrite)
     input, output = (input if is_url(input) else Path(input)), Path(output)
     if not is_url(input) and input.exists() and same_path(input, output):
         raise VolsegError(output, f"overlaps the input {input}; choose another output name")
     chunks, levels = parse_chunks(chunks), parse_levels(levels)
-    parse_scheduler(scheduler)
     check_output(output, overwrite=overwrite)
-    budget = block_budget(workers if scheduler in ("threads", "processes") else 1)
+    budget = write_budget(execution)
     data, meta = _open(input, channel, chunks=lambda shape, dt: block_shape(chunks, shape, dt.itemsize, budget))
     target = parse_dtype(dtype, meta.dtype)  # the input is checked (lazily opened) before anything is made
     start = time.perf_counter()
     with claimed_output(output, inputs=[input], kind="volume", overwrite=overwrite, quiet=quiet) as output:
         write_image(output, data, chunks=chunks, levels=levels, spacing=meta.spacing, unit=meta.unit,
-                    dtype=target, overwrite=overwrite, scheduler=scheduler, workers=workers, quiet=quiet,
-                    name=_name(input), description=f"prepare {_name(input)}",
+                    dtype=target, execution=execution, ome={"name": _name(input)},
+                    description=f"prepare {_name(input)}",
                     attrs={"command": "prepare", "source": os.fspath(input), "source_format": meta.format})
     return {"input": os.fspath(input), "output": os.fspath(output), "format": meta.format,
             "shape": list(meta.shape), "dtype": target.name, "chunks": [min(c, s) for c, s in zip(chunks, meta.shape)],

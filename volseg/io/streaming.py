@@ -138,11 +138,19 @@ def cast_checked(arr, dtype):
     return arr.map_blocks(_cast_block, dtype, dtype=dtype)
 
 
-def block_budget(workers=None) -> int:
-    """Bytes per write block: :data:`BLOCK_BYTES`, less when many workers share :data:`TOTAL_BYTES`."""
-    from volseg.parallel import parse_workers
+def block_budget(workers: int | None = None) -> int:
+    """Bytes per write block: :data:`BLOCK_BYTES`, less when many workers share :data:`TOTAL_BYTES`
+    (``workers`` blocks at once; default one per available core)."""
+    from volseg.parallel import available_cores
 
-    return max(8 * 2**20, min(BLOCK_BYTES, TOTAL_BYTES // parse_workers(workers)))
+    workers = available_cores() if workers is None else max(1, int(workers))
+    return max(8 * 2**20, min(BLOCK_BYTES, TOTAL_BYTES // workers))
+
+
+def write_budget(execution) -> int:
+    """:func:`block_budget` of an :class:`~volseg.parallel.Execution`: its workers share the memory
+    on threads and processes; a cluster's workers each have their own (one block each)."""
+    return block_budget(execution.workers if execution.scheduler in ("threads", "processes") else 1)
 
 
 def block_shape(chunks, shape, itemsize, budget=BLOCK_BYTES) -> tuple:
@@ -180,17 +188,16 @@ def downsample(level_array, *, method="mean"):
     return mean.astype(level_array.dtype)
 
 
-def store_blocks(arr, target, *, scheduler="threads", workers=None, quiet=True, description="writing",
-                 client=None):
-    """Compute ``arr`` block by block into the Zarr array ``target`` (same shape) on a Dask scheduler."""
+def store_blocks(arr, target, *, executor, description="writing"):
+    """Compute ``arr`` block by block into the Zarr array ``target`` (same shape) in the open
+    :class:`volseg.parallel.Executor` ``executor``."""
     import dask.array as da
 
     if not aligned(arr.chunks, tuple(target.chunks)):
-        budget = block_budget(workers if scheduler in ("threads", "processes") else 1)
         arr = arr.rechunk(block_shape(tuple(target.chunks), tuple(target.shape),
-                                      np.dtype(target.dtype).itemsize, budget))
+                                      np.dtype(target.dtype).itemsize, write_budget(executor.execution)))
     stored = da.store(arr, target, lock=False, compute=False)
-    compute(stored, scheduler=scheduler, workers=workers, quiet=quiet, description=description, client=client)
+    compute(stored, executor=executor, description=description)
 
 
 def aligned(dask_chunks, chunks) -> bool:
@@ -201,17 +208,17 @@ def aligned(dask_chunks, chunks) -> bool:
     return True
 
 
-def compute(obj, *, scheduler="threads", workers=None, quiet=True, description="computing", client=None):
-    """Compute a Dask collection on threads/processes/synchronous, a local cluster or ``tcp://``
-    (``client``: one from :func:`dask_client` to reuse), with a progress bar (terminal only)."""
+def compute(obj, *, executor, description="computing"):
+    """Compute a Dask collection in the open :class:`volseg.parallel.Executor` ``executor``
+    (threads/processes/synchronous, a local cluster or ``tcp://``), with a progress bar (terminal
+    only, hidden when the execution is quiet)."""
     import dask
     from dask.callbacks import Callback
 
-    from volseg.parallel import dask_client, parse_scheduler, parse_workers
     from volseg.progress import progress_bar
 
-    scheduler = parse_scheduler(scheduler)
-    if scheduler in ("threads", "processes", "synchronous"):
+    quiet = executor.quiet
+    if executor.local:
         total = len(obj.__dask_graph__())
         with progress_bar(description, total, quiet=quiet) as bar:
             class _Advance(Callback):
@@ -222,17 +229,12 @@ def compute(obj, *, scheduler="threads", workers=None, quiet=True, description="
                 def _posttask(self, key, result, dsk, state, worker_id):
                     bar.advance(1)
 
-            kwargs = {} if scheduler == "synchronous" else {"num_workers": parse_workers(workers)}
             with _Advance() as advance:
-                result = dask.compute(obj, scheduler=scheduler, **kwargs)[0]
+                result = dask.compute(obj, **executor.dask_options())[0]
             bar.update(completed=getattr(advance, "total", total))
             return result
-    if client is None:
-        with dask_client(scheduler, workers) as own:
-            return compute(obj, scheduler=scheduler, workers=workers, quiet=quiet,
-                           description=description, client=own)
     with progress_bar(description, None, quiet=quiet):
-        return client.compute(obj).result()
+        return executor.client.compute(obj).result()
 
 
 def same_path(a, b) -> bool:

@@ -1,6 +1,6 @@
 """Score a prediction volume against the truth, streamed block by block with Dask.
 
-Every block of the volume is one task (:func:`volseg.parallel.run_tasks`): it reads the block
+Every block of the volume is one task (:meth:`volseg.parallel.Executor.layers`): it reads the block
 with the halo its metrics need, and returns counts, sums, the labels on its faces and its
 contingency pairs. Blocks are submitted one group of z-layers at a time and the component
 labels are merged across faces as layers arrive (:class:`~volseg.metrics.components.FaceMerger`),
@@ -29,6 +29,7 @@ from volseg.io.finite import check_array, count_nonfinite, guard, parse_finite, 
 from volseg.metrics import components as cc
 from volseg.metrics import intensity, overlap, tiles, topology, voi
 from volseg.metrics.masks import binary_mask
+from volseg.parallel import Execution
 
 METRICS = ("dice", "surface_dice", "voi", "betti", "topology", "betti_matching", "score", "psnr", "ssim")
 SEGMENTATION_METRICS = ("dice", "surface_dice", "voi", "betti", "topology", "score")  # the default
@@ -79,9 +80,7 @@ def parse_ignore_label(value) -> int | None:
 def evaluate(pred, truth, *, metrics: str | Sequence[str] | None = None, threshold: float = 0.5,
              tolerance: float = 2.0, ignore_label: int | str | None = 2,
              data_range: float | None = None, block: int | Sequence[int] | None = None,
-             scheduler: str = "threads", workers: int | None = None, quiet: bool = False,
-             image=None, preview: str | os.PathLike | None = None,
-             preview_slice: str | Sequence[int] | None = None,
+             execution: Execution | None = None, image=None, preview=None,
              nan_value: float | None = None) -> dict[str, Any]:
     """Compute the chosen metrics of ``pred`` against ``truth``, streamed block by block.
 
@@ -105,14 +104,14 @@ def evaluate(pred, truth, *, metrics: str | Sequence[str] | None = None, thresho
     block : int or 3 ints, optional
         Block size in voxels (default: the truth's chunks, grown to >= 64 voxels, or 128
         where a chunk is over 256); at least 2 per axis.
-    scheduler, workers, quiet
-        As for :func:`volseg.parallel.run_tasks`.
+    execution : volseg.parallel.Execution, optional
+        Scheduler, workers and ``quiet`` (no progress bar); None: the defaults.
     image : path or array_like, optional
         The input image, shown in the preview.
-    preview : path, optional
-        Write a PNG of orthogonal slices (:func:`volseg.metrics.preview.write_preview`).
-    preview_slice : "z,y,x" or 3 ints, optional
-        Voxel the preview's planes pass through (default: the centre).
+    preview : path or volseg.metrics.preview.Preview, optional
+        Write a PNG of orthogonal slices (:func:`volseg.metrics.preview.write_preview`); a
+        :class:`~volseg.metrics.preview.Preview` also gives the voxel its planes pass through
+        (default: the centre).
     nan_value : float, optional
         Read non-finite (NaN/Inf) voxels of float volumes as this value and warn once with the
         count; default None refuses them (:mod:`volseg.io.finite`).
@@ -132,8 +131,10 @@ def evaluate(pred, truth, *, metrics: str | Sequence[str] | None = None, thresho
     from volseg.geometry import chunk_counts, parse_size3
     from volseg.io.outputs import guard_reader
     from volseg.metrics.overlap import parse_tolerance
+    from volseg.metrics.preview import Preview
 
-    guard_reader([pred, truth, image], files={"--preview": (preview, "png")})
+    preview = Preview.of(preview)
+    guard_reader([pred, truth, image], files={"--preview": (None if preview is None else preview.path, "png")})
     nan_value = parse_nan_value(nan_value)
     threshold = parse_finite(threshold, "--threshold")
     pred, pred_name = _open(pred, "prediction", nan_value)
@@ -175,14 +176,15 @@ def evaluate(pred, truth, *, metrics: str | Sequence[str] | None = None, thresho
     if preview is not None:
         from volseg.metrics.preview import parse_slice
 
-        parse_slice(preview_slice, truth.shape)
+        parse_slice(preview.centre, truth.shape)
     if block is None:
         block = _default_block(truth)
     block = tuple(max(2, b) for b in parse_size3(block, name="--block"))
     counts = chunk_counts(truth.shape, block)
     task = functools.partial(_block_task, pred=pred, truth=truth, block=block, settings=settings)
     n_tiles = int(np.prod([len(c) for c in settings["cuts"]]))
-    totals = _run(task, counts, needed, n_tiles, scheduler=scheduler, workers=workers, quiet=quiet)
+    with Execution.of(execution).executor() as executor:
+        totals = _run(task, counts, needed, n_tiles, executor=executor)
     values = _finish(totals, needed, settings)
     if "betti_matching" in chosen:
         values["betti_matching"] = _betti_matching(pred, truth, settings, values)
@@ -191,7 +193,7 @@ def evaluate(pred, truth, *, metrics: str | Sequence[str] | None = None, thresho
     if preview is not None:
         from volseg.metrics.preview import write_preview
 
-        write_preview(preview, pred, truth, image=image, centre=preview_slice,
+        write_preview(preview.path, pred, truth, image=image, centre=preview.centre,
                       threshold=settings["threshold"], ignore_label=settings["ignore"],
                       segmentation=bool(set(chosen) & set(SEGMENTATION_METRICS)))
     return values
@@ -308,9 +310,7 @@ def _block_task(index, *, pred, truth, block, settings) -> dict:
     return out
 
 
-def _run(task, counts, needed, n_tiles, *, scheduler, workers, quiet) -> dict:
-    from volseg.parallel import run_layers
-
+def _run(task, counts, needed, n_tiles, *, executor) -> dict:
     nz, ny, nx = counts
     layer_size = ny * nx
     merge = bool(needed & {"voi", "betti"})
@@ -320,8 +320,7 @@ def _run(task, counts, needed, n_tiles, *, scheduler, workers, quiet) -> dict:
     totals: dict[str, Any] = {"dice": np.zeros(3, np.int64), "surface": np.zeros(4, np.int64),
                               "sse": [0.0, 0], "ssim": [0.0, 0], "euler": np.zeros(2, np.int64),
                               "pairs": [], "tile_euler": np.zeros((n_tiles, 2), np.int64)}
-    for iz, layer in run_layers(task, counts, per_batch=per_batch, scheduler=scheduler,
-                                workers=workers, description="evaluate", quiet=quiet):
+    for iz, layer in executor.layers(task, counts, per_batch=per_batch, description="evaluate"):
         for r in layer:
             for key in ("dice", "surface", "euler"):
                 if key in r:

@@ -12,6 +12,7 @@ read from each volume. Written with Pillow, atomically.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -20,6 +21,27 @@ import numpy as np
 from volseg.errors import VolsegError
 
 _GAP = 4
+
+
+@dataclass(frozen=True)
+class Preview:
+    """Where :func:`volseg.metrics.evaluate.evaluate` writes its preview, and through which voxel.
+
+    Attributes
+    ----------
+    path : path
+        Output ``.png``.
+    centre : "z,y,x" or 3 ints, optional
+        Voxel the three planes pass through (``--slice``); default the volume's centre.
+    """
+
+    path: str | os.PathLike
+    centre: str | Sequence[int] | None = None
+
+    @classmethod
+    def of(cls, preview: "Preview | str | os.PathLike | None") -> "Preview | None":
+        """``preview`` itself, a path as a preview through the centre, or None."""
+        return preview if preview is None or isinstance(preview, Preview) else cls(preview)
 
 
 def parse_slice(text: str | Sequence[int] | None, shape: Sequence[int]) -> tuple[int, int, int]:

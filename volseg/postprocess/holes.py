@@ -23,19 +23,18 @@ from volseg.postprocess.kernels import component_table, summarise_background
 HOLES = "volseg_holes"
 
 
-def holes_pass(path: str, output: str, token: int, shape, chunks, opts, *, per_batch: int, scheduler,
-               workers, quiet) -> dict:
+def holes_pass(path: str, output: str, token: int, shape, chunks, opts, *, per_batch: int, executor) -> dict:
     """The cavity table: ``fill_bg`` (per provisional background id), ``bg_offsets`` (per chunk)
-    and ``stats`` ([cavities]), from the kept masks of the tables of ``output`` (``token``)."""
-    from volseg.parallel import run_layers
+    and ``stats`` ([cavities]), from the kept masks of the tables of ``output`` (``token``), on
+    the open :class:`volseg.parallel.Executor` ``executor``."""
 
     counts = chunk_counts(shape, chunks)
     merger = cc.FaceMerger(counts, connectivity=1)
     sizes: list = []
     task = functools.partial(_holes_task, path=path, output=output, token=token, chunks=tuple(chunks),
                              shape=tuple(shape), binarise=opts.binarise, close=opts.close)
-    layers = run_layers(task, counts, per_batch=max(1, per_batch // (counts[1] * counts[2])),
-                        scheduler=scheduler, workers=workers, description="finding holes", quiet=quiet)
+    layers = executor.layers(task, counts, per_batch=max(1, per_batch // (counts[1] * counts[2])),
+                             description="finding holes")
     for iz, layer in layers:                                   # layer: (iy, ix) order
         merger.add_layer(iz, {r["index"][1:]: r["bg"] for r in layer})
         sizes.extend(r["bg_size"] for r in layer)

@@ -24,6 +24,7 @@ import numpy as np
 
 from volseg.geometry import as_slices, chunk_bounds, chunk_counts
 from volseg.metrics import components as cc
+from volseg.parallel import Execution
 from volseg.postprocess.blocks import (TABLES, block_values, cached_tables, clear_caches, closed_kept,
                                        concat, kept_cached, load_tables, offsets)
 from volseg.postprocess.holes import HOLES, holes_pass
@@ -60,10 +61,10 @@ def _union(ranges) -> tuple[float, float]:
     return min(los), max(his)
 
 
-def label_pass(path: str, shape, chunks, opts: Options, *, scheduler, workers, quiet) -> dict:
+def label_pass(path: str, shape, chunks, opts: Options, *, executor) -> dict:
     """Pass 1: the global keep decision of every provisional foreground id, and each chunk's
-    offsets (``keep_fg``, ``fg_offsets``, ``stats`` = [components, removed])."""
-    from volseg.parallel import run_layers
+    offsets (``keep_fg``, ``fg_offsets``, ``stats`` = [components, removed]), on the open
+    :class:`volseg.parallel.Executor` ``executor``."""
 
     counts = chunk_counts(shape, chunks)
     nz, ny, nx = counts
@@ -73,8 +74,7 @@ def label_pass(path: str, shape, chunks, opts: Options, *, scheduler, workers, q
     raw, smoothed = [], []                                     # (lo, hi) of every block
     task = functools.partial(_summary_task, path=path, chunks=chunks, shape=tuple(shape),
                              binarise=opts.binarise)
-    layers = run_layers(task, counts, per_batch=max(1, _BATCH_BLOCKS // (ny * nx)), scheduler=scheduler,
-                        workers=workers, description="labelling", quiet=quiet)
+    layers = executor.layers(task, counts, per_batch=max(1, _BATCH_BLOCKS // (ny * nx)), description="labelling")
     for iz, layer in layers:                                   # layer: (iy, ix) order
         merger.add_layer(iz, {r["index"][1:]: r["fg"] for r in layer})
         sizes.extend(r["fg_size"] for r in layer)
@@ -138,13 +138,13 @@ def _same_settings(output: Path, settings: dict) -> bool:
     return info.get("fingerprint") == fingerprint(settings)
 
 
-def _holes(path, out: Path, token: int, shape, chunks, opts, **run) -> tuple[int | None, int]:
+def _holes(path, out: Path, token: int, shape, chunks, opts, executor) -> tuple[int | None, int]:
     """(token of the cavity tables, cavities): pass 2, or the tables a resumed run saved."""
     if opts.fill_holes <= 0:
         return None, 0
     if load_tables(out, HOLES) is None:
         save_tables(out, holes_pass(path, str(out), token, shape, chunks, opts, per_batch=_BATCH_BLOCKS,
-                                    **run), HOLES)
+                                    executor=executor), HOLES)
     stats = out / HOLES / "stats.npy"
     return stats.stat().st_mtime_ns, int(np.load(stats)[0])
 
@@ -178,8 +178,7 @@ def _write_task(index, *, path, output, token, holes_token, chunks, shape, binar
 def postprocess(pred: str | os.PathLike, output: str | os.PathLike, *, threshold: float | None = None,
                 hysteresis=None, smooth: float | None = None, close: int | None = None,
                 min_size: int | None = None, fill_holes: int | None = None,
-                chunks=128, scheduler: str = "threads", workers: int | None = None, part=None,
-                overwrite: bool = False, quiet: bool = False) -> dict:
+                chunks=128, execution: Execution | None = None) -> dict:
     """Clean a prediction volume into uint8 labels, streamed chunk by chunk (see module docstring).
 
     Parameters
@@ -218,10 +217,10 @@ def postprocess(pred: str | os.PathLike, output: str | os.PathLike, *, threshold
         :data:`volseg.postprocess.options.DEFAULT_FILL_HOLES`.
     chunks : int or (z, y, x)
         Output chunks = blocks of both passes.
-    scheduler, workers, part
-        As for every block-wise command.
-    overwrite : bool
-        Replace an output made with other settings (the same settings resume).
+    execution : volseg.parallel.Execution, optional
+        Scheduler, workers, ``--part``, ``overwrite`` (replace an output made with other
+        settings; the same settings resume) and ``quiet``; None: the defaults. Both passes run
+        in one executor (one process pool or cluster).
 
     Returns
     -------
@@ -229,17 +228,26 @@ def postprocess(pred: str | os.PathLike, output: str | os.PathLike, *, threshold
         ``{"output", "components", "components_removed", "cavities_filled", "chunks_total",
         "chunks_done_before", "chunks_written", "seconds"}``.
     """
+
+    execution = Execution.of(execution)
+    with execution.executor() as executor:
+        return _postprocess(pred, output, threshold=threshold, hysteresis=hysteresis, smooth=smooth, close=close,
+                            min_size=min_size, fill_holes=fill_holes, chunks=chunks, execution=execution,
+                            executor=executor)
+
+
+def _postprocess(pred, output, *, threshold, hysteresis, smooth, close, min_size, fill_holes, chunks, execution,
+                 executor) -> dict:
+    """:func:`postprocess` in its open executor."""
     from volseg.geometry import select_part
     from volseg.inference.resume import finish_output, open_output, removed_if_empty
     from volseg.io import create_volume, read_meta
     from volseg.io.completion import check_complete
     from volseg.io.outputs import guard_output
     from volseg.io.streaming import parse_chunks
-    from volseg.parallel import parse_part, parse_scheduler, parse_workers, run_tasks
 
     t0 = time.perf_counter()
-    part = parse_part(part) if isinstance(part, (str, type(None))) else part
-    scheduler, workers = parse_scheduler(scheduler), parse_workers(workers)
+    part, overwrite = execution.part, execution.overwrite
     chunks = parse_chunks(chunks)
     output = guard_output(output, inputs=[pred], kind="volume", overwrite=overwrite)
     check_complete(pred)
@@ -256,7 +264,7 @@ def postprocess(pred: str | os.PathLike, output: str | os.PathLike, *, threshold
     out_path = Path(output)
     tables = load_tables(out_path) if _same_settings(out_path, settings) else None
     if tables is None:  # pass 1 before the output exists: a bad threshold leaves nothing behind
-        tables = label_pass(path, shape, chunks, opts, scheduler=scheduler, workers=workers, quiet=quiet)
+        tables = label_pass(path, shape, chunks, opts, executor=executor)
 
     def create(tmp: Path, attrs: dict) -> None:
         create_volume(tmp, shape=shape, dtype=np.uint8, chunks=chunks, spacing=meta.spacing,
@@ -274,13 +282,11 @@ def postprocess(pred: str | os.PathLike, output: str | os.PathLike, *, threshold
     token = (out / TABLES / "stats.npy").stat().st_mtime_ns
     with removed_if_empty(out, resumed or part is not None):
         try:
-            holes_token, cavities = _holes(path, out, token, shape, chunks, opts, scheduler=scheduler,
-                                           workers=workers, quiet=quiet)
+            holes_token, cavities = _holes(path, out, token, shape, chunks, opts, executor)
             task = functools.partial(_write_task, path=path, output=str(out), token=token,
                                      holes_token=holes_token, chunks=chunks, shape=shape,
                                      binarise=opts.binarise, close=opts.close, holes=opts.fill_holes)
-            run_tasks(task, todo, scheduler=scheduler, workers=workers, description="post-processing",
-                      quiet=quiet)
+            executor.map(task, todo, description="post-processing")
         finally:
             clear_caches()
     complete = finish_output(output, out, total=len(grid))
