@@ -7,9 +7,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from volseg.cli._app import app
-from volseg.cli._common import (DebugOpt, JsonOpt, NanValueOpt, QuietOpt, SchedulerOpt, WorkersOpt, cli_errors,
-                                console, emit_json, guard_json, local_output)
-from volseg.cli._remote import CacheOpt, CacheSizeOpt, LevelOpt, StorageOpt, at_level, remote_setup
+from volseg.cli._bundles import EXECUTION, REMOTE, bundled
+from volseg.cli._common import JsonOpt, NanValueOpt, console, emit_json, guard_json, local_output
 
 _EPILOG = (
     "Examples:\n\n"
@@ -21,46 +20,39 @@ _EPILOG = (
 )
 
 
+ImageOpt = Annotated[Optional[str], typer.Option("--image", help="Input image, shown in --preview.")]
+MetricsOpt = Annotated[Optional[str], typer.Option(
+    "--metrics", metavar="A,B,...",
+    help="From dice, surface_dice, voi, betti, topology, betti_matching, score, psnr, ssim. "
+    "Default: dice, surface_dice, voi, betti, topology, score when GT is an integer label "
+    "volume; psnr, ssim when GT is float. betti_matching (the leaderboard's topology, "
+    "persistent homology) reads both volumes whole: at most 320^3 voxels.")]
+ThresholdOpt = Annotated[float, typer.Option(
+    "--threshold", help="Float (probability) volumes are foreground where > threshold.")]
+ToleranceOpt = Annotated[float, typer.Option("--tolerance", help="Surface Dice tolerance in voxels.")]
+IgnoreOpt = Annotated[str, typer.Option(
+    "--ignore-label", metavar="LABEL",
+    help="GT voxels with this label are background in both volumes before every metric; 'none' disables.")]
+RangeOpt = Annotated[Optional[float], typer.Option(
+    "--data-range", help="PSNR/SSIM data range (default: the dtype's range for integer GT, else GT max - min).")]
+BlockOpt = Annotated[Optional[str], typer.Option(
+    "--block", metavar="N|ZxYxX", help="Block size in voxels (default: the GT's chunks).")]
+PreviewOpt = Annotated[Optional[str], typer.Option(
+    "--preview", metavar="PNG", callback=local_output,
+    help="Write orthogonal slices of image, prediction, truth and an overlay.")]
+SliceOpt = Annotated[Optional[str], typer.Option(
+    "--slice", metavar="Z,Y,X", help="Voxel the preview planes pass through (default: centre).")]
+
+
 @app.command("evaluate", epilog=_EPILOG)
+@bundled(execution=EXECUTION.only("scheduler", "workers", "quiet"), remote=REMOTE)
 def evaluate_cmd(
     pred: Annotated[str, typer.Argument(metavar="PRED", help="Prediction volume (probabilities, labels or intensities).")],
     gt: Annotated[str, typer.Argument(metavar="GT", help="Ground-truth volume (labels 0/1/2 or intensities).")],
-    image: Annotated[Optional[str], typer.Option("--image", help="Input image, shown in --preview.")] = None,
-    metrics: Annotated[Optional[str], typer.Option(
-        "--metrics", metavar="A,B,...",
-        help="From dice, surface_dice, voi, betti, topology, betti_matching, score, psnr, ssim. "
-        "Default: dice, surface_dice, voi, betti, topology, score when GT is an integer label "
-        "volume; psnr, ssim when GT is float. betti_matching (the leaderboard's topology, "
-        "persistent homology) reads both volumes whole: at most 320^3 voxels.")] = None,
-    threshold: Annotated[float, typer.Option(
-        "--threshold", help="Float (probability) volumes are foreground where > threshold.")] = 0.5,
-    tolerance: Annotated[float, typer.Option(
-        "--tolerance", help="Surface Dice tolerance in voxels.")] = 2.0,
-    ignore_label: Annotated[str, typer.Option(
-        "--ignore-label", metavar="LABEL",
-        help="GT voxels with this label are background in both volumes before every metric; "
-        "'none' disables.")] = "2",
-    data_range: Annotated[Optional[float], typer.Option(
-        "--data-range", help="PSNR/SSIM data range (default: the dtype's range for integer GT, "
-        "else GT max - min).")] = None,
-    block: Annotated[Optional[str], typer.Option(
-        "--block", metavar="N|ZxYxX", help="Block size in voxels (default: the GT's chunks).")] = None,
-    preview: Annotated[Optional[str], typer.Option(
-        "--preview", metavar="PNG", callback=local_output,
-        help="Write orthogonal slices of image, prediction, truth "
-        "and an overlay.")] = None,
-    slice_: Annotated[Optional[str], typer.Option(
-        "--slice", metavar="Z,Y,X", help="Voxel the preview planes pass through (default: centre).")] = None,
-    nan_value: NanValueOpt = None,
-    json: JsonOpt = None,
-    scheduler: SchedulerOpt = "threads",
-    workers: WorkersOpt = None,
-    quiet: QuietOpt = False,
-    level: LevelOpt = None,
-    storage_options: StorageOpt = None,
-    cache: CacheOpt = None,
-    cache_size: CacheSizeOpt = None,
-    debug: DebugOpt = False,
+    image: ImageOpt = None, metrics: MetricsOpt = None, threshold: ThresholdOpt = 0.5, tolerance: ToleranceOpt = 2.0,
+    ignore_label: IgnoreOpt = "2", data_range: RangeOpt = None, block: BlockOpt = None, preview: PreviewOpt = None,
+    slice_: SliceOpt = None, nan_value: NanValueOpt = None, json: JsonOpt = None,
+    *, execution, remote,
 ) -> None:
     """Score PRED against GT: Dice, surface Dice, VOI, Betti numbers, topology, combined score, PSNR, 3D SSIM.
 
@@ -68,20 +60,17 @@ def evaluate_cmd(
 
     topology counts features per tile of the leaderboard's 2x2x2 tiles and sums them before the F1s (JSON topology_counts); betti is the whole volume's. score = 0.30 topology + 0.35 surface_dice + 0.35 / (1 + 0.3 voi); voi is in bits, over the union foreground of the 26-connected components.
     """
-    with cli_errors(debug):
-        guard_json(json, inputs=[pred, gt, image], outputs=[preview])
-        from volseg.metrics.evaluate import evaluate
-        from volseg.metrics.preview import Preview
-        from volseg.parallel import Execution
+    from volseg.metrics.evaluate import evaluate
+    from volseg.metrics.preview import Preview
 
-        remote_setup(storage_options, cache, cache_size, inputs=[pred, gt, image], outputs=[json, preview])
-        pred, gt, image = (at_level(v, level) for v in (pred, gt, image))
-        values = evaluate(pred, gt, metrics=metrics, threshold=threshold, tolerance=tolerance,
-                          ignore_label=ignore_label, data_range=data_range, block=block,
-                          execution=Execution.parse(scheduler=scheduler, workers=workers, quiet=quiet), image=image,
-                          preview=None if preview is None else Preview(preview, slice_), nan_value=nan_value)
-        emit_json(values, json)
-        _print_table(values, preview, quiet=quiet or json == "-")
+    guard_json(json, inputs=[pred, gt, image], outputs=[preview])
+    remote.setup(inputs=[pred, gt, image], outputs=[json, preview])
+    pred, gt, image = (remote.at_level(v) for v in (pred, gt, image))
+    values = evaluate(pred, gt, metrics=metrics, threshold=threshold, tolerance=tolerance, ignore_label=ignore_label,
+                      data_range=data_range, block=block, execution=execution, image=image,
+                      preview=None if preview is None else Preview(preview, slice_), nan_value=nan_value)
+    emit_json(values, json)
+    _print_table(values, preview, quiet=execution.quiet or json == "-")
 
 
 def _print_table(values: dict[str, Any], preview: str | None, *, quiet: bool) -> None:
