@@ -14,7 +14,7 @@ domain, stored chunked in the output's ``volseg_work`` group between steps. At e
 Noise (x_T and the eta noise of each step) is drawn per chunk of a fixed chunk grid from a
 generator seeded by ``(seed, step, chunk index)``, so the result does not depend on block
 order, workers or scheduler. Each step runs one fused pass per (y, x) column tile
-(:mod:`volseg.inference.tiles`, ``--tile``), so the pieces a pass holds are bounded by the
+(:mod:`volseg.inference.column_tiles`, ``--tile``), so the pieces a pass holds are bounded by the
 tile's cross-section; x_t itself lives on disk (two float32 arrays the size of the padded
 domain, in ``volseg_work``). A group computes the fixed batches of its patches that the tile's
 chunks need, so eps, and the result, do not depend on the tile. Each step's chunks get markers (``s<step>-``), so a killed run
@@ -47,10 +47,10 @@ from volseg.inference.engine import (
     open_session,
 )
 from volseg.inference.plan import Plan, read_box
-from volseg.inference.resume import Markers, finish_output, open_output, removed_if_empty
+from volseg.io.resume import Markers, finish_output, open_output, removed_if_empty
 from volseg.inference.source import condition_patches, forward_batches, open_cached
 from volseg.inference.stitch import cut_pieces, output_spec
-from volseg.inference.tiles import run_tiled
+from volseg.inference.column_tiles import run_tiled
 
 WORK = "volseg_work"
 UNCERTAINTY = "uncertainty"

@@ -14,7 +14,7 @@ Two outputs:
   contiguous range of patch rows and then its marker.
 * ``stitch=True``: fused streaming into an OME-Zarr volume (:mod:`volseg.inference.engine`),
   one pass per (y, x) column tile of ``--tile`` voxels through all z
-  (:mod:`volseg.inference.tiles`, default 1024, rounded down to whole chunks). Memory is bounded
+  (:mod:`volseg.inference.column_tiles`, default 1024, rounded down to whole chunks). Memory is bounded
   by the tile's cross-section (its wavefront of overlap slabs), not by the volume's depth or
   plane; patches straddling a tile border are computed by both tiles (about
   ``(patch - stride) / tile`` extra forwards per axis for a tile that is a multiple of the stride). The output does not depend on the tile
@@ -22,7 +22,7 @@ Two outputs:
   contiguous share of the chunks in tile order, so ``--tile`` is part of the output's settings.
 
 Both resume from their markers (same settings), honour ``--part`` and any Dask scheduler.
-Diffusion runs are handed to :func:`volseg.inference.diffusion.sample_volume`.
+Diffusion runs are handed to :func:`volseg.inference.diffusion_sampling.sample_volume`.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from volseg.errors import VolsegError
 from volseg.inference.blend import Blender, parse_blend, parse_sigma_scale
 from volseg.inference.engine import accumulate, merge_stats, normalise, open_session
 from volseg.inference.plan import Plan, read_box
-from volseg.inference.resume import Markers, file_digest, finish_output, open_output, removed_if_empty
+from volseg.io.resume import Markers, file_digest, finish_output, open_output, removed_if_empty
 from volseg.inference.runner import Runner, model_info
 from volseg.inference.source import condition_patches, condition_volumes, forward_batches, open_cached  # noqa: F401
 from volseg.inference.stitch import (
@@ -50,7 +50,7 @@ from volseg.inference.stitch import (
     output_spec,
     write_chunk,
 )
-from volseg.inference.tiles import (
+from volseg.inference.column_tiles import (
     DEFAULT_TILE,
     parse_tile,
     run_tiled,
@@ -319,7 +319,7 @@ def predict(run, volume, output, *, patch=None, overlap: float = 0.5, batch_size
     """
     from volseg.parallel import parse_part, parse_scheduler, parse_workers
 
-    from volseg.inference.diffusion import parse_samples
+    from volseg.inference.diffusion_sampling import parse_samples
 
     t0 = time.perf_counter()
     samples = parse_samples(samples)
@@ -350,7 +350,7 @@ def predict(run, volume, output, *, patch=None, overlap: float = 0.5, batch_size
     guard_output(output, inputs=[run, volume], overwrite=overwrite,
                  kind="volume" if stitch or setup.info["kind"] == "diffusion" else "patches")
     if setup.info["kind"] == "diffusion":
-        from volseg.inference.diffusion import sample_volume
+        from volseg.inference.diffusion_sampling import sample_volume
 
         result = sample_volume(setup, output, dtype=dtype, threshold=threshold, channel=channel,
                                sampling_steps=sampling_steps, eta=eta, seed=seed, samples=samples,

@@ -22,7 +22,7 @@ from volseg.geometry import as_slices
 from volseg.inference.blend import Blender, parse_blend, parse_sigma_scale
 from volseg.inference.engine import normalise
 from volseg.inference.plan import Plan
-from volseg.inference.resume import Markers, finish_output, open_output, removed_if_empty
+from volseg.io.resume import Markers, finish_output, open_output, removed_if_empty
 from volseg.io.finite import check_array
 
 OUTPUT_DTYPES = ("float16", "float32")
@@ -93,7 +93,7 @@ def output_spec(channels: int, *, dtype: str = "float32", threshold: float | Non
 def create_volume_output(path, *, plan: Plan, spec: OutputSpec, spacing, unit, settings: dict,
                          overwrite: bool, total: int = 0, prefix: str = "c") -> tuple[Path, Markers, bool]:
     """Create (or resume) the OME-Zarr output volume of ``plan.shape`` with ``plan.chunks``
-    (see :func:`volseg.inference.resume.open_output`; ``total`` blocks marked ``<prefix>i.j.k``)."""
+    (see :func:`volseg.io.resume.open_output`; ``total`` blocks marked ``<prefix>i.j.k``)."""
     from volseg.io import create_volume
 
     def create(tmp: Path, attrs: dict) -> None:

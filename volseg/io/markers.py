@@ -1,7 +1,7 @@
 """Per-block completion markers and settings fingerprints (the local, lowest layer of resume).
 
-:mod:`volseg.inference.resume` (local outputs, ``--overwrite`` work folders, completion) and
-:mod:`volseg.inference.remote_output` (outputs at URLs) both build on this module.
+:mod:`volseg.io.resume` (local outputs, ``--overwrite`` work folders, completion) and
+:mod:`volseg.io.remote_output` (outputs at URLs) both build on this module.
 """
 
 from __future__ import annotations

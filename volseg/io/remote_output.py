@@ -22,8 +22,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from volseg.errors import VolsegError
-from volseg.inference.markers import _GROUP_JSON, MARKERS, BlockMarkers, fingerprint
-from volseg.inference.markers import differences as _differences
+from volseg.io.markers import _GROUP_JSON, MARKERS, BlockMarkers, fingerprint
+from volseg.io.markers import differences as _differences
 from volseg.io.remote import filesystem, join
 
 
@@ -33,7 +33,7 @@ def _writable(url: str) -> None:
 
 
 class RemoteMarkers(BlockMarkers):
-    """:class:`~volseg.inference.markers.BlockMarkers` as empty objects under ``URL/volseg_markers/``."""
+    """:class:`~volseg.io.markers.BlockMarkers` as empty objects under ``URL/volseg_markers/``."""
 
     def __init__(self, output: str):
         self.url = join(output, MARKERS)
@@ -72,7 +72,7 @@ def _read_root(fs, root: str) -> dict | None:
 def open_remote_output(url: str, *, settings: dict, create: Callable[[Path, dict], None],
                        overwrite: bool = False, total: int = 0, unit: str = "chunks",
                        prefix: str = "c") -> tuple[str, BlockMarkers, bool]:
-    """:func:`volseg.inference.resume.open_output` for a URL (see the module docstring)."""
+    """:func:`volseg.io.resume.open_output` for a URL (see the module docstring)."""
     _writable(url)
     url = url.rstrip("/")
     fs, root = filesystem(url)
@@ -109,7 +109,7 @@ def open_remote_output(url: str, *, settings: dict, create: Callable[[Path, dict
 
 
 def finish_remote_output(url: str, *, total: int, prefix: str = "c") -> bool:
-    """:func:`volseg.inference.resume.finish_output` for a URL: once every block has its marker
+    """:func:`volseg.io.resume.finish_output` for a URL: once every block has its marker
     object, rewrite the root ``zarr.json`` with ``volseg.complete: true`` (one PUT, atomic per
     object; parts finishing at once write the same bytes). True when complete."""
     url = url.rstrip("/")

@@ -25,8 +25,8 @@ from pathlib import Path
 from volseg.errors import VolsegError
 from volseg.io.atomic import is_empty_dir, remove_path, temp_sibling
 
-from volseg.inference.markers import _GROUP_JSON, MARKERS, BlockMarkers, fingerprint  # noqa: F401
-from volseg.inference.markers import differences as _differences
+from volseg.io.markers import _GROUP_JSON, MARKERS, BlockMarkers, fingerprint  # noqa: F401
+from volseg.io.markers import differences as _differences
 
 
 def file_digest(path: str | os.PathLike) -> str:
@@ -39,14 +39,14 @@ def file_digest(path: str | os.PathLike) -> str:
 
 
 class Markers(BlockMarkers):
-    """Completion markers of one output (:class:`~volseg.inference.markers.BlockMarkers`); for
-    an output at a URL, :class:`~volseg.inference.remote_output.RemoteMarkers` (objects there)."""
+    """Completion markers of one output (:class:`~volseg.io.markers.BlockMarkers`); for
+    an output at a URL, :class:`~volseg.io.remote_output.RemoteMarkers` (objects there)."""
 
     def __new__(cls, output=None):
         from volseg.io.remote import is_url
 
         if cls is Markers and is_url(output):
-            from volseg.inference.remote_output import RemoteMarkers
+            from volseg.io.remote_output import RemoteMarkers
 
             return RemoteMarkers(output)
         return super().__new__(cls)
@@ -109,8 +109,8 @@ def open_output(path: str | os.PathLike, *, settings: dict, create: Callable[[Pa
     from volseg.io.locks import output_lock, share_folder
     from volseg.io.remote import is_url
 
-    if is_url(path):  # object stores have no rename: see volseg.inference.remote_output
-        from volseg.inference.remote_output import open_remote_output
+    if is_url(path):  # object stores have no rename: see volseg.io.remote_output
+        from volseg.io.remote_output import open_remote_output
 
         return open_remote_output(path, settings=settings, create=create, overwrite=overwrite,
                                   total=total, unit=unit, prefix=prefix)
@@ -196,8 +196,8 @@ def finish_output(path: str | os.PathLike, work: str | os.PathLike, *, total: in
     from volseg.io.completion import attrs, count_markers, set_complete
     from volseg.io.remote import is_url
 
-    if is_url(path):  # written in place (no work folder): see volseg.inference.remote_output
-        from volseg.inference.remote_output import finish_remote_output
+    if is_url(path):  # written in place (no work folder): see volseg.io.remote_output
+        from volseg.io.remote_output import finish_remote_output
 
         return finish_remote_output(os.fspath(path), total=total, prefix=prefix)
     path, work = Path(path), Path(work)

@@ -11,7 +11,7 @@ Segmentation metrics see binary masks: an integer volume must hold only 0 (backg
 ``> threshold``. Voxels where the truth has the ignore label are background in both masks
 before every metric. Axis order (z, y, x); distances in voxels.
 
-``topology`` counts features per leaderboard tile (2 x 2 x 2, :mod:`volseg.metrics.tiles`):
+``topology`` counts features per leaderboard tile (2 x 2 x 2, :mod:`volseg.metrics.leaderboard_tiles`):
 every block is split at the tile cuts, so one pass gives both the whole volume's Betti numbers
 (``betti``) and every tile's (merges across a tile cut count for the first only).
 """
@@ -27,7 +27,8 @@ import numpy as np
 from volseg.errors import VolsegError
 from volseg.io.finite import check_array, count_nonfinite, guard, parse_finite, parse_nan_value, warn_replaced
 from volseg.metrics import components as cc
-from volseg.metrics import intensity, overlap, tiles, topology, voi
+from volseg.metrics import intensity, overlap, topology, voi
+from volseg.metrics import leaderboard_tiles as tiles
 from volseg.metrics.masks import binary_mask
 
 METRICS = ("dice", "surface_dice", "voi", "betti", "topology", "betti_matching", "score", "psnr", "ssim")
@@ -122,7 +123,7 @@ def evaluate(pred, truth, *, metrics: str | Sequence[str] | None = None, thresho
     dict
         Metric name -> float; ``betti`` -> ``{"pred": [b0, b1, b2], "truth": [b0, b1, b2]}``
         (the whole volume); ``topology`` -> the TopoScore from feature counts summed over the
-        leaderboard's 2 x 2 x 2 tiles (:func:`volseg.metrics.tiles.tiled_topology`), followed
+        leaderboard's 2 x 2 x 2 tiles (:func:`volseg.metrics.leaderboard_tiles.tiled_topology`), followed
         by ``topology_counts`` -> ``{"matched", "pred", "truth": [k=0, 1, 2], "tiles": [2, 2,
         2]}``, the summed counts it comes from (one tile along an axis under 2 voxels);
         ``betti_matching`` -> ``{"matched", "pred", "truth": [k=0, 1, 2], "f1": [...],
