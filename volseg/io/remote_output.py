@@ -18,46 +18,18 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 from volseg.errors import VolsegError
-from volseg.io.markers import _GROUP_JSON, MARKERS, BlockMarkers, fingerprint
+from volseg.io.markers import MARKERS, BlockMarkers, RemoteMarkers, fingerprint
 from volseg.io.markers import differences as _differences
-from volseg.io.remote import filesystem, join
+from volseg.io.remote import filesystem
 
 
 def _writable(url: str) -> None:
     if url.lower().startswith(("http://", "https://")):
         raise VolsegError(url, "plain HTTP is read-only; write outputs to s3://, gs:// or a local path")
-
-
-class RemoteMarkers(BlockMarkers):
-    """:class:`~volseg.io.markers.BlockMarkers` as empty objects under ``URL/volseg_markers/``."""
-
-    def __init__(self, output: str):
-        self.url = join(output, MARKERS)
-        self.fs, self.path = filesystem(self.url)
-        self.root = self.url
-
-    def create(self) -> None:
-        self.fs.pipe_file(f"{self.path}/zarr.json", _GROUP_JSON.encode())
-
-    def mark(self, key: Sequence[int], prefix: str = "c") -> None:
-        self.fs.pipe_file(f"{self.path}/{self.name(key, prefix)}", b"")
-
-    def done(self, prefix: str = "c") -> set[tuple[int, ...]]:
-        try:
-            self.fs.invalidate_cache(self.path)
-            names = [n.rstrip("/").rsplit("/", 1)[-1] for n in self.fs.ls(self.path, detail=False)]
-        except FileNotFoundError:
-            return set()
-        keys = set()
-        for name in names:
-            rest = name[len(prefix):]
-            if name.startswith(prefix) and rest.replace(".", "").isdigit():
-                keys.add(tuple(int(v) for v in rest.split(".")))
-        return keys
 
 
 def _read_root(fs, root: str) -> dict | None:

@@ -25,7 +25,7 @@ from pathlib import Path
 from volseg.errors import VolsegError
 from volseg.io.atomic import is_empty_dir, remove_path, temp_sibling
 
-from volseg.io.markers import _GROUP_JSON, MARKERS, BlockMarkers, fingerprint  # noqa: F401
+from volseg.io.markers import MARKERS, Markers, fingerprint
 from volseg.io.markers import differences as _differences
 
 
@@ -36,20 +36,6 @@ def file_digest(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-class Markers(BlockMarkers):
-    """Completion markers of one output (:class:`~volseg.io.markers.BlockMarkers`); for
-    an output at a URL, :class:`~volseg.io.remote_output.RemoteMarkers` (objects there)."""
-
-    def __new__(cls, output=None):
-        from volseg.io.remote import is_url
-
-        if cls is Markers and is_url(output):
-            from volseg.io.remote_output import RemoteMarkers
-
-            return RemoteMarkers(output)
-        return super().__new__(cls)
 
 
 def _read_settings(path: Path) -> dict | None:
