@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from volseg.data.sampling import (ForegroundIndex, direct_array, draw_patch, item_rng, read_box,
-                                  uniform_origin)
+from volseg.data.sampling import ForegroundIndex, direct_array, draw_patch, item_rng, uniform_origin
 from volseg.errors import VolsegError
+from volseg.io.boxes import read_box
 from volseg.io.labelcheck import check_label_patches
 from volseg.io.markers import PATCH_PREFIX, BlockMarkers
 from volseg.geometry import grid_counts, grid_origins
@@ -114,7 +114,7 @@ def write_job(job: PatchJob) -> int:
 def _cut(array, origins: np.ndarray, patch: np.ndarray) -> np.ndarray:
     """Patches (n, D, H, W) at ``origins``, read through one bounding box (zero padded outside)."""
     lo, hi = origins.min(axis=0), origins.max(axis=0) + patch
-    box = read_box(array, lo, hi)
+    box = read_box(array, lo, hi, pad="constant")
     out = np.empty((len(origins),) + tuple(int(s) for s in patch), dtype=box.dtype)
     for k, o in enumerate(origins - lo):
         out[k] = box[o[0]:o[0] + patch[0], o[1]:o[1] + patch[1], o[2]:o[2] + patch[2]]
@@ -133,9 +133,9 @@ def _draw(job: PatchJob, image, labels) -> tuple[np.ndarray, dict[str, np.ndarra
                                      foreground=bool(job.foreground[k - job.lo]), tries=BACKGROUND_TRIES)
         else:
             origin = uniform_origin(rng, start, stop, p)
-            lab = None if labels is None else read_box(labels, origin, origin + p)
+            lab = None if labels is None else read_box(labels, origin, origin + p, pad="constant")
         origins.append(origin)
-        imgs.append(read_box(image, origin, origin + p))
+        imgs.append(read_box(image, origin, origin + p, pad="constant"))
         if lab is not None:
             labs.append(lab)
     cut = {"patches": np.stack(imgs)}

@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from volseg.errors import VolsegError
+from volseg.io.boxes import read_box
 from volseg.io.finite import check_array, count_nonfinite, guard, parse_finite, parse_nan_value, warn_replaced
 from volseg.metrics import components as cc
 from volseg.metrics import intensity, overlap, topology, voi
@@ -248,10 +249,7 @@ def _min_max(arr) -> tuple[float, float]:
 
 
 def _read(arr, lo, hi) -> np.ndarray:
-    region = arr[tuple(slice(a, b) for a, b in zip(lo, hi))]
-    if hasattr(region, "dask"):
-        return np.asarray(region.compute(scheduler="synchronous"))
-    return np.asarray(region)
+    return read_box(arr, lo, hi, pad="none")
 
 
 def _masks(p_raw: np.ndarray, t_raw: np.ndarray, settings: dict) -> tuple[np.ndarray, np.ndarray]:
