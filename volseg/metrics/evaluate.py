@@ -130,6 +130,15 @@ def evaluate(pred, truth, *, metrics: str | Sequence[str] | None = None, thresho
         ``betti_matching`` -> ``{"matched", "pred", "truth": [k=0, 1, 2], "f1": [...],
         "topology": float}`` plus ``"score"`` (the combined score with this topology) when
         ``score`` is also chosen.
+    Examples
+    --------
+    >>> import numpy as np
+    >>> truth = np.zeros((8, 8, 8), np.uint8)
+    >>> truth[2:6, 2:6, 2:6] = 1
+    >>> pred = truth.copy()
+    >>> pred[2, 2, 2] = 0
+    >>> round(evaluate(pred, truth, metrics="dice", quiet=True)["dice"], 4)
+    0.9921
     """
     from volseg.geometry import chunk_counts, parse_size3
     from volseg.io.outputs import guard_reader

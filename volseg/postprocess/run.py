@@ -228,6 +228,15 @@ def postprocess(pred: str | os.PathLike, output: str | os.PathLike, *, threshold
     dict
         ``{"output", "components", "components_removed", "cavities_filled", "chunks_total",
         "chunks_done_before", "chunks_written", "seconds"}``.
+    Examples
+    --------
+    >>> import numpy as np
+    >>> prob = np.full((16, 16, 16), 0.1, np.float32)
+    >>> prob[4:12, 4:12, 4:12] = 0.9
+    >>> np.save("prob.npy", prob)
+    >>> summary = postprocess("prob.npy", "clean.zarr", threshold=0.5, chunks=8, quiet=True)
+    >>> summary["complete"], summary["components"]
+    (True, 1)
     """
     from volseg.geometry import select_part
     from volseg.io.resume import finish_output, open_output, removed_if_empty
