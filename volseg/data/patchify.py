@@ -105,6 +105,7 @@ def patchify(volume: str | os.PathLike, *, out: str | os.PathLike, labels=None, 
     -------
     pathlib.Path
         ``out``.
+
     Examples
     --------
     >>> from volseg.data.synth import write_synth

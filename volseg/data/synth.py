@@ -311,6 +311,7 @@ def write_synth(kind: str, out, *, shape=None, seed: int = 0, chunks=64, overwri
     VolsegError
         Unknown ``kind``, bad ``shape`` or ``seed``, ``out`` exists without ``overwrite``, or
         another volseg process is writing ``out`` (its lock ``<out>.lock`` is held).
+
     Examples
     --------
     >>> out = write_synth("scroll", "scroll.zarr", shape=32, chunks=16)

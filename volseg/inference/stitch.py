@@ -215,6 +215,7 @@ def stitch(store: str | os.PathLike, output: str | os.PathLike, *, blend: str | 
     -------
     dict
         ``{"output", "chunks_total", "chunks_done_before", "chunks_written", "seconds"}``.
+
     Examples
     --------
     A grid patch store of the scroll (no overlap) blends back into the scroll:

@@ -49,6 +49,7 @@ def prepare(input, output, *, chunks=128, levels=1, dtype="keep", channel: int |
     VolsegError
         A bad option or input, an output that may not be written, or another volseg process
         writing ``output`` (its lock ``<output>.lock`` is held).
+
     Examples
     --------
     >>> import numpy as np

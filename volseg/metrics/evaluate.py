@@ -130,6 +130,7 @@ def evaluate(pred, truth, *, metrics: str | Sequence[str] | None = None, thresho
         ``betti_matching`` -> ``{"matched", "pred", "truth": [k=0, 1, 2], "f1": [...],
         "topology": float}`` plus ``"score"`` (the combined score with this topology) when
         ``score`` is also chosen.
+
     Examples
     --------
     >>> import numpy as np

@@ -228,6 +228,7 @@ def postprocess(pred: str | os.PathLike, output: str | os.PathLike, *, threshold
     dict
         ``{"output", "components", "components_removed", "cavities_filled", "chunks_total",
         "chunks_done_before", "chunks_written", "seconds"}``.
+
     Examples
     --------
     >>> import numpy as np

@@ -176,6 +176,7 @@ def train(source: str | os.PathLike | None, run_dir: str | os.PathLike, *,
     -------
     dict
         ``{"run_dir", "model", "steps", "seconds", "loss", "best_metric", "metric", ...}``.
+
     Examples
     --------
     One epoch of a tiny UNet on the 8 patches of a synthetic scroll:
