@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from volseg.errors import VolsegError
-from volseg.io.markers import MARKERS, PATCH_PREFIX, BlockMarkers, RemoteMarkers  # noqa: F401
+from volseg.io.markers import PATCH_PREFIX, BlockMarkers, RemoteMarkers
 
 
 def _is_url(text: str) -> bool:
