@@ -2,15 +2,15 @@
 
 An output that tasks fill block by block (predict, stitch) is created once, with the settings
 that produce it recorded in its attributes (``volseg.settings`` and ``volseg.fingerprint``).
-Each task writes its block and only then an empty marker file, named after the block, in the
-``volseg_markers`` sub-group of the output. A rerun of the same command finds the markers and
+Each task writes its block and only then an empty marker file (:mod:`volseg.io.markers`),
+named after the block, in the ``volseg_markers`` sub-group of the output. A rerun of the same command finds the markers and
 skips those blocks; a killed task leaves no marker, so its block is redone. A rerun with other
 settings, or made from another version of an input (the settings hold each input's
 size/modification stamp), is refused unless ``--overwrite``. ``--overwrite`` computes everything
 again in the work folder ``<output>.new`` (shared by the parts of a job array) and replaces the
 existing output only once the new one is complete (:func:`finish_output`), so a failing run
 never destroys a good output. Completion is recorded as ``volseg.complete`` in the output's
-attributes (:func:`volseg.io.outputs.check_complete`).
+attributes (:func:`volseg.io.completion.check_complete`).
 """
 
 from __future__ import annotations
