@@ -159,16 +159,16 @@ def test_remote_markers_are_objects_and_count_like_files(tmp_path):
 
     with moto_s3() as endpoint:
         fs = s3fs.S3FileSystem(key="testing", secret="testing", endpoint_url=endpoint)
-        fs.mkdir("bucket")
-        url = "s3://bucket/out.zarr"
-        fs.pipe("bucket/out.zarr/zarr.json", json.dumps({"zarr_format": 3, "node_type": "group", "attributes": {
+        fs.mkdir("markers")  # moto keeps buckets per process: one name per test file
+        url = "s3://markers/out.zarr"
+        fs.pipe("markers/out.zarr/zarr.json", json.dumps({"zarr_format": 3, "node_type": "group", "attributes": {
             "volseg": {"complete": False, "blocks_total": 3, "blocks_unit": "chunks", "marker_prefix": "c"}}}).encode())
         markers = Markers(url)
         assert isinstance(markers, RemoteMarkers)
         markers.create()
         markers.mark((0, 0, 1))
-        fs.pipe(f"bucket/out.zarr/{MARKERS}/c0.0.0", b"")  # an old marker object, made by hand
-        assert fs.cat(f"bucket/out.zarr/{MARKERS}/c0.0.1") == b""
-        assert fs.cat(f"bucket/out.zarr/{MARKERS}/zarr.json").decode() == OLD_GROUP_JSON
+        fs.pipe(f"markers/out.zarr/{MARKERS}/c0.0.0", b"")  # an old marker object, made by hand
+        assert fs.cat(f"markers/out.zarr/{MARKERS}/c0.0.1") == b""
+        assert fs.cat(f"markers/out.zarr/{MARKERS}/zarr.json").decode() == OLD_GROUP_JSON
         assert markers.done() == {(0, 0, 0), (0, 0, 1)}
         assert remote_completion(url) == {"complete": False, "done": 2, "total": 3, "unit": "chunks"}

@@ -25,11 +25,11 @@ def test_create_resume_refuse_finish():
 
     with moto_s3() as endpoint:
         fs = s3fs.S3FileSystem(key="testing", secret="testing", endpoint_url=endpoint)
-        fs.mkdir("bucket")
-        url = "s3://bucket/out.zarr"
+        fs.mkdir("remote-output")  # moto keeps buckets per process: one name per test file
+        url = "s3://remote-output/out.zarr"
         out, markers, resumed = open_remote_output(url, settings={"a": 1}, create=_create, total=2)
         assert (out, resumed) == (url, False)
-        assert fs.exists(f"bucket/out.zarr/{MARKERS}/zarr.json") and fs.exists("bucket/out.zarr/data/zarr.json")
+        assert fs.exists(f"remote-output/out.zarr/{MARKERS}/zarr.json") and fs.exists("remote-output/out.zarr/data/zarr.json")
         markers.mark((0, 0, 0))
         assert finish_remote_output(url, total=2) is False
         _, again, resumed = open_remote_output(url, settings={"a": 1}, create=_create, total=2)
@@ -38,6 +38,6 @@ def test_create_resume_refuse_finish():
             open_remote_output(url, settings={"a": 2}, create=_create, total=2)
         again.mark((0, 0, 1))
         assert finish_remote_output(url, total=2) is True
-        assert json.loads(fs.cat("bucket/out.zarr/zarr.json"))["attributes"]["volseg"]["complete"] is True
+        assert json.loads(fs.cat("remote-output/out.zarr/zarr.json"))["attributes"]["volseg"]["complete"] is True
         with pytest.raises(VolsegError, match="plain HTTP is read-only"):
             open_remote_output("http://example.org/o.zarr", settings={}, create=_create)
