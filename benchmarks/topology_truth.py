@@ -34,7 +34,7 @@ def _damage(truth: np.ndarray, labels: np.ndarray, seed: int) -> np.ndarray:
 def main() -> None:
     from volseg.data.synth import synth_scroll
     from volseg.metrics.betti_matching import barcode, betti_from_barcode, betti_matching
-    from volseg.metrics.tiles import tiled_topology
+    from volseg.metrics.leaderboard_tiles import tiled_topology
     from volseg.metrics.topology import betti_numbers, topology_score
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -119,7 +119,7 @@ def test_run_dir_rules_exit_2(tmp_path, seg_store):
 
 
 def test_readme_config_with_augment_false_trains(tmp_path, seg_store):
-    from test_train_config import _readme_augment_snippets
+    from test_training_config import _readme_augment_snippets
 
     cfg = _cfg(tmp_path, "model: {ch: 4, depth: 2}\n" + _readme_augment_snippets()[0] + "\n")
     run = tmp_path / "run"

@@ -117,3 +117,12 @@ def test_no_import_cycles_inside_volseg():
 
 def test_cycle_finder_finds_a_cycle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+@pytest.mark.parametrize("module", ["volseg.io.markers", "volseg.io.resume", "volseg.io.remote_output",
+                                    "volseg.io.completion", "volseg.io.boxes"])
+def test_resume_and_box_code_in_io_imports_only_io_and_errors(module):
+    """The resumable-output code (markers, resume, remote outputs, completion) and the box reader
+    sit at the bottom: any command may use them, and they know nothing above storage."""
+    edges = _import_graph()[module]
+    assert edges <= {"volseg.errors"} | {m for m in edges if m.startswith("volseg.io")}, sorted(edges)

@@ -110,7 +110,7 @@ def test_readme_journey_cluster_and_job_array(tmp_path):
         np.testing.assert_allclose(volseg.open_volume(tmp_path / other).compute(), fused, atol=2e-3)
 
 
-@pytest.mark.slow  # 33 s; the diffusion path is covered by test_predict_diffusion/test_trainer by default
+@pytest.mark.slow  # 33 s; the diffusion path is covered by test_diffusion_sampling/test_trainer by default
 def test_readme_diffusion_journey(tmp_path):
     _link_repo_files(tmp_path)
     for block in readme_blocks("diffusion"):

@@ -16,7 +16,7 @@ import zarr
 from volseg.inference.settings import predict_options
 from volseg.errors import VolsegError
 from volseg.inference import predict
-from volseg.inference.resume import MARKERS, Markers, fingerprint
+from volseg.io.resume import MARKERS, Markers, fingerprint
 from volseg.models import build_model
 from volseg.parallel import Execution
 
@@ -149,7 +149,7 @@ def test_a_finishing_overwrite_waits_for_a_run_still_writing(tmp_path):
     """The work folder stays shared while a run writes; the finisher takes it alone only after."""
     import threading
 
-    from volseg.inference.resume import finish_output, open_output, work_path
+    from volseg.io.resume import finish_output, open_output, work_path
     from volseg.io.locks import release_folder, share_folder
 
     out = tmp_path / "o.zarr"

@@ -10,8 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from volseg.data.sampling import (ForegroundIndex, direct_array, draw_patch, item_rng, origin_containing,
-                                  parse_fraction, read_box, uniform_origin)
+                                  parse_fraction, uniform_origin)
 from volseg.errors import VolsegError
+from volseg.io.boxes import read_box
 
 
 @pytest.fixture
@@ -88,10 +89,10 @@ def test_read_box_pads_outside_and_direct_array(tmp_path):
     src = direct_array(arr)
     assert isinstance(src, zarr.Array)
     assert direct_array(arr + 1) is not None and not isinstance(direct_array(arr + 1), zarr.Array)
-    box = read_box(src, (8, -2, 0), (12, 3, 10))
+    box = read_box(src, (8, -2, 0), (12, 3, 10), pad="constant")
     assert box.shape == (4, 5, 10)
     assert np.array_equal(box[:2, 2:], z[8:10, 0:3, :]) and not box[2:].any() and not box[:, :2].any()
-    assert np.array_equal(read_box(arr, (1, 2, 3), (4, 5, 6)), z[1:4, 2:5, 3:6])
+    assert np.array_equal(read_box(arr, (1, 2, 3), (4, 5, 6), pad="constant"), z[1:4, 2:5, 3:6])
 
 
 def test_parse_fraction():

@@ -8,7 +8,7 @@ from volseg.data.patchstore import create_store
 from volseg.errors import VolsegError
 from volseg.geometry import grid_origins, stride_from_overlap
 from volseg.inference import stitch
-from volseg.inference.settings import OutputOptions
+from volseg.inference.output import OutputOptions
 from volseg.parallel import Execution
 
 

@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 from volseg.cli import app
 from volseg.data.phantom import synth_scan
-from volseg.data.synth import _parse_shape, psnr, synth_scroll, write_synth
+from volseg.data.synth import _parse_shape, synth_scroll, write_synth
+from volseg.metrics.intensity import psnr
 from volseg.errors import VolsegError
 
 runner = CliRunner()
@@ -122,7 +123,7 @@ def test_scan_pair():
     assert degraded.shape == clean.shape == (37, 53, 41)
     assert degraded.dtype == clean.dtype == np.float32
     assert clean.min() >= 0.0 and clean.max() <= 1.0 and clean.max() > 0.5
-    assert 18.0 <= psnr(degraded, clean) <= 24.0
+    assert 18.0 <= psnr(degraded, clean, data_range=1.0) <= 24.0
     again = synth_scan((37, 53, 41), seed=0)
     assert np.array_equal(again[0], degraded) and np.array_equal(again[1], clean)
     assert not np.array_equal(synth_scan((37, 53, 41), seed=1)[1], clean)
@@ -131,7 +132,7 @@ def test_scan_pair():
 def test_scan_default_psnr_range():
     degraded, clean = synth_scan(seed=2)
     assert clean.shape == (96, 96, 96)
-    assert 18.0 <= psnr(degraded, clean) <= 24.0
+    assert 18.0 <= psnr(degraded, clean, data_range=1.0) <= 24.0
 
 
 @pytest.mark.parametrize("text,expected", [("32", (32, 32, 32)), (40, (40, 40, 40)),

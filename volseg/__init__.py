@@ -56,7 +56,7 @@ _API = {
     "stitch": "volseg.inference",
     "PredictSettings": "volseg.inference.settings",
     "DiffusionSettings": "volseg.inference.settings",
-    "OutputOptions": "volseg.inference.settings",
+    "OutputOptions": "volseg.inference.output",
     "predict_options": "volseg.inference.settings",
     "Execution": "volseg.parallel",
     "evaluate": "volseg.metrics",

@@ -144,7 +144,7 @@ REMOTE = Bundle((("level", LevelOpt, None), ("storage_options", StorageOpt, None
 
 
 def _output_options(**values):
-    from volseg.inference.settings import OutputOptions
+    from volseg.inference.output import OutputOptions
 
     return OutputOptions.parse(**values)
 
@@ -155,6 +155,6 @@ DtypeOpt = Annotated[str, typer.Option("--dtype", help="Output probabilities as 
 ChannelOpt = Annotated[Optional[int], typer.Option(
     "--channel", help="Output the probability of this class (several classes default to argmax labels).")]
 
-#: ``--dtype --threshold --channel`` -> :class:`volseg.inference.settings.OutputOptions`.
+#: ``--dtype --threshold --channel`` -> :class:`volseg.inference.output.OutputOptions`.
 OUTPUT = Bundle((("dtype", DtypeOpt, "float32"), ("threshold", ThresholdOpt, None), ("channel", ChannelOpt, None)),
                 _output_options)

@@ -37,9 +37,9 @@ from volseg.data.augment import AugmentConfig, augment, parse_augment
 from volseg.data.condition import condition_paths, refuse_condition
 from volseg.data.loader import EpochSampler, make_loader, seed_worker
 from volseg.data.patchstore import PatchStore, is_patch_store
-from volseg.data.sampling import (ForegroundIndex, direct_array, draw_patch, item_rng, parse_fraction,
-                                  read_box)
+from volseg.data.sampling import ForegroundIndex, direct_array, draw_patch, item_rng, parse_fraction
 from volseg.errors import VolsegError
+from volseg.io.boxes import read_box
 from volseg.io.finite import check_array
 from volseg.geometry import parse_size3
 
@@ -242,13 +242,13 @@ class VolumePatchDataset(Dataset):
                                  labels=arrays.get("label"), index=self.index, foreground=want_fg,
                                  reject=False)
         stop = origin + np.asarray(self.patch)
-        raw = {"image": read_box(arrays["image"], origin, stop)}
+        raw = {"image": read_box(arrays["image"], origin, stop, pad="constant")}
         if lab is not None:
             raw["label"] = lab
         if "target" in arrays:
-            raw["target"] = read_box(arrays["target"], origin, stop)
+            raw["target"] = read_box(arrays["target"], origin, stop, pad="constant")
         for k in range(len(self.condition_paths)):
-            raw[f"condition{k}"] = read_box(arrays[f"condition{k}"], origin, stop)
+            raw[f"condition{k}"] = read_box(arrays[f"condition{k}"], origin, stop, pad="constant")
         return origin, raw, rng
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:

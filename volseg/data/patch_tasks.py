@@ -2,9 +2,9 @@
 
 Each task writes patches ``[lo, hi)`` of a patch store (one Zarr chunk per patch; random mode
 aligns the ``origins`` chunks to the ranges), so no two tasks write the same chunk, then leaves
-a completion marker ``<store>.done/<lo>`` (a sibling folder, outside the Zarr hierarchy) holding
-how many of its patches contain label 1. A rerun skips ranges with a marker (resume). Axis
-order (z, y, x), voxels.
+a completion marker ``<store>.done/<lo>`` (a sibling folder, outside the Zarr hierarchy; the
+scheme of :mod:`volseg.io.markers`) holding how many of its patches contain label 1. A rerun
+skips ranges with a marker (resume). Axis order (z, y, x), voxels.
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from volseg.data.sampling import (ForegroundIndex, direct_array, draw_patch, item_rng, read_box,
-                                  uniform_origin)
+from volseg.data.sampling import ForegroundIndex, direct_array, draw_patch, item_rng, uniform_origin
 from volseg.errors import VolsegError
+from volseg.io.boxes import read_box
 from volseg.io.labelcheck import check_label_patches
+from volseg.io.markers import PATCH_PREFIX, BlockMarkers
 from volseg.geometry import grid_counts, grid_origins
 
 RANDOM_TASK = 32           # patches per task (and origins rows per chunk) in random mode
@@ -113,7 +114,7 @@ def write_job(job: PatchJob) -> int:
 def _cut(array, origins: np.ndarray, patch: np.ndarray) -> np.ndarray:
     """Patches (n, D, H, W) at ``origins``, read through one bounding box (zero padded outside)."""
     lo, hi = origins.min(axis=0), origins.max(axis=0) + patch
-    box = read_box(array, lo, hi)
+    box = read_box(array, lo, hi, pad="constant")
     out = np.empty((len(origins),) + tuple(int(s) for s in patch), dtype=box.dtype)
     for k, o in enumerate(origins - lo):
         out[k] = box[o[0]:o[0] + patch[0], o[1]:o[1] + patch[1], o[2]:o[2] + patch[2]]
@@ -132,9 +133,9 @@ def _draw(job: PatchJob, image, labels) -> tuple[np.ndarray, dict[str, np.ndarra
                                      foreground=bool(job.foreground[k - job.lo]), tries=BACKGROUND_TRIES)
         else:
             origin = uniform_origin(rng, start, stop, p)
-            lab = None if labels is None else read_box(labels, origin, origin + p)
+            lab = None if labels is None else read_box(labels, origin, origin + p, pad="constant")
         origins.append(origin)
-        imgs.append(read_box(image, origin, origin + p))
+        imgs.append(read_box(image, origin, origin + p, pad="constant"))
         if lab is not None:
             labs.append(lab)
     cut = {"patches": np.stack(imgs)}
@@ -147,29 +148,21 @@ def _draw(job: PatchJob, image, labels) -> tuple[np.ndarray, dict[str, np.ndarra
 
 
 def marker_dir(store: str | os.PathLike) -> Path:
-    """The folder of completion markers of ``store``: ``<store>.done`` next to it."""
-    store = Path(store)
-    return store.with_name(store.name + ".done")
+    """The folder of completion markers of ``store``: ``<store>.done`` next to it
+    (:meth:`volseg.io.markers.BlockMarkers.beside`)."""
+    return BlockMarkers.beside(store).root
 
 
 def done_counts(store: str | os.PathLike) -> dict[int, int]:
     """Completed task ranges of a store: {lo: patches with label 1}, from the markers."""
-    folder = marker_dir(store)
-    if not folder.is_dir():
-        return {}
     done = {}
-    for f in folder.iterdir():
-        if f.name.isdigit():
-            try:
-                done[int(f.name)] = int(f.read_text() or 0)
-            except (OSError, ValueError):
-                continue
+    for (lo,), text in BlockMarkers.beside(store).texts(PATCH_PREFIX).items():
+        try:
+            done[lo] = int(text or 0)
+        except ValueError:
+            continue
     return done
 
 
 def _mark_done(store: str, lo: int, count: int) -> None:
-    folder = marker_dir(store)
-    folder.mkdir(exist_ok=True)
-    tmp = folder / f".{lo}.tmp-{os.getpid()}"
-    tmp.write_text(str(int(count)))
-    os.replace(tmp, folder / str(lo))
+    BlockMarkers.beside(store).mark((lo,), PATCH_PREFIX, text=str(int(count)))

@@ -103,6 +103,14 @@ def patchify(volume: str | os.PathLike, *, out: str | os.PathLike, labels=None, 
     -------
     pathlib.Path
         ``out``.
+
+    Examples
+    --------
+    >>> from volseg.data.synth import write_synth
+    >>> scroll = write_synth("scroll", "scroll.zarr", shape=32, chunks=16)
+    >>> store = PatchStore.open(patchify(scroll, out="patches.zarr", patch=16))
+    >>> len(store), store.patch
+    (8, (16, 16, 16))
     """
     from volseg.io import open_volume, read_meta
 

@@ -19,6 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from volseg.errors import VolsegError
+from volseg.io.boxes import read_box
 
 FOREGROUND = 1
 COUNT_BLOCK = 128        # side of the counting blocks when the storage chunks are larger
@@ -64,24 +65,6 @@ def direct_array(array):
     if tuple(getattr(source, "shape", ())) != tuple(array.shape) or not same_dtype:
         return array
     return source
-
-
-def read_box(array, start: Sequence[int], stop: Sequence[int], *, fill=0) -> np.ndarray:
-    """Read ``array[start:stop]`` (a 3D Dask/Zarr/numpy array) into numpy, padding with ``fill``
-    where the box reaches outside the array (patches larger than a padded volume)."""
-    shape = tuple(int(s) for s in array.shape)
-    lo = [max(0, int(a)) for a in start]
-    hi = [min(n, int(b)) for b, n in zip(stop, shape)]
-    key = tuple(slice(a, max(a, b)) for a, b in zip(lo, hi))
-    part = array[key]
-    part = part.compute(scheduler="synchronous") if hasattr(part, "compute") else np.asarray(part)
-    want = tuple(int(b) - int(a) for a, b in zip(start, stop))
-    if part.shape == want:
-        return part
-    out = np.full(want, fill, dtype=part.dtype)
-    dst = tuple(slice(a - int(s0), a - int(s0) + n) for a, s0, n in zip(lo, start, part.shape))
-    out[dst] = part
-    return out
 
 
 def uniform_origin(rng: np.random.Generator, start: Sequence[int], stop: Sequence[int],
@@ -152,7 +135,7 @@ class ForegroundIndex:
         lo, hi = self.block_bounds(flat)
         coords = self._cache.get(flat)
         if coords is None:
-            block = read_box(labels, lo, hi)
+            block = read_box(labels, lo, hi, pad="constant")
             coords = np.flatnonzero(block == FOREGROUND)
             self._cache[flat] = coords
             while len(self._cache) > _CACHE_BLOCKS:
@@ -208,13 +191,13 @@ def draw_patch(rng: np.random.Generator, *, patch: Sequence[int], start: Sequenc
             raise VolsegError("--foreground-fraction", "label-balanced sampling needs a label volume")
         voxel = index.foreground_voxel(rng, labels)
         origin = origin_containing(rng, voxel, start, stop, patch)
-        return origin, read_box(labels, origin, stop_box(origin))
+        return origin, read_box(labels, origin, stop_box(origin), pad="constant")
     origin = uniform_origin(rng, start, stop, patch)
     if labels is None:
         return origin, None
     tries = max(1, int(tries)) if reject else 1
     for attempt in range(tries):
-        lab = read_box(labels, origin, stop_box(origin))
+        lab = read_box(labels, origin, stop_box(origin), pad="constant")
         if attempt == tries - 1 or not np.any(lab == FOREGROUND):
             break
         origin = uniform_origin(rng, start, stop, patch)

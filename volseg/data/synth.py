@@ -272,12 +272,6 @@ def synth_scroll(shape=(160, 160, 160), *, seed: int = 0, band: bool = True) -> 
     return np.rint(vol).astype(np.uint8), labels
 
 
-def psnr(test: np.ndarray, reference: np.ndarray, *, data_range: float = 1.0) -> float:
-    """Peak signal-to-noise ratio (dB) of ``test`` against ``reference``: 10 log10(range^2 / MSE)."""
-    mse = float(np.mean((np.asarray(test, np.float64) - np.asarray(reference, np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10.0 * math.log10(data_range**2 / mse)
-
-
 def write_synth(kind: str, out, *, shape=None, seed: int = 0, chunks=64, overwrite: bool = False,
                 quiet: bool = True) -> Path:
     """Generate a synthetic volume pair and write it as an OME-Zarr image group, atomically.
@@ -317,6 +311,13 @@ def write_synth(kind: str, out, *, shape=None, seed: int = 0, chunks=64, overwri
     VolsegError
         Unknown ``kind``, bad ``shape`` or ``seed``, ``out`` exists without ``overwrite``, or
         another volseg process is writing ``out`` (its lock ``<out>.lock`` is held).
+
+    Examples
+    --------
+    >>> out = write_synth("scroll", "scroll.zarr", shape=32, chunks=16)
+    >>> summary = synth_summary(out)
+    >>> summary["shape"], summary["labels"]
+    ([32, 32, 32], 'scroll.zarr/labels/surface')
     """
     import zarr
 
@@ -340,7 +341,10 @@ def write_synth(kind: str, out, *, shape=None, seed: int = 0, chunks=64, overwri
             info["foreground_fraction"] = float(np.mean(second == 1))
             info["ignore_fraction"] = float(np.mean(second == 2))
         else:
-            info["psnr_db"] = psnr(first, second)
+            from volseg.metrics.intensity import psnr_from_mse
+
+            diff = np.asarray(first, np.float64) - np.asarray(second, np.float64)
+            info["psnr_db"] = psnr_from_mse(float(np.mean(diff ** 2)), data_range=1.0)
         with atomic_dir(out, overwrite=overwrite) as tmp:
             execution = Execution.parse(quiet=quiet)
             write_volume(tmp, first, chunks=chunks, execution=execution)

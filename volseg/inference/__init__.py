@@ -4,10 +4,12 @@
   volume (``stitch=True``); DDIM sampling for diffusion runs.
 * :func:`stitch` (``volseg stitch``): blend a patch store into a volume, one task per chunk.
 * :mod:`~volseg.inference.blend` (windows), :mod:`~volseg.inference.plan` (patch groups and
-  chunks), :mod:`~volseg.inference.engine` (the fused task graph), :mod:`~volseg.inference.tiles`
-  (column tiles bounding the fused pass's memory by ``--tile``),
-  :mod:`~volseg.inference.runner` (batching, AMP, TTA), :mod:`~volseg.inference.resume`
-  (markers and settings fingerprints), :mod:`~volseg.inference.diffusion`.
+  chunks), :mod:`~volseg.inference.engine` (the fused task graph),
+  :mod:`~volseg.inference.column_tiles` (column tiles bounding the fused pass's memory by
+  ``--tile``), :mod:`~volseg.inference.runner` (batching, AMP, TTA),
+  :mod:`~volseg.inference.diffusion_sampling` (DDIM sampling of a diffusion run over a volume).
+* Resuming outputs (markers, settings fingerprints) lives in :mod:`volseg.io.resume` and
+  :mod:`volseg.io.markers`.
 """
 
 from volseg.inference.blend import BLEND_MODES, Blender, window

@@ -1,10 +1,11 @@
 """A per-process cache of input chunks, so neighbouring patch groups do not re-read storage.
 
 Patch groups overlap (a patch reaches past its owner chunk), so reading each group's box straight
-from storage would decode the shared input chunks several times. :func:`read_box` assembles a box
+from storage would decode the shared input chunks several times. :func:`cached_region` assembles a box
 from whole input chunks (the storage's own chunk grid, z, y, x) kept in a least-recently-used
 cache with a byte budget (``VOLSEG_CHUNK_CACHE_MB``, default 256 MiB per process), shared by the
-threads of a worker. Counters record the bytes decoded from storage.
+threads of a worker. Counters record the bytes decoded from storage. It is the ``read`` of
+:func:`volseg.io.boxes.read_box` for predict's reads (:func:`volseg.inference.plan.read_box`).
 """
 
 from __future__ import annotations
@@ -75,8 +76,8 @@ def _chunk(volume, key: str, index: tuple, chunks: Sequence[int], shape: Sequenc
     return data, data.nbytes
 
 
-def read_box(volume, key: str, start: Sequence[int], stop: Sequence[int],
-             chunks: Sequence[int]) -> tuple[np.ndarray, int]:
+def cached_region(volume, key: str, start: Sequence[int], stop: Sequence[int],
+                  chunks: Sequence[int]) -> tuple[np.ndarray, int]:
     """The box [start, stop) (inside ``volume.shape``) assembled from cached whole chunks, and the
     bytes this call decoded from storage (0 when every chunk was cached).
 

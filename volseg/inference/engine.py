@@ -16,7 +16,7 @@ finalised in the window of its last group and the pieces later chunks still need
 the next window. So every patch is computed once and memory follows the C-order wavefront (a
 window of groups plus thin overlap slabs of the next row and plane), not the volume's depth.
 Those slabs span the pass's (y, x) cross-section, so ``predict`` runs one pass per column tile
-(:mod:`volseg.inference.tiles`), bounding them by the tile instead of the scroll's plane.
+(:mod:`volseg.inference.column_tiles`), bounding them by the tile instead of the scroll's plane.
 Chunks already done (markers) get no task and a group computes only the patches its wanted
 chunks need, so a resumed pass redoes nothing finished; with ``--part`` or tiles a pass runs
 the groups its chunks need (patches straddling a part or tile border run in both).
@@ -75,7 +75,7 @@ def run_pass(plan, todo: Sequence[tuple], group_fn: Callable, final_fn: Callable
     are carried into the next window's graph. Each group runs once; memory is bounded by the
     window's pieces plus the carried pieces (the C-order wavefront: thin overlap slabs of the
     next row and plane), not by the volume's depth. Run it per column tile
-    (:func:`volseg.inference.tiles.run_tiled`) to bound it by the tile's cross-section too.
+    (:func:`volseg.inference.column_tiles.run_tiled`) to bound it by the tile's cross-section too.
     ``executor`` (an open :class:`volseg.parallel.Executor`: one process pool or cluster) and
     ``bar`` (a progress bar advanced once per chunk; default one of ``description``, hidden when
     the execution is quiet) may be shared by many passes.

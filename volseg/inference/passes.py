@@ -1,7 +1,7 @@
 """The two segmentation passes of ``volseg predict`` over a resolved :class:`~volseg.inference.setup.Setup`.
 
 * :func:`predict_fused` (``--stitch``): one fused pass per column tile
-  (:mod:`volseg.inference.tiles`, :mod:`volseg.inference.engine`): ``group`` tasks compute the
+  (:mod:`volseg.inference.column_tiles`, :mod:`volseg.inference.engine`): ``group`` tasks compute the
   patches owned by an output chunk and cut their weighted contributions per chunk; ``final``
   tasks sum, normalise, convert and write one chunk, then its marker.
 * :func:`predict_store` (default): a patch store of the raw per-patch outputs (float16), one
@@ -21,11 +21,11 @@ import numpy as np
 
 from volseg.inference.engine import accumulate, merge_stats, normalise
 from volseg.inference.plan import read_box
-from volseg.inference.resume import Markers, finish_output, open_output, removed_if_empty
+from volseg.io.resume import Markers, finish_output, open_output, removed_if_empty
 from volseg.inference.setup import Setup
 from volseg.inference.source import condition_patches, forward_batches, open_cached
 from volseg.inference.stitch import OutputSpec, create_volume_output, cut_pieces, write_chunk
-from volseg.inference.tiles import run_tiled, tile_order
+from volseg.inference.column_tiles import run_tiled, tile_order
 from volseg.parallel import Execution
 
 

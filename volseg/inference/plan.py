@@ -25,6 +25,8 @@ import numpy as np
 
 from volseg.errors import VolsegError
 from volseg.geometry import axis_origins, chunk_bounds, chunk_counts, padded_shape
+from volseg.io.boxes import read_box as read_padded
+from volseg.io.boxes import read_region
 
 Triple = tuple[int, int, int]
 
@@ -188,24 +190,23 @@ def read_box(volume, start: Sequence[int], stop: Sequence[int], shape: Sequence[
              key: str | None = None, chunks: Sequence[int] | None = None) -> tuple[np.ndarray, int]:
     """Read [start, stop) of the mirrored-padded ``volume``: (numpy array, bytes read from storage).
 
-    ``volume`` is any array-like of ``shape`` (dask, zarr, numpy). With ``key`` and ``chunks``
+    ``volume`` is any array-like of ``shape`` (dask, zarr, numpy; the padding follows its own
+    shape, which is ``shape``). With ``key`` and ``chunks``
     (the storage chunk shape) the read goes through the per-process chunk cache
     (:mod:`volseg.inference.cache`). Where ``stop`` runs past the volume (only on axes shorter
     than the patch, whose boxes then start at 0) the missing far end is filled by reflection
-    (``numpy.pad(mode="reflect")``; a one-voxel axis repeats).
+    (:func:`volseg.io.boxes.read_box` with ``pad="reflect"``; a one-voxel axis repeats).
     """
-    inner_stop = [min(int(b), int(n)) for b, n in zip(stop, shape)]
-    if key is not None and chunks is not None:
-        from volseg.inference.cache import read_box as cached_read
+    nbytes = [0]
 
-        data, nbytes = cached_read(volume, key, start, inner_stop, chunks)
-    else:
-        data = volume[tuple(slice(int(a), b) for a, b in zip(start, inner_stop))]
-        if hasattr(data, "compute"):
-            data = data.compute(scheduler="synchronous")
-        data = np.asarray(data)
-        nbytes = data.nbytes
-    pad = [(0, max(0, int(b) - int(n))) for b, n in zip(stop, shape)]
-    if any(p[1] for p in pad):
-        data = np.pad(data, pad, mode="reflect")
-    return data, nbytes
+    def read(lo, hi) -> np.ndarray:
+        if key is not None and chunks is not None:
+            from volseg.inference.cache import cached_region
+
+            data, nbytes[0] = cached_region(volume, key, lo, hi, chunks)
+        else:
+            data = read_region(volume, lo, hi)
+            nbytes[0] = data.nbytes
+        return data
+
+    return read_padded(volume, start, stop, pad="reflect", read=read), nbytes[0]

@@ -14,7 +14,7 @@ Two outputs (:mod:`volseg.inference.passes`):
   contiguous range of patch rows and then its marker.
 * ``stitch=True``: fused streaming into an OME-Zarr volume (:mod:`volseg.inference.engine`),
   one pass per (y, x) column tile of ``--tile`` voxels through all z
-  (:mod:`volseg.inference.tiles`, default 1024, rounded down to whole chunks). Memory is bounded
+  (:mod:`volseg.inference.column_tiles`, default 1024, rounded down to whole chunks). Memory is bounded
   by the tile's cross-section (its wavefront of overlap slabs), not by the volume's depth or
   plane; patches straddling a tile border are computed by both tiles (about
   ``(patch - stride) / tile`` extra forwards per axis for a tile that is a multiple of the stride). The output does not depend on the tile
@@ -22,7 +22,7 @@ Two outputs (:mod:`volseg.inference.passes`):
   contiguous share of the chunks in tile order, so ``--tile`` is part of the output's settings.
 
 Both resume from their markers (same settings), honour ``--part`` and any Dask scheduler.
-Diffusion runs are handed to :func:`volseg.inference.diffusion.sample_volume`; runs trained on
+Diffusion runs are handed to :func:`volseg.inference.diffusion_sampling.sample_volume`; runs trained on
 whole resized volumes to :func:`volseg.inference.whole.predict_whole`. Every new output holds
 its resolved settings as ``volseg-predict.yml``, which ``--config`` reads back.
 """
@@ -106,7 +106,7 @@ def _run_pass(setup, output, output_options: OutputOptions, execution: Execution
 
     settings = setup.settings
     if setup.info.kind == "diffusion":
-        from volseg.inference.diffusion import sample_volume
+        from volseg.inference.diffusion_sampling import sample_volume
 
         return sample_volume(setup, output, output_options.spec(setup.info.out_channels, image=True),
                              execution, record=record)

@@ -29,20 +29,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from volseg.errors import VolsegError
-from volseg.io.finite import parse_finite
+from volseg.inference.output import OutputOptions
+from volseg.io.finite import parse_finite, parse_whole
 
 #: File name of the resolved settings written next to (inside) every predict output.
 SETTINGS_FILE = "volseg-predict.yml"
 
 
-def _parse_int(value, name: str, *, low: int, fix: str) -> int:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise VolsegError(name, f"expected a whole number, got {value!r}") from None
-    if number != float(value) or number < low:
-        raise VolsegError(name, f"must be a whole number >= {low}, got {value!r}; {fix}")
-    return number
+def parse_eta(eta) -> float:
+    """``--eta``: DDIM stochasticity, a number >= 0 (0 = deterministic)."""
+    eta = parse_finite(eta, "--eta")
+    if not eta >= 0.0:
+        raise VolsegError("--eta", f"must be >= 0, got {eta}")
+    return eta
 
 
 @dataclass(frozen=True)
@@ -60,12 +59,10 @@ class DiffusionSettings:
 
     @classmethod
     def parse(cls, *, sampling_steps=None, eta=0.0, seed=0, samples=1) -> "DiffusionSettings":
-        from volseg.inference.diffusion import parse_eta
-
-        steps = None if sampling_steps is None else _parse_int(
+        steps = None if sampling_steps is None else parse_whole(
             sampling_steps, "--sampling-steps", low=1, fix="e.g. --sampling-steps 10")
-        return cls(steps, parse_eta(parse_finite(eta, "--eta")), _parse_int(seed, "--seed", low=0, fix="e.g. --seed 0"),
-                   _parse_int(samples, "--samples", low=1, fix="use 1 for one sample, or e.g. 4 for their mean "
+        return cls(steps, parse_eta(eta), parse_whole(seed, "--seed", low=0, fix="e.g. --seed 0"),
+                   parse_whole(samples, "--samples", low=1, fix="use 1 for one sample, or e.g. 4 for their mean "
                               "and an uncertainty volume"))
 
 
@@ -123,7 +120,7 @@ class PredictSettings:
         """Validate option values (CLI text or numbers); unknown names are an error naming them."""
         from volseg.geometry import parse_size3, stride_from_overlap
         from volseg.inference.blend import parse_blend, parse_sigma_scale
-        from volseg.inference.tiles import parse_tile
+        from volseg.inference.column_tiles import parse_tile
         from volseg.io.finite import parse_nan_value
         from volseg.io.streaming import parse_chunks
 
@@ -139,7 +136,7 @@ class PredictSettings:
         if not isinstance(diffusion, DiffusionSettings):
             diffusion = DiffusionSettings.parse(**(diffusion or {}))
         return cls(patch, float(v["overlap"]),
-                   _parse_int(v["batch_size"], "--batch-size", low=1, fix="e.g. --batch-size 4"),
+                   parse_whole(v["batch_size"], "--batch-size", low=1, fix="e.g. --batch-size 4"),
                    bool(v["tta"]), bool(v["amp"]), str(v["device"]), bool(v["stitch"]), parse_blend(v["blend"]),
                    parse_sigma_scale(v["sigma_scale"]), skip, parse_chunks(v["chunks"]), bool(v["pad"]),
                    parse_tile(v["tile"]), parse_nan_value(v["nan_value"]), bool(v["whole"]), diffusion)
@@ -177,36 +174,6 @@ class PredictSettings:
     def blend_settings(self) -> dict:
         """The blend as patch stores and fingerprints record it."""
         return {"mode": self.blend, "sigma_scale": self.sigma_scale}
-
-
-@dataclass(frozen=True)
-class OutputOptions:
-    """``--dtype``, ``--threshold`` and ``--channel`` before the model is known.
-
-    :meth:`spec` checks them against the model's output channels and gives the
-    :class:`~volseg.inference.stitch.OutputSpec` that converts blended values.
-    """
-
-    dtype: str = "float32"
-    threshold: float | None = None
-    channel: int | None = None
-
-    @classmethod
-    def parse(cls, *, dtype="float32", threshold=None, channel=None) -> "OutputOptions":
-        from volseg.inference.stitch import OUTPUT_DTYPES
-
-        text = str(dtype).strip().lower()
-        if text not in OUTPUT_DTYPES:
-            raise VolsegError("--dtype", f"unsupported output dtype {dtype!r}; use float16 or float32")
-        threshold = None if threshold is None else parse_finite(threshold, "--threshold")
-        channel = None if channel is None else _parse_int(channel, "--channel", low=0, fix="e.g. --channel 1")
-        return cls(text, threshold, channel)
-
-    def spec(self, channels: int, *, image: bool = False):
-        """The :class:`~volseg.inference.stitch.OutputSpec` for ``channels`` model outputs."""
-        from volseg.inference.stitch import output_spec
-
-        return output_spec(channels, dtype=self.dtype, threshold=self.threshold, channel=self.channel, image=image)
 
 
 #: Keys of a settings file (and of :func:`from_sources`) that belong to the sampler and output.

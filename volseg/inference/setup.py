@@ -141,7 +141,7 @@ def prepare(run, volume, settings: PredictSettings, *, workers: int | None = Non
     """
     from volseg.geometry import stride_from_overlap
     from volseg.inference.source import condition_volumes
-    from volseg.inference.tiles import tile_chunks
+    from volseg.inference.column_tiles import tile_chunks
     from volseg.io import open_volume, read_meta
     from volseg.io.finite import count_nonfinite, warn_replaced
     from volseg.io.outputs import input_stamp
@@ -182,6 +182,6 @@ def prepare(run, volume, settings: PredictSettings, *, workers: int | None = Non
 
 
 def _digest(path: str) -> str:
-    from volseg.inference.resume import file_digest
+    from volseg.io.resume import file_digest
 
     return file_digest(path)

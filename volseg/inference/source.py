@@ -1,6 +1,6 @@
 """The input volume as predict reads it, and the fixed forward batches of a patch group.
 
-Shared by :mod:`volseg.inference.predict` and :mod:`volseg.inference.diffusion` (a lower module,
+Shared by :mod:`volseg.inference.predict` and :mod:`volseg.inference.diffusion_sampling` (a lower module,
 so neither imports the other for these).
 """
 

@@ -22,80 +22,16 @@ from volseg.geometry import as_slices
 from volseg.inference.blend import Blender, parse_blend, parse_sigma_scale
 from volseg.inference.engine import normalise
 from volseg.inference.plan import Plan
-from volseg.inference.resume import Markers, finish_output, open_output, removed_if_empty
+from volseg.io.resume import Markers, finish_output, open_output, removed_if_empty
 from volseg.io.finite import check_array
+from volseg.inference.output import OUTPUT_DTYPES, OutputSpec, output_spec  # noqa: F401  (re-exported)
 from volseg.parallel import Execution
-
-OUTPUT_DTYPES = ("float16", "float32")
-
-
-@dataclass(frozen=True)
-class OutputSpec:
-    """How blended per-voxel outputs (C, z, y, x) become the output volume.
-
-    * ``kind="probability"``: one class probability per voxel (``channel``, default 0 when the
-      model has one output channel), stored as ``dtype``; with ``threshold`` T: uint8 labels
-      ``1`` where the probability is >= T, else ``0``.
-    * ``kind="labels"``: several classes and no ``channel``: the argmax class as uint8.
-    * ``kind="image"``: diffusion output (one channel), stored as ``dtype``.
-    """
-
-    kind: str = "probability"
-    dtype: str = "float32"
-    threshold: float | None = None
-    channel: int | None = None
-
-    @property
-    def out_dtype(self) -> np.dtype:
-        if self.kind == "labels" or self.threshold is not None:
-            return np.dtype("uint8")
-        return np.dtype(self.dtype)
-
-    def convert(self, values: np.ndarray) -> np.ndarray:
-        """(C, z, y, x) float32 -> the (z, y, x) output block."""
-        if self.kind == "labels":
-            return np.argmax(values, axis=0).astype(np.uint8)
-        v = values[self.channel or 0]
-        if self.threshold is not None:
-            return (v >= self.threshold).astype(np.uint8)
-        return v.astype(self.out_dtype)
-
-    def settings(self) -> dict:
-        return {"kind": self.kind, "dtype": str(self.out_dtype), "threshold": self.threshold,
-                "channel": self.channel}
-
-
-def output_spec(channels: int, *, dtype: str = "float32", threshold: float | None = None,
-                channel: int | None = None, image: bool = False) -> OutputSpec:
-    """Validate ``--dtype``, ``--threshold`` and ``--channel`` against ``channels`` model outputs."""
-    dtype = str(dtype).strip().lower()
-    if dtype not in OUTPUT_DTYPES:
-        raise VolsegError("--dtype", f"unsupported output dtype {dtype!r}; use float16 or float32")
-    if channel is not None and not 0 <= int(channel) < channels:
-        raise VolsegError("--channel", f"the model has {channels} output channel(s) (0..{channels - 1}), "
-                          f"got {channel}")
-    if threshold is not None:
-        threshold = float(threshold)
-        if image:
-            raise VolsegError("--threshold", "applies to segmentation probabilities, not to an image "
-                              "model's output (diffusion, or a UNet trained with loss.type l1/l2); drop --threshold")
-        if not 0.0 < threshold < 1.0:
-            raise VolsegError("--threshold", f"must be a probability in (0, 1), got {threshold}")
-        if channels > 1 and channel is None:
-            raise VolsegError("--threshold", f"the model has {channels} classes; pick one with --channel "
-                              "or drop --threshold to get argmax labels")
-    if image:
-        return OutputSpec("image", dtype, None, 0 if channel is None else int(channel))
-    if channels > 1 and channel is None:
-        return OutputSpec("labels", "uint8", None, None)
-    return OutputSpec("probability", dtype, threshold, 0 if channel is None else int(channel))
-
 
 def create_volume_output(path, *, plan: Plan, spec: OutputSpec, spacing, unit, settings: dict,
                          overwrite: bool, total: int = 0, prefix: str = "c",
                          record: str | None = None) -> tuple[Path, Markers, bool]:
     """Create (or resume) the OME-Zarr output volume of ``plan.shape`` with ``plan.chunks``
-    (see :func:`volseg.inference.resume.open_output`; ``total`` blocks marked ``<prefix>i.j.k``).
+    (see :func:`volseg.io.resume.open_output`; ``total`` blocks marked ``<prefix>i.j.k``).
     ``record``: text of the settings file written inside the new volume
     (:data:`volseg.inference.settings.SETTINGS_FILE`)."""
     from volseg.io import create_volume
@@ -221,6 +157,21 @@ def stitch(store: str | os.PathLike, output: str | os.PathLike, *, blend: str | 
     -------
     dict
         ``{"output", "chunks_total", "chunks_done_before", "chunks_written", "seconds"}``.
+
+    Examples
+    --------
+    A grid patch store of the scroll (no overlap) blends back into the scroll:
+
+    >>> import numpy as np, zarr
+    >>> from volseg.data.patchify import patchify
+    >>> from volseg.data.synth import write_synth
+    >>> scroll = write_synth("scroll", "scroll.zarr", shape=32, chunks=16)
+    >>> patches = patchify(scroll, out="patches.zarr", patch=16)
+    >>> stitch(patches, "restored.zarr", quiet=True)["complete"]
+    True
+    >>> restored = zarr.open_group("restored.zarr")["0"][:]
+    >>> np.allclose(restored, zarr.open_group(str(scroll))["0"][:], atol=1e-3)
+    True
     """
     import time
 
@@ -252,7 +203,7 @@ def stitch(store: str | os.PathLike, output: str | os.PathLike, *, blend: str | 
                                    where=str(store))
     model = attrs.get("model") or {}
     image = model.get("kind") == "diffusion" or model.get("output") == "image"
-    from volseg.inference.settings import OutputOptions
+    from volseg.inference.output import OutputOptions
 
     spec = (output_options or OutputOptions()).spec(ps.channels, image=image)
     settings = {"command": "stitch", "store": os.path.abspath(store),

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 
 from volseg.errors import VolsegError
-
-MARKERS = "volseg_markers"
+from volseg.io.markers import PATCH_PREFIX, BlockMarkers, RemoteMarkers
 
 
 def _is_url(text: str) -> bool:
@@ -67,25 +65,20 @@ def remote_completion(url: str) -> dict | None:
     if info["complete"]:
         return {"complete": True, "done": total, "total": total, "unit": unit}
     prefix = str(info.get("marker_prefix") or "c")
-    pattern = re.compile(re.escape(prefix) + r"\d+(\.\d+)*$")
     try:
-        names = [n.rstrip("/").rsplit("/", 1)[-1] for n in fs.ls(f"{root}/{MARKERS}", detail=False)]
-    except Exception:
-        names = []
-    return {"complete": False, "done": sum(1 for n in names if pattern.match(n)), "total": total,
-            "unit": unit}
+        done = len(RemoteMarkers(url).done(prefix))
+    except Exception:  # an unreadable listing counts as none written
+        done = 0
+    return {"complete": False, "done": done, "total": total, "unit": unit}
 
 
 def count_markers(path: str | os.PathLike, prefix: str) -> int:
-    """Completion markers of ``path``: ``volseg_markers/<prefix>...`` inside, or ``<path>.done/<n>``."""
-    path = Path(path)
-    inside, beside = path / MARKERS, path.with_name(path.name + ".done")
-    pattern = re.compile(re.escape(prefix) + r"\d+(\.\d+)*$")
-    if inside.is_dir():
-        return sum(1 for e in os.scandir(inside) if pattern.match(e.name))
-    if beside.is_dir():
-        return sum(1 for e in os.scandir(beside) if e.name.isdigit())
-    return 0
+    """Completion markers of ``path`` (:mod:`volseg.io.markers`): ``volseg_markers/<prefix>...``
+    inside, or else ``<path>.done/<lo>`` beside it (a patch store's markers, always prefix ``""``)."""
+    inside = BlockMarkers.inside(path)
+    if inside.root.is_dir():
+        return len(inside.done(prefix))
+    return len(BlockMarkers.beside(path).done(PATCH_PREFIX))
 
 
 def check_complete(*paths: str | os.PathLike | None) -> None:

@@ -37,6 +37,17 @@ def parse_finite(value, option: str, *, example: str | None = None) -> float:
     return number
 
 
+def parse_whole(value, option: str, *, low: int, fix: str) -> int:
+    """A whole-number option ``>= low`` (``--batch-size 0`` or ``--seed 1.5`` are refused); ``fix`` ends the error."""
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise VolsegError(option, f"expected a whole number, got {value!r}") from None
+    if number != float(value) or number < low:
+        raise VolsegError(option, f"must be a whole number >= {low}, got {value!r}; {fix}")
+    return number
+
+
 def describe(values: np.ndarray, *, offset=(0, 0, 0)) -> str | None:
     """None if ``values`` is all finite, else ``N non-finite voxel(s) (kinds) at (z, y, x)``.
 

@@ -28,6 +28,14 @@ def volume_info(path, *, channel: int | None = None, exact_bytes: int = EXACT_BY
         ``level_shapes`` (OME-Zarr), ``spacing`` (z, y, x), ``unit``, ``nbytes``, ``min``,
         ``max``, ``range_sampled`` (bool), ``sampled_chunks`` and ``labels`` (the first NGFF
         label image, or None). ``min``/``max`` are None when no finite value was seen.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> np.save("scan.npy", np.zeros((8, 16, 16), np.uint8))
+    >>> info = volume_info("scan.npy")
+    >>> info["shape"], info["dtype"]
+    ([8, 16, 16], 'uint8')
     """
     import dask
     import dask.array as da

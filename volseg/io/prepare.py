@@ -50,6 +50,14 @@ def prepare(input, output, *, chunks=128, levels=1, dtype="keep", channel: int |
     VolsegError
         A bad option or input, an output that may not be written, or another volseg process
         writing ``output`` (its lock ``<output>.lock`` is held).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> np.save("scan.npy", np.arange(4096, dtype=np.uint16).reshape(16, 16, 16))
+    >>> summary = prepare("scan.npy", "scan.zarr", chunks=8)
+    >>> summary["shape"], summary["chunks"], summary["dtype"]
+    ([16, 16, 16], [8, 8, 8], 'uint16')
     """
     from volseg.io.atomic import check_output
     from volseg.io.omezarr import quiet_default, write_image

@@ -10,7 +10,7 @@ from volseg.metrics.evaluate import METRICS, combined_score, evaluate, parse_met
 from volseg.metrics.intensity import psnr, ssim
 from volseg.metrics.overlap import dice, surface_dice
 from volseg.metrics.preview import write_preview
-from volseg.metrics.tiles import tiled_topology
+from volseg.metrics.leaderboard_tiles import tiled_topology
 from volseg.metrics.topology import betti_numbers, euler_chunked, topology_score
 from volseg.metrics.voi import variation_of_information, voi_score
 

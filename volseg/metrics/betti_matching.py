@@ -57,7 +57,7 @@ import numpy as np
 
 from volseg.errors import VolsegError
 from volseg.geometry import axis_cuts
-from volseg.metrics.tiles import LEADERBOARD_TILES
+from volseg.metrics.leaderboard_tiles import LEADERBOARD_TILES
 from volseg.metrics.topology import TOPOLOGY_WEIGHTS, topology_f1, weighted_topology
 
 MAX_VOXELS = 320 ** 3

@@ -95,7 +95,7 @@ class FaceMerger:
     Feed every z-layer in order with :meth:`add_layer`; then :meth:`finish` gives the final
     component of every provisional id. :meth:`offset` gives a chunk's provisional-id offset.
     Chunks may also put their ids in *groups* (the leaderboard's tiles,
-    :func:`volseg.metrics.tiles.label_cells`): :meth:`finish_groups` then counts the
+    :func:`volseg.metrics.leaderboard_tiles.label_cells`): :meth:`finish_groups` then counts the
     components when ids of different groups are never merged.
     """
 

@@ -11,7 +11,7 @@ Segmentation metrics see binary masks: an integer volume must hold only 0 (backg
 ``> threshold``. Voxels where the truth has the ignore label are background in both masks
 before every metric. Axis order (z, y, x); distances in voxels.
 
-``topology`` counts features per leaderboard tile (2 x 2 x 2, :mod:`volseg.metrics.tiles`):
+``topology`` counts features per leaderboard tile (2 x 2 x 2, :mod:`volseg.metrics.leaderboard_tiles`):
 every block is split at the tile cuts, so one pass gives both the whole volume's Betti numbers
 (``betti``) and every tile's (merges across a tile cut count for the first only).
 """
@@ -25,9 +25,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from volseg.errors import VolsegError
+from volseg.io.boxes import read_box
 from volseg.io.finite import check_array, count_nonfinite, guard, parse_finite, parse_nan_value, warn_replaced
 from volseg.metrics import components as cc
-from volseg.metrics import intensity, overlap, tiles, topology, voi
+from volseg.metrics import intensity, overlap, topology, voi
+from volseg.metrics import leaderboard_tiles as tiles
 from volseg.metrics.masks import binary_mask
 from volseg.parallel import Execution
 
@@ -121,12 +123,22 @@ def evaluate(pred, truth, *, metrics: str | Sequence[str] | None = None, thresho
     dict
         Metric name -> float; ``betti`` -> ``{"pred": [b0, b1, b2], "truth": [b0, b1, b2]}``
         (the whole volume); ``topology`` -> the TopoScore from feature counts summed over the
-        leaderboard's 2 x 2 x 2 tiles (:func:`volseg.metrics.tiles.tiled_topology`), followed
+        leaderboard's 2 x 2 x 2 tiles (:func:`volseg.metrics.leaderboard_tiles.tiled_topology`), followed
         by ``topology_counts`` -> ``{"matched", "pred", "truth": [k=0, 1, 2], "tiles": [2, 2,
         2]}``, the summed counts it comes from (one tile along an axis under 2 voxels);
         ``betti_matching`` -> ``{"matched", "pred", "truth": [k=0, 1, 2], "f1": [...],
         "topology": float}`` plus ``"score"`` (the combined score with this topology) when
         ``score`` is also chosen.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> truth = np.zeros((8, 8, 8), np.uint8)
+    >>> truth[2:6, 2:6, 2:6] = 1
+    >>> pred = truth.copy()
+    >>> pred[2, 2, 2] = 0
+    >>> round(evaluate(pred, truth, metrics="dice", quiet=True)["dice"], 4)
+    0.9921
     """
     from volseg.geometry import chunk_counts, parse_size3
     from volseg.io.outputs import guard_reader
@@ -249,10 +261,7 @@ def _min_max(arr) -> tuple[float, float]:
 
 
 def _read(arr, lo, hi) -> np.ndarray:
-    region = arr[tuple(slice(a, b) for a, b in zip(lo, hi))]
-    if hasattr(region, "dask"):
-        return np.asarray(region.compute(scheduler="synchronous"))
-    return np.asarray(region)
+    return read_box(arr, lo, hi, pad="none")
 
 
 def _masks(p_raw: np.ndarray, t_raw: np.ndarray, settings: dict) -> tuple[np.ndarray, np.ndarray]:

@@ -63,14 +63,27 @@ def squared_error(pred: np.ndarray, truth: np.ndarray) -> tuple[float, int]:
     return float(np.dot(flat, flat)), int(diff.size)
 
 
-def psnr_from_sums(sse: float, count: int, data_range: float) -> float:
-    """PSNR in dB from summed squared errors: 10 log10(R^2 / MSE); inf when identical."""
-    if count == 0:
-        return float("nan")
-    mse = sse / count
+def psnr_from_mse(mse: float, data_range: float) -> float:
+    """PSNR in dB from the mean squared error: 10 log10(R^2 / MSE); inf when identical.
+
+    The one PSNR formula of volseg (evaluate, training validation, ``synth scan``).
+
+    >>> psnr_from_mse(0.01, 1.0)
+    20.0
+    >>> psnr_from_mse(0.0, 255.0)
+    inf
+    """
     if mse == 0:
         return float("inf")
     return 10.0 * math.log10(data_range ** 2 / mse)
+
+
+def psnr_from_sums(sse: float, count: int, data_range: float) -> float:
+    """PSNR in dB from summed squared errors (:func:`psnr_from_mse` of ``sse / count``; nan for
+    no voxels)."""
+    if count == 0:
+        return float("nan")
+    return psnr_from_mse(sse / count, data_range)
 
 
 def psnr(pred, truth, *, data_range: float | None = None) -> float:

@@ -10,7 +10,7 @@ topology consistent; scikit-image ``connectivity=3`` for the foreground). Axis o
   :func:`skimage.measure.euler_number` (``connectivity=3``).
 
 The ``topology`` metric of :func:`volseg.metrics.evaluate` applies these per leaderboard tile
-(2 x 2 x 2, counts summed over the tiles before the F1s): :mod:`volseg.metrics.tiles`.
+(2 x 2 x 2, counts summed over the tiles before the F1s): :mod:`volseg.metrics.leaderboard_tiles`.
 :func:`topology_score` is count matching of one whole volume (one tile).
 
 Chunked Euler characteristic: chunks are extended by one voxel plane towards each higher
@@ -157,7 +157,7 @@ def topology_score(pred: Sequence[int], truth: Sequence[int], *,
     homology is needed and the Betti numbers stream over chunks of any volume. The leaderboard
     first cuts the volume into 2 x 2 x 2 tiles and sums the counts over them, which this
     function does not: the streamed ``topology`` metric of :func:`volseg.metrics.evaluate` and
-    :func:`volseg.metrics.tiles.tiled_topology` do (a rolled sheet is one component of the whole
+    :func:`volseg.metrics.leaderboard_tiles.tiled_topology` do (a rolled sheet is one component of the whole
     volume but many arcs in the tiles, so the two differ a lot). This is not a
     bound of the leaderboard's score in either direction: count matching pairs features that
     sit in different places (higher than Betti matching), and the Betti numbers here use a

@@ -208,6 +208,11 @@ def export_model(run: str | os.PathLike, output: str | os.PathLike, *, fmt: str 
     -------
     dict
         ``{"output", "format", "bytes", "seconds", "metadata", "max_abs_diff"}``.
+
+    Examples
+    --------
+    >>> export_model("run", "model.onnx")["format"]  # a trained run  # doctest: +SKIP
+    'onnx'
     """
     import time
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from volseg.errors import VolsegError
 from volseg.geometry import as_slices, chunk_bounds, chunk_counts, with_halo
+from volseg.io.boxes import read_box
 from volseg.postprocess.kernels import closed_box, kept_block, smooth_values
 
 TABLES = "volseg_tables"
@@ -53,10 +54,7 @@ def source(path: str):
 
 def read_block(path: str, start, stop) -> np.ndarray:
     """The input's values in ``[start, stop)``."""
-    region = source(path)[as_slices(start, stop)]
-    if hasattr(region, "compute"):
-        region = region.compute(scheduler="synchronous")
-    return np.asarray(region)
+    return read_box(source(path), start, stop, pad="none")
 
 
 def block_values(path: str, start, stop, shape, binarise) -> tuple[np.ndarray, np.ndarray]:

@@ -8,7 +8,7 @@ resulting per-id keep decisions are saved next to the output (``volseg_tables/``
 atomically), so a resumed run or another ``--part`` reuses them. With ``--fill-holes``, pass 2
 (:mod:`.holes`) finds the cavities of the kept, closed mask the same way (``volseg_holes/``).
 Pass 3 writes one output chunk per task and its completion marker
-(:mod:`volseg.inference.resume`); ``--part I/N`` takes a contiguous share of the chunks. The
+(:mod:`volseg.io.resume`); ``--part I/N`` takes a contiguous share of the chunks. The
 input is only read.
 """
 
@@ -129,7 +129,7 @@ def _version(path: str) -> str:
 def _same_settings(output: Path, settings: dict) -> bool:
     import json
 
-    from volseg.inference.resume import fingerprint
+    from volseg.io.resume import fingerprint
 
     try:
         info = json.loads((output / "zarr.json").read_text()).get("attributes", {}).get("volseg", {})
@@ -153,7 +153,7 @@ def _write_task(index, *, path, output, token, holes_token, chunks, shape, binar
     """Pass 3: one output chunk, the kept mask closed and its holes filled, and its marker."""
     import zarr
 
-    from volseg.inference.resume import Markers
+    from volseg.io.resume import Markers
 
     index = tuple(index)
     start, stop = chunk_bounds(index, chunks, shape)
@@ -227,6 +227,16 @@ def postprocess(pred: str | os.PathLike, output: str | os.PathLike, *, threshold
     dict
         ``{"output", "components", "components_removed", "cavities_filled", "chunks_total",
         "chunks_done_before", "chunks_written", "seconds"}``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> prob = np.full((16, 16, 16), 0.1, np.float32)
+    >>> prob[4:12, 4:12, 4:12] = 0.9
+    >>> np.save("prob.npy", prob)
+    >>> summary = postprocess("prob.npy", "clean.zarr", threshold=0.5, chunks=8, quiet=True)
+    >>> summary["complete"], summary["components"]
+    (True, 1)
     """
 
     execution = Execution.of(execution)
@@ -240,7 +250,7 @@ def _postprocess(pred, output, *, threshold, hysteresis, smooth, close, min_size
                  executor) -> dict:
     """:func:`postprocess` in its open executor."""
     from volseg.geometry import select_part
-    from volseg.inference.resume import finish_output, open_output, removed_if_empty
+    from volseg.io.resume import finish_output, open_output, removed_if_empty
     from volseg.io import create_volume, read_meta
     from volseg.io.completion import check_complete
     from volseg.io.outputs import guard_output

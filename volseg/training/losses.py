@@ -236,11 +236,3 @@ def regression_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "l1") 
     if kind == "l1":
         return F.l1_loss(pred.float(), target.float())
     return F.mse_loss(pred.float(), target.float())
-
-
-def psnr(pred: torch.Tensor, target: torch.Tensor, data_range: float) -> float:
-    """Peak signal-to-noise ratio in dB of ``pred`` vs ``target`` for a value range."""
-    mse = float(torch.mean((pred.double() - target.double()) ** 2))
-    if mse == 0.0:
-        return float("inf")
-    return float(10.0 * torch.log10(torch.tensor(data_range ** 2 / mse)))

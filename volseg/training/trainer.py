@@ -176,6 +176,19 @@ def train(source: str | os.PathLike | None, run_dir: str | os.PathLike, *,
     -------
     dict
         ``{"run_dir", "model", "steps", "seconds", "loss", "best_metric", "metric", ...}``.
+
+    Examples
+    --------
+    One epoch of a tiny UNet on the 8 patches of a synthetic scroll:
+
+    >>> from volseg.data.patchify import patchify
+    >>> from volseg.data.synth import write_synth
+    >>> patches = patchify(write_synth("scroll", "scroll.zarr", shape=32), out="patches.zarr", patch=16)
+    >>> result = train(patches, "run", model_type="unet", quiet=True, overrides={
+    ...     "training.n_epochs": 1, "training.batch_size": 4, "training.device": "cpu",
+    ...     "model.ch": 4, "model.depth": 2})
+    >>> result["model"], result["steps"], result["model_file"]
+    ('unet', 2, 'run/model.pt')
     """
     import contextlib
 

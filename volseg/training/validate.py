@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from volseg.training.loop import autocast, to_device
-from volseg.training.losses import dice_counts, psnr
+from volseg.training.losses import dice_counts
 
 
 def _batches(dataset, batch_size: int, limit: int):
@@ -56,10 +56,13 @@ def validate_image(model, dataset, *, device: torch.device, amp: bool, batch_siz
 
 
 def _psnr_scores(pred: torch.Tensor, cond: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    """``val_psnr`` (and ``val_psnr_input``) of CPU tensors: :func:`volseg.metrics.intensity.psnr`."""
+    from volseg.metrics.intensity import psnr
+
     data_range = float(target.max() - target.min()) or 1.0
-    out = {"val_psnr": round(psnr(pred, target, data_range), 4)}
+    out = {"val_psnr": round(psnr(pred.numpy(), target.numpy(), data_range=data_range), 4)}
     if cond.shape == target.shape:
-        out["val_psnr_input"] = round(psnr(cond, target, data_range), 4)
+        out["val_psnr_input"] = round(psnr(cond.numpy(), target.numpy(), data_range=data_range), 4)
     return out
 
 

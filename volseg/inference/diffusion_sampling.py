@@ -14,7 +14,7 @@ domain, stored chunked in the output's ``volseg_work`` group between steps. At e
 Noise (x_T and the eta noise of each step) is drawn per chunk of a fixed chunk grid from a
 generator seeded by ``(seed, step, chunk index)``, so the result does not depend on block
 order, workers or scheduler. Each step runs one fused pass per (y, x) column tile
-(:mod:`volseg.inference.tiles`, ``--tile``), so the pieces a pass holds are bounded by the
+(:mod:`volseg.inference.column_tiles`, ``--tile``), so the pieces a pass holds are bounded by the
 tile's cross-section; x_t itself lives on disk (two float32 arrays the size of the padded
 domain, in ``volseg_work``). A group computes the fixed batches of its patches that the tile's
 chunks need, so eps, and the result, do not depend on the tile. Each step's chunks get markers (``s<step>-``), so a killed run
@@ -46,23 +46,15 @@ from volseg.inference.engine import (
     normalise,
 )
 from volseg.inference.plan import Plan, read_box
-from volseg.inference.resume import Markers, finish_output, open_output, removed_if_empty
+from volseg.io.resume import Markers, finish_output, open_output, removed_if_empty
 from volseg.inference.source import condition_patches, forward_batches, open_cached
 from volseg.inference.stitch import cut_pieces
-from volseg.inference.tiles import run_tiled
+from volseg.inference.column_tiles import run_tiled
 
 WORK = "volseg_work"
 UNCERTAINTY = "uncertainty"
 _INIT = 0xD1FF
 _SAMPLE = 0x5A4D
-
-
-def parse_eta(eta: float) -> float:
-    """``--eta``: DDIM stochasticity, a number >= 0 (0 = deterministic)."""
-    eta = float(eta)
-    if not eta >= 0.0:
-        raise VolsegError("--eta", f"must be >= 0, got {eta}")
-    return eta
 
 
 def sampling_sequence(model_steps, n: int | None) -> list[int]:
@@ -76,14 +68,6 @@ def sampling_sequence(model_steps, n: int | None) -> list[int]:
                           f"use 1..{len(seq)}, got {n}")
     picks = np.unique(np.round(np.linspace(0, len(seq) - 1, n)).astype(int))
     return [seq[i] for i in picks]
-
-
-def parse_samples(samples: int) -> int:
-    """``--samples``: how many samples to average (a whole number >= 1)."""
-    if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
-        raise VolsegError("--samples", f"must be a whole number >= 1, got {samples!r}; use 1 for one "
-                          "sample, or e.g. 4 for their mean and an uncertainty volume")
-    return int(samples)
 
 
 def chunk_noise(seed: int, step: int, chunk, shape, sample: int = 0) -> np.ndarray:
@@ -237,7 +221,7 @@ def sample_volume(setup, output, spec, execution, *, record: str | None = None) 
 
     ``setup`` is the validated :class:`~volseg.inference.setup.Setup` of a diffusion run (its
     ``settings.diffusion``: steps, eta, seed, samples), ``spec`` the image
-    :class:`~volseg.inference.stitch.OutputSpec`, ``execution`` a
+    :class:`~volseg.inference.output.OutputSpec`, ``execution`` a
     :class:`~volseg.parallel.Execution` (``--part`` is refused), ``record`` the text of the
     settings file written inside a new output. ``samples`` > 1 writes the mean of that many
     samples and their standard deviation in ``OUT/uncertainty``.

@@ -18,46 +18,18 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 from volseg.errors import VolsegError
-from volseg.inference.markers import _GROUP_JSON, MARKERS, BlockMarkers, fingerprint
-from volseg.inference.markers import differences as _differences
-from volseg.io.remote import filesystem, join
+from volseg.io.markers import MARKERS, BlockMarkers, RemoteMarkers, fingerprint
+from volseg.io.markers import differences as _differences
+from volseg.io.remote import filesystem
 
 
 def _writable(url: str) -> None:
     if url.lower().startswith(("http://", "https://")):
         raise VolsegError(url, "plain HTTP is read-only; write outputs to s3://, gs:// or a local path")
-
-
-class RemoteMarkers(BlockMarkers):
-    """:class:`~volseg.inference.markers.BlockMarkers` as empty objects under ``URL/volseg_markers/``."""
-
-    def __init__(self, output: str):
-        self.url = join(output, MARKERS)
-        self.fs, self.path = filesystem(self.url)
-        self.root = self.url
-
-    def create(self) -> None:
-        self.fs.pipe_file(f"{self.path}/zarr.json", _GROUP_JSON.encode())
-
-    def mark(self, key: Sequence[int], prefix: str = "c") -> None:
-        self.fs.pipe_file(f"{self.path}/{self.name(key, prefix)}", b"")
-
-    def done(self, prefix: str = "c") -> set[tuple[int, ...]]:
-        try:
-            self.fs.invalidate_cache(self.path)
-            names = [n.rstrip("/").rsplit("/", 1)[-1] for n in self.fs.ls(self.path, detail=False)]
-        except FileNotFoundError:
-            return set()
-        keys = set()
-        for name in names:
-            rest = name[len(prefix):]
-            if name.startswith(prefix) and rest.replace(".", "").isdigit():
-                keys.add(tuple(int(v) for v in rest.split(".")))
-        return keys
 
 
 def _read_root(fs, root: str) -> dict | None:
@@ -72,7 +44,7 @@ def _read_root(fs, root: str) -> dict | None:
 def open_remote_output(url: str, *, settings: dict, create: Callable[[Path, dict], None],
                        overwrite: bool = False, total: int = 0, unit: str = "chunks",
                        prefix: str = "c") -> tuple[str, BlockMarkers, bool]:
-    """:func:`volseg.inference.resume.open_output` for a URL (see the module docstring)."""
+    """:func:`volseg.io.resume.open_output` for a URL (see the module docstring)."""
     _writable(url)
     url = url.rstrip("/")
     fs, root = filesystem(url)
@@ -109,7 +81,7 @@ def open_remote_output(url: str, *, settings: dict, create: Callable[[Path, dict
 
 
 def finish_remote_output(url: str, *, total: int, prefix: str = "c") -> bool:
-    """:func:`volseg.inference.resume.finish_output` for a URL: once every block has its marker
+    """:func:`volseg.io.resume.finish_output` for a URL: once every block has its marker
     object, rewrite the root ``zarr.json`` with ``volseg.complete: true`` (one PUT, atomic per
     object; parts finishing at once write the same bytes). True when complete."""
     url = url.rstrip("/")

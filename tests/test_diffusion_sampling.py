@@ -10,7 +10,7 @@ from volseg.inference.settings import predict_options
 from volseg.errors import VolsegError
 from volseg.geometry import chunk_bounds, chunk_indices
 from volseg.inference import predict
-from volseg.inference.diffusion import _INIT, chunk_noise, sampling_sequence
+from volseg.inference.diffusion_sampling import _INIT, chunk_noise, sampling_sequence
 from volseg.models import load_model
 
 

@@ -2,15 +2,15 @@
 
 An output that tasks fill block by block (predict, stitch) is created once, with the settings
 that produce it recorded in its attributes (``volseg.settings`` and ``volseg.fingerprint``).
-Each task writes its block and only then an empty marker file, named after the block, in the
-``volseg_markers`` sub-group of the output. A rerun of the same command finds the markers and
+Each task writes its block and only then an empty marker file (:mod:`volseg.io.markers`),
+named after the block, in the ``volseg_markers`` sub-group of the output. A rerun of the same command finds the markers and
 skips those blocks; a killed task leaves no marker, so its block is redone. A rerun with other
 settings, or made from another version of an input (the settings hold each input's
 size/modification stamp), is refused unless ``--overwrite``. ``--overwrite`` computes everything
 again in the work folder ``<output>.new`` (shared by the parts of a job array) and replaces the
 existing output only once the new one is complete (:func:`finish_output`), so a failing run
 never destroys a good output. Completion is recorded as ``volseg.complete`` in the output's
-attributes (:func:`volseg.io.outputs.check_complete`).
+attributes (:func:`volseg.io.completion.check_complete`).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from pathlib import Path
 from volseg.errors import VolsegError
 from volseg.io.atomic import is_empty_dir, remove_path, temp_sibling
 
-from volseg.inference.markers import _GROUP_JSON, MARKERS, BlockMarkers, fingerprint  # noqa: F401
-from volseg.inference.markers import differences as _differences
+from volseg.io.markers import MARKERS, Markers, fingerprint
+from volseg.io.markers import differences as _differences
 
 
 def file_digest(path: str | os.PathLike) -> str:
@@ -36,20 +36,6 @@ def file_digest(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-class Markers(BlockMarkers):
-    """Completion markers of one output (:class:`~volseg.inference.markers.BlockMarkers`); for
-    an output at a URL, :class:`~volseg.inference.remote_output.RemoteMarkers` (objects there)."""
-
-    def __new__(cls, output=None):
-        from volseg.io.remote import is_url
-
-        if cls is Markers and is_url(output):
-            from volseg.inference.remote_output import RemoteMarkers
-
-            return RemoteMarkers(output)
-        return super().__new__(cls)
 
 
 def _read_settings(path: Path) -> dict | None:
@@ -109,8 +95,8 @@ def open_output(path: str | os.PathLike, *, settings: dict, create: Callable[[Pa
     from volseg.io.locks import output_lock, share_folder
     from volseg.io.remote import is_url
 
-    if is_url(path):  # object stores have no rename: see volseg.inference.remote_output
-        from volseg.inference.remote_output import open_remote_output
+    if is_url(path):  # object stores have no rename: see volseg.io.remote_output
+        from volseg.io.remote_output import open_remote_output
 
         return open_remote_output(path, settings=settings, create=create, overwrite=overwrite,
                                   total=total, unit=unit, prefix=prefix)
@@ -196,8 +182,8 @@ def finish_output(path: str | os.PathLike, work: str | os.PathLike, *, total: in
     from volseg.io.completion import attrs, count_markers, set_complete
     from volseg.io.remote import is_url
 
-    if is_url(path):  # written in place (no work folder): see volseg.inference.remote_output
-        from volseg.inference.remote_output import finish_remote_output
+    if is_url(path):  # written in place (no work folder): see volseg.io.remote_output
+        from volseg.io.remote_output import finish_remote_output
 
         return finish_remote_output(os.fspath(path), total=total, prefix=prefix)
     path, work = Path(path), Path(work)

@@ -11,8 +11,8 @@ from volseg.inference.settings import predict_options
 from volseg.errors import VolsegError
 from volseg.inference import predict
 from volseg.inference.plan import Plan
-from volseg.inference.resume import MARKERS
-from volseg.inference.tiles import (
+from volseg.io.resume import MARKERS
+from volseg.inference.column_tiles import (
     forward_count,
     parse_tile,
     run_tiled,
