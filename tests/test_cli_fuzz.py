@@ -166,6 +166,7 @@ def _digest(root: Path) -> dict:
 
 
 TRAIN = ("--device", "cpu", "--quiet")
+SCHED = "--scheduler: unknown scheduler 'slurm'; use threads, processes, distributed or tcp://HOST:PORT"
 PRED = ("--patch", "8", "--device", "cpu", "--quiet")
 # (id, command line with {x} = sandbox path and OUT = the row's output, what the error names)
 # Rows whose failure is found mid-stream (a voxel deep inside the data) are marked "partial": the
@@ -190,6 +191,20 @@ ROWS = [
     ("predict-seed-negative", ["predict", "{run}", "{v.npy}", "-o", "OUT", "--seed", "-1"], "--seed"),
     ("train-seed-negative", ["train", "{ps.zarr}", "-o", "OUT", "--seed", "-1"], "--seed"),
     ("synth-seed-negative", ["synth", "scroll", "-o", "OUT", "--seed", "-1"], "--seed"),
+    # the execution options, parsed once per command (volseg.parallel.Execution.parse)
+    ("prepare-scheduler", ["prepare", "{v.npy}", "-o", "OUT", "--scheduler", "slurm"], SCHED),
+    ("patchify-scheduler", ["patchify", "{v.npy}", "-o", "OUT", "--patch", "8", "--scheduler", "slurm"], SCHED),
+    ("predict-scheduler", ["predict", "{run}", "{v.npy}", "-o", "OUT", "--scheduler", "slurm", *PRED], SCHED),
+    ("stitch-scheduler", ["stitch", "{pred.zarr}", "-o", "OUT", "--scheduler", "slurm"], SCHED),
+    ("postprocess-scheduler", ["postprocess", "{s.zarr}", "-o", "OUT", "--scheduler", "slurm"], SCHED),
+    ("evaluate-scheduler", ["evaluate", "{v.npy}", "{g.npy}", "--scheduler", "slurm"], SCHED),
+    ("patchify-part-range", ["patchify", "{v.npy}", "-o", "OUT", "--patch", "8", "--part", "3/2"],
+     "--part: '3/2' is out of range: I must be between 1 and N (N >= 1)"),
+    ("predict-part-text", ["predict", "{run}", "{v.npy}", "-o", "OUT", "--stitch", "--part", "x", *PRED],
+     "--part: expected I/N such as 1/4, got 'x'"),
+    ("stitch-part-zero", ["stitch", "{pred.zarr}", "-o", "OUT", "--part", "0/2"], "--part: '0/2' is out of range"),
+    ("postprocess-part-text", ["postprocess", "{s.zarr}", "-o", "OUT", "--part", "1/2/3"],
+     "--part: expected I/N such as 1/4, got '1/2/3'"),
     # non-finite voxels and options
     ("predict-stitch-nan", ["predict", "{run}", "{nan.npy}", "-o", "OUT", "--stitch", *PRED], "partial:1 non-finite voxel (NaN) at (3, 10, 7)"),
     ("predict-store-inf", ["predict", "{run}", "{inf.npy}", "-o", "OUT", *PRED], "partial:1 non-finite voxel (+Inf) at (5, 1, 2)"),

@@ -148,6 +148,12 @@ def test_bad_scheduler_names_the_option_and_the_choices(bad):
     assert repr(bad) in err.value.message and "threads, processes, distributed or tcp://HOST:PORT" in err.value.message
 
 
+def test_execution_is_public_api():
+    import volseg
+
+    assert volseg.Execution is Execution and "Execution" in volseg.__all__
+
+
 def test_parse_keeps_valid_options():
     assert parse_scheduler("tcp://127.0.0.1:8786") == "tcp://127.0.0.1:8786"
     assert parse_workers(3) == 3

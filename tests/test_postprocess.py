@@ -129,6 +129,18 @@ def test_close_with_halo_equals_the_whole_volume_closing(tmp_path):
     assert closed[4, 4:6, 4].all() and (closed <= sheet).all()  # the tunnel is shut in the middle
 
 
+def test_every_pass_in_one_process_pool_equals_the_whole_volume_reference(tmp_path):
+    """--scheduler processes: labelling, holes and writing run in one pool of worker processes
+    (whose caches outlive a pass, keyed by the tables' token) and give the reference."""
+    prob = _smooth_noise(8, (48, 24, 24))
+    write_volume(tmp_path / "p.zarr", prob, chunks=12)
+    r = postprocess(tmp_path / "p.zarr", tmp_path / "o.zarr", smooth=0, close=1, min_size=10, fill_holes=4,
+                    chunks=12, execution=Execution.parse(scheduler="processes", workers=2, quiet=True))
+    ref = postprocess_array(prob, threshold=0.5, smooth=0, close=1, min_size=10, fill_holes=4)
+    np.testing.assert_array_equal(_read(tmp_path / "o.zarr"), ref)
+    assert r["complete"] and r["chunks_written"] == 16
+
+
 def test_smoothing_over_small_chunks_equals_the_whole_volume_filter(tmp_path):
     # Noisy probabilities, blocks of 10 voxels: a sigma-2.5 kernel (radius 10) reaches past the
     # neighbouring block, and blocks at the volume border reflect as the whole volume does.
