@@ -31,7 +31,6 @@ stitch             blend a patch store back into a volume         ``volseg stitc
 evaluate           streamed metrics against the truth             ``volseg evaluate``
 bench_memory       peak memory per patch size / amp / checkpoint  ``volseg bench-memory``
 run_demo           the whole journey on synthetic data            ``volseg demo``
-Execution          scheduler, workers, part, overwrite, quiet     (``execution=``)
 =================  ===========================================  ===================
 """
 
@@ -64,7 +63,6 @@ _API = {
     "bench_memory": "volseg.bench",
     "run_demo": "volseg.demo",
     "VolsegError": "volseg.errors",
-    "Execution": "volseg.parallel",
 }
 
 __all__ = sorted(_API) + ["__version__"]
