@@ -206,3 +206,48 @@ def finish_bbox(box: Box | None, shape: Sequence[int]) -> Box:
 def bbox_slices(box: Box) -> tuple[slice, ...]:
     """Slices of ``box`` (for cropping and for putting a crop back)."""
     return tuple(slice(lo, hi) for lo, hi in box)
+
+
+def tile_slices(image_size: Sequence[int], patch_size: Sequence[int],
+                tile_step_size: float = 0.5) -> list[tuple[slice, ...]]:
+    """The tiles of :func:`steps` as slices, in nnU-Net's order (z outermost, x innermost).
+
+    The order matters for equality: nnU-Net sums in float16 (:func:`add_tile`), and float16
+    sums depend on the order of their terms.
+    """
+    import itertools
+
+    return [tuple(slice(s, s + p) for s, p in zip(corner, patch_size))
+            for corner in itertools.product(*steps(image_size, patch_size, tile_step_size))]
+
+
+def add_tile(logits: np.ndarray, weights: np.ndarray, tile: np.ndarray, weight: np.ndarray,
+             where: tuple[slice, ...]) -> None:
+    """Add one tile's logits to the running sums exactly as nnU-Net's predictor does.
+
+    ``tile * weight`` is formed in float32 (``weight`` is the float16 :func:`gaussian`) and
+    added to ``logits`` (C, z, y, x) and ``weight`` to ``weights`` (z, y, x) in their own type,
+    rounding after every tile. nnU-Net's buffers are float16 (``torch.half``, also on the
+    CPU); with float32 buffers the result differs from nnU-Net's by up to ~1e-3 in probability
+    inside the volume and far more (0.19 measured) where the summed weight is tiny, at the
+    corners of the cropped case, because nnU-Net's float16 weight sums are coarse there.
+
+    Parameters
+    ----------
+    logits, weights : numpy.ndarray
+        Running sums, updated in place.
+    tile : numpy.ndarray
+        (C, *patch) float32 logits of the tile (mirror- and nothing else averaged).
+    weight : numpy.ndarray
+        The :func:`gaussian` map.
+    where : tuple of slice
+        The tile's spatial slices in the sums' coordinates.
+    """
+    logits[(slice(None),) + tuple(where)] += tile.astype(np.float32, copy=False) * weight
+    weights[tuple(where)] += weight
+
+
+def finish_tiles(logits: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Blended logits: the sums divided by the summed weights, in the sums' type (in place)."""
+    logits /= weights
+    return logits
