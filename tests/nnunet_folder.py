@@ -89,11 +89,16 @@ def _nnunet_paths(root: Path):
                 os.environ[k] = v
 
 
-def make_folder(root: Path, plans: dict, dataset: dict, folds=(0, 1), seed: int = 0) -> Path:
-    """Write a model folder under ``root`` with random weights per fold; return its path."""
+def make_folder(root: Path, plans: dict, dataset: dict, folds=(0, 1), seed: int = 0,
+                trainer_class=None) -> Path:
+    """Write a model folder under ``root`` with random weights per fold; return its path.
+
+    ``trainer_class`` is an nnU-Net trainer class (default ``nnUNetTrainer``).
+    """
     import torch
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
+    trainer_class = trainer_class or nnUNetTrainer
     root = Path(root)
     with _nnunet_paths(root), contextlib.redirect_stdout(io.StringIO()):
         pre = root / "nnUNet_preprocessed" / plans["dataset_name"] / "nnUNetPlans_3d_fullres"
@@ -102,7 +107,7 @@ def make_folder(root: Path, plans: dict, dataset: dict, folds=(0, 1), seed: int 
         base = None
         for k, fold in enumerate(folds):
             torch.manual_seed(seed + k)
-            trainer = nnUNetTrainer(plans=dict(copy.deepcopy(plans), continue_training=False),
+            trainer = trainer_class(plans=dict(copy.deepcopy(plans), continue_training=False),
                                     configuration="3d_fullres", fold=fold, dataset_json=dataset,
                                     device=torch.device("cpu"))
             trainer.initialize()

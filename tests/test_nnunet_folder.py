@@ -68,6 +68,30 @@ def test_folder_exposes_what_a_tiler_needs(folder, caplog):
     assert prov["folds"] == ["0", "1"] and len(prov["weights_sha256"]["0"]) == 64
 
 
+@pytest.mark.parametrize("variant", ["nnUNetTrainer", "nnUNetTrainerBN"])
+def test_network_equals_the_one_nnunet_builds(folder, tmp_path, variant):
+    """The trainer's own build_network_architecture (not the predictor: its trainer search imports
+    every trainer module, and the Primus ones need a torchvision that works beside torch)."""
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    from nnunetv2.training.nnUNetTrainer.variants.network_architecture.nnUNetTrainerBN import nnUNetTrainerBN
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    trainer_class = {"nnUNetTrainer": nnUNetTrainer, "nnUNetTrainerBN": nnUNetTrainerBN}[variant]
+    if variant == "nnUNetTrainerBN":  # batch norm instead of the plans' instance norm
+        folder = make_folder(tmp_path, plans_for("CTNormalization", patch=(16, 16, 16)),
+                             dataset_for(("fibre", "sheet")), folds=(0,), trainer_class=nnUNetTrainerBN)
+    plans = PlansManager(json.loads((folder / "plans.json").read_text()))
+    theirs = trainer_class.build_network_architecture(plans, plans.get_configuration("3d_fullres"), 1, 3, False)
+    theirs.load_state_dict(torch.load(folder / "fold_0" / "checkpoint_final.pth", weights_only=False)["network_weights"])
+    model = NnunetModel(folder, folds=[0], tta=False)
+    assert model.trainer == variant
+    assert [type(m).__name__ for m in model.networks[0].modules()] == [type(m).__name__ for m in theirs.modules()]
+    batch = torch.from_numpy(np.random.default_rng(1).normal(size=(2, 1, 16, 16, 16)).astype(np.float32))
+    with torch.inference_mode():
+        expected = theirs.eval()(batch)
+    torch.testing.assert_close(model.logits(batch), expected, rtol=0, atol=0)
+
+
 def test_region_labels_use_sigmoid(copy):
     dataset = dataset_for(("a", "b"))
     dataset["labels"] = {"background": 0, "whole": [1, 2, 3], "core": [2, 3], "tip": 3}
