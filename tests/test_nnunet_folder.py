@@ -175,6 +175,21 @@ def test_channel_count_differs_from_dataset_json(folder, copy):
     refused(lambda: NnunetModel(copy), "plans.json", "name 1/1 channels, dataset.json 2")
 
 
+def test_masked_zscore_needs_the_mask(copy):
+    plans = json.loads((copy / "plans.json").read_text())
+    config = plans["configurations"]["3d_fullres"]
+    config["normalization_schemes"], config["use_mask_for_norm"] = ["ZScoreNormalization"], [True]
+    (copy / "plans.json").write_text(json.dumps(plans))
+    model = NnunetModel(copy, folds=[0])
+    assert model.needs_stats == (True,)
+    image = np.zeros((1, 6, 6, 6), np.float32)
+    image[0, 1:5, 1:5, 1:5] = np.arange(64).reshape(4, 4, 4)
+    with pytest.raises(ValueError, match="use_mask_for_norm"):
+        model.normalise(image)
+    out = model.normalise(image, mask=image[0] != 0)
+    assert out[0, 0, 0, 0] == 0 and abs(out[0][image[0] != 0].mean()) < 1e-6
+
+
 def test_unknown_label(folder):
     model = NnunetModel(folder, folds=[0])
     refused(lambda: model.label_channel("ink"), "--label", "'ink'", "fibre, sheet")

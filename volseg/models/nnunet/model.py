@@ -182,7 +182,9 @@ class NnunetModel:
             when ``array`` is the whole cropped case.
         mask : numpy.ndarray of bool, optional
             The filled nonzero mask (``nnunet_grid.nonzero_mask``) for channels with
-            ``use_mask_for_norm``; they are normalised inside it only.
+            ``use_mask_for_norm``; they are normalised inside it only, and it is required for
+            them (ValueError without it). ``binary_fill_holes`` is global: a streamed caller
+            must fill holes on the whole mask (e.g. at a coarse level) before cutting blocks.
         where : str or path, optional
             Input named in the channel-count error.
         """
@@ -190,6 +192,9 @@ class NnunetModel:
         out = np.empty(array.shape, dtype=np.float32)
         for c, scheme in enumerate(self.normalization_schemes):
             use_mask = self.use_mask_for_norm[c] and scheme == "ZScoreNormalization"
+            if use_mask and mask is None:
+                raise ValueError(f"channel {c} is normalised inside the nonzero mask (use_mask_for_norm): "
+                                 "pass mask=nnunet_grid.nonzero_mask(...) of the same crop")
             out[c] = normalise_channel(array[c], scheme, self.intensity_properties[c],
                                        stats[c] if stats is not None else None,
                                        mask if use_mask else None)
