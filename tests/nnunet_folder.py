@@ -15,10 +15,14 @@ import copy
 import io
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
 import numpy as np
+import pytest
+
+from volseg.errors import VolsegError
 
 ARCH = {
     "PlainConvUNet": {"n_conv_per_stage": [1, 1, 1, 1]},
@@ -132,3 +136,45 @@ def make_folder(root: Path, plans: dict, dataset: dict, folds=(0, 1), seed: int 
         (base / "plans.json").write_text(json.dumps(plans, indent=2))
         (base / "dataset.json").write_text(json.dumps(dataset, indent=2))
     return base
+
+
+
+# Fixtures and checks shared by the test_nnunet_*.py files (import them by name).
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return make_folder(tmp_path_factory.mktemp("nnunet"), plans_for("CTNormalization", patch=(16, 16, 16)),
+                       dataset_for(("fibre", "sheet")))
+
+
+@pytest.fixture(name="copy")
+def writable_copy(folder, tmp_path):
+    """A writable copy of the folder, under nnU-Net's name."""
+    return shutil.copytree(folder, tmp_path / folder.name)
+
+
+def refused(call, path_end: str, *words: str) -> VolsegError:
+    with pytest.raises(VolsegError) as info:
+        call()
+    err = info.value
+    assert err.path and err.path.endswith(path_end), err.path
+    assert "\n" not in str(err)
+    for word in words:
+        assert word in err.message, err.message
+    return err
+
+
+def rewrite(path, **changes):
+    import torch
+
+    ck = torch.load(path, weights_only=False)
+    ck.update(changes)
+    torch.save(ck, path)
+
+
+def blobby(rng, shape):
+    data = np.zeros(shape, np.float32)
+    z0, y0, x0 = (rng.integers(0, s // 3) for s in shape[1:])
+    z1, y1, x1 = (rng.integers(2 * s // 3, s) for s in shape[1:])
+    data[:, z0:z1, y0:y1, x0:x1] = rng.normal(size=(shape[0], z1 - z0, y1 - y0, x1 - x0))
+    data[:, (z0 + z1) // 2, (y0 + y1) // 2, :] = 0  # a hole, which fill_holes closes
+    return data

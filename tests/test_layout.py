@@ -1,6 +1,6 @@
 """Each library module has an obvious test file: ``tests/test_<module>.py`` or
 ``tests/test_<package>_<module>.py`` (``volseg/io/markers.py`` -> ``test_markers.py`` or
-``test_io_markers.py``). The CLI (tested through its commands) and ``__init__``/``__main__`` are
+``test_io_markers.py``; a subpackage's module also ``test_<subpackage>_<module>.py``). The CLI (tested through its commands) and ``__init__``/``__main__`` are
 left out. A new module comes with its test file.
 """
 
@@ -28,6 +28,8 @@ def accepted_names(module: str) -> list[str]:
     names = [f"test_{parts[-1]}.py"]
     if len(parts) > 1:
         names.append(f"test_{'_'.join(parts)}.py")
+    if len(parts) > 2:  # a subpackage's module: models/nnunet/folder -> test_nnunet_folder.py
+        names.append(f"test_{'_'.join(parts[-2:])}.py")
     return names
 
 
