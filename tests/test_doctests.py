@@ -1,6 +1,6 @@
 """The ``>>>`` examples in the docstrings of the library functions behind the commands (and of
-the io helpers that show the storage conventions) run and stay true. predict's example belongs
-to the predict rewrite; export's needs a trained run and is skipped in its docstring."""
+the io helpers that show the storage conventions) run and stay true. predict's and export's
+examples need a trained run and are skipped in their docstrings; predict's settings run."""
 
 from __future__ import annotations
 
@@ -16,6 +16,9 @@ MODULES = [
     "volseg.data.patchify",          # volseg patchify
     "volseg.training.trainer",       # volseg train
     "volseg.inference.stitch",       # volseg stitch
+    "volseg.inference.settings",     # volseg predict (settings, --config)
+    "volseg.data.patchify_request",  # volseg patchify (modes)
+    "volseg.parallel",               # --scheduler/--workers/--part
     "volseg.postprocess.run",        # volseg postprocess
     "volseg.metrics.evaluate",       # volseg evaluate
     "volseg.models.export",          # volseg export

@@ -167,7 +167,8 @@ def stitch(store: str | os.PathLike, output: str | os.PathLike, *, blend: str | 
     >>> from volseg.data.synth import write_synth
     >>> scroll = write_synth("scroll", "scroll.zarr", shape=32, chunks=16)
     >>> patches = patchify(scroll, out="patches.zarr", patch=16)
-    >>> stitch(patches, "restored.zarr", quiet=True)["complete"]
+    >>> from volseg.parallel import Execution
+    >>> stitch(patches, "restored.zarr", execution=Execution.parse(quiet=True))["complete"]
     True
     >>> restored = zarr.open_group("restored.zarr")["0"][:]
     >>> np.allclose(restored, zarr.open_group(str(scroll))["0"][:], atol=1e-3)

@@ -137,7 +137,8 @@ def evaluate(pred, truth, *, metrics: str | Sequence[str] | None = None, thresho
     >>> truth[2:6, 2:6, 2:6] = 1
     >>> pred = truth.copy()
     >>> pred[2, 2, 2] = 0
-    >>> round(evaluate(pred, truth, metrics="dice", quiet=True)["dice"], 4)
+    >>> from volseg.parallel import Execution
+    >>> round(evaluate(pred, truth, metrics="dice", execution=Execution.parse(quiet=True))["dice"], 4)
     0.9921
     """
     from volseg.geometry import chunk_counts, parse_size3

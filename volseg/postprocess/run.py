@@ -234,7 +234,8 @@ def postprocess(pred: str | os.PathLike, output: str | os.PathLike, *, threshold
     >>> prob = np.full((16, 16, 16), 0.1, np.float32)
     >>> prob[4:12, 4:12, 4:12] = 0.9
     >>> np.save("prob.npy", prob)
-    >>> summary = postprocess("prob.npy", "clean.zarr", threshold=0.5, chunks=8, quiet=True)
+    >>> from volseg.parallel import Execution
+    >>> summary = postprocess("prob.npy", "clean.zarr", threshold=0.5, chunks=8, execution=Execution.parse(quiet=True))
     >>> summary["complete"], summary["components"]
     (True, 1)
     """
