@@ -24,9 +24,16 @@ def postprocess_command(
     smooth: Annotated[float | None, typer.Option(
         "--smooth", metavar="SIGMA", help="Gaussian filter (sigma in voxels) of a probability map before the "
         "threshold: evens out voxel noise at sheet boundaries (float input default 1.0; 0 = off).")] = None,
-    close: Annotated[int | None, typer.Option(
-        "--close", help="Radius of a binary closing (ball) of the kept components: closes holes through "
-        "sheets up to ~2r voxels (default 0 = off).")] = None,
+    close: Annotated[str | None, typer.Option(
+        "--close", metavar="R|Z,Y,X|box:Z,Y,X", help="Binary closing of the kept components with a ball of "
+        "radius R, an ellipsoid of radii Z,Y,X or a box of odd sides: closes holes through sheets up to "
+        "~2R voxels (default 0 = off).")] = None,
+    open_: Annotated[str | None, typer.Option(
+        "--open", metavar="R|Z,Y,X|box:Z,Y,X", help="Binary opening of the kept components before the "
+        "closing, same forms: cuts bridges and spurs thinner than the element (default 0 = off).")] = None,
+    plug_holes: Annotated[bool | None, typer.Option(
+        "--plug-holes/--no-plug-holes", help="Plug one-voxel holes through sheets by a 2x2x2 lookup table, "
+        "after the closing (default off).")] = None,
     min_size: Annotated[int | None, typer.Option(
         "--min-size", help="Remove 26-connected components of fewer voxels, whole volume (default 200; 0 = off).")] = None,
     fill_holes: Annotated[int | None, typer.Option(
@@ -56,7 +63,8 @@ def postprocess_command(
         from volseg.postprocess import postprocess
 
         result = postprocess(pred, output, threshold=threshold, hysteresis=hysteresis, smooth=smooth,
-                             close=close, min_size=min_size, fill_holes=fill_holes, chunks=chunks,
+                             close=close, min_size=min_size, fill_holes=fill_holes, open=open_,
+                             plug_holes=plug_holes, chunks=chunks,
                              scheduler=scheduler, workers=workers,
                              part=part, overwrite=overwrite, quiet=quiet)
         emit_json(result, json_out)

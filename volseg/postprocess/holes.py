@@ -33,7 +33,7 @@ def holes_pass(path: str, output: str, token: int, shape, chunks, opts, *, per_b
     merger = cc.FaceMerger(counts, connectivity=1)
     sizes: list = []
     task = functools.partial(_holes_task, path=path, output=output, token=token, chunks=tuple(chunks),
-                             shape=tuple(shape), binarise=opts.binarise, close=opts.close)
+                             shape=tuple(shape), binarise=opts.binarise, close=opts.repairs)
     layers = run_layers(task, counts, per_batch=max(1, per_batch // (counts[1] * counts[2])),
                         scheduler=scheduler, workers=workers, description="finding holes", quiet=quiet)
     for iz, layer in layers:                                   # layer: (iy, ix) order

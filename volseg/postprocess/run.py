@@ -157,8 +157,8 @@ def _write_task(index, *, path, output, token, holes_token, chunks, shape, binar
 
     index = tuple(index)
     start, stop = chunk_bounds(index, chunks, shape)
-    if close or holes:
-        # The closing and the slice holes need the kept mask 2r + N + 1 voxels around the chunk:
+    if close.active or holes:
+        # The repairs and the slice holes need the kept mask R + N + 1 voxels around the chunk:
         # neighbouring chunks are relabelled exactly as pass 1 did and mapped through its table.
         box, lo, _ = closed_kept(path, output, token, index, chunks, shape, binarise, close=close,
                                  halo=holes + 1 if holes else 0)
@@ -177,8 +177,9 @@ def _write_task(index, *, path, output, token, holes_token, chunks, shape, binar
 
 def postprocess(pred: str | os.PathLike, output: str | os.PathLike, *, threshold: float | None = None,
                 hysteresis=None, smooth: float | None = None, close: int | None = None,
-                min_size: int | None = None, fill_holes: int | None = None,
-                chunks=128, scheduler: str = "threads", workers: int | None = None, part=None,
+                min_size: int | None = None, fill_holes: int | None = None, open=None,
+                plug_holes: bool | None = None, topology_report=None, chunks=128,
+                scheduler: str = "threads", workers: int | None = None, part=None,
                 overwrite: bool = False, quiet: bool = False) -> dict:
     """Clean a prediction volume into uint8 labels, streamed chunk by chunk (see module docstring).
 
@@ -200,13 +201,22 @@ def postprocess(pred: str | os.PathLike, output: str | os.PathLike, *, threshold
         (each block is read with 4 sigma of context, so the result equals the whole volume's).
         Default :data:`volseg.postprocess.options.DEFAULT_SMOOTH` for float input, 0 (none) for
         integer labels, where any other value is refused.
-    close : int, optional
-        Radius r of a binary closing (ball) applied to the kept components: closes tunnels
-        (holes through a sheet) up to ~2r voxels across, and gaps up to ~2r between surfaces.
-        With a closing or ``fill_holes``, each chunk relabels the neighbouring chunks its halo
-        (2r + N + 1 voxels) reaches, to know which halo voxels are kept: pass 2 then costs up to 27
-        labellings per chunk while 2r + N + 1 <= the chunk size. Default
-        :data:`volseg.postprocess.options.DEFAULT_CLOSE`; 0 = none.
+    close : int, "Z,Y,X" or "box:Z,Y,X", optional
+        Binary closing of the kept components with a ball of radius r (an int), an ellipsoid
+        of radii Z,Y,X or a box of odd sides (:func:`volseg.postprocess.repairs.parse_element`):
+        closes tunnels (holes through a sheet) up to ~2r voxels across, and gaps up to ~2r
+        between surfaces. With repairs or ``fill_holes``, each chunk relabels the neighbouring
+        chunks its halo (R + N + 1 voxels, R the repairs' reach) reaches, to know which halo
+        voxels are kept: pass 2 then costs up to 27 labellings per chunk while R + N + 1 <= the
+        chunk size. Default :data:`volseg.postprocess.options.DEFAULT_CLOSE`; 0 = none.
+    open : int, "Z,Y,X" or "box:Z,Y,X", optional
+        Binary opening of the kept components (before the closing), same forms: removes
+        bridges and spurs thinner than the element. Default
+        :data:`volseg.postprocess.options.DEFAULT_OPEN`; 0 = none.
+    plug_holes : bool, optional
+        Plug one-voxel holes through sheets by the 2 x 2 x 2 lookup table
+        (:func:`volseg.postprocess.repairs.plug_holes`), after the closing. Default
+        :data:`volseg.postprocess.options.DEFAULT_PLUG_HOLES`.
     min_size : int, optional
         26-connected components of fewer voxels are removed (whole volume). Default
         :data:`volseg.postprocess.options.DEFAULT_MIN_SIZE`.
@@ -245,7 +255,8 @@ def postprocess(pred: str | os.PathLike, output: str | os.PathLike, *, threshold
     check_complete(pred)
     meta = read_meta(pred)
     opts = Options.parse(meta.dtype, threshold=threshold, hysteresis=hysteresis, smooth=smooth,
-                         close=close, min_size=min_size, fill_holes=fill_holes, where=str(pred))
+                         close=close, min_size=min_size, fill_holes=fill_holes, open=open,
+                         plug_holes=plug_holes, where=str(pred))
     from volseg.io.remote import is_url
 
     path, shape = (pred if is_url(pred) else os.path.abspath(pred)), tuple(meta.shape)
@@ -278,7 +289,7 @@ def postprocess(pred: str | os.PathLike, output: str | os.PathLike, *, threshold
                                            workers=workers, quiet=quiet)
             task = functools.partial(_write_task, path=path, output=str(out), token=token,
                                      holes_token=holes_token, chunks=chunks, shape=shape,
-                                     binarise=opts.binarise, close=opts.close, holes=opts.fill_holes)
+                                     binarise=opts.binarise, close=opts.repairs, holes=opts.fill_holes)
             run_tasks(task, todo, scheduler=scheduler, workers=workers, description="post-processing",
                       quiet=quiet)
         finally:
