@@ -121,6 +121,9 @@ def plug_rule(cube: np.ndarray) -> np.ndarray:
     missing voxel of each such layer is filled, closing the 6-connected background path through
     the sheet; nothing outside the sheet's layer is filled, so the gap beside a sheet is never
     bridged and a sheet's straight edges and diagonal steps (2 voxels per layer) never grow.
+    Every concave corner of a sheet's outline is such an L, so holes of up to 2 x 2 voxels
+    close, a larger hole loses its corners and stays a hole, and a sheet's outline gains its
+    concave corners (one voxel each).
     """
     fill = np.zeros((2, 2, 2), dtype=bool)
     for axis in range(3):
