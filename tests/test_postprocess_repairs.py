@@ -199,3 +199,45 @@ def test_cli_repairs_match_the_library(tmp_path):
     assert result.exit_code == 0, result.stderr
     ref = postprocess_array(vol, open="0,1,1", close="box:3,1,3", plug_holes=True, min_size=0)
     np.testing.assert_array_equal(_read(tmp_path / "o.zarr"), ref)
+
+
+# ----------------------------------------------------------------------------- topology report
+
+def test_topology_report_lists_the_blocks_with_tunnels_and_cavities(tmp_path):
+    import json
+
+    vol = np.zeros((16, 16, 24), np.uint8)
+    vol[4, 1:7, 1:7] = 1
+    vol[4, 3, 4] = 0                                          # a tunnel in chunk (0, 0, 0)
+    vol[9:14, 9:14, 17:22] = 1
+    vol[11, 11, 19] = 0                                       # a cavity in chunk (1, 1, 2)
+    vol[2:6, 10:14, 10:14] = 1                                # a plain cube: not listed
+    write_volume(tmp_path / "v.zarr", vol, chunks=8)
+    result = runner.invoke(app, ["postprocess", str(tmp_path / "v.zarr"), "-o", str(tmp_path / "o.zarr"),
+                                 "--min-size", "0", "--fill-holes", "0", "--chunks", "8", "--topology-report",
+                                 str(tmp_path / "t.json"), "--scheduler", "synchronous", "--json", "-", "--quiet"])
+    assert result.exit_code == 0, result.stderr
+    report = json.loads((tmp_path / "t.json").read_text())
+    assert report["block"] == [8, 8, 8] and report["blocks_checked"] == 12
+    assert report["blocks"] == [
+        {"start": [0, 0, 0], "stop": [8, 8, 8], "euler": 0, "b0": 1, "b1": 1, "b2": 0},
+        {"start": [8, 8, 16], "stop": [16, 16, 24], "euler": 2, "b0": 1, "b1": 0, "b2": 1}]
+    summary = json.loads(result.stdout)["topology_report"]
+    assert summary == {"path": str(tmp_path / "t.json"), "blocks_with_tunnels": 1, "blocks_with_cavities": 1,
+                       "tunnels": 1, "cavities": 1}
+    # plugging repairs the tunnel; the report says so
+    result = runner.invoke(app, ["postprocess", str(tmp_path / "v.zarr"), "-o", str(tmp_path / "p.zarr"),
+                                 "--min-size", "0", "--fill-holes", "0", "--plug-holes", "--chunks", "8",
+                                 "--topology-report", str(tmp_path / "p.json"), "--quiet"])
+    assert result.exit_code == 0, result.stderr
+    assert [b["start"] for b in json.loads((tmp_path / "p.json").read_text())["blocks"]] == [[8, 8, 16]]
+
+
+def test_topology_report_onto_the_input_or_output_is_refused(tmp_path):
+    write_volume(tmp_path / "v.zarr", _sheets(0).astype(np.uint8), chunks=8)
+    before = _digest(tmp_path / "v.zarr")
+    for target in (tmp_path / "v.zarr", tmp_path / "o.zarr", tmp_path / "v.zarr" / "t.json"):
+        one_error_line(runner.invoke(app, ["postprocess", str(tmp_path / "v.zarr"), "-o", str(tmp_path / "o.zarr"),
+                                           "--topology-report", str(target), "--quiet"]), "--topology-report")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["v.zarr"]
+    assert _digest(tmp_path / "v.zarr") == before

@@ -39,6 +39,10 @@ def postprocess_command(
     fill_holes: Annotated[int | None, typer.Option(
         "--fill-holes", help="Fill cavities (6-connected background not touching the border) of at most N "
         "voxels, and 2D holes of at most N pixels in every z, y and x slice (default 16; 0 = off).")] = None,
+    topology_report: Annotated[str | None, typer.Option(
+        "--topology-report", metavar="PATH", callback=local_output,
+        help="Write a JSON list of the output chunks that, each taken alone, still hold tunnels (b1) or "
+        "cavities (b2), with their z, y, x voxel coordinates, Euler characteristic and Betti numbers.")] = None,
     chunks: ChunksOpt = "128",
     scheduler: SchedulerOpt = "threads",
     workers: WorkersOpt = None,
@@ -59,15 +63,20 @@ def postprocess_command(
       volseg postprocess prob.zarr -o clean.zarr --part 2/8 --scheduler processes
     """
     with cli_errors(debug):
-        guard_json(json_out, inputs=[pred], outputs=[output])
+        guard_json(json_out, inputs=[pred], outputs=[output, topology_report])
         from volseg.postprocess import postprocess
 
         result = postprocess(pred, output, threshold=threshold, hysteresis=hysteresis, smooth=smooth,
                              close=close, min_size=min_size, fill_holes=fill_holes, open=open_,
-                             plug_holes=plug_holes, chunks=chunks,
+                             plug_holes=plug_holes, topology_report=topology_report, chunks=chunks,
                              scheduler=scheduler, workers=workers,
                              part=part, overwrite=overwrite, quiet=quiet)
         emit_json(result, json_out)
         console(quiet or json_out == "-").print(
             f"wrote {result['output']} in {result['seconds']:.1f} s: {result['components_removed']} of "
             f"{result['components']} components removed, {result['cavities_filled']} cavities filled")
+        if "topology_report" in result:
+            t = result["topology_report"]
+            console(quiet or json_out == "-").print(
+                f"topology check: {t['tunnels']} tunnels in {t['blocks_with_tunnels']} chunks, {t['cavities']} "
+                f"cavities in {t['blocks_with_cavities']} chunks: {t['path']}")

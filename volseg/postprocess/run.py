@@ -217,6 +217,10 @@ def postprocess(pred: str | os.PathLike, output: str | os.PathLike, *, threshold
         Plug one-voxel holes through sheets by the 2 x 2 x 2 lookup table
         (:func:`volseg.postprocess.repairs.plug_holes`), after the closing. Default
         :data:`volseg.postprocess.options.DEFAULT_PLUG_HOLES`.
+    topology_report : path, optional
+        JSON file listing the output chunks that, each taken alone, still hold tunnels (b1) or
+        cavities (b2), with their (z, y, x) voxel coordinates, Euler characteristic and Betti
+        numbers (:mod:`volseg.postprocess.topology_check`); written once the output is complete.
     min_size : int, optional
         26-connected components of fewer voxels are removed (whole volume). Default
         :data:`volseg.postprocess.options.DEFAULT_MIN_SIZE`.
@@ -237,7 +241,9 @@ def postprocess(pred: str | os.PathLike, output: str | os.PathLike, *, threshold
     -------
     dict
         ``{"output", "components", "components_removed", "cavities_filled", "chunks_total",
-        "chunks_done_before", "chunks_written", "seconds"}``.
+        "chunks_done_before", "chunks_written", "seconds"}``, and with ``topology_report``
+        ``"topology_report": {"path", "blocks_with_tunnels", "blocks_with_cavities", "tunnels",
+        "cavities"}``.
     """
     from volseg.geometry import select_part
     from volseg.inference.resume import finish_output, open_output, removed_if_empty
@@ -252,6 +258,8 @@ def postprocess(pred: str | os.PathLike, output: str | os.PathLike, *, threshold
     scheduler, workers = parse_scheduler(scheduler), parse_workers(workers)
     chunks = parse_chunks(chunks)
     output = guard_output(output, inputs=[pred], kind="volume", overwrite=overwrite)
+    report = guard_output(topology_report, inputs=[pred], outputs=[output], kind="json", overwrite=overwrite,
+                          option="--topology-report")
     check_complete(pred)
     meta = read_meta(pred)
     opts = Options.parse(meta.dtype, threshold=threshold, hysteresis=hysteresis, smooth=smooth,
@@ -295,7 +303,13 @@ def postprocess(pred: str | os.PathLike, output: str | os.PathLike, *, threshold
         finally:
             clear_caches()
     complete = finish_output(output, out, total=len(grid))
-    return {"output": str(output), "complete": complete, "components": stats[0], "components_removed": stats[1],
-            "cavities_filled": cavities, "chunks_total": len(mine),
-            "chunks_done_before": len(mine) - len(todo), "chunks_written": len(todo),
-            "seconds": round(time.perf_counter() - t0, 3)}
+    result = {"output": str(output), "complete": complete, "components": stats[0],
+              "components_removed": stats[1], "cavities_filled": cavities, "chunks_total": len(mine),
+              "chunks_done_before": len(mine) - len(todo), "chunks_written": len(todo)}
+    if report is not None and complete:  # the finished mask only (a --part run finishing it)
+        from volseg.postprocess.topology_check import topology_report as check
+
+        result["topology_report"] = {"path": str(report), **check(output, report, chunks=chunks,
+                                                                   scheduler=scheduler, workers=workers,
+                                                                   quiet=quiet)}
+    return result | {"seconds": round(time.perf_counter() - t0, 3)}
