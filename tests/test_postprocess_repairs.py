@@ -90,6 +90,17 @@ def test_plugging_never_bridges_sheets_and_keeps_larger_holes():
     assert betti_numbers(plug_holes(vol)) == (2, 0, 0)
 
 
+def test_fill_cavities_fills_what_the_slice_holes_enclose():
+    vol = np.zeros((12, 12, 12), np.uint8)
+    vol[2:9, 2:9, 2:9] = 1
+    vol[3:8, 3:8, 3:8] = 0                                    # a hollow box, 125-voxel cavity,
+    vol[5, 5, 2] = 0                                          # opened by a one-voxel hole in a wall
+    step4 = postprocess_array(vol, fill_holes=16)
+    assert step4[5, 5, 2] and not step4[5, 5, 5]              # the hole is filled, the cavity is new
+    assert not postprocess_array(vol, fill_holes=16, fill_cavities=124)[5, 5, 5]
+    assert postprocess_array(vol, fill_holes=16, fill_cavities=125)[3:8, 3:8, 3:8].all()
+
+
 # ----------------------------------------------------------------------------- elements
 
 def test_parse_element_forms():
@@ -179,6 +190,7 @@ def _digest(folder):
     (["--open", "-2"], ("--open", ">= 0")),
     (["--open", "1,1"], ("--open", "Z,Y,X")),
     (["--fill-holes", "-1"], ("--fill-holes", ">= 0")),
+    (["--fill-cavities", "-5"], ("--fill-cavities", ">= 0")),
 ])
 def test_bad_repairs_exit_2_and_write_nothing(tmp_path, args, needles):
     write_volume(tmp_path / "in.zarr", _sheets(0).astype(np.uint8), chunks=8)

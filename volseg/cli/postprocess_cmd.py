@@ -39,6 +39,9 @@ def postprocess_command(
     fill_holes: Annotated[int | None, typer.Option(
         "--fill-holes", help="Fill cavities (6-connected background not touching the border) of at most N "
         "voxels, and 2D holes of at most N pixels in every z, y and x slice (default 16; 0 = off).")] = None,
+    fill_cavities: Annotated[int | None, typer.Option(
+        "--fill-cavities", metavar="M", help="Then fill the cavities of at most M voxels of the hole-filled "
+        "mask (slice holes can enclose new ones; default 0 = off).")] = None,
     topology_report: Annotated[str | None, typer.Option(
         "--topology-report", metavar="PATH", callback=local_output,
         help="Write a JSON list of the output chunks that, each taken alone, still hold tunnels (b1) or "
@@ -68,7 +71,7 @@ def postprocess_command(
 
         result = postprocess(pred, output, threshold=threshold, hysteresis=hysteresis, smooth=smooth,
                              close=close, min_size=min_size, fill_holes=fill_holes, open=open_,
-                             plug_holes=plug_holes, topology_report=topology_report, chunks=chunks,
+                             plug_holes=plug_holes, fill_cavities=fill_cavities, topology_report=topology_report, chunks=chunks,
                              scheduler=scheduler, workers=workers,
                              part=part, overwrite=overwrite, quiet=quiet)
         emit_json(result, json_out)

@@ -207,7 +207,7 @@ def summarise_background(mask: np.ndarray, *, start, stop, shape) -> dict:
 def postprocess_array(values: np.ndarray, *, threshold: float | None = None,
                       hysteresis: tuple[float, float] | None = None, smooth: float = 0.0,
                       close=0, min_size: int = 0, fill_holes: int = 0, open=0,
-                      plug_holes: bool = False) -> np.ndarray:
+                      plug_holes: bool = False, fill_cavities: int = 0) -> np.ndarray:
     """Whole-volume reference of ``volseg postprocess`` (in memory, for checks and small data).
 
     Parameters
@@ -233,6 +233,9 @@ def postprocess_array(values: np.ndarray, *, threshold: float | None = None,
         Opening of the kept components before the closing (same forms); 0: none.
     plug_holes : bool
         After the closing, plug one-voxel holes (:func:`volseg.postprocess.repairs.plug_holes`).
+    fill_cavities : int
+        Last, fill the cavities of at most this many voxels of the result (those the slice
+        holes enclosed; :func:`cavities`); 0: none.
 
     Returns
     -------
@@ -251,14 +254,24 @@ def postprocess_array(values: np.ndarray, *, threshold: float | None = None,
     out = keep[labels]                                   # step 2: the kept components
     repairs = Repairs(parse_element(close, "--close"), parse_element(open, "--open"), bool(plug_holes))
     out = repairs.whole(out)                             # step 3: opening, closing, plugging
-    if fill_holes > 0:                                   # step 4: holes of the closed mask
-        bg, m = label(~out, connectivity=1, return_num=True)
-        bsize = np.bincount(bg.ravel(), minlength=m + 1)
-        border = np.zeros(m + 1, dtype=bool)
-        for axis in range(3):
-            for side in (0, -1):
-                border[np.unique(np.take(bg, side, axis=axis))] = True
-        fill = (~border) & (bsize <= fill_holes)
-        fill[0] = False
-        out = fill_slice_holes(out, fill_holes) | fill[bg]
+    if fill_holes > 0:                                   # step 4: holes of the repaired mask
+        out = fill_slice_holes(out, fill_holes) | cavities(out, fill_holes)
+    if fill_cavities > 0:                                # step 5: cavities of that result
+        out = out | cavities(out, fill_cavities)
     return out.astype(np.uint8)
+
+
+def cavities(mask: np.ndarray, max_size: int) -> np.ndarray:
+    """The 6-connected background components of ``mask`` with at most ``max_size`` voxels that
+    do not touch the volume border (whole volume in memory)."""
+    from skimage.measure import label
+
+    bg, m = label(~mask, connectivity=1, return_num=True)
+    bsize = np.bincount(bg.ravel(), minlength=m + 1)
+    border = np.zeros(m + 1, dtype=bool)
+    for axis in range(3):
+        for side in (0, -1):
+            border[np.unique(np.take(bg, side, axis=axis))] = True
+    fill = (~border) & (bsize <= max_size)
+    fill[0] = False
+    return fill[bg]

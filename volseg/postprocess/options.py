@@ -20,6 +20,8 @@ DEFAULT_FILL_HOLES = 16
 DEFAULT_CLOSE = 0
 #: Default ``--open`` (radius of the opening ball in voxels; 0 = no opening).
 DEFAULT_OPEN = 0
+#: Default ``--fill-cavities`` (cavities of the hole-filled mask, in voxels; 0 = none).
+DEFAULT_FILL_CAVITIES = 0
 #: Default ``--plug-holes`` (one-voxel hole plugging by the 2x2x2 lookup table).
 DEFAULT_PLUG_HOLES = False
 #: Default ``--smooth`` of a float (probability) input: Gaussian sigma in voxels, chosen with
@@ -86,10 +88,11 @@ class Options:
     fill_holes: int
     open: Element = Element()
     plug_holes: bool = False
+    fill_cavities: int = 0
 
     @classmethod
     def parse(cls, dtype, *, threshold=None, hysteresis=None, smooth=None, close=None,
-              min_size=None, fill_holes=None, open=None, plug_holes=None,
+              min_size=None, fill_holes=None, open=None, plug_holes=None, fill_cavities=None,
               where: str = "input") -> "Options":
         """Validate the options against the input's dtype (float: probabilities)."""
         hysteresis = parse_hysteresis(hysteresis)
@@ -109,7 +112,8 @@ class Options:
                    _parse_size(min_size, DEFAULT_MIN_SIZE, "--min-size"),
                    _parse_size(fill_holes, DEFAULT_FILL_HOLES, "--fill-holes"),
                    parse_element(open, "--open", DEFAULT_OPEN),
-                   DEFAULT_PLUG_HOLES if plug_holes is None else bool(plug_holes))
+                   DEFAULT_PLUG_HOLES if plug_holes is None else bool(plug_holes),
+                   _parse_size(fill_cavities, DEFAULT_FILL_CAVITIES, "--fill-cavities"))
 
     @property
     def binarise(self) -> Binarise:
@@ -186,4 +190,5 @@ class Options:
         return {"threshold": self.threshold,
                 "hysteresis": list(self.hysteresis) if self.hysteresis else None, "smooth": self.smooth,
                 **self.repairs.settings(),
-                "min_size": self.min_size, "fill_holes": self.fill_holes}
+                "min_size": self.min_size, "fill_holes": self.fill_holes,
+                **({"fill_cavities": self.fill_cavities} if self.fill_cavities else {})}

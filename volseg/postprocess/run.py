@@ -24,10 +24,10 @@ import numpy as np
 
 from volseg.geometry import as_slices, chunk_bounds, chunk_counts
 from volseg.metrics import components as cc
-from volseg.postprocess.blocks import (TABLES, block_values, cached_tables, clear_caches, closed_kept,
-                                       concat, kept_cached, load_tables, offsets)
-from volseg.postprocess.holes import HOLES, holes_pass
-from volseg.postprocess.kernels import chunk_holes, component_table, filled_block, summarise_block
+from volseg.postprocess.blocks import (TABLES, block_values, cached_tables, clear_caches, concat, load_tables,
+                                       offsets)
+from volseg.postprocess.holes import CAVITIES, HOLES, filled_chunk, holes_pass
+from volseg.postprocess.kernels import component_table, filled_block, summarise_block
 from volseg.postprocess.options import Options
 
 _BATCH_BLOCKS = 256
@@ -138,38 +138,34 @@ def _same_settings(output: Path, settings: dict) -> bool:
     return info.get("fingerprint") == fingerprint(settings)
 
 
-def _holes(path, out: Path, token: int, shape, chunks, opts, **run) -> tuple[int | None, int]:
-    """(token of the cavity tables, cavities): pass 2, or the tables a resumed run saved."""
-    if opts.fill_holes <= 0:
+def _holes(path, out: Path, token: int, shape, chunks, opts, *, holes_token=None,
+           **run) -> tuple[int | None, int]:
+    """(token of the cavity tables, cavities): pass 2, or the tables a resumed run saved; with
+    ``holes_token``, the ``--fill-cavities`` pass after it."""
+    name, size = (HOLES, opts.fill_holes) if holes_token is None else (CAVITIES, opts.fill_cavities)
+    if size <= 0:
         return None, 0
-    if load_tables(out, HOLES) is None:
+    if load_tables(out, name) is None:
         save_tables(out, holes_pass(path, str(out), token, shape, chunks, opts, per_batch=_BATCH_BLOCKS,
-                                    **run), HOLES)
-    stats = out / HOLES / "stats.npy"
+                                    holes_token=holes_token, **run), name)
+    stats = out / name / "stats.npy"
     return stats.stat().st_mtime_ns, int(np.load(stats)[0])
 
 
-def _write_task(index, *, path, output, token, holes_token, chunks, shape, binarise, close, holes) -> int:
-    """Pass 3: one output chunk, the kept mask closed and its holes filled, and its marker."""
+def _write_task(index, *, path, output, token, holes_token, chunks, shape, binarise, close, holes,
+                cavities_token=None) -> int:
+    """Pass 3: one output chunk, the kept mask repaired and its holes filled, and its marker."""
     import zarr
 
     from volseg.inference.resume import Markers
 
     index = tuple(index)
     start, stop = chunk_bounds(index, chunks, shape)
-    if close.active or holes:
-        # The repairs and the slice holes need the kept mask R + N + 1 voxels around the chunk:
-        # neighbouring chunks are relabelled exactly as pass 1 did and mapped through its table.
-        box, lo, _ = closed_kept(path, output, token, index, chunks, shape, binarise, close=close,
-                                 halo=holes + 1 if holes else 0)
-        inner = as_slices([s - a for s, a in zip(start, lo)], [t - a for t, a in zip(stop, lo)])
-        out = box[inner]
-        if holes:
-            h = cached_tables(output, holes_token, HOLES)
-            out = chunk_holes(box, lo, start, stop, holes=holes) | \
-                filled_block(out, h["fill_bg"], int(h["bg_offsets"][index]))
-    else:
-        out = kept_cached(path, output, token, index, chunks, shape, binarise)[1]
+    out = filled_chunk(path, output, token, holes_token, index, chunks, shape, binarise, close=close,
+                       holes=holes)
+    if cavities_token is not None:  # --fill-cavities: the cavities of that mask
+        c = cached_tables(output, cavities_token, CAVITIES)
+        out = out | filled_block(out, c["fill_bg"], int(c["bg_offsets"][index]))
     zarr.open_array(os.path.join(output, "0"), mode="r+")[as_slices(start, stop)] = out.astype(np.uint8)
     Markers(output).mark(index)
     return 1
@@ -178,7 +174,8 @@ def _write_task(index, *, path, output, token, holes_token, chunks, shape, binar
 def postprocess(pred: str | os.PathLike, output: str | os.PathLike, *, threshold: float | None = None,
                 hysteresis=None, smooth: float | None = None, close: int | None = None,
                 min_size: int | None = None, fill_holes: int | None = None, open=None,
-                plug_holes: bool | None = None, topology_report=None, chunks=128,
+                plug_holes: bool | None = None, fill_cavities: int | None = None, topology_report=None,
+                chunks=128,
                 scheduler: str = "threads", workers: int | None = None, part=None,
                 overwrite: bool = False, quiet: bool = False) -> dict:
     """Clean a prediction volume into uint8 labels, streamed chunk by chunk (see module docstring).
@@ -217,6 +214,10 @@ def postprocess(pred: str | os.PathLike, output: str | os.PathLike, *, threshold
         Plug one-voxel holes through sheets by the 2 x 2 x 2 lookup table
         (:func:`volseg.postprocess.repairs.plug_holes`), after the closing. Default
         :data:`volseg.postprocess.options.DEFAULT_PLUG_HOLES`.
+    fill_cavities : int, optional
+        M: then the cavities of the result of ``fill_holes`` (filling 2D slice holes can
+        enclose new ones) of at most M voxels are filled too (one more labelling pass).
+        Default :data:`volseg.postprocess.options.DEFAULT_FILL_CAVITIES`; 0 = none.
     topology_report : path, optional
         JSON file listing the output chunks that, each taken alone, still hold tunnels (b1) or
         cavities (b2), with their (z, y, x) voxel coordinates, Euler characteristic and Betti
@@ -264,7 +265,7 @@ def postprocess(pred: str | os.PathLike, output: str | os.PathLike, *, threshold
     meta = read_meta(pred)
     opts = Options.parse(meta.dtype, threshold=threshold, hysteresis=hysteresis, smooth=smooth,
                          close=close, min_size=min_size, fill_holes=fill_holes, open=open,
-                         plug_holes=plug_holes, where=str(pred))
+                         plug_holes=plug_holes, fill_cavities=fill_cavities, where=str(pred))
     from volseg.io.remote import is_url
 
     path, shape = (pred if is_url(pred) else os.path.abspath(pred)), tuple(meta.shape)
@@ -295,9 +296,13 @@ def postprocess(pred: str | os.PathLike, output: str | os.PathLike, *, threshold
         try:
             holes_token, cavities = _holes(path, out, token, shape, chunks, opts, scheduler=scheduler,
                                            workers=workers, quiet=quiet)
+            cavities_token, more = _holes(path, out, token, shape, chunks, opts, holes_token=holes_token,
+                                          scheduler=scheduler, workers=workers, quiet=quiet)
+            cavities += more
             task = functools.partial(_write_task, path=path, output=str(out), token=token,
                                      holes_token=holes_token, chunks=chunks, shape=shape,
-                                     binarise=opts.binarise, close=opts.repairs, holes=opts.fill_holes)
+                                     binarise=opts.binarise, close=opts.repairs, holes=opts.fill_holes,
+                                     cavities_token=cavities_token)
             run_tasks(task, todo, scheduler=scheduler, workers=workers, description="post-processing",
                       quiet=quiet)
         finally:
