@@ -29,6 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the oracles of the s
 from topology_ceiling import oracle_field, unit_noise  # noqa: E402
 
 ERRORS = (0.5, 0.75, 1.0)
+#: The settings every repair is added to: the defaults before the repairs.
+BASE = {"min_size": 200, "fill_holes": 16, "open": 0, "close": 0}
 CORRELATIONS = (1.0, 2.0)
 #: name -> keyword arguments of postprocess_array on top of the defaults.
 REPAIRS = {
@@ -63,7 +65,6 @@ def run(shape, *, seed: int = 0, errors=ERRORS, correlations=CORRELATIONS, repai
     """Every (correlation, error) oracle, raw and with every repair; see the module docstring."""
     from volseg.data.synth import synth_scroll
     from volseg.postprocess.kernels import postprocess_array
-    from volseg.postprocess.options import DEFAULT_FILL_HOLES, DEFAULT_MIN_SIZE
 
     _, labels = synth_scroll(shape, seed=seed, band=True)
     field = oracle_field(labels)
@@ -75,14 +76,13 @@ def run(shape, *, seed: int = 0, errors=ERRORS, correlations=CORRELATIONS, repai
             row = {"correlation": corr, "error": a, "raw": score(pred, labels), "repairs": {}}
             for name in repairs:
                 t0 = time.perf_counter()
-                out = postprocess_array(pred, min_size=DEFAULT_MIN_SIZE, fill_holes=DEFAULT_FILL_HOLES,
-                                        **REPAIRS[name])
+                out = postprocess_array(pred, **(BASE | REPAIRS[name]))
                 seconds = time.perf_counter() - t0
                 row["repairs"][name] = score(out, labels) | {"seconds": round(seconds, 2)}
             rows.append(row)
             print(f"correlation {corr:g} error {a:g}: done", flush=True)
     return {"shape": list(labels.shape), "seed": seed, "truth": "band",
-            "base": {"min_size": DEFAULT_MIN_SIZE, "fill_holes": DEFAULT_FILL_HOLES},
+            "base": BASE,
             "repairs": {name: REPAIRS[name] for name in repairs}, "rows": rows}
 
 

@@ -95,10 +95,11 @@ def test_fill_cavities_fills_what_the_slice_holes_enclose():
     vol[2:9, 2:9, 2:9] = 1
     vol[3:8, 3:8, 3:8] = 0                                    # a hollow box, 125-voxel cavity,
     vol[5, 5, 2] = 0                                          # opened by a one-voxel hole in a wall
-    step4 = postprocess_array(vol, fill_holes=16)
+    plain = dict(fill_holes=16, open=0, close=0)
+    step4 = postprocess_array(vol, **plain)
     assert step4[5, 5, 2] and not step4[5, 5, 5]              # the hole is filled, the cavity is new
-    assert not postprocess_array(vol, fill_holes=16, fill_cavities=124)[5, 5, 5]
-    assert postprocess_array(vol, fill_holes=16, fill_cavities=125)[3:8, 3:8, 3:8].all()
+    assert not postprocess_array(vol, fill_cavities=124, **plain)[5, 5, 5]
+    assert postprocess_array(vol, fill_cavities=125, **plain)[3:8, 3:8, 3:8].all()
 
 
 # ----------------------------------------------------------------------------- elements
@@ -123,6 +124,16 @@ def test_ball_closing_is_the_old_close():
         old = close_mask(np.pad(vol, 2 * r, mode="edge"), r)[2 * r:-2 * r, 2 * r:-2 * r, 2 * r:-2 * r]
         np.testing.assert_array_equal(Repairs(closing=parse_element(r, "--close")).whole(vol), old)
         np.testing.assert_array_equal(postprocess_array(vol, close=r), postprocess_array(vol, close=str(r)))
+
+
+def test_default_opening_keeps_vertical_sheets_and_cuts_thin_bridges():
+    vol = np.zeros((16, 16, 20), bool)
+    vol[:, 2:14, 4:6] = vol[:, 2:14, 12:14] = True            # two wraps, sheets along z
+    vol[7:9, 6, 6:12] = True                                  # a bridge 2 voxels high along z
+    out = postprocess_array(vol, min_size=0)                  # --open 1,0,0 --close 1,0,0
+    np.testing.assert_array_equal(out[:, :, :6], vol[:, :, :6])
+    assert not out[:, :, 6:12].any() and betti_numbers(out)[0] == 2
+    assert betti_numbers(vol)[0] == 1
 
 
 def test_anisotropic_closing_acts_along_its_axes_only():
@@ -206,7 +217,8 @@ def test_cli_repairs_match_the_library(tmp_path):
     vol = _sheets(2).astype(np.uint8)
     write_volume(tmp_path / "in.zarr", vol, chunks=8)
     result = runner.invoke(app, ["postprocess", str(tmp_path / "in.zarr"), "-o", str(tmp_path / "o.zarr"),
-                                 "--open", "0,1,1", "--close", "box:3,1,3", "--plug-holes", "--min-size", "0", "--fill-holes", "0",
+                                 "--open", "0,1,1", "--close", "box:3,1,3", "--plug-holes", "--min-size", "0",
+                                 "--fill-holes", "0",
                                  "--chunks", "12", "--scheduler", "synchronous", "--quiet"])
     assert result.exit_code == 0, result.stderr
     ref = postprocess_array(vol, open="0,1,1", close="box:3,1,3", plug_holes=True, min_size=0)
@@ -226,7 +238,8 @@ def test_topology_report_lists_the_blocks_with_tunnels_and_cavities(tmp_path):
     vol[2:6, 10:14, 10:14] = 1                                # a plain cube: not listed
     write_volume(tmp_path / "v.zarr", vol, chunks=8)
     result = runner.invoke(app, ["postprocess", str(tmp_path / "v.zarr"), "-o", str(tmp_path / "o.zarr"),
-                                 "--min-size", "0", "--fill-holes", "0", "--chunks", "8", "--topology-report",
+                                 "--min-size", "0", "--fill-holes", "0", "--open", "0", "--close", "0",
+                                 "--chunks", "8", "--topology-report",
                                  str(tmp_path / "t.json"), "--scheduler", "synchronous", "--json", "-", "--quiet"])
     assert result.exit_code == 0, result.stderr
     report = json.loads((tmp_path / "t.json").read_text())
@@ -239,7 +252,8 @@ def test_topology_report_lists_the_blocks_with_tunnels_and_cavities(tmp_path):
                        "tunnels": 1, "cavities": 1}
     # plugging repairs the tunnel; the report says so
     result = runner.invoke(app, ["postprocess", str(tmp_path / "v.zarr"), "-o", str(tmp_path / "p.zarr"),
-                                 "--min-size", "0", "--fill-holes", "0", "--plug-holes", "--chunks", "8",
+                                 "--min-size", "0", "--fill-holes", "0", "--open", "0", "--close", "0",
+                                 "--plug-holes", "--chunks", "8",
                                  "--topology-report", str(tmp_path / "p.json"), "--quiet"])
     assert result.exit_code == 0, result.stderr
     assert [b["start"] for b in json.loads((tmp_path / "p.json").read_text())["blocks"]] == [[8, 8, 16]]

@@ -27,10 +27,11 @@ def postprocess_command(
     close: Annotated[str | None, typer.Option(
         "--close", metavar="R|Z,Y,X|box:Z,Y,X", help="Binary closing of the kept components with a ball of "
         "radius R, an ellipsoid of radii Z,Y,X or a box of odd sides: closes holes through sheets up to "
-        "~2R voxels (default 0 = off).")] = None,
+        "~2R voxels (default 1,0,0: a line of 3 voxels along z; 0 = off).")] = None,
     open_: Annotated[str | None, typer.Option(
         "--open", metavar="R|Z,Y,X|box:Z,Y,X", help="Binary opening of the kept components before the "
-        "closing, same forms: cuts bridges and spurs thinner than the element (default 0 = off).")] = None,
+        "closing, same forms: cuts bridges and spurs thinner than the element (default 1,0,0: bridges between "
+        "wraps of a scroll rolled around z; 0 = off).")] = None,
     plug_holes: Annotated[bool | None, typer.Option(
         "--plug-holes/--no-plug-holes", help="Plug one-voxel holes through sheets by a 2x2x2 lookup table, "
         "after the closing (default off).")] = None,
@@ -55,7 +56,7 @@ def postprocess_command(
     debug: DebugOpt = False,
     json_out: JsonOpt = None,
 ) -> None:
-    """Smooth and threshold a prediction, close small holes, remove small components, fill small cavities; streamed.
+    """Smooth and threshold a prediction, remove small components, open/close, fill small holes; streamed.
 
     Examples:
 
@@ -64,6 +65,10 @@ def postprocess_command(
       volseg postprocess prob.zarr -o clean.zarr --hysteresis 0.3,0.7 --smooth 0 --min-size 500 --fill-holes 0
 
       volseg postprocess prob.zarr -o clean.zarr --part 2/8 --scheduler processes
+
+      volseg postprocess pred.zarr -o clean.zarr --open 0 --close 0   # as before the repairs
+
+      volseg postprocess pred.zarr -o clean.zarr --plug-holes --topology-report left.json
     """
     with cli_errors(debug):
         guard_json(json_out, inputs=[pred], outputs=[output, topology_report])
@@ -71,7 +76,8 @@ def postprocess_command(
 
         result = postprocess(pred, output, threshold=threshold, hysteresis=hysteresis, smooth=smooth,
                              close=close, min_size=min_size, fill_holes=fill_holes, open=open_,
-                             plug_holes=plug_holes, fill_cavities=fill_cavities, topology_report=topology_report, chunks=chunks,
+                             plug_holes=plug_holes, fill_cavities=fill_cavities,
+                             topology_report=topology_report, chunks=chunks,
                              scheduler=scheduler, workers=workers,
                              part=part, overwrite=overwrite, quiet=quiet)
         emit_json(result, json_out)

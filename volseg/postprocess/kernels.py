@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from volseg.metrics import components as cc
-from volseg.postprocess.repairs import Repairs, parse_element
+from volseg.postprocess.repairs import DEFAULT_CLOSE, DEFAULT_OPEN, Repairs, parse_element
 
 _TRUNCATE = 4.0    # Gaussian kernel radius in standard deviations (scipy's default)
 
@@ -206,7 +206,7 @@ def summarise_background(mask: np.ndarray, *, start, stop, shape) -> dict:
 
 def postprocess_array(values: np.ndarray, *, threshold: float | None = None,
                       hysteresis: tuple[float, float] | None = None, smooth: float = 0.0,
-                      close=0, min_size: int = 0, fill_holes: int = 0, open=0,
+                      close=DEFAULT_CLOSE, min_size: int = 0, fill_holes: int = 0, open=DEFAULT_OPEN,
                       plug_holes: bool = False, fill_cavities: int = 0) -> np.ndarray:
     """Whole-volume reference of ``volseg postprocess`` (in memory, for checks and small data).
 
@@ -222,6 +222,7 @@ def postprocess_array(values: np.ndarray, *, threshold: float | None = None,
     close : int, "Z,Y,X" or "box:Z,Y,X"
         Closing applied to the kept components: a ball radius (:func:`close_mask`), ellipsoid
         radii or odd box sides (:func:`volseg.postprocess.repairs.parse_element`); 0: none.
+        Default, as the command's, ``"1,0,0"`` (a line of 3 voxels along z).
     min_size : int
         26-connected foreground components of fewer voxels are removed.
     fill_holes : int
@@ -230,7 +231,8 @@ def postprocess_array(values: np.ndarray, *, threshold: float | None = None,
         its 6-connected background components not touching the volume border with at most
         this many voxels (cavities). 0: neither. Each step acts on the previous one's result.
     open : int, "Z,Y,X" or "box:Z,Y,X"
-        Opening of the kept components before the closing (same forms); 0: none.
+        Opening of the kept components before the closing (same forms); 0: none. Default, as
+        the command's, ``"1,0,0"``.
     plug_holes : bool
         After the closing, plug one-voxel holes (:func:`volseg.postprocess.repairs.plug_holes`).
     fill_cavities : int

@@ -10,16 +10,13 @@ import numpy as np
 
 from volseg.errors import VolsegError
 from volseg.postprocess.kernels import Binarise
-from volseg.postprocess.repairs import Element, Repairs, parse_element
+from volseg.postprocess.repairs import DEFAULT_CLOSE, DEFAULT_OPEN, Element, Repairs, parse_element
 
 #: Default ``--min-size``: chosen with ``benchmarks/postprocess.py`` on synthetic scrolls.
 DEFAULT_MIN_SIZE = 200
 #: Default ``--fill-holes`` (2D slice holes in pixels and cavities in voxels).
 DEFAULT_FILL_HOLES = 16
-#: Default ``--close`` (radius of the closing ball in voxels; 0 = no closing).
-DEFAULT_CLOSE = 0
-#: Default ``--open`` (radius of the opening ball in voxels; 0 = no opening).
-DEFAULT_OPEN = 0
+# DEFAULT_OPEN, DEFAULT_CLOSE (``--open``/``--close``, "1,0,0"): volseg.postprocess.repairs.
 #: Default ``--fill-cavities`` (cavities of the hole-filled mask, in voxels; 0 = none).
 DEFAULT_FILL_CAVITIES = 0
 #: Default ``--plug-holes`` (one-voxel hole plugging by the 2x2x2 lookup table).

@@ -25,6 +25,11 @@ import numpy as np
 
 from volseg.errors import VolsegError
 
+#: Default ``--open`` and ``--close``: a line of 3 voxels along z (a sheet of a scroll rolled
+#: around the z axis contains such lines), chosen with ``benchmarks/repairs.py`` on the oracles.
+DEFAULT_OPEN = "1,0,0"
+DEFAULT_CLOSE = "1,0,0"
+
 #: The eight voxels of a 2 x 2 x 2 cube, (dz, dy, dx); voxel i is bit i of a configuration.
 CUBE = tuple(itertools.product((0, 1), repeat=3))
 
@@ -73,14 +78,14 @@ def _footprint(kind: str, size: tuple[int, int, int]) -> np.ndarray:
     return np.broadcast_to(distance <= 1.0, tuple(2 * r + 1 for r in size)).copy()
 
 
-def parse_element(value, name: str, default: int = 0) -> Element:
+def parse_element(value, name: str, default=0) -> Element:
     """``--close``/``--open`` value -> :class:`Element` (errors name the option and the fix).
 
     Accepts ``R`` (ball radius), ``Z,Y,X`` (ellipsoid radii), ``box:Z,Y,X`` or ``box:S`` (odd
     box sides), an int, or 3 ints (radii). Radii are whole numbers >= 0; box sides odd >= 1.
     """
     if value is None:
-        return Element("ball", (default,) * 3)
+        value = default
     if isinstance(value, Element):
         return value
     text = value if isinstance(value, str) else ",".join(map(str, np.atleast_1d(value)))
