@@ -70,8 +70,8 @@ def main() -> None:
                 memcache._CACHE.clear()
                 memcache._STATE["bytes"] = 0
                 t0 = time.perf_counter()
-                volseg.predict(tmp / "run", url, str(tmp / out), patch=args.patch, overlap=args.overlap,
-                               stitch=True, chunks=args.chunk, device="cpu", quiet=True)
+                volseg.predict(tmp / "run", url, str(tmp / out), *volseg.predict_options(
+                    patch=args.patch, overlap=args.overlap, stitch=True, chunks=args.chunk, device="cpu", quiet=True))
                 rows[name] = {"fetched_bytes": server.chunk_bytes(), "seconds": round(time.perf_counter() - t0, 2)}
             server.reset()
             patch = (args.patch,) * 3

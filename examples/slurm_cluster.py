@@ -12,7 +12,8 @@ if __name__ == "__main__":
     cluster = SLURMCluster(cores=8, processes=1, memory="32GB", walltime="04:00:00",
                            job_extra_directives=["--gres=gpu:1"])
     cluster.scale(jobs=16)
-    summary = volseg.predict("runs/unet", "scroll.zarr", "prediction.zarr", stitch=True, patch=64,
-                             scheduler=cluster.scheduler_address, device="auto")
+    summary = volseg.predict("runs/unet", "scroll.zarr", "prediction.zarr",
+                             volseg.PredictSettings.parse(stitch=True, patch=64, device="auto"),
+                             execution=volseg.Execution.parse(scheduler=cluster.scheduler_address))
     print(summary)
     cluster.close()

@@ -41,11 +41,14 @@ def test_json_has_metric_names_as_keys(volumes, tmp_path):
                                  "--block", "8", "--quiet", "--scheduler", "synchronous"])
     assert result.exit_code == 0, result.stderr
     values = json.loads(result.stdout)
-    assert list(values) == ["dice", "surface_dice", "voi", "betti", "topology", "topology_counts", "score"]
+    assert list(values) == ["dice", "surface_dice", "voi", "voi_split", "voi_merge", "betti", "topology",
+                            "topology_counts", "topology_f1", "score"]
+    assert values["voi"] == pytest.approx(values["voi_split"] + values["voi_merge"], abs=1e-12)
+    assert len(values["topology_f1"]) == 3
     assert set(values["betti"]) == {"pred", "truth"} and len(values["betti"]["pred"]) == 3
     assert set(values["topology_counts"]) == {"matched", "pred", "truth", "tiles"}
     assert values["topology_counts"]["tiles"] == [2, 2, 2]
-    assert all(isinstance(values[k], float) for k in values if k not in ("betti", "topology_counts"))
+    assert all(isinstance(values[k], float) for k in values if k not in ("betti", "topology_counts", "topology_f1"))
     assert values["surface_dice"] == 1.0  # a one-voxel shift at tolerance 2
 
 
@@ -78,6 +81,12 @@ def test_table_preview_and_intensity_defaults(volumes, tmp_path):
                                  "--metrics", "dice,score"])
     assert result.exit_code == 0, result.stderr
     assert "dice" in result.stdout and "score" in result.stdout and png.stat().st_size > 0
+    result = runner.invoke(app, ["evaluate", str(volumes["prob"]), str(volumes["truth"]), "--metrics",
+                                 "voi,topology", "--block", "8", "--scheduler", "synchronous"])
+    assert result.exit_code == 0, result.stderr
+    for row in ("voi_split", "voi_merge", "topology_f1"):       # the per-dimension report
+        assert row in result.stdout, result.stdout
+    assert "b0 " in result.stdout and "b1 " in result.stdout and "b2 " in result.stdout
     result = runner.invoke(app, ["evaluate", str(volumes["clean"]), str(volumes["image"]), "--json",
                                  str(tmp_path / "i.json")])
     assert result.exit_code == 0, result.stderr

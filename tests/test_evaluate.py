@@ -11,6 +11,7 @@ from volseg.metrics import (betti_numbers, dice, evaluate, surface_dice, tiled_t
                             write_preview)
 from volseg.metrics.evaluate import SEGMENTATION_METRICS, parse_metrics
 from volseg.metrics.preview import Preview
+from volseg.metrics.topology import topology_f1
 from volseg.parallel import Execution
 
 SEG = ",".join(SEGMENTATION_METRICS)
@@ -32,20 +33,23 @@ def _reference(prob, truth, threshold=0.5, tolerance=2.0):
     p = (prob > threshold) & (truth != 2)
     gl, pl = label(g, connectivity=3), label(p, connectivity=3)
     u = g | p
-    voi = skimage_voi(gl[u], pl[u]).sum()
+    h_pg, h_gp = skimage_voi(pl[u], gl[u])                    # H(P|G), H(G|P)
+    voi = h_pg + h_gp
     bp, bg = betti_numbers(p), betti_numbers(g)
     tiled = tiled_topology(p, g)
     topo = tiled.pop("topology")
     sd = surface_dice(p, g, tolerance=tolerance)
-    return {"dice": dice(p, g), "surface_dice": sd, "voi": voi,
+    f1s = [topology_f1(m, n, t) for m, n, t in zip(tiled["matched"], tiled["pred"], tiled["truth"])]
+    return {"dice": dice(p, g), "surface_dice": sd, "voi": voi, "voi_split": h_pg, "voi_merge": h_gp,
             "betti": {"pred": list(bp), "truth": list(bg)}, "topology": topo, "topology_counts": tiled,
+            "topology_f1": f1s,
             "score": 0.30 * topo + 0.35 * sd + 0.35 * voi_score(voi)}
 
 
 def _assert_close(got, ref):
     assert list(got) == list(ref)
     for key, value in ref.items():
-        if key in ("betti", "topology_counts"):
+        if key in ("betti", "topology_counts", "topology_f1"):
             assert got[key] == value, key
         else:
             assert got[key] == pytest.approx(value, rel=1e-12, abs=1e-12), key
@@ -76,7 +80,7 @@ def test_ignore_label_is_background_in_both(case):
     pred[:, :2] = 1               # predicted foreground where the truth says ignore: not counted
     got = evaluate(pred, truth, metrics="dice,voi", block=9,
                    execution=Execution.parse(scheduler="synchronous", quiet=True))
-    assert got == {"dice": 1.0, "voi": 0.0}
+    assert got == {"dice": 1.0, "voi": 0.0, "voi_split": 0.0, "voi_merge": 0.0}
     # Without an ignore label, 2 is not a valid label value.
     with pytest.raises(VolsegError, match="value 2"):
         evaluate(pred, truth, metrics="dice", ignore_label="none",

@@ -11,6 +11,8 @@ import pytest
 import tifffile
 import zarr
 
+from volseg.inference.settings import predict_options
+from volseg.parallel import Execution
 from volseg.io.completion import check_complete, completion, count_markers
 from volseg.io.markers import (MARKERS, BlockMarkers, Markers, RemoteMarkers, marker_name,
                                parse_marker)
@@ -96,7 +98,8 @@ def test_a_patch_store_with_old_markers_made_by_hand_resumes(labelled, tmp_path)
     fresh = tmp_path / "fresh.zarr"
     patchify(image, labels=labels, out=fresh, patch=8, stride=4)
     work = tmp_path / "p.zarr.partial"
-    patchify(image, labels=labels, out=work, patch=8, stride=4, part=(0, 2))  # a killed run's first half
+    patchify(image, labels=labels, out=work, patch=8, stride=4,
+             execution=Execution.parse(part=(0, 2), quiet=True))  # a killed run's first half
     done = tmp_path / "p.zarr.partial.done"
     old = {p.name: p.read_text() for p in done.iterdir()}
     assert old and all(name.isdigit() for name in old)
@@ -134,7 +137,7 @@ def test_a_predict_output_with_old_markers_made_by_hand_resumes(tmp_path):
     np.save(tmp_path / "v.npy", np.random.default_rng(0).normal(size=(32, 16, 16)).astype(np.float32))
     out = tmp_path / "out.zarr"
     kw = dict(patch=16, stitch=True, chunks=16, device="cpu", quiet=True)
-    first = predict(run, tmp_path / "v.npy", out, **kw)
+    first = predict(run, tmp_path / "v.npy", out, *predict_options(**kw))
     ref = zarr.open_array(str(out / "0"), mode="r")[:]
     names = sorted(n for n in os.listdir(out / MARKERS) if n != "zarr.json")
     assert names == ["c0.0.0", "c1.0.0"]
@@ -143,7 +146,7 @@ def test_a_predict_output_with_old_markers_made_by_hand_resumes(tmp_path):
     (out / MARKERS / "zarr.json").write_text(OLD_GROUP_JSON)
     (out / MARKERS / "c1.0.0").touch()
     zarr.open_array(str(out / "0"), mode="r+")[:] = 0
-    again = predict(run, tmp_path / "v.npy", out, **kw)
+    again = predict(run, tmp_path / "v.npy", out, *predict_options(**kw))
     assert again["chunks_written"] == 1 and again["chunks_done_before"] == first["chunks_total"] - 1
     got = zarr.open_array(str(out / "0"), mode="r")[:]
     np.testing.assert_array_equal(got[:16], ref[:16])

@@ -37,3 +37,20 @@ def test_voi_split_and_merge():
     assert variation_of_information(split, truth) > 0.9
     assert variation_of_information(np.zeros_like(truth), np.zeros_like(truth)) == 0.0
     assert voi_score(0.0) == 1.0 and voi_score(1.0) == pytest.approx(1 / 1.3)
+
+
+def test_streamed_split_and_merge_terms():
+    """A prediction cutting the truth's one rod in two is a false split (H(P|G) > 0, no merge);
+    the prediction joining two true rods is a false merge (H(G|P) > 0, no split)."""
+    truth = np.zeros((5, 5, 12), bool)
+    truth[2, 2, 1:11] = True
+    cut = truth.copy()
+    cut[2, 2, 6] = False
+    for block in [(2, 3, 4), 64]:
+        split = evaluate(cut, truth.astype(np.uint8), metrics="voi", block=block,
+                         execution=Execution.parse(scheduler="synchronous", quiet=True))
+        merge = evaluate(truth, cut.astype(np.uint8), metrics="voi", block=block,
+                         execution=Execution.parse(scheduler="synchronous", quiet=True))
+        assert split["voi_split"] > 0.9 and split["voi_merge"] == 0.0, split
+        assert merge["voi_merge"] > 0.9 and merge["voi_split"] == 0.0, merge
+        assert split["voi"] == split["voi_split"] + split["voi_merge"]

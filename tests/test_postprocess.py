@@ -41,7 +41,7 @@ def test_min_size_over_32_chunks_equals_remove_small_objects(masks, seed, min_si
     root, found = masks
     path, mask = found[seed]
     out = root / f"o{seed}-{min_size}.zarr"
-    r = postprocess(path, out, min_size=min_size, close=0, fill_holes=0, chunks=32,
+    r = postprocess(path, out, min_size=min_size, close=0, open=0, fill_holes=0, chunks=32,
                     execution=Execution.parse(scheduler="synchronous", quiet=True))
     # skimage 0.26: max_size removes objects of at most max_size voxels, i.e. fewer than min_size.
     expected = remove_small_objects(mask.astype(bool), max_size=min_size - 1, connectivity=3)
@@ -58,7 +58,7 @@ def test_hysteresis_equals_skimage_with_26_connected_components(tmp_path):
     write_volume(tmp_path / "p.zarr", prob, chunks=16)
     low, high = 0.55, 0.7
     postprocess(tmp_path / "p.zarr", tmp_path / "o.zarr", hysteresis=f"{low},{high}", smooth=0, close=0,
-                min_size=0, fill_holes=0, chunks=16,
+                open=0, min_size=0, fill_holes=0, chunks=16,
                 execution=Execution.parse(scheduler="threads", workers=2, quiet=True))
     got = _read(tmp_path / "o.zarr").astype(bool)
     # skimage labels the weak mask with ndi.label's default 6-connectivity; volseg's components are
@@ -83,17 +83,17 @@ def test_fill_holes_fills_cavities_up_to_n_voxels_and_equals_the_reference(tmp_p
     # voxels) is filled; N = 216: the big one too (its slice holes are 36 pixels).
     for n, filled in ((3, 0), (8, 8), (216, 8 + 216)):
         out = tmp_path / f"o{n}.zarr"
-        r = postprocess(tmp_path / "s.zarr", out, fill_holes=n, close=0, min_size=0, chunks=10 if n < 9 else 20,
-                        execution=Execution.parse(scheduler="synchronous", quiet=True))
+        r = postprocess(tmp_path / "s.zarr", out, fill_holes=n, close=0, open=0, min_size=0,
+                        chunks=10 if n < 9 else 20, execution=Execution.parse(scheduler="synchronous", quiet=True))
         got = _read(out)
         assert int(got.sum()) - int(shell.sum()) == filled
         assert r["cavities_filled"] == (filled > 0) + (filled > 8)
-        np.testing.assert_array_equal(got, postprocess_array(shell, fill_holes=n, min_size=0))
+        np.testing.assert_array_equal(got, postprocess_array(shell, fill_holes=n, min_size=0, open=0, close=0))
     prob = _smooth_noise(4)
     write_volume(tmp_path / "p.zarr", prob, chunks=16)
     postprocess(tmp_path / "p.zarr", tmp_path / "pf.zarr", threshold=0.45, smooth=0, fill_holes=40, close=0,
-                min_size=5, chunks=16, execution=Execution.parse(scheduler="synchronous", quiet=True))
-    ref = postprocess_array(prob, threshold=0.45, fill_holes=40, min_size=5)
+                open=0, min_size=5, chunks=16, execution=Execution.parse(scheduler="synchronous", quiet=True))
+    ref = postprocess_array(prob, threshold=0.45, fill_holes=40, min_size=5, open=0, close=0)
     assert ref.sum() > (prob >= 0.45).sum() - 1  # something filled, little removed
     np.testing.assert_array_equal(_read(tmp_path / "pf.zarr"), ref)
 

@@ -5,6 +5,7 @@ pixels, the cavity 64 voxels)."""
 import numpy as np
 import zarr
 
+from volseg.parallel import Execution
 from volseg.postprocess.kernels import postprocess_array
 from volseg.postprocess.run import postprocess
 
@@ -16,7 +17,7 @@ def test_a_hole_over_eight_chunks(tmp_path):
     np.save(tmp_path / "l.npy", values)
     for n, filled in ((15, False), (16, True), (64, True)):
         out = tmp_path / f"o{n}.zarr"
-        postprocess(tmp_path / "l.npy", out, fill_holes=n, chunks=8, quiet=True)
+        postprocess(tmp_path / "l.npy", out, fill_holes=n, chunks=8, execution=Execution.parse(quiet=True))
         got = zarr.open_group(str(out))["0"][:]
         np.testing.assert_array_equal(got, postprocess_array(values, fill_holes=n))
         assert int(got.sum()) == int(values.sum()) + (64 if filled else 0)

@@ -4,6 +4,7 @@ a lost chunk marker rewrites only that chunk (resume through io.markers)."""
 import numpy as np
 import zarr
 
+from volseg.parallel import Execution
 from volseg.io.markers import MARKERS
 from volseg.postprocess.kernels import postprocess_array
 from volseg.postprocess.run import postprocess
@@ -15,7 +16,7 @@ def test_streamed_equals_reference_and_resumes(tmp_path):
     values[6:10, 6:10, 6:10] = 0.1               # a cavity spread over 8 chunks
     values[0, 15, 15] = 0.9                      # a speck
     np.save(tmp_path / "p.npy", values)
-    kw = dict(threshold=0.5, smooth=0, min_size=2, fill_holes=100, chunks=8, quiet=True)  # float input: smoothed by default
+    kw = dict(threshold=0.5, smooth=0, min_size=2, fill_holes=100, chunks=8, execution=Execution.parse(quiet=True))  # float input: smoothed by default
     first = postprocess(tmp_path / "p.npy", tmp_path / "o.zarr", **kw)
     out = zarr.open_group(str(tmp_path / "o.zarr"))["0"]
     ref = postprocess_array(values, threshold=0.5, min_size=2, fill_holes=100)

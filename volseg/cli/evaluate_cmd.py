@@ -58,7 +58,7 @@ def evaluate_cmd(
 
     Streams block by block with Dask, so a whole scroll is scored without loading it. Segmentation metrics threshold probability maps at --threshold and need label volumes holding only 0, 1 and the ignore label.
 
-    topology counts features per tile of the leaderboard's 2x2x2 tiles and sums them before the F1s (JSON topology_counts); betti is the whole volume's. score = 0.30 topology + 0.35 surface_dice + 0.35 / (1 + 0.3 voi); voi is in bits, over the union foreground of the 26-connected components.
+    topology counts features per tile of the leaderboard's 2x2x2 tiles and sums them before the F1s (JSON topology_counts); betti is the whole volume's. score = 0.30 topology + 0.35 surface_dice + 0.35 / (1 + 0.3 voi); voi is in bits, over the union foreground of the 26-connected components. topology_f1 is the F1 per Betti dimension (b0 components, b1 tunnels, b2 cavities; - where neither side has any); voi_split (H(P|G), false splits) + voi_merge (H(G|P), false merges) = voi.
     """
     from volseg.metrics.evaluate import evaluate
     from volseg.metrics.preview import Preview
@@ -85,6 +85,8 @@ def _print_table(values: dict[str, Any], preview: str | None, *, quiet: bool) ->
         elif name == "topology_counts":
             text = (f"matched {tuple(value['matched'])} of pred {tuple(value['pred'])}, "
                     f"truth {tuple(value['truth'])} in {'x'.join(map(str, value['tiles']))} tiles")
+        elif name == "topology_f1":
+            text = "  ".join(f"b{k} {'-' if f is None else f'{f:.4f}'}" for k, f in enumerate(value))
         elif name == "betti_matching":
             text = (f"{value['topology']:.4f} (matched {tuple(value['matched'])} of pred "
                     f"{tuple(value['pred'])}, truth {tuple(value['truth'])})")

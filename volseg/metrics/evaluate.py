@@ -39,6 +39,8 @@ INTENSITY_METRICS = ("psnr", "ssim")
 SCORE_WEIGHTS = {"topology": 0.30, "surface_dice": 0.35, "voi_score": 0.35}
 _NEEDS = {"score": {"topology", "surface_dice", "voi"}, "topology": {"betti"}}
 _BATCH_BLOCKS = 256
+#: Keys each chosen metric adds to the result, in order (the per-dimension report follows its total).
+_REPORTED = {"topology": ("topology", "topology_counts", "topology_f1"), "voi": ("voi", "voi_split", "voi_merge")}
 
 
 def combined_score(topology_score: float, surface_dice: float, voi_bits: float) -> float:
@@ -125,7 +127,10 @@ def evaluate(pred, truth, *, metrics: str | Sequence[str] | None = None, thresho
         (the whole volume); ``topology`` -> the TopoScore from feature counts summed over the
         leaderboard's 2 x 2 x 2 tiles (:func:`volseg.metrics.leaderboard_tiles.tiled_topology`), followed
         by ``topology_counts`` -> ``{"matched", "pred", "truth": [k=0, 1, 2], "tiles": [2, 2,
-        2]}``, the summed counts it comes from (one tile along an axis under 2 voxels);
+        2]}``, the summed counts it comes from (one tile along an axis under 2 voxels), and
+        ``topology_f1`` -> ``[F1 of b0, b1, b2]`` (:func:`volseg.metrics.topology.dimension_f1s`,
+        None where a dimension is inactive); ``voi`` -> bits, followed by ``voi_split`` (H(P|G),
+        false splits) and ``voi_merge`` (H(G|P), false merges), its two terms;
         ``betti_matching`` -> ``{"matched", "pred", "truth": [k=0, 1, 2], "f1": [...],
         "topology": float}`` plus ``"score"`` (the combined score with this topology) when
         ``score`` is also chosen.
@@ -201,8 +206,7 @@ def evaluate(pred, truth, *, metrics: str | Sequence[str] | None = None, thresho
     values = _finish(totals, needed, settings)
     if "betti_matching" in chosen:
         values["betti_matching"] = _betti_matching(pred, truth, settings, values)
-    values = {key: values[key] for name in chosen
-              for key in ((name, "topology_counts") if name == "topology" else (name,))}
+    values = {key: values[key] for name in chosen for key in _REPORTED.get(name, (name,))}
     if preview is not None:
         from volseg.metrics.preview import write_preview
 
@@ -376,7 +380,8 @@ def _finish(totals: dict, needed, settings) -> dict[str, Any]:
         (final_p, _, _), (final_g, _, _) = totals["fg"]
         pairs = np.concatenate(totals["pairs"]) if totals["pairs"] else np.zeros((0, 3), np.int64)
         pairs[:, 0], pairs[:, 1] = final_g[pairs[:, 0]], final_p[pairs[:, 1]]
-        values["voi"] = float(sum(voi.voi_from_pairs(pairs)))
+        values["voi_split"], values["voi_merge"] = voi.voi_from_pairs(pairs)
+        values["voi"] = float(values["voi_split"] + values["voi_merge"])
     if "betti" in needed:
         betti = []
         for side in (0, 1):
@@ -388,6 +393,7 @@ def _finish(totals: dict, needed, settings) -> dict[str, Any]:
     if "topology" in needed:
         values["topology_counts"], values["topology"] = tiles.streamed_result(
             totals["fg_tiles"], totals["bg_tiles"], totals["tile_euler"], settings["cuts"])
+        values["topology_f1"] = topology.dimension_f1s(values["topology_counts"])
     if "score" in needed:
         values["score"] = combined_score(values["topology"], values["surface_dice"], values["voi"])
     if "psnr" in needed:

@@ -131,6 +131,25 @@ def topology_f1(matched: int, pred: int, truth: int) -> float | None:
     return 2.0 * matched / (pred + truth)
 
 
+def dimension_f1s(counts: dict) -> list[float | None]:
+    """The F1 of each homology dimension (b0, b1, b2) from summed feature counts.
+
+    Parameters
+    ----------
+    counts : dict
+        ``{"matched", "pred", "truth": [k=0, 1, 2]}`` (the ``topology_counts`` of
+        :func:`volseg.metrics.evaluate.evaluate`).
+
+    Returns
+    -------
+    list of 3 (float or None)
+        :func:`topology_f1` per dimension: b0 (components), b1 (tunnels), b2 (cavities); None
+        where neither side has a feature of that dimension. Weighted by
+        :func:`weighted_topology`, they give the TopoScore.
+    """
+    return [topology_f1(m, p, g) for m, p, g in zip(counts["matched"], counts["pred"], counts["truth"])]
+
+
 def weighted_topology(f1s: Sequence[float | None], *,
                       weights: Sequence[float] = TOPOLOGY_WEIGHTS) -> float:
     """TopoScore: the per-dimension F1s weighted over the active dimensions.

@@ -6,9 +6,9 @@ streamed passes (global labelling, then writing) on a Dask scheduler.
 """
 
 from volseg.postprocess.kernels import Binarise, postprocess_array
-from volseg.postprocess.options import (DEFAULT_CLOSE, DEFAULT_FILL_HOLES, DEFAULT_MIN_SIZE, Options,
-                                        parse_hysteresis)
+from volseg.postprocess.options import (DEFAULT_CLOSE, DEFAULT_FILL_HOLES, DEFAULT_MIN_SIZE, DEFAULT_OPEN,
+                                        Options, parse_hysteresis)
 from volseg.postprocess.run import postprocess
 
 __all__ = ["postprocess", "postprocess_array", "Binarise", "Options", "parse_hysteresis",
-           "DEFAULT_MIN_SIZE", "DEFAULT_CLOSE", "DEFAULT_FILL_HOLES"]
+           "DEFAULT_MIN_SIZE", "DEFAULT_CLOSE", "DEFAULT_OPEN", "DEFAULT_FILL_HOLES"]

@@ -3,8 +3,8 @@ closed masks of a chunk as every pass after the labelling sees them.
 
 Every pass after pass 1 rebuilds a chunk's masks from the input and the tables saved next to the
 output (``volseg_tables/``): the binarised foreground, the kept foreground (its components mapped
-through ``keep_fg``), and the kept mask of a box of chunks around it, closed
-(:func:`~volseg.postprocess.kernels.closed_box`). Relabelling a chunk is deterministic, so the
+through ``keep_fg``), and the kept mask of a box of chunks around it, repaired
+(:meth:`~volseg.postprocess.repairs.Repairs.box`). Relabelling a chunk is deterministic, so the
 provisional ids agree with pass 1. Axis order (z, y, x), sizes in voxels.
 """
 
@@ -19,7 +19,7 @@ import numpy as np
 from volseg.errors import VolsegError
 from volseg.geometry import as_slices, chunk_bounds, chunk_counts, with_halo
 from volseg.io.boxes import read_box
-from volseg.postprocess.kernels import closed_box, kept_block, smooth_values
+from volseg.postprocess.kernels import kept_block, smooth_values
 
 TABLES = "volseg_tables"
 #: Chunks whose kept masks a process keeps for the next tasks' halos (neighbouring tasks share 18
@@ -103,20 +103,21 @@ def kept_cached(path, output, token, index, chunks, shape, binarise) -> tuple[np
     return masks
 
 
-def closed_kept(path, output, token, index, chunks, shape, binarise, *, close: int,
+def closed_kept(path, output, token, index, chunks, shape, binarise, *, close,
                 halo: int) -> tuple[np.ndarray, tuple, tuple]:
-    """The kept mask closed with a ball of radius ``close``, over chunk ``index`` grown by
-    ``halo`` voxels (clipped to the volume): ``(box, lo, hi)``.
+    """The kept mask repaired by ``close`` (:class:`~volseg.postprocess.repairs.Repairs`:
+    opening, closing, plugging), over chunk ``index`` grown by ``halo`` voxels (clipped to the
+    volume): ``(box, lo, hi)``.
 
-    The closing reads the kept mask ``2 * close`` voxels further, so the box holds the whole
-    volume's closed mask wherever it lies ``halo`` voxels or less from the chunk.
+    The repairs read the kept mask ``close.reach`` voxels further (per axis), so the box holds
+    the whole volume's repaired mask wherever it lies ``halo`` voxels or less from the chunk.
     """
     start, stop = chunk_bounds(index, chunks, shape)
-    reach = halo + 2 * close
+    reach = [halo + r for r in close.reach]
     lo, hi = with_halo(start, stop, reach, shape)
     box = np.zeros([b - a for a, b in zip(lo, hi)], dtype=bool)
     counts = chunk_counts(shape, chunks)
-    ks = [-(-reach // c) for c in chunks]  # chunks the halo reaches, per axis
+    ks = [-(-r // c) for r, c in zip(reach, chunks)]  # chunks the halo reaches, per axis
     for step in itertools.product(*(range(-k, k + 1) for k in ks)):
         nb = tuple(i + d for i, d in zip(index, step))
         if not all(0 <= i < c for i, c in zip(nb, counts)):
@@ -129,7 +130,7 @@ def closed_kept(path, output, token, index, chunks, shape, binarise, *, close: i
         mask = kept_cached(path, output, token, nb, chunks, shape, binarise)[1]
         box[as_slices([x - y for x, y in zip(a, lo)], [x - y for x, y in zip(b, lo)])] = \
             mask[as_slices([x - y for x, y in zip(a, s0)], [x - y for x, y in zip(b, s0)])]
-    closed = closed_box(box, lo, hi, shape, radius=close)
+    closed = close.box(box, lo, hi, shape)
     inner_lo, inner_hi = with_halo(start, stop, halo, shape)
     crop = as_slices([x - y for x, y in zip(inner_lo, lo)], [x - y for x, y in zip(inner_hi, lo)])
     return closed[crop], inner_lo, inner_hi

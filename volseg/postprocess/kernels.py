@@ -6,8 +6,10 @@ Each step acts on the previous step's result, in this order:
 2. ``--min-size``: label the 26-connected foreground components of every chunk, merge them across
    chunk faces into global components (:class:`volseg.metrics.components.FaceMerger`) and keep a
    component  <=>  size >= ``min_size`` and (no hysteresis, or it holds a strong voxel);
-3. ``--close``: close the kept mask K with a ball (:func:`close_mask`, the volume padded with its
-   edge values): M = closing(K);
+3. the local repairs of the kept mask K (:class:`volseg.postprocess.repairs.Repairs`, the volume
+   padded with its edge values): ``--open`` (opening), ``--close`` (closing with a ball,
+   ellipsoid or box, :func:`close_mask` for a ball), ``--plug-holes`` (one-voxel holes by a
+   2 x 2 x 2 lookup table): M = repairs(K);
 4. ``--fill-holes N``: fill the holes of M: the 2D holes of at most N pixels of every axis-aligned
    slice (:func:`fill_slice_holes`: tunnels through sheets) and the *cavities* of M, the
    6-connected background components of M with at most N voxels that do not touch the volume
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from volseg.metrics import components as cc
+from volseg.postprocess.repairs import DEFAULT_CLOSE, DEFAULT_OPEN, Repairs, parse_element
 
 _TRUNCATE = 4.0    # Gaussian kernel radius in standard deviations (scipy's default)
 
@@ -178,21 +181,6 @@ def fill_slice_holes(mask: np.ndarray, max_size: int) -> np.ndarray:
     return out
 
 
-def closed_box(box: np.ndarray, lo, hi, shape, *, radius: int) -> np.ndarray:
-    """:func:`close_mask` of the mask ``box`` covering ``[lo, hi)`` of a volume of ``shape``.
-
-    The sides where the box meets the volume border are padded with edge values, as the whole
-    volume is in :func:`postprocess_array`; elsewhere the result is exact ``2 * radius`` voxels
-    or more inside the box.
-    """
-    if radius <= 0:
-        return box
-    h = 2 * radius
-    pad = [(h if b == 0 else 0, h if d == n else 0) for b, d, n in zip(lo, hi, shape)]
-    closed = close_mask(np.pad(box, pad, mode="edge"), radius)
-    return closed[tuple(slice(p, p + n) for (p, _), n in zip(pad, box.shape))]
-
-
 def chunk_holes(box: np.ndarray, lo, start, stop, *, holes: int) -> np.ndarray:
     """:func:`fill_slice_holes` of the chunk ``[start, stop)`` from the mask ``box`` at ``lo``.
 
@@ -218,7 +206,8 @@ def summarise_background(mask: np.ndarray, *, start, stop, shape) -> dict:
 
 def postprocess_array(values: np.ndarray, *, threshold: float | None = None,
                       hysteresis: tuple[float, float] | None = None, smooth: float = 0.0,
-                      close: int = 0, min_size: int = 0, fill_holes: int = 0) -> np.ndarray:
+                      close=DEFAULT_CLOSE, min_size: int = 0, fill_holes: int = 0, open=DEFAULT_OPEN,
+                      plug_holes: bool = False, fill_cavities: int = 0) -> np.ndarray:
     """Whole-volume reference of ``volseg postprocess`` (in memory, for checks and small data).
 
     Parameters
@@ -230,8 +219,10 @@ def postprocess_array(values: np.ndarray, *, threshold: float | None = None,
     smooth : float
         Sigma (voxels) of a Gaussian applied to ``values`` before the threshold
         (:func:`smooth_values`); 0: none.
-    close : int
-        Radius of the closing (:func:`close_mask`) applied to the kept components (0: none).
+    close : int, "Z,Y,X" or "box:Z,Y,X"
+        Closing applied to the kept components: a ball radius (:func:`close_mask`), ellipsoid
+        radii or odd box sides (:func:`volseg.postprocess.repairs.parse_element`); 0: none.
+        Default, as the command's, ``"1,0,0"`` (a line of 3 voxels along z).
     min_size : int
         26-connected foreground components of fewer voxels are removed.
     fill_holes : int
@@ -239,6 +230,14 @@ def postprocess_array(values: np.ndarray, *, threshold: float | None = None,
         axis-aligned slice are filled (:func:`fill_slice_holes`: tunnels through sheets), and
         its 6-connected background components not touching the volume border with at most
         this many voxels (cavities). 0: neither. Each step acts on the previous one's result.
+    open : int, "Z,Y,X" or "box:Z,Y,X"
+        Opening of the kept components before the closing (same forms); 0: none. Default, as
+        the command's, ``"1,0,0"``.
+    plug_holes : bool
+        After the closing, plug one-voxel holes (:func:`volseg.postprocess.repairs.plug_holes`).
+    fill_cavities : int
+        Last, fill the cavities of at most this many voxels of the result (those the slice
+        holes enclosed; :func:`cavities`); 0: none.
 
     Returns
     -------
@@ -255,17 +254,26 @@ def postprocess_array(values: np.ndarray, *, threshold: float | None = None,
         keep &= np.bincount(labels[strong].ravel(), minlength=n + 1) > 0
     keep[0] = False
     out = keep[labels]                                   # step 2: the kept components
-    if close:                                            # step 3: closing of the kept mask
-        h = 2 * close
-        out = close_mask(np.pad(out, h, mode="edge"), close)[h:-h, h:-h, h:-h]
-    if fill_holes > 0:                                   # step 4: holes of the closed mask
-        bg, m = label(~out, connectivity=1, return_num=True)
-        bsize = np.bincount(bg.ravel(), minlength=m + 1)
-        border = np.zeros(m + 1, dtype=bool)
-        for axis in range(3):
-            for side in (0, -1):
-                border[np.unique(np.take(bg, side, axis=axis))] = True
-        fill = (~border) & (bsize <= fill_holes)
-        fill[0] = False
-        out = fill_slice_holes(out, fill_holes) | fill[bg]
+    repairs = Repairs(parse_element(close, "--close"), parse_element(open, "--open"), bool(plug_holes))
+    out = repairs.whole(out)                             # step 3: opening, closing, plugging
+    if fill_holes > 0:                                   # step 4: holes of the repaired mask
+        out = fill_slice_holes(out, fill_holes) | cavities(out, fill_holes)
+    if fill_cavities > 0:                                # step 5: cavities of that result
+        out = out | cavities(out, fill_cavities)
     return out.astype(np.uint8)
+
+
+def cavities(mask: np.ndarray, max_size: int) -> np.ndarray:
+    """The 6-connected background components of ``mask`` with at most ``max_size`` voxels that
+    do not touch the volume border (whole volume in memory)."""
+    from skimage.measure import label
+
+    bg, m = label(~mask, connectivity=1, return_num=True)
+    bsize = np.bincount(bg.ravel(), minlength=m + 1)
+    border = np.zeros(m + 1, dtype=bool)
+    for axis in range(3):
+        for side in (0, -1):
+            border[np.unique(np.take(bg, side, axis=axis))] = True
+    fill = (~border) & (bsize <= max_size)
+    fill[0] = False
+    return fill[bg]

@@ -10,13 +10,17 @@ import numpy as np
 
 from volseg.errors import VolsegError
 from volseg.postprocess.kernels import Binarise
+from volseg.postprocess.repairs import DEFAULT_CLOSE, DEFAULT_OPEN, Element, Repairs, parse_element
 
 #: Default ``--min-size``: chosen with ``benchmarks/postprocess.py`` on synthetic scrolls.
 DEFAULT_MIN_SIZE = 200
 #: Default ``--fill-holes`` (2D slice holes in pixels and cavities in voxels).
 DEFAULT_FILL_HOLES = 16
-#: Default ``--close`` (radius of the closing ball in voxels; 0 = no closing).
-DEFAULT_CLOSE = 0
+# DEFAULT_OPEN, DEFAULT_CLOSE (``--open``/``--close``, "1,0,0"): volseg.postprocess.repairs.
+#: Default ``--fill-cavities`` (cavities of the hole-filled mask, in voxels; 0 = none).
+DEFAULT_FILL_CAVITIES = 0
+#: Default ``--plug-holes`` (one-voxel hole plugging by the 2x2x2 lookup table).
+DEFAULT_PLUG_HOLES = False
 #: Default ``--smooth`` of a float (probability) input: Gaussian sigma in voxels, chosen with
 #: ``benchmarks/postprocess.py --prediction`` on demo predictions. Integer (label) inputs: 0.
 DEFAULT_SMOOTH = 1.0
@@ -76,13 +80,17 @@ class Options:
     threshold: float | None
     hysteresis: tuple[float, float] | None
     smooth: float
-    close: int
+    close: Element
     min_size: int
     fill_holes: int
+    open: Element = Element()
+    plug_holes: bool = False
+    fill_cavities: int = 0
 
     @classmethod
     def parse(cls, dtype, *, threshold=None, hysteresis=None, smooth=None, close=None,
-              min_size=None, fill_holes=None, where: str = "input") -> "Options":
+              min_size=None, fill_holes=None, open=None, plug_holes=None, fill_cavities=None,
+              where: str = "input") -> "Options":
         """Validate the options against the input's dtype (float: probabilities)."""
         hysteresis = parse_hysteresis(hysteresis)
         if threshold is not None and hysteresis is not None:
@@ -97,13 +105,21 @@ class Options:
         if kind == "f" and threshold is None and hysteresis is None:
             threshold = DEFAULT_THRESHOLD
         return cls(threshold, hysteresis, parse_smooth(smooth, kind, where),
-                   _parse_size(close, DEFAULT_CLOSE, "--close"),
+                   parse_element(close, "--close", DEFAULT_CLOSE),
                    _parse_size(min_size, DEFAULT_MIN_SIZE, "--min-size"),
-                   _parse_size(fill_holes, DEFAULT_FILL_HOLES, "--fill-holes"))
+                   _parse_size(fill_holes, DEFAULT_FILL_HOLES, "--fill-holes"),
+                   parse_element(open, "--open", DEFAULT_OPEN),
+                   DEFAULT_PLUG_HOLES if plug_holes is None else bool(plug_holes),
+                   _parse_size(fill_cavities, DEFAULT_FILL_CAVITIES, "--fill-cavities"))
 
     @property
     def binarise(self) -> Binarise:
         return Binarise(self.threshold, self.hysteresis, self.smooth)
+
+    @property
+    def repairs(self) -> Repairs:
+        """The local repairs of the kept mask (opening, closing, plugging)."""
+        return Repairs(self.close, self.open, self.plug_holes)
 
     def check_range(self, lo: float, hi: float, *, where: str) -> None:
         """Refuse a threshold that leaves nothing (or everything) foreground on data in [lo, hi]."""
@@ -140,25 +156,28 @@ class Options:
     def task_bytes(self, shape, chunks, *, holes: bool = True) -> int:
         """Bytes one task holds at most for a chunk of ``chunks`` in a volume of ``shape``: the
         values read with the smoothing's context (float32, smoothed copy, int64 labels: 16 B per
-        voxel), and with ``--close R``/``--fill-holes N`` the kept-mask box of the chunk plus
-        2R + N + 1 voxels, padded by 2R for the closing (4 boolean copies) and the ball of radius
-        R (8 B per voxel of its (2R + 1)^3 cube while it is built)."""
-        r, n = self.close, (self.fill_holes if holes else 0)
+        voxel), and with repairs (``--close``, ``--open``, ``--plug-holes``, reach R per axis)
+        or ``--fill-holes N`` the kept-mask box of the chunk plus R + N + 1 voxels, padded by R
+        (4 boolean copies) and the structuring elements (8 B per voxel of their boxes while
+        they are built)."""
+        reach, n = self.repairs.reach, (self.fill_holes if holes else 0)
         read = math.prod(min(s, c + 2 * self.binarise.halo) for s, c in zip(shape, chunks))
         need = 16 * read
-        if r or n:
-            halo = 2 * r + n + 1
-            need += 4 * math.prod(min(s, c + 2 * halo) + 4 * r for s, c in zip(shape, chunks))
-        if r:
-            need += 8 * (2 * r + 1) ** 3
+        if any(reach) or n:
+            need += 4 * math.prod(min(s, c + 2 * (r + n + 1)) + 2 * r for s, c, r in zip(shape, chunks, reach))
+        for element in (self.close, self.open):
+            if element.active:
+                need += 8 * math.prod(2 * r + 1 for r in element.reach)
         return need
 
     def check_memory(self, shape, chunks) -> None:
         """Refuse a ``--close`` or ``--fill-holes`` whose chunk box cannot fit in memory."""
         from volseg.memlimit import check_memory
 
-        check_memory(self.task_bytes(shape, chunks, holes=False), option="--close", value=self.close,
-                     what=f"closing one {'x'.join(map(str, chunks))} chunk with a ball of that radius",
+        element = self.close if self.close.active or not self.open.active else self.open
+        name = "--close" if element is self.close else "--open"
+        check_memory(self.task_bytes(shape, chunks, holes=False), option=name, value=element.text(),
+                     what=f"repairing one {'x'.join(map(str, chunks))} chunk with that structuring element",
                      fix="use a radius of a few voxels (closing bridges gaps up to about 2 * R wide)")
         check_memory(self.task_bytes(shape, chunks), option="--fill-holes", value=self.fill_holes,
                      what=f"filling the holes of one {'x'.join(map(str, chunks))} chunk with that much "
@@ -167,5 +186,6 @@ class Options:
     def settings(self) -> dict:
         return {"threshold": self.threshold,
                 "hysteresis": list(self.hysteresis) if self.hysteresis else None, "smooth": self.smooth,
-                "close": self.close,
-                "min_size": self.min_size, "fill_holes": self.fill_holes}
+                **self.repairs.settings(),
+                "min_size": self.min_size, "fill_holes": self.fill_holes,
+                **({"fill_cavities": self.fill_cavities} if self.fill_cavities else {})}

@@ -25,10 +25,10 @@ import numpy as np
 from volseg.geometry import as_slices, chunk_bounds, chunk_counts
 from volseg.metrics import components as cc
 from volseg.parallel import Execution
-from volseg.postprocess.blocks import (TABLES, block_values, cached_tables, clear_caches, closed_kept,
-                                       concat, kept_cached, load_tables, offsets)
-from volseg.postprocess.holes import HOLES, holes_pass
-from volseg.postprocess.kernels import chunk_holes, component_table, filled_block, summarise_block
+from volseg.postprocess.blocks import (TABLES, block_values, cached_tables, clear_caches, concat, load_tables,
+                                       offsets)
+from volseg.postprocess.holes import CAVITIES, HOLES, filled_chunk, holes_pass
+from volseg.postprocess.kernels import component_table, filled_block, summarise_block
 from volseg.postprocess.options import Options
 
 _BATCH_BLOCKS = 256
@@ -138,38 +138,34 @@ def _same_settings(output: Path, settings: dict) -> bool:
     return info.get("fingerprint") == fingerprint(settings)
 
 
-def _holes(path, out: Path, token: int, shape, chunks, opts, executor) -> tuple[int | None, int]:
-    """(token of the cavity tables, cavities): pass 2, or the tables a resumed run saved."""
-    if opts.fill_holes <= 0:
+def _holes(path, out: Path, token: int, shape, chunks, opts, executor, *,
+           holes_token=None) -> tuple[int | None, int]:
+    """(token of the cavity tables, cavities): pass 2, or the tables a resumed run saved; with
+    ``holes_token``, the ``--fill-cavities`` pass after it."""
+    name, size = (HOLES, opts.fill_holes) if holes_token is None else (CAVITIES, opts.fill_cavities)
+    if size <= 0:
         return None, 0
-    if load_tables(out, HOLES) is None:
+    if load_tables(out, name) is None:
         save_tables(out, holes_pass(path, str(out), token, shape, chunks, opts, per_batch=_BATCH_BLOCKS,
-                                    executor=executor), HOLES)
-    stats = out / HOLES / "stats.npy"
+                                    executor=executor, holes_token=holes_token), name)
+    stats = out / name / "stats.npy"
     return stats.stat().st_mtime_ns, int(np.load(stats)[0])
 
 
-def _write_task(index, *, path, output, token, holes_token, chunks, shape, binarise, close, holes) -> int:
-    """Pass 3: one output chunk, the kept mask closed and its holes filled, and its marker."""
+def _write_task(index, *, path, output, token, holes_token, chunks, shape, binarise, close, holes,
+                cavities_token=None) -> int:
+    """Pass 3: one output chunk, the kept mask repaired and its holes filled, and its marker."""
     import zarr
 
     from volseg.io.resume import Markers
 
     index = tuple(index)
     start, stop = chunk_bounds(index, chunks, shape)
-    if close or holes:
-        # The closing and the slice holes need the kept mask 2r + N + 1 voxels around the chunk:
-        # neighbouring chunks are relabelled exactly as pass 1 did and mapped through its table.
-        box, lo, _ = closed_kept(path, output, token, index, chunks, shape, binarise, close=close,
-                                 halo=holes + 1 if holes else 0)
-        inner = as_slices([s - a for s, a in zip(start, lo)], [t - a for t, a in zip(stop, lo)])
-        out = box[inner]
-        if holes:
-            h = cached_tables(output, holes_token, HOLES)
-            out = chunk_holes(box, lo, start, stop, holes=holes) | \
-                filled_block(out, h["fill_bg"], int(h["bg_offsets"][index]))
-    else:
-        out = kept_cached(path, output, token, index, chunks, shape, binarise)[1]
+    out = filled_chunk(path, output, token, holes_token, index, chunks, shape, binarise, close=close,
+                       holes=holes)
+    if cavities_token is not None:  # --fill-cavities: the cavities of that mask
+        c = cached_tables(output, cavities_token, CAVITIES)
+        out = out | filled_block(out, c["fill_bg"], int(c["bg_offsets"][index]))
     zarr.open_array(os.path.join(output, "0"), mode="r+")[as_slices(start, stop)] = out.astype(np.uint8)
     Markers(output).mark(index)
     return 1
@@ -177,8 +173,8 @@ def _write_task(index, *, path, output, token, holes_token, chunks, shape, binar
 
 def postprocess(pred: str | os.PathLike, output: str | os.PathLike, *, threshold: float | None = None,
                 hysteresis=None, smooth: float | None = None, close: int | None = None,
-                min_size: int | None = None, fill_holes: int | None = None,
-                chunks=128, execution: Execution | None = None) -> dict:
+                min_size: int | None = None, fill_holes: int | None = None, chunks=128, topology_report=None,
+                execution: Execution | None = None, **repairs) -> dict:
     """Clean a prediction volume into uint8 labels, streamed chunk by chunk (see module docstring).
 
     Parameters
@@ -199,13 +195,33 @@ def postprocess(pred: str | os.PathLike, output: str | os.PathLike, *, threshold
         (each block is read with 4 sigma of context, so the result equals the whole volume's).
         Default :data:`volseg.postprocess.options.DEFAULT_SMOOTH` for float input, 0 (none) for
         integer labels, where any other value is refused.
-    close : int, optional
-        Radius r of a binary closing (ball) applied to the kept components: closes tunnels
-        (holes through a sheet) up to ~2r voxels across, and gaps up to ~2r between surfaces.
-        With a closing or ``fill_holes``, each chunk relabels the neighbouring chunks its halo
-        (2r + N + 1 voxels) reaches, to know which halo voxels are kept: pass 2 then costs up to 27
-        labellings per chunk while 2r + N + 1 <= the chunk size. Default
-        :data:`volseg.postprocess.options.DEFAULT_CLOSE`; 0 = none.
+    close : int, "Z,Y,X" or "box:Z,Y,X", optional
+        Binary closing of the kept components with a ball of radius r (an int), an ellipsoid
+        of radii Z,Y,X or a box of odd sides (:func:`volseg.postprocess.repairs.parse_element`):
+        closes tunnels (holes through a sheet) up to ~2r voxels across, and gaps up to ~2r
+        between surfaces. With repairs or ``fill_holes``, each chunk relabels the neighbouring
+        chunks its halo (R + N + 1 voxels, R the repairs' reach) reaches, to know which halo
+        voxels are kept: pass 2 then costs up to 27 labellings per chunk while R + N + 1 <= the
+        chunk size. Default :data:`volseg.postprocess.options.DEFAULT_CLOSE`; 0 = none.
+    **repairs
+        ``open``, ``plug_holes`` and ``fill_cavities`` below (passed on to
+        :meth:`volseg.postprocess.options.Options.parse`, which refuses any other name).
+    open : int, "Z,Y,X" or "box:Z,Y,X", optional
+        Binary opening of the kept components (before the closing), same forms: removes
+        bridges and spurs thinner than the element. Default
+        :data:`volseg.postprocess.options.DEFAULT_OPEN`; 0 = none.
+    plug_holes : bool, optional
+        Plug one-voxel holes through sheets by the 2 x 2 x 2 lookup table
+        (:func:`volseg.postprocess.repairs.plug_holes`), after the closing. Default
+        :data:`volseg.postprocess.options.DEFAULT_PLUG_HOLES`.
+    fill_cavities : int, optional
+        M: then the cavities of the result of ``fill_holes`` (filling 2D slice holes can
+        enclose new ones) of at most M voxels are filled too (one more labelling pass).
+        Default :data:`volseg.postprocess.options.DEFAULT_FILL_CAVITIES`; 0 = none.
+    topology_report : path, optional
+        JSON file listing the output chunks that, each taken alone, still hold tunnels (b1) or
+        cavities (b2), with their (z, y, x) voxel coordinates, Euler characteristic and Betti
+        numbers (:mod:`volseg.postprocess.topology_check`); written once the output is complete.
     min_size : int, optional
         26-connected components of fewer voxels are removed (whole volume). Default
         :data:`volseg.postprocess.options.DEFAULT_MIN_SIZE`.
@@ -226,7 +242,9 @@ def postprocess(pred: str | os.PathLike, output: str | os.PathLike, *, threshold
     -------
     dict
         ``{"output", "components", "components_removed", "cavities_filled", "chunks_total",
-        "chunks_done_before", "chunks_written", "seconds"}``.
+        "chunks_done_before", "chunks_written", "seconds"}``, and with ``topology_report``
+        ``"topology_report": {"path", "blocks_with_tunnels", "blocks_with_cavities", "tunnels",
+        "cavities"}``.
 
     Examples
     --------
@@ -241,15 +259,15 @@ def postprocess(pred: str | os.PathLike, output: str | os.PathLike, *, threshold
     """
 
     execution = Execution.of(execution)
+    options = dict(threshold=threshold, hysteresis=hysteresis, smooth=smooth, close=close, min_size=min_size,
+                   fill_holes=fill_holes, **repairs)
     with execution.executor() as executor:
-        return _postprocess(pred, output, threshold=threshold, hysteresis=hysteresis, smooth=smooth, close=close,
-                            min_size=min_size, fill_holes=fill_holes, chunks=chunks, execution=execution,
-                            executor=executor)
+        return _postprocess(pred, output, options, chunks=chunks, topology_report=topology_report,
+                            execution=execution, executor=executor)
 
 
-def _postprocess(pred, output, *, threshold, hysteresis, smooth, close, min_size, fill_holes, chunks, execution,
-                 executor) -> dict:
-    """:func:`postprocess` in its open executor."""
+def _postprocess(pred, output, options: dict, *, chunks, topology_report, execution, executor) -> dict:
+    """:func:`postprocess` in its open executor (``options``: the cleaning options as given)."""
     from volseg.geometry import select_part
     from volseg.io.resume import finish_output, open_output, removed_if_empty
     from volseg.io import create_volume, read_meta
@@ -261,10 +279,11 @@ def _postprocess(pred, output, *, threshold, hysteresis, smooth, close, min_size
     part, overwrite = execution.part, execution.overwrite
     chunks = parse_chunks(chunks)
     output = guard_output(output, inputs=[pred], kind="volume", overwrite=overwrite)
+    report = guard_output(topology_report, inputs=[pred], outputs=[output], kind="json", overwrite=overwrite,
+                          option="--topology-report")
     check_complete(pred)
     meta = read_meta(pred)
-    opts = Options.parse(meta.dtype, threshold=threshold, hysteresis=hysteresis, smooth=smooth,
-                         close=close, min_size=min_size, fill_holes=fill_holes, where=str(pred))
+    opts = Options.parse(meta.dtype, where=str(pred), **options)
     from volseg.io.remote import is_url
 
     path, shape = (pred if is_url(pred) else os.path.abspath(pred)), tuple(meta.shape)
@@ -294,14 +313,22 @@ def _postprocess(pred, output, *, threshold, hysteresis, smooth, close, min_size
     with removed_if_empty(out, resumed or part is not None):
         try:
             holes_token, cavities = _holes(path, out, token, shape, chunks, opts, executor)
+            cavities_token, more = _holes(path, out, token, shape, chunks, opts, executor, holes_token=holes_token)
+            cavities += more
             task = functools.partial(_write_task, path=path, output=str(out), token=token,
                                      holes_token=holes_token, chunks=chunks, shape=shape,
-                                     binarise=opts.binarise, close=opts.close, holes=opts.fill_holes)
+                                     binarise=opts.binarise, close=opts.repairs, holes=opts.fill_holes,
+                                     cavities_token=cavities_token)
             executor.map(task, todo, description="post-processing")
         finally:
             clear_caches()
     complete = finish_output(output, out, total=len(grid))
-    return {"output": str(output), "complete": complete, "components": stats[0], "components_removed": stats[1],
-            "cavities_filled": cavities, "chunks_total": len(mine),
-            "chunks_done_before": len(mine) - len(todo), "chunks_written": len(todo),
-            "seconds": round(time.perf_counter() - t0, 3)}
+    result = {"output": str(output), "complete": complete, "components": stats[0],
+              "components_removed": stats[1], "cavities_filled": cavities, "chunks_total": len(mine),
+              "chunks_done_before": len(mine) - len(todo), "chunks_written": len(todo)}
+    if report is not None and complete:  # the finished mask only (a --part run finishing it)
+        from volseg.postprocess.topology_check import topology_report as check
+
+        result["topology_report"] = {"path": str(report), **check(output, report, chunks=chunks,
+                                                                   executor=executor)}
+    return result | {"seconds": round(time.perf_counter() - t0, 3)}
