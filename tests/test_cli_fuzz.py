@@ -244,7 +244,7 @@ ROWS = [
     ("train-source-twice", ["train", "{ps.zarr}", "{ps.zarr}", "-o", "OUT", *TRAIN], "is the same source as"),
     ("train-diverges-at-start", ["train", "{ps.zarr}", "-o", "OUT", "--lr", "1e30", "--steps", "4", *TRAIN],
      "no checkpoint was saved, so nothing is left"),
-    ("postprocess-close-huge", ["postprocess", "{s.zarr}", "-o", "OUT", "--close", "100000", "--quiet"], "--close: 100000 is too large: closing one 16x16x16 chunk"),
+    ("postprocess-close-huge", ["postprocess", "{s.zarr}", "-o", "OUT", "--close", "100000", "--quiet"], "--close: 100000 is too large: repairing one 16x16x16 chunk"),
     ("predict-patch-huge", ["predict", "{run}", "{v.npy}", "-o", "OUT", "--patch", "100000", "--device", "cpu"], "--patch: 100000x100000x100000 is too large: a batch of 4 patches"),
     ("synth-scroll-shape-huge", ["synth", "scroll", "-o", "OUT", "--shape", "100000"], "--shape: 100000x100000x100000 is too large"),
     ("synth-scan-shape-huge", ["synth", "scan", "-o", "OUT", "--shape", "16x16x100000000000"], "--shape: 16x16x100000000000 is too large"),
@@ -335,7 +335,7 @@ def test_an_absurd_close_names_the_memory_it_would_take(box, tmp_path, monkeypat
 
     monkeypatch.setattr(volseg.memlimit, "machine_memory", lambda: 64 * 2**30)
     r = _invoke(["postprocess", box / "s.zarr", "-o", tmp_path / "o.zarr", "--close", "1000", "--quiet"])
-    assert r.exit_code == 2 and r.stderr.startswith("error: --close: 1000 is too large: closing one "), r.stderr
+    assert r.exit_code == 2 and r.stderr.startswith("error: --close: 1000 is too large: repairing one "), r.stderr
     assert "GiB, more than the 64.0 GiB of memory of this machine; use a radius of" in r.stderr
     assert not (tmp_path / "o.zarr").exists()
     r = _invoke(["postprocess", box / "s.zarr", "-o", tmp_path / "o.zarr", "--close", "2", "--quiet"])

@@ -87,6 +87,7 @@ def test_readme_has_the_tested_blocks():
     assert "make demo" in text and "make test" in text
 
 
+@pytest.mark.slow  # 95 s: the journey's commands are tested one by one by default (test_cli_*, test_demo)
 @pytest.mark.timeout(900)
 def test_readme_journey_cluster_and_job_array(tmp_path):
     import numpy as np
