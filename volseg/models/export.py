@@ -56,7 +56,8 @@ def parse_format(output: str | os.PathLike, fmt: str | None = None) -> str:
     return SUFFIXES[suffix]
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path) -> str:
+    """The sha256 hex digest of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -79,7 +80,7 @@ def export_metadata(payload: dict[str, Any], source: Path, fmt: str) -> dict[str
             "output": "probabilities (sigmoid)" if out_ch == 1 else "probabilities (softmax)",
             "input": "raw voxel values as float32, (N, C, z, y, x); normalisation inside",
             "norm_mean": cfg.get("norm_mean"), "norm_std": cfg.get("norm_std"),
-            "source": str(source), "source_sha256": _sha256(source),
+            "source": str(source), "source_sha256": sha256_file(source),
             "step": payload.get("step"), "volseg_version": __version__,
             "opset": OPSET if fmt == "onnx" else None}
 

@@ -65,25 +65,6 @@ def filled_chunk(path, output, token, holes_token, index, chunks, shape, binaris
     :class:`~volseg.postprocess.repairs.Repairs`), its slice holes and cavities filled."""
     start, stop = chunk_bounds(index, chunks, shape)
     if not (close.active or holes):
-        return kept_cached(path, output, token, index, chunks, shape, binarise)[1]
-    # The repairs and the slice holes need the kept mask R + N + 1 voxels around the chunk:
-    # neighbouring chunks are relabelled exactly as pass 1 did and mapped through its table.
-    box, lo, _ = closed_kept(path, output, token, index, chunks, shape, binarise, close=close,
-                             halo=holes + 1 if holes else 0)
-    out = box[as_slices([s - a for s, a in zip(start, lo)], [t - a for t, a in zip(stop, lo)])]
-    if holes:
-        h = cached_tables(output, holes_token, HOLES)
-        out = chunk_holes(box, lo, start, stop, holes=holes) | \
-            filled_block(out, h["fill_bg"], int(h["bg_offsets"][tuple(index)]))
-    return out
-
-
-def filled_chunk(path, output, token, holes_token, index, chunks, shape, binarise, *, close,
-                 holes: int) -> np.ndarray:
-    """Chunk ``index`` of the mask after ``--fill-holes``: kept, repaired (``close``, a
-    :class:`~volseg.postprocess.repairs.Repairs`), its slice holes and cavities filled."""
-    start, stop = chunk_bounds(index, chunks, shape)
-    if not (close.active or holes):
         return kept_cached(path, output, token, tuple(index), chunks, shape, binarise)[1]
     # The repairs and the slice holes need the kept mask R + N + 1 voxels around the chunk:
     # neighbouring chunks are relabelled exactly as pass 1 did and mapped through its table.

@@ -13,7 +13,6 @@ nnU-Net in the overlaps).
 from __future__ import annotations
 
 import copy
-import hashlib
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -246,12 +245,7 @@ class NnunetModel:
     # ------------------------------------------------------------- provenance
     def provenance(self) -> dict[str, Any]:
         """What an output should record: folder, trainer, plans, folds, TTA and weights' sha256."""
-        def sha(path: Path) -> str:
-            digest = hashlib.sha256()
-            with open(path, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(chunk)
-            return digest.hexdigest()
+        from volseg.models.export import sha256_file as sha
 
         return {"kind": "nnunet", "folder": str(self.path), "trainer": self.trainer,
                 "plans": self.plans.get("plans_name"), "configuration": self.configuration,
