@@ -86,7 +86,7 @@ COMMANDS = {
     "patchify": (["patchify", f"{{{SUB}}}", "--patch", "8", "--quiet"], [SUB], ["-o", "--json"], True),
     "prepare": (["prepare", f"{{{SUB}}}", "--quiet"], [SUB], ["-o", "--json"], True),
     "stitch": (["stitch", "{pp.zarr}", "--quiet"], ["pp.zarr"], ["-o", "--json"], True),
-    "postprocess": (["postprocess", "{pred.zarr}", "--quiet"], ["pred.zarr"], ["-o", "--json"], True),
+    "postprocess": (["postprocess", "{pred.zarr}", "--quiet"], ["pred.zarr"], ["-o", "--json", "--topology-report"], True),
     "train": (["train", "{ps.zarr}", "--steps", "1", "--device", "cpu", "--quiet"], ["ps.zarr"], ["-o", "--json"], True),
     "export": (["export", "{run}", "--quiet"], ["run"], ["-o", "--json"], True),
     "synth": (["synth", "scroll", "--shape", "16", "--quiet"], [], ["-o", "--json"], True),
