@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from volseg.jsonout import write_json
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the oracles of the sibling script
 from topology_ceiling import oracle_field, unit_noise  # noqa: E402
 
@@ -114,11 +116,9 @@ def main() -> None:
     report = run(args.shape, seed=args.seed, errors=args.errors, correlations=args.correlations,
                  repairs=args.repairs)
     report["seconds"] = round(time.perf_counter() - t0, 1)
-    text = json.dumps(report, indent=1)
-    print(text)
+    print(json.dumps(report, indent=1))
     if args.json:
-        with open(args.json, "w") as f:
-            f.write(text + "\n")
+        write_json(report, args.json)  # the project's strict, atomic writer
     print(table(report))
 
 

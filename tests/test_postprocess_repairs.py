@@ -1,7 +1,5 @@
 """Post-processing repairs: plugging, anisotropic opening / closing; streamed equals whole; CLI errors."""
 
-import hashlib
-
 import numpy as np
 import pytest
 import zarr
@@ -10,7 +8,7 @@ from hypothesis import strategies as st
 from scipy.ndimage import gaussian_filter
 from typer.testing import CliRunner
 
-from cli_checks import one_error_line
+from cli_checks import one_error_line, tree
 from volseg.parallel import Execution
 from volseg.cli import app
 from volseg.errors import VolsegError
@@ -186,14 +184,6 @@ def test_streamed_repairs_equal_the_whole_array(tmp_path, chunks, kw):
 
 # ----------------------------------------------------------------------------- CLI
 
-def _digest(folder):
-    h = hashlib.sha256()
-    for p in sorted(folder.rglob("*")):
-        if p.is_file():
-            h.update(p.name.encode() + p.read_bytes())
-    return h.hexdigest()
-
-
 @pytest.mark.parametrize("args,needles", [
     (["--close", "-1"], ("--close", ">= 0")),
     (["--close", "1,-2,1"], ("--close", ">= 0")),
@@ -206,12 +196,12 @@ def _digest(folder):
 ])
 def test_bad_repairs_exit_2_and_write_nothing(tmp_path, args, needles):
     write_volume(tmp_path / "in.zarr", _sheets(0).astype(np.uint8), chunks=8)
-    before = _digest(tmp_path / "in.zarr")
+    before = tree(tmp_path / "in.zarr")
     out = tmp_path / "out.zarr"
     one_error_line(runner.invoke(app, ["postprocess", str(tmp_path / "in.zarr"), "-o", str(out),
                                        "--quiet"] + args), *needles)
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["in.zarr"]
-    assert _digest(tmp_path / "in.zarr") == before
+    assert tree(tmp_path / "in.zarr") == before
 
 
 def test_cli_repairs_match_the_library(tmp_path):
