@@ -161,3 +161,47 @@ def test_parse_keeps_valid_options():
     assert ex == Execution("processes", 3, (1, 4), True, True)
     assert Execution.of(None) == Execution.parse() and Execution.of(ex) is ex
     assert Execution.of(None).workers == parse_workers(None)
+
+
+_KILLED_JOB = """
+import time
+from volseg.parallel import Execution
+
+def slow(i):
+    time.sleep(60)
+    return i
+
+if __name__ == "__main__":
+    with Execution.parse(scheduler="processes", workers=2, quiet=True).executor() as ex:
+        ex.map(slow, list(range(4)))
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGKILL"])
+def test_a_killed_command_leaves_no_pool_workers(tmp_path, sig):
+    """kill (or kill -9) of a ``--scheduler processes`` command: its busy workers end within seconds."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    psutil = pytest.importorskip("psutil")
+    script = tmp_path / "job.py"
+    script.write_text(_KILLED_JOB)
+    proc = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, stderr=subprocess.DEVNULL)
+    try:
+        workers = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not workers:
+            time.sleep(0.5)
+            workers = [c for c in psutil.Process(proc.pid).children()
+                       if "spawn_main" in " ".join(c.cmdline())]
+        assert workers, "the pool never started"
+        time.sleep(1.0)  # the worker inside slow()
+        proc.send_signal(getattr(signal, sig))
+        proc.wait(timeout=30)
+        gone, alive = psutil.wait_procs(workers, timeout=10)
+        assert not alive, f"workers still running after the command was killed: {alive}"
+    finally:
+        for c in psutil.Process().children(recursive=True):
+            c.kill()

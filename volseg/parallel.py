@@ -110,6 +110,26 @@ class Execution:
         return Executor(self)
 
 
+def exit_with_parent(parent: int, every: float = 0.5) -> None:
+    """Pool-worker initializer: end this process once ``parent`` (the command) is gone.
+
+    A command killed by SIGTERM or SIGKILL runs no clean-up, and the workers of a
+    ``ProcessPoolExecutor`` would go on computing their current task (minutes of a model
+    forward) and then wait for work forever. A daemon thread polls the parent's pid every
+    ``every`` seconds and calls ``os._exit`` when this process has been re-parented, so a killed
+    run leaves no workers behind and its rerun (which resumes) does not compete with them.
+    """
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="volseg-exit-with-parent", daemon=True).start()
+
+
 class Executor:
     """The one task executor of a command, opened from an :class:`Execution`.
 
@@ -196,7 +216,8 @@ class Executor:
                 from concurrent.futures import ProcessPoolExecutor
 
                 self._pool = self._stack.enter_context(
-                    ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn")))
+                    ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                        initializer=exit_with_parent, initargs=(os.getpid(),)))
             options["pool"] = self._pool
         return options
 
