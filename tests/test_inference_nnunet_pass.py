@@ -244,6 +244,8 @@ BAD = [  # (arguments with {names} from the fixture, what the error line holds)
     (["{folder}", "{vol}", "--blend", "hann"], ["--blend", "nnunet"]),
     (["{folder}", "{vol}", "--channel", "1"], ["--channel", "--label"]),
     (["{folder}", "{vol}", "--folds", "zero"], ["--folds", "zero"]),
+    (["{folder}", "{vol}", "--threshold", "1.5"], ["--threshold", "1.5"]),
+    (["{folder}", "{vol}", "--label", "argmax", "--threshold", "0.5"], ["--threshold", "argmax"]),
     (["{run}", "{vol}", "--stitch", "--folds", "0"], ["--folds", "nnU-Net"]),
     (["{run}", "{vol}", "--stitch", "--label", "fibre"], ["--label", "nnU-Net"]),
     (["{run}", "{vol}", "--stitch", "--checkpoint", "best"], ["--checkpoint", "nnU-Net"]),

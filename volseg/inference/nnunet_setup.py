@@ -273,8 +273,11 @@ def prepare_nnunet(run, volume, settings, output_options, execution):
     model.check_channels(1, volume)
     channel = None if settings.label == "argmax" else model.label_channel(settings.label)
     check_spacing(model, meta, volume, settings.spacing)
-    if output_options.threshold is not None:
-        output_options.spec(model.out_channels)  # the threshold's range
+    if channel is not None:  # --dtype and --threshold against the label's channel, before any pass
+        from volseg.inference.output import output_spec
+
+        output_spec(model.out_channels, dtype=output_options.dtype, threshold=output_options.threshold,
+                    channel=channel)
     with execution.executor() as executor:
         box, stats, mask = crop_and_stats(model, str(volume), meta, settings.nan_value, executor)
     plan = tile_plan(model, box, meta.shape, settings.overlap, settings.chunks)
