@@ -241,6 +241,8 @@ BAD = [  # (arguments with {names} from the fixture, what the error line holds)
     (["{folder}", "{coarse}"], ["2x1x1", "1x1x1", "--ignore-spacing"]),
     (["{folder}", "{vol}", "--label", "nosuch"], ["--label", "nosuch", "fibre"]),
     (["{folder}", "{vol}", "--amp"], ["--amp"]),
+    (["{folder}", "{vol}", "--patch", "32"], ["--patch", "16x16x16"]),
+    (["{folder}", "{vol}", "--batch-size", "2"], ["--batch-size", "one tile"]),
     (["{folder}", "{vol}", "--blend", "hann"], ["--blend", "nnunet"]),
     (["{folder}", "{vol}", "--channel", "1"], ["--channel", "--label"]),
     (["{folder}", "{vol}", "--folds", "zero"], ["--folds", "zero"]),
@@ -263,6 +265,19 @@ def test_bad_input_is_one_error_line_and_writes_nothing(bad, tmp_path, args, nee
     one_error_line(result, *needles)
     assert not (tmp_path / "out.zarr").exists() and list(tmp_path.iterdir()) == []
     assert {k: tree(v) for k, v in bad.items()} == before
+
+
+def test_settings_file_repeats_the_prediction(bad, tmp_path):
+    from volseg.inference.settings import PredictSettings, read_config
+
+    ok("predict", bad["folder"], bad["vol"], "-o", tmp_path / "a.zarr", "--label", "argmax", "--folds", "1",
+       "--chunks", 20)
+    record = tmp_path / "a.zarr" / "volseg-predict.yml"
+    values = read_config(record)
+    assert values["label"] == "argmax" and values["folds"] == [1] and values["blend"] == "nnunet"
+    assert "checkpoint" not in values and "checkpoint" not in PredictSettings().to_dict()
+    ok("predict", bad["folder"], bad["vol"], "-o", tmp_path / "b.zarr", "--config", record)
+    assert tree(tmp_path / "a.zarr" / "0") == tree(tmp_path / "b.zarr" / "0")
 
 
 def test_ignore_spacing_runs_and_a_plain_zarr_warns(bad, tmp_path):

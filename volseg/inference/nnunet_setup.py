@@ -120,14 +120,12 @@ def check_options(settings, output_options) -> None:
     """Refuse the options that do not apply to an nnU-Net folder, naming each one."""
     refuse = {"--amp": settings.amp, "--skip-value": settings.skip_value is not None,
               "--samples": settings.diffusion.samples != 1, "--channel": output_options.channel is not None,
-              "--no-pad": not settings.pad, "--patch": settings.patch is not None,
-              "--batch-size": settings.batch_size != 4}
+              "--no-pad": not settings.pad, "--batch-size": settings.batch_size != 4}
     why = {"--amp": "nnU-Net's predictor runs float32 on the CPU; drop --amp",
            "--skip-value": "nnU-Net predicts every tile of its crop; drop --skip-value",
            "--samples": "averaging samples applies to diffusion runs; drop --samples",
            "--channel": "an nnU-Net folder names its outputs: use --label NAME (or --label argmax)",
            "--no-pad": "nnU-Net pads small crops with zeros as it always does; drop --no-pad",
-           "--patch": "the patch is the plans' (nnU-Net's grid); drop --patch",
            "--batch-size": "nnU-Net runs one tile per forward pass, and a batch changes the logits' "
                            "float32 rounding (7e-4 in probability measured); drop --batch-size"}
     for option, bad in refuse.items():
@@ -272,6 +270,10 @@ def prepare_nnunet(run, volume, settings, output_options, execution):
     model = probe.model
     model.check_channels(1, volume)
     channel = None if settings.label == "argmax" else model.label_channel(settings.label)
+    patch = volume_axes(model.patch_size, model.transpose_forward)
+    if settings.patch is not None and tuple(settings.patch) != patch:
+        raise VolsegError("--patch", f"{'x'.join(map(str, settings.patch))} is not the plans' patch "
+                          f"{'x'.join(map(str, patch))} (z, y, x): nnU-Net's grid uses the plans' patch; drop --patch")
     check_spacing(model, meta, volume, settings.spacing)
     if channel is not None:  # --dtype and --threshold against the label's channel, before any pass
         from volseg.inference.output import output_spec
