@@ -153,13 +153,14 @@ def _background_chunk(job: NnunetJob, output: str, spec: OutputSpec, chunk) -> d
 
 
 def predict_nnunet(job: NnunetJob, fingerprint: dict, tile, meta, output: str, spec: OutputSpec,
-                   execution, record: str | None = None) -> dict:
+                   execution, executor, record: str | None = None) -> dict:
     """Write nnU-Net's prediction of ``job`` into the OME-Zarr volume ``output`` (resumable).
 
     ``fingerprint`` (provenance, crop box, statistics, settings) is recorded in the output's
     attributes; ``tile`` is the column tile in chunks, ``meta`` the volume's
     :class:`~volseg.io.volmeta.VolumeMeta` (spacing and unit of the output), ``record`` the
-    text of the settings file written inside the new volume.
+    text of the settings file written inside the new volume; ``executor`` the command's open
+    :class:`volseg.parallel.Executor` (``execution`` gives ``--part``, ``--overwrite``, ``--quiet``).
     """
     from volseg.geometry import select_part
     from volseg.inference.column_tiles import run_tiled, tile_order
@@ -177,13 +178,13 @@ def predict_nnunet(job: NnunetJob, fingerprint: dict, tile, meta, output: str, s
     mine = select_part(tile_order(plan, tile), execution.part)
     todo = markers.todo(mine)
     touched = [c for c in todo if plan.groups_for(c)]
-    empty = [c for c in todo if c not in set(touched)]
+    reached = set(touched)
+    empty = [c for c in todo if c not in reached]  # outside the padded crop: background only
     group_stats: list = []
     with removed_if_empty(out, resumed or execution.part is not None):
         if todo:
             final = functools.partial(_final_chunk, job, str(out), spec)
-            with execution.executor() as executor, \
-                    progress_bar("predicting (nnU-Net)", len(todo), quiet=execution.quiet) as bar:
+            with progress_bar("predicting (nnU-Net)", len(todo), quiet=execution.quiet) as bar:
                 if touched:
                     _, group_stats = run_tiled(plan, touched, functools.partial(_group_pieces, job), final,
                                                tile=tile, executor=executor, bar=bar)

@@ -240,14 +240,15 @@ def is_nnunet_folder(run) -> bool:
     return is_model_folder(run)
 
 
-def prepare_nnunet(run, volume, settings, output_options, execution):
+def prepare_nnunet(run, volume, settings, output_options, execution, executor):
     """Check and resolve an nnU-Net prediction: ``(job, fingerprint, settings, tile, meta)``.
 
     ``settings`` are the resolved ones (stitch, blend, patch, chunks as run), ``tile`` the
     column tile in chunks, ``meta`` the volume's metadata.
 
     Loads the model (folds, checkpoint, trainer, channels, label), checks the spacing, runs the
-    streamed crop-box and statistics passes in ``execution``'s executor and plans the tiles.
+    streamed crop-box and statistics passes in ``executor`` (the command's open
+    :class:`volseg.parallel.Executor`, which the prediction pass shares) and plans the tiles.
     The fingerprint holds the model's provenance, the crop box and the statistics, so the
     output's attributes record what made it and a rerun with other settings is refused.
     """
@@ -280,8 +281,7 @@ def prepare_nnunet(run, volume, settings, output_options, execution):
 
         output_spec(model.out_channels, dtype=output_options.dtype, threshold=output_options.threshold,
                     channel=channel)
-    with execution.executor() as executor:
-        box, stats, mask = crop_and_stats(model, str(volume), meta, settings.nan_value, executor)
+    box, stats, mask = crop_and_stats(model, str(volume), meta, settings.nan_value, executor)
     plan = tile_plan(model, box, meta.shape, settings.overlap, settings.chunks)
     resolved = settings.replace(stitch=True, blend="nnunet", patch=plan.patch, chunks=plan.chunks)
     job = NnunetJob(str(run), str(volume), f"{volume_key(volume)}@{settings.nan_value}", args, tuple(meta.shape),

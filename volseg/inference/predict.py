@@ -124,11 +124,13 @@ def _predict_nnunet(run, volume, output, settings, output_options, execution, t0
 
     guard_output(output, inputs=[run, volume], kind="volume", overwrite=execution.overwrite)
     check_complete(volume)
-    job, fingerprint, resolved, tile, meta = prepare_nnunet(run, volume, settings, output_options, execution)
-    spec = nnunet_spec(job, output_options)
-    guard_output(output, inputs=[run, volume], kind="volume", overwrite=execution.overwrite)
-    record = settings_text(resolved, output_options, run=str(run), volume=str(volume))
-    result = predict_nnunet(job, fingerprint, tile, meta, output, spec, execution, record=record)
+    with execution.executor() as executor:  # one executor: the streamed passes, then the prediction
+        job, fingerprint, resolved, tile, meta = prepare_nnunet(run, volume, settings, output_options, execution,
+                                                                executor)
+        spec = nnunet_spec(job, output_options)
+        guard_output(output, inputs=[run, volume], kind="volume", overwrite=execution.overwrite)
+        record = settings_text(resolved, output_options, run=str(run), volume=str(volume))
+        result = predict_nnunet(job, fingerprint, tile, meta, output, spec, execution, executor, record=record)
     result["seconds"] = round(time.perf_counter() - t0, 3)
     return result
 
