@@ -280,6 +280,23 @@ def test_settings_file_repeats_the_prediction(bad, tmp_path):
     assert tree(tmp_path / "a.zarr" / "0") == tree(tmp_path / "b.zarr" / "0")
 
 
+def test_crop_smaller_than_the_patch_at_the_volume_faces(bad, tmp_path):
+    """A 10x7x12 nonzero box touching the volume's first z face and last x face: nnU-Net pads the
+    crop to 16^3 around it, so tiles start below 0 and end past the volume."""
+    from volseg.models.nnunet import NnunetModel
+
+    rng = np.random.default_rng(3)
+    data = np.zeros((1, 40, 40, 40), np.float32)
+    data[0, 0:10, 15:22, 28:40] = rng.normal(size=(10, 7, 12)) * 2
+    vol = write(tmp_path / "corner.zarr", data[0])
+    ok("predict", bad["folder"], vol, "-o", tmp_path / "p.zarr", "--chunks", 8, "--label", "fibre")
+    ok("predict", bad["folder"], vol, "-o", tmp_path / "l.zarr", "--chunks", 8, "--label", "argmax")
+    model = NnunetModel(bad["folder"], tta=False)
+    probs, labels, _ = reference(model, data, tiles(model, data))
+    assert np.abs(read(tmp_path / "p.zarr") - probs[1]).max() < 1e-7
+    np.testing.assert_array_equal(read(tmp_path / "l.zarr"), labels)
+
+
 def test_ignore_spacing_runs_and_a_plain_zarr_warns(bad, tmp_path):
     import zarr
 
