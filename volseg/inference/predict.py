@@ -22,6 +22,8 @@ Two outputs (:mod:`volseg.inference.passes`):
   contiguous share of the chunks in tile order, so ``--tile`` is part of the output's settings.
 
 Both resume from their markers (same settings), honour ``--part`` and any Dask scheduler.
+An nnU-Net model folder runs :func:`volseg.inference.nnunet_pass.predict_nnunet` instead
+(always the blended volume, nnU-Net's crop, grid, gaussian and float16 sums).
 Diffusion runs are handed to :func:`volseg.inference.diffusion_sampling.sample_volume`; runs trained on
 whole resized volumes to :func:`volseg.inference.whole.predict_whole`. Every new output holds
 its resolved settings as ``volseg-predict.yml``, which ``--config`` reads back.
@@ -45,8 +47,11 @@ def predict(run, volume, output, settings: PredictSettings | None = None,
     Parameters
     ----------
     run : path
-        Run directory (or ``model.pt``) of a trained UNet or diffusion model, or a model file
-        from ``volseg export``.
+        Run directory (or ``model.pt``) of a trained UNet or diffusion model, a model file
+        from ``volseg export``, or an nnU-Net v2 model folder (plans.json, dataset.json,
+        fold_K/): that one always writes the blended volume on nnU-Net's grid, equal to
+        nnU-Net's predictor (:mod:`volseg.inference.nnunet_pass`; ``settings.folds``,
+        ``checkpoint``, ``label``, ``trust_checkpoint``, ``spacing`` apply to it only).
     volume : path or URL
         Any 3D volume :func:`volseg.io.open_volume` reads, (z, y, x).
     output : path or URL
