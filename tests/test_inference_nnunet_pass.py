@@ -223,12 +223,19 @@ def bad(tmp_path_factory, make_run):
     mednext = shutil.copytree(folder, root / "mednext" / folder.name)
     rewrite(mednext / "fold_0" / "checkpoint_final.pth", trainer_name="nnUNetTrainerMedNeXtNoSuch")
     rewrite(mednext / "fold_1" / "checkpoint_final.pth", trainer_name="nnUNetTrainerMedNeXtNoSuch")
+    custom = shutil.copytree(folder, root / "custom" / folder.name)  # a trainer volseg does not know,
+    for fold in ("fold_0", "fold_1"):                                  # whose network is not the plans'
+        import torch
+
+        weights = torch.load(custom / fold / "checkpoint_final.pth", weights_only=False)["network_weights"]
+        weights.pop(sorted(weights)[-1])
+        rewrite(custom / fold / "checkpoint_final.pth", trainer_name="MyLabTrainerOwnNet", network_weights=weights)
     two = make_folder(root / "two", plans_for("CTNormalization", patch=(16, 16, 16), channels=2),
                       dataset_for(("fibre",), channels=2))
     rng = np.random.default_rng(0)
     data = np.zeros((40, 40, 40), np.float32)
     data[5:30, 5:30, 5:30] = rng.normal(size=(25, 25, 25))
-    return {"folder": folder, "noplans": no_plans, "mednext": mednext, "two": two,
+    return {"folder": folder, "noplans": no_plans, "mednext": mednext, "custom": custom, "two": two,
             "vol": write(root / "vol.zarr", data), "coarse": write(root / "coarse.zarr", data, spacing=(2.0, 1.0, 1.0)),
             "run": make_run(root / "run")}
 
@@ -236,7 +243,8 @@ def bad(tmp_path_factory, make_run):
 BAD = [  # (arguments with {names} from the fixture, what the error line holds)
     (["{noplans}", "{vol}"], ["plans.json", "missing"]),
     (["{folder}", "{vol}", "--folds", "0,7"], ["fold_7", "fold 7", "0, 1"]),
-    (["{mednext}", "{vol}"], ["nnUNetTrainerMedNeXtNoSuch"]),
+    (["{mednext}", "{vol}"], ["nnUNetTrainerMedNeXtNoSuch", "ONNX"]),
+    (["{custom}", "{vol}"], ["MyLabTrainerOwnNet", "1 missing"]),
     (["{two}", "{vol}"], ["1 channel", "names 2"]),
     (["{folder}", "{coarse}"], ["2x1x1", "1x1x1", "--ignore-spacing"]),
     (["{folder}", "{vol}", "--label", "nosuch"], ["--label", "nosuch", "fibre"]),
