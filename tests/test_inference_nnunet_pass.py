@@ -121,6 +121,7 @@ def test_output_records_its_provenance_and_info_prints_it(oracle, tmp_path):
     assert model["kind"] == "nnunet" and model["folds"] == ["1"] and len(model["weights_sha256"]["1"]) == 64
     assert settings["blend"]["mode"] == "nnunet" and settings["crop_box"][0][0] == 20
     assert settings["volume"].endswith("vol.zarr") and settings["volseg_version"]
+    assert model["folder"] == str(folder.resolve())
     scheme = model["normalization"][0]
     stats = settings["normalization_stats"][0]
     assert (stats is None) == (scheme == "CTNormalization")

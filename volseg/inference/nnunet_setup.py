@@ -267,7 +267,8 @@ def prepare_nnunet(run, volume, settings, output_options, execution, executor):
     device = str(resolve_device(settings.device))
     threads = threads_per_worker(execution.workers) if device == "cpu" else None
     args = (settings.folds, settings.checkpoint, settings.tta, device, settings.trust_checkpoint)
-    probe = NnunetJob(str(run), str(volume), "", args, (), (), (), (), None, None, (), None, 1, None, threads)
+    folder = os.path.abspath(os.fspath(run))  # provenance names the folder wherever the run started
+    probe = NnunetJob(folder, str(volume), "", args, (), (), (), (), None, None, (), None, 1, None, threads)
     model = probe.model
     model.check_channels(1, volume)
     channel = None if settings.label == "argmax" else model.label_channel(settings.label)
@@ -284,7 +285,7 @@ def prepare_nnunet(run, volume, settings, output_options, execution, executor):
     box, stats, mask = crop_and_stats(model, str(volume), meta, settings.nan_value, executor)
     plan = tile_plan(model, box, meta.shape, settings.overlap, settings.chunks)
     resolved = settings.replace(stitch=True, blend="nnunet", patch=plan.patch, chunks=plan.chunks)
-    job = NnunetJob(str(run), str(volume), f"{volume_key(volume)}@{settings.nan_value}", args, tuple(meta.shape),
+    job = NnunetJob(folder, str(volume), f"{volume_key(volume)}@{settings.nan_value}", args, tuple(meta.shape),
                     tuple(meta.chunks), box, stats, mask, plan, tuple(model.transpose_forward), channel,
                     1, settings.nan_value, threads)
     fingerprint = {
