@@ -83,6 +83,7 @@ def _link_repo_files(cwd: Path) -> None:
 def test_readme_has_the_tested_blocks():
     assert len(readme_blocks("journey")) == 2
     assert readme_blocks("diffusion") and readme_blocks("cluster") and readme_blocks("brain")
+    assert len(readme_blocks("nnunet")) == 1
     text = README.read_text()
     assert "make demo" in text and "make test" in text
 
@@ -145,3 +146,33 @@ def test_readme_shows_the_example_files_as_they_are():
     assert Path(ROOT / "examples" / "predict_array.sbatch").read_text() in text
     slurm = (ROOT / "examples" / "slurm_cluster.py").read_text().split('"""', 2)[2].lstrip("\n")
     assert slurm in text
+
+
+@pytest.mark.slow  # about 2 min on 2 shared cores; the same commands run by default in test_inference_nnunet_pass
+def test_readme_nnunet_section_as_written(tmp_path):
+    """The "Run an nnU-Net model over a scroll" commands, as written, on a model folder made by
+    nnU-Net's own trainer (tests/nnunet_folder.py, 16^3 patches) and a 96^3 scroll.zarr."""
+    pytest.importorskip("nnunetv2", reason="the model folder is made by nnU-Net's trainer (dev extra)")
+    import json
+
+    import numpy as np
+    from nnunet_folder import dataset_for, make_folder, plans_for
+
+    import volseg
+    from volseg.io import write_volume
+
+    folder = make_folder(tmp_path / "made", plans_for("CTNormalization", patch=(16, 16, 16)),
+                         dataset_for(("fibre", "sheet")))
+    folder.rename(tmp_path / folder.name)
+    data = np.zeros((96, 96, 96), np.float32)
+    data[20:50, 10:40, 40:70] = np.random.default_rng(0).normal(size=(30, 30, 30))
+    write_volume(tmp_path / "scroll.zarr", data, chunks=32, spacing=(1.0, 1.0, 1.0), unit="micrometer")
+    (block,) = readme_blocks("nnunet")
+    out = run_script(block, tmp_path, fast=False, timeout=600)
+    assert "weights_sha256" in out and "made_by" in out
+    labels = np.asarray(volseg.open_volume(tmp_path / "labels.zarr"))
+    assert labels.dtype == np.uint8 and set(np.unique(labels)) <= {0, 1, 2} and labels[0, 0, 0] == 0
+    sheet = np.asarray(volseg.open_volume(tmp_path / "sheet.zarr"))
+    assert sheet.dtype == np.uint8 and set(np.unique(sheet)) <= {0, 1}
+    settings = json.loads((tmp_path / "fibre.zarr" / "zarr.json").read_text())["attributes"]["volseg"]["settings"]
+    assert settings["tta"] is True and settings["label"] == "fibre"

@@ -117,3 +117,29 @@ def test_predict_options_splits_loose_keywords():
     assert s.patch == (32, 32, 32) and s.stitch and s.diffusion.samples == 2
     assert (out.dtype, out.channel) == ("float16", 1)
     assert (ex.workers, ex.part, ex.overwrite) == (1, (1, 3), True)
+
+
+def test_nnunet_settings_parse_and_stay_out_of_volseg_records():
+    """The nnU-Net keys (--folds, --checkpoint, --label, --trust-checkpoint, --ignore-spacing)
+    parse once, and at their defaults leave to_dict (volseg-predict.yml) and the fingerprint of
+    volseg runs exactly as before."""
+    from volseg.errors import VolsegError
+    from volseg.inference.settings import NNUNET_DEFAULTS, PredictSettings
+
+    s = PredictSettings.parse(folds="0,1,all", checkpoint="BEST", label="fibre", trust_checkpoint=True,
+                              spacing="ignore", blend="nnunet")
+    assert (s.folds, s.checkpoint, s.label, s.spacing, s.blend) == ((0, 1, "all"), "best", "fibre", "ignore", "nnunet")
+    assert s.nnunet_options() == {"--folds": (0, 1, "all"), "--checkpoint": "best", "--label": "fibre",
+                                  "--trust-checkpoint": True, "--ignore-spacing": "ignore"}
+    assert s.to_dict()["folds"] == [0, 1, "all"]
+    plain = PredictSettings.parse(patch=32)
+    assert not set(NNUNET_DEFAULTS) & set(plain.to_dict()) and plain.nnunet_options() == {}
+    facts = dict(model_sha256="x", volume="v", volume_stamp="s", volume_shape=(8, 8, 8), stride=(16,) * 3, kind="unet")
+    assert plain.fingerprint(**facts) == PredictSettings.parse(patch=32, label=None).fingerprint(**facts)
+    assert not set(NNUNET_DEFAULTS) & set(plain.fingerprint(**facts))
+    for bad, option in (({"folds": "0,x"}, "--folds"), ({"folds": "1,1"}, "--folds"),
+                        ({"checkpoint": "last"}, "--checkpoint"), ({"spacing": "resample"}, "--ignore-spacing"),
+                        ({"label": " "}, "--label"), ({"blend": "nnU"}, "--blend")):
+        with pytest.raises(VolsegError) as info:
+            PredictSettings.parse(**bad)
+        assert info.value.path == option

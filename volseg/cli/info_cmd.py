@@ -42,7 +42,13 @@ def _table(info: dict):
             continue
         if key in ("min", "max") and info["range_sampled"]:
             key = f"{key} (sampled)"
-        if isinstance(value, list):
+        if isinstance(value, dict):  # made_by: the provenance of a prediction, one line per entry
+            import json
+
+            from rich.markup import escape
+
+            value = escape("\n".join(f"{k}: {json.dumps(v)}" for k, v in value.items()))
+        elif isinstance(value, list):
             value = " x ".join(map(str, value)) if key != "level_shapes" else \
                 ", ".join("x".join(map(str, s)) for s in value)
         table.add_row(key, str(value))

@@ -11,14 +11,18 @@ from volseg.cli._bundles import (EXECUTION, REMOTE, Bundle, ChannelOpt, DtypeOpt
                                  explicit_values)
 from volseg.cli._common import ChunksOpt, DeviceOpt, JsonOpt, NanValueOpt, done, guard_json, local_output, wrote
 
-BlendOpt = Annotated[str, typer.Option("--blend", help="Blending window: gaussian, hann, constant or crop.")]
+BlendOpt = Annotated[str, typer.Option("--blend", help="Blending window: gaussian, hann, constant or crop; nnunet "
+                                      "(nnU-Net's grid and logit blending) for nnU-Net model folders, their default.")]
 
 
 def _settings(config: str | None, **values):
     """defaults < ``--config`` file < the flags given on the command line."""
     from volseg.inference.settings import from_sources
 
-    return from_sources(explicit_values(values), config=config)
+    flags = explicit_values(values)
+    if "ignore_spacing" in flags:
+        flags["spacing"] = "ignore" if flags.pop("ignore_spacing") else "check"
+    return from_sources(flags, config=config)
 
 
 #: Every option of ``volseg predict`` that is a setting, and ``--config`` -> (PredictSettings, OutputOptions).
@@ -52,14 +56,29 @@ SETTINGS = Bundle((
         "all z (rounded down to whole chunks), bounding memory by the tile, not the scroll's plane; "
         "0 or none = one pass over the whole cross-section. Part of the output's settings.")], "1024"),
     ("nan_value", NanValueOpt, None),
+    # nnU-Net model folders (Trainer__Plans__configuration/ with plans.json, dataset.json, fold_K/)
+    ("folds", Annotated[Optional[str], typer.Option(
+        "--folds", help="nnU-Net folder: folds to ensemble, e.g. 0,1,4 (default: every fold present).")], None),
+    ("checkpoint", Annotated[str, typer.Option(
+        "--checkpoint", help="nnU-Net folder: checkpoint_final.pth (final) or checkpoint_best.pth (best).")], "final"),
+    ("label", Annotated[Optional[str], typer.Option(
+        "--label", metavar="NAME|argmax", help="nnU-Net folder: write this dataset.json label's probability "
+        "(default the first foreground label), or argmax for nnU-Net's label map.")], None),
+    ("trust_checkpoint", Annotated[bool, typer.Option(
+        "--trust-checkpoint", help="nnU-Net folder: unpickle checkpoints the weights-only loader refuses "
+        "(runs code from the file: only for files you trust).")], False),
+    ("ignore_spacing", Annotated[bool, typer.Option(
+        "--ignore-spacing", help="nnU-Net folder: predict even when the volume's spacing differs from the "
+        "plans' target spacing.")], False),
 ), _settings)
 
 
 @app.command("predict")
 @bundled(request=SETTINGS, execution=EXECUTION, remote=REMOTE)
 def predict_command(
-    run: Annotated[str, typer.Argument(help="Run directory (or model.pt) of a trained model, or a model "
-                                       "file from `volseg export` (.onnx, .pt2, .ts).")],
+    run: Annotated[str, typer.Argument(help="Run directory (or model.pt) of a trained model, a model "
+                                       "file from `volseg export` (.onnx, .pt2, .ts), or an nnU-Net v2 model "
+                                       "folder (always written as the blended volume).")],
     volume: Annotated[str, typer.Argument(help="3D input volume (Zarr, OME-Zarr, TIFF, npy, NIfTI).")],
     output: Annotated[str, typer.Option("--output", "-o", callback=local_output,
                                         help="Patch store, or with --stitch an OME-Zarr volume.")],
@@ -86,6 +105,8 @@ def predict_command(
       volseg predict runs/unet scroll.zarr -o again.zarr --config pred.zarr/volseg-predict.yml   # repeat a run
 
       volseg predict runs/unet scroll.zarr -o prob.zarr --stitch --postprocess labels.zarr
+
+      volseg predict nnUNetTrainer__nnUNetPlans__3d_fullres scroll.zarr -o ink.zarr --folds 0,1 --tta
     """
     from volseg.postprocess.chain import check_outputs, predict_then_postprocess
 

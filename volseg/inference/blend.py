@@ -40,6 +40,20 @@ def parse_blend(mode: str) -> str:
     return text
 
 
+#: Blends ``volseg predict`` accepts: :data:`BLEND_MODES` and ``nnunet`` (nnU-Net's own gaussian
+#: logit blending on nnU-Net's tile grid; nnU-Net model folders only, see
+#: :mod:`volseg.inference.nnunet_pass`).
+PREDICT_BLENDS = BLEND_MODES + ("nnunet",)
+
+
+def parse_predict_blend(mode: str) -> str:
+    """Validate ``volseg predict --blend``: one of :data:`PREDICT_BLENDS`."""
+    text = str(mode).strip().lower()
+    if text not in PREDICT_BLENDS:
+        raise VolsegError("--blend", f"unknown blend mode {mode!r}; use one of {', '.join(PREDICT_BLENDS)}")
+    return text
+
+
 def parse_sigma_scale(value: float) -> float:
     """Validate the gaussian ``sigma_scale`` (sigma = sigma_scale * patch): a number in (0, 10]."""
     value = float(value)

@@ -128,9 +128,10 @@ class Plan:
 
     def _owner_axis(self, a: int) -> np.ndarray:
         # Owner chunk index along axis a of each patch; centres past the output (padding) go
-        # to the last chunk.
+        # to the last chunk, centres before it (nnU-Net's grid pads small crops on both sides)
+        # to the first.
         centre = self.starts[a] + self.patch[a] // 2
-        return np.minimum(centre // self.chunks[a], self.chunk_counts[a] - 1)
+        return np.clip(centre // self.chunks[a], 0, self.chunk_counts[a] - 1)
 
     def owned(self, group: Sequence[int]) -> list[np.ndarray]:
         """Per-axis patch indices owned by ``group`` (empty arrays when it owns none)."""
@@ -172,7 +173,7 @@ class Plan:
         """The output chunks that the patches of ``group`` overlap, C order."""
         per_axis = []
         for a, idx in enumerate(self.owned(group)):
-            lo = int(self.starts[a][idx].min())
+            lo = max(int(self.starts[a][idx].min()), 0)
             hi = min(int(self.starts[a][idx].max()) + self.patch[a], self.shape[a])
             per_axis.append(range(lo // self.chunks[a], (hi - 1) // self.chunks[a] + 1))
         return [tuple(int(v) for v in c) for c in itertools.product(*per_axis)]

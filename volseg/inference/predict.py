@@ -22,6 +22,8 @@ Two outputs (:mod:`volseg.inference.passes`):
   contiguous share of the chunks in tile order, so ``--tile`` is part of the output's settings.
 
 Both resume from their markers (same settings), honour ``--part`` and any Dask scheduler.
+An nnU-Net model folder runs :func:`volseg.inference.nnunet_pass.predict_nnunet` instead
+(always the blended volume, nnU-Net's crop, grid, gaussian and float16 sums).
 Diffusion runs are handed to :func:`volseg.inference.diffusion_sampling.sample_volume`; runs trained on
 whole resized volumes to :func:`volseg.inference.whole.predict_whole`. Every new output holds
 its resolved settings as ``volseg-predict.yml``, which ``--config`` reads back.
@@ -45,8 +47,11 @@ def predict(run, volume, output, settings: PredictSettings | None = None,
     Parameters
     ----------
     run : path
-        Run directory (or ``model.pt``) of a trained UNet or diffusion model, or a model file
-        from ``volseg export``.
+        Run directory (or ``model.pt``) of a trained UNet or diffusion model, a model file
+        from ``volseg export``, or an nnU-Net v2 model folder (plans.json, dataset.json,
+        fold_K/): that one always writes the blended volume on nnU-Net's grid, equal to
+        nnU-Net's predictor (:mod:`volseg.inference.nnunet_pass`; ``settings.folds``,
+        ``checkpoint``, ``label``, ``trust_checkpoint``, ``spacing`` apply to it only).
     volume : path or URL
         Any 3D volume :func:`volseg.io.open_volume` reads, (z, y, x).
     output : path or URL
@@ -78,11 +83,16 @@ def predict(run, volume, output, settings: PredictSettings | None = None,
     from volseg.io.identity import local_path
     from volseg.io.outputs import guard_output
 
+    from volseg.inference.nnunet_setup import is_nnunet_folder
+
     settings = settings or PredictSettings()
     output_options = output_options or OutputOptions()
     execution = Execution.of(execution)
     t0 = time.perf_counter()
     output = local_path(output)  # file://: the local path, with every local guard and rename
+    if is_nnunet_folder(run):
+        return _predict_nnunet(run, volume, output, settings, output_options, execution, t0)
+    check_volseg_run(settings)
     if settings.stitch:  # refuse a bad -o before loading anything (the kind is checked again below)
         guard_output(output, inputs=[run, volume], kind="volume", overwrite=execution.overwrite)
     check_complete(volume)  # an unfinished output (killed, one --part) is no input: its gaps read as 0
@@ -97,6 +107,36 @@ def predict(run, volume, output, settings: PredictSettings | None = None,
     result["seconds"] = round(time.perf_counter() - t0, 3)
     nbytes = int(np.prod(setup.meta.shape)) * setup.meta.dtype.itemsize
     result["input_bytes_read_per_byte"] = round(result.get("input_bytes_read", 0) / max(1, nbytes), 4)
+    return result
+
+
+def check_volseg_run(settings: PredictSettings) -> None:
+    """Refuse the nnU-Net-only settings (``--folds``, ``--label``, ``--blend nnunet``, ...) for a volseg run."""
+    for option, value in settings.nnunet_options().items():
+        raise VolsegError(option, f"{value!r}: applies to nnU-Net model folders (plans.json, dataset.json, "
+                          "fold_K/); a volseg run has no folds, labels or checkpoints to choose: drop it")
+    if settings.blend == "nnunet":
+        raise VolsegError("--blend", "nnunet reproduces nnU-Net's grid and applies to nnU-Net model folders; "
+                          "a volseg run blends with gaussian, hann, constant or crop")
+
+
+def _predict_nnunet(run, volume, output, settings, output_options, execution, t0) -> dict:
+    """An nnU-Net model folder: always the blended volume (``--stitch`` implied), on nnU-Net's grid."""
+    from volseg.inference.nnunet_pass import nnunet_spec, predict_nnunet
+    from volseg.inference.nnunet_setup import prepare_nnunet
+    from volseg.io.completion import check_complete
+    from volseg.io.outputs import guard_output
+
+    guard_output(output, inputs=[run, volume], kind="volume", overwrite=execution.overwrite)
+    check_complete(volume)
+    with execution.executor() as executor:  # one executor: the streamed passes, then the prediction
+        job, fingerprint, resolved, tile, meta = prepare_nnunet(run, volume, settings, output_options, execution,
+                                                                executor)
+        spec = nnunet_spec(job, output_options)
+        guard_output(output, inputs=[run, volume], kind="volume", overwrite=execution.overwrite)
+        record = settings_text(resolved, output_options, run=str(run), volume=str(volume))
+        result = predict_nnunet(job, fingerprint, tile, meta, output, spec, execution, executor, record=record)
+    result["seconds"] = round(time.perf_counter() - t0, 3)
     return result
 
 

@@ -96,6 +96,12 @@ class PredictSettings:
         Runs trained on whole resized volumes are run that way (False: patch-wise).
     diffusion : DiffusionSettings
         The sampler of diffusion runs.
+    folds, checkpoint, label, trust_checkpoint, spacing
+        nnU-Net model folders only (:mod:`volseg.inference.nnunet_pass`): the folds to ensemble
+        (None = all present), ``final``/``best`` checkpoint, the output (None = probability of
+        the first foreground label, a label name, or ``argmax`` for nnU-Net's label map),
+        whether to unpickle checkpoints the weights-only loader refuses, and the spacing policy
+        (``check``: refuse a volume whose spacing differs from the plans', ``ignore``).
     """
 
     patch: tuple[int, int, int] | None = None
@@ -114,12 +120,18 @@ class PredictSettings:
     nan_value: float | None = None
     whole: bool = True
     diffusion: DiffusionSettings = field(default_factory=DiffusionSettings)
+    # --- nnU-Net model folders (defaults = unused; kept together, see NNUNET_DEFAULTS) ---
+    folds: tuple[int | str, ...] | None = None
+    checkpoint: str = "final"
+    label: str | None = None
+    trust_checkpoint: bool = False
+    spacing: str = "check"
 
     @classmethod
     def parse(cls, *, diffusion: DiffusionSettings | dict | None = None, **options) -> "PredictSettings":
         """Validate option values (CLI text or numbers); unknown names are an error naming them."""
         from volseg.geometry import parse_size3, stride_from_overlap
-        from volseg.inference.blend import parse_blend, parse_sigma_scale
+        from volseg.inference.blend import parse_predict_blend, parse_sigma_scale
         from volseg.inference.column_tiles import parse_tile
         from volseg.io.finite import parse_nan_value
         from volseg.io.streaming import parse_chunks
@@ -137,17 +149,23 @@ class PredictSettings:
             diffusion = DiffusionSettings.parse(**(diffusion or {}))
         return cls(patch, float(v["overlap"]),
                    parse_whole(v["batch_size"], "--batch-size", low=1, fix="e.g. --batch-size 4"),
-                   bool(v["tta"]), bool(v["amp"]), str(v["device"]), bool(v["stitch"]), parse_blend(v["blend"]),
-                   parse_sigma_scale(v["sigma_scale"]), skip, parse_chunks(v["chunks"]), bool(v["pad"]),
-                   parse_tile(v["tile"]), parse_nan_value(v["nan_value"]), bool(v["whole"]), diffusion)
+                   bool(v["tta"]), bool(v["amp"]), str(v["device"]), bool(v["stitch"]),
+                   parse_predict_blend(v["blend"]), parse_sigma_scale(v["sigma_scale"]), skip,
+                   parse_chunks(v["chunks"]), bool(v["pad"]), parse_tile(v["tile"]),
+                   parse_nan_value(v["nan_value"]), bool(v["whole"]), diffusion,
+                   **parse_nnunet_options(v))
 
     def replace(self, **changes) -> "PredictSettings":
         """A copy with ``changes`` (already valid values, e.g. the resolved patch)."""
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
-        """The settings as plain YAML/JSON values, diffusion sampler keys flattened in."""
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "diffusion"}
+        """The settings as plain YAML/JSON values, diffusion sampler keys flattened in.
+
+        The nnU-Net keys (:data:`NNUNET_DEFAULTS`) appear only where not at their defaults.
+        """
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "diffusion"
+               and not (f.name in NNUNET_DEFAULTS and getattr(self, f.name) == NNUNET_DEFAULTS[f.name])}
         out.update(dataclasses.asdict(self.diffusion))
         return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
 
@@ -171,9 +189,55 @@ class PredictSettings:
             out["condition_stamps"] = list(stamps)
         return out
 
+    def nnunet_options(self) -> dict:
+        """The nnU-Net keys that differ from their defaults, by CLI option name."""
+        return {NNUNET_OPTIONS[k]: getattr(self, k) for k, v in NNUNET_DEFAULTS.items() if getattr(self, k) != v}
+
     def blend_settings(self) -> dict:
         """The blend as patch stores and fingerprints record it."""
         return {"mode": self.blend, "sigma_scale": self.sigma_scale}
+
+
+#: The nnU-Net settings and their defaults (a volseg run refuses any other value).
+NNUNET_DEFAULTS = {"folds": None, "checkpoint": "final", "label": None, "trust_checkpoint": False,
+                   "spacing": "check"}
+NNUNET_OPTIONS = {"folds": "--folds", "checkpoint": "--checkpoint", "label": "--label",
+                  "trust_checkpoint": "--trust-checkpoint", "spacing": "--ignore-spacing"}
+
+
+def parse_folds(value) -> tuple[int | str, ...] | None:
+    """``--folds``: ``0,1,4`` (or a list), ``all`` for the fold_all model; None = every fold present."""
+    if value is None:
+        return None
+    items = value if isinstance(value, (list, tuple)) else str(value).replace(" ", "").split(",")
+    out = []
+    for item in items:
+        text = str(item).strip().lower()
+        if text == "all":
+            out.append("all")
+        elif text.isdigit():
+            out.append(int(text))
+        else:
+            raise VolsegError("--folds", f"{value!r} is not a list of fold numbers; use e.g. --folds 0,1,4 "
+                              "(or 'all' for fold_all)")
+    if len(set(out)) != len(out):
+        raise VolsegError("--folds", f"{value!r} names a fold twice")
+    return tuple(out) or None
+
+
+def parse_nnunet_options(v: dict) -> dict:
+    """Validate the nnU-Net keys of a settings mapping (see :class:`PredictSettings`)."""
+    checkpoint = str(v["checkpoint"]).strip().lower()
+    if checkpoint not in ("final", "best"):
+        raise VolsegError("--checkpoint", f"{v['checkpoint']!r} is not final or best")
+    spacing = str(v["spacing"]).strip().lower()
+    if spacing not in ("check", "ignore"):
+        raise VolsegError("--ignore-spacing", f"spacing policy {v['spacing']!r} is not check or ignore")
+    label = None if v["label"] is None else str(v["label"]).strip()
+    if label == "":
+        raise VolsegError("--label", "is empty; name a label of the model's dataset.json, or argmax")
+    return {"folds": parse_folds(v["folds"]), "checkpoint": checkpoint, "label": label,
+            "trust_checkpoint": bool(v["trust_checkpoint"]), "spacing": spacing}
 
 
 #: Keys of a settings file (and of :func:`from_sources`) that belong to the sampler and output.

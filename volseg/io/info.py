@@ -27,7 +27,8 @@ def volume_info(path, *, channel: int | None = None, exact_bytes: int = EXACT_BY
         ``path``, ``format``, ``shape`` (z, y, x), ``dtype``, ``chunks``, ``levels``,
         ``level_shapes`` (OME-Zarr), ``spacing`` (z, y, x), ``unit``, ``nbytes``, ``min``,
         ``max``, ``range_sampled`` (bool), ``sampled_chunks`` and ``labels`` (the first NGFF
-        label image, or None). ``min``/``max`` are None when no finite value was seen.
+        label image, or None); ``made_by`` for an nnU-Net prediction (what made it, see
+        :data:`MADE_BY_KEYS`). ``min``/``max`` are None when no finite value was seen.
 
     Examples
     --------
@@ -65,7 +66,30 @@ def volume_info(path, *, channel: int | None = None, exact_bytes: int = EXACT_BY
             "level_shapes": _level_shapes(path, meta), "spacing": list(meta.spacing), "unit": meta.unit,
             "nbytes": nbytes, "min": _number(low), "max": _number(high), "range_sampled": bool(sampled),
             "sampled_chunks": used, "labels": os.fspath(labels) if labels else None,
-            **_format_versions(path, meta), **_state(path)}
+            **_format_versions(path, meta), **_state(path), **_made_by(path, meta)}
+
+
+#: The recorded settings of an nnU-Net prediction that ``info`` shows as ``made_by``.
+MADE_BY_KEYS = ("model", "volume", "volume_stamp", "volume_shape", "volume_spacing", "label", "tta", "overlap",
+                "blend", "patch", "crop_box", "normalization_stats", "spacing_policy", "volseg_version")
+
+
+def _made_by(path, meta) -> dict:
+    """``{"made_by": {...}}``: the provenance an nnU-Net prediction records (model, weights'
+    sha256, folds, TTA, crop box, normalisation statistics, input, volseg version), else {}."""
+    from volseg.errors import VolsegError
+    from volseg.io.remote import open_node
+
+    if meta.format != "ome-zarr":
+        return {}
+    try:
+        attrs = open_node(path).attrs.asdict()
+    except (VolsegError, OSError, ValueError, KeyError):  # a level array inside a group: nothing recorded
+        return {}
+    settings = (attrs.get("volseg") or {}).get("settings") if isinstance(attrs.get("volseg"), dict) else None
+    if not isinstance(settings, dict) or settings.get("kind") != "nnunet":
+        return {}
+    return {"made_by": {k: settings[k] for k in MADE_BY_KEYS if k in settings}}
 
 
 def _state(path) -> dict:

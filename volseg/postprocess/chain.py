@@ -12,8 +12,11 @@ def check_outputs(run, volume, output, labels, settings, execution) -> None:
     :class:`~volseg.parallel.Execution`; ``labels`` (``--postprocess``) needs the whole stitched
     volume, so ``--stitch`` without ``--part``.
     """
+    from volseg.inference.nnunet_setup import is_nnunet_folder
     from volseg.io.outputs import guard_output
 
+    if is_nnunet_folder(run):  # an nnU-Net folder always writes the blended volume
+        settings = settings.replace(stitch=True)
     if labels is not None and (not settings.stitch or execution.part is not None):
         raise VolsegError("--postprocess", "needs the whole stitched volume: add --stitch and drop --part "
                           "(or run `volseg postprocess` once every part is done)")

@@ -216,3 +216,14 @@ def folder_exists(folder: str | os.PathLike) -> Path:
                                                  "the folder Trainer__Plans__configuration that "
                                                  "nnUNetv2_train wrote, not its parent or a fold")
     return folder
+
+
+def is_model_folder(path) -> bool:
+    """Whether ``path`` is a local folder holding ``plans.json`` or ``dataset.json``: an nnU-Net v2
+    model folder (which ``volseg predict`` runs on nnU-Net's grid), or one missing a file, which
+    :func:`folder_exists` and :func:`read_json` then name."""
+    try:
+        folder = Path(os.fspath(path))
+        return folder.is_dir() and any((folder / name).is_file() for name in ("plans.json", "dataset.json"))
+    except (TypeError, ValueError, OSError):
+        return False
