@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NNUNET = """
 import sys, numpy as np, torch
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-p = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False, perform_everything_on_device=False,
+p = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=sys.argv[4] == "on", perform_everything_on_device=False,
                     device=torch.device("cpu"), verbose=False, verbose_preprocessing=False, allow_tqdm=False)
 p.initialize_from_trained_model_folder(sys.argv[1], use_folds=(0,), checkpoint_name="checkpoint_final.pth")
 data = np.load(sys.argv[2])[None]
@@ -55,12 +55,34 @@ def measured(cmd: list[str], env: dict) -> tuple[float, int]:
     return seconds, int(usage.ru_maxrss) * 1024
 
 
+def _compare(folder: Path, tmp: Path, side: int, mirror: str, args, env: dict) -> dict:
+    """Both tools on the ``side``^3 volume with mirroring ``mirror``: seconds, tiles/s, peak RSS, max |diff|."""
+    import zarr
+
+    from volseg.inference.nnunet_grid import steps
+
+    n_s, n_rss = measured([sys.executable, "-c", NNUNET, str(folder), str(tmp / f"v{side}.npy"),
+                           str(tmp / f"n{side}.npy"), mirror], env)
+    out = tmp / f"o{side}{mirror}.zarr"
+    v_s, v_rss = measured([str(Path(sys.executable).with_name("volseg")), "predict", str(folder),
+                           str(tmp / f"v{side}.zarr"), "-o", str(out), "--chunks", str(args.chunks),
+                           "--tile", str(args.tile), "--quiet"] + (["--tta"] if mirror == "on" else []), env)
+    diff = float(np.abs(zarr.open_array(str(out / "0"), mode="r")[:] - np.load(tmp / f"n{side}.npy")).max())
+    forwards = int(np.prod([len(s) for s in steps((side,) * 3, (args.patch,) * 3, 0.5)])) * (8 if mirror == "on" else 1)
+    return {"side": side, "voxels": side**3, "mirror": mirror, "forwards": forwards,
+            "nnunet_seconds": round(n_s, 1), "nnunet_forwards_per_s": round(forwards / n_s, 2),
+            "nnunet_peak_rss_bytes": n_rss, "volseg_seconds": round(v_s, 1),
+            "volseg_forwards_per_s": round(forwards / v_s, 2), "volseg_peak_rss_bytes": v_rss, "max_abs_diff": diff}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sides", type=int, nargs=2, default=(128, 256), help="the two volumes' sides (voxels)")
     ap.add_argument("--patch", type=int, default=32, help="the plans' patch side")
     ap.add_argument("--chunks", type=int, default=64, help="volseg --chunks")
     ap.add_argument("--tile", type=int, default=128, help="volseg --tile")
+    ap.add_argument("--mirror", nargs="+", default=["off"], choices=["off", "on"],
+                    help="nnU-Net's mirroring (volseg --tta) off, on, or both; 'on' runs 8 forwards per tile")
     ap.add_argument("--json", default=None, help="also write the JSON object to this file")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT / "tests"))
@@ -81,22 +103,15 @@ def main(argv=None) -> int:
             np.save(tmp / f"v{side}.npy", data)
             write_volume(tmp / f"v{side}.zarr", data, chunks=args.chunks, spacing=(1.0, 1.0, 1.0), unit="micrometer")
             del data
-            n_s, n_rss = measured([sys.executable, "-c", NNUNET, str(folder), str(tmp / f"v{side}.npy"),
-                                   str(tmp / f"n{side}.npy")], env)
-            v_s, v_rss = measured([str(Path(sys.executable).with_name("volseg")), "predict", str(folder),
-                                   str(tmp / f"v{side}.zarr"), "-o", str(tmp / f"o{side}.zarr"), "--chunks",
-                                   str(args.chunks), "--tile", str(args.tile), "--quiet"], env)
-            import zarr
-
-            diff = float(np.abs(zarr.open_array(str(tmp / f"o{side}.zarr" / "0"), mode="r")[:]
-                                - np.load(tmp / f"n{side}.npy")).max())
-            rows.append({"side": side, "voxels": side**3, "nnunet_seconds": round(n_s, 1),
-                         "nnunet_peak_rss_bytes": n_rss, "volseg_seconds": round(v_s, 1),
-                         "volseg_peak_rss_bytes": v_rss, "max_abs_diff": diff})
-    result = {"patch": args.patch, "chunks": args.chunks, "tile": args.tile, "folds": 1, "tta": False,
-              "cpus": os.cpu_count(), "rows": rows,
-              "nnunet_rss_growth": round(rows[1]["nnunet_peak_rss_bytes"] / rows[0]["nnunet_peak_rss_bytes"], 2),
-              "volseg_rss_growth": round(rows[1]["volseg_peak_rss_bytes"] / rows[0]["volseg_peak_rss_bytes"], 2)}
+            for mirror in args.mirror:
+                rows.append(_compare(folder, tmp, side, mirror, args, env))
+    first = [r for r in rows if r["side"] == args.sides[0] and r["mirror"] == args.mirror[0]][0]
+    last = [r for r in rows if r["side"] == args.sides[1] and r["mirror"] == args.mirror[0]][0]
+    result = {"patch": args.patch, "chunks": args.chunks, "tile": args.tile, "folds": 1, "mirror": args.mirror,
+              "cpus": os.cpu_count(), "load_average_before": round(os.getloadavg()[0], 2), "rows": rows,
+              "nnunet_rss_growth": round(last["nnunet_peak_rss_bytes"] / first["nnunet_peak_rss_bytes"], 2),
+              "volseg_rss_growth": round(last["volseg_peak_rss_bytes"] / first["volseg_peak_rss_bytes"], 2),
+              "volseg_time_ratio_larger": round(last["volseg_seconds"] / last["nnunet_seconds"], 3)}
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:
