@@ -52,6 +52,14 @@ SETTINGS = Bundle((
         "all z (rounded down to whole chunks), bounding memory by the tile, not the scroll's plane; "
         "0 or none = one pass over the whole cross-section. Part of the output's settings.")], "1024"),
     ("nan_value", NanValueOpt, None),
+    ("roi", Annotated[Optional[str], typer.Option(
+        "--roi", metavar="Z0:Z1,Y0:Y1,X0:X1", help="Compute only this box (level-0 voxels, half-open; open or "
+        "negative ends as Python slices) on the whole volume's patch grid: equal to the full run inside it, "
+        "0 outside; the output keeps the volume's shape.")], None),
+    ("mask", Annotated[Optional[str], typer.Option(
+        "--mask", metavar="MASK[@LEVEL]", help="Run only the patches over nonzero voxels of this mask (any "
+        "volume, or level LEVEL of an OME-Zarr pyramid, at an integer scale of the volume); the rest is 0.")],
+     None),
 ), _settings)
 
 
@@ -86,6 +94,10 @@ def predict_command(
       volseg predict runs/unet scroll.zarr -o again.zarr --config pred.zarr/volseg-predict.yml   # repeat a run
 
       volseg predict runs/unet scroll.zarr -o prob.zarr --stitch --postprocess labels.zarr
+
+      volseg predict runs/unet scroll.zarr -o roi.zarr --stitch --roi 1000:1512,2000:2512,:   # one box
+
+      volseg predict runs/unet scroll.zarr -o pred.zarr --stitch --mask papyrus.zarr@5   # masked patches only
     """
     from volseg.postprocess.chain import check_outputs, predict_then_postprocess
 

@@ -133,7 +133,8 @@ class PredictSettings:
         from volseg.io.finite import parse_nan_value
         from volseg.io.streaming import parse_chunks
 
-        from volseg.inference.support import parse_mask, parse_roi
+        from volseg.inference.support import parse_mask
+        from volseg.roi import parse_roi
 
         names = {f.name for f in dataclasses.fields(cls)} - {"diffusion"}
         unknown = sorted(set(options) - names)

@@ -22,8 +22,6 @@ once (refusing one over :data:`MASK_VOXELS_MAX` voxels) and reduces it to one bi
 
 from __future__ import annotations
 
-import itertools
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,62 +29,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from volseg.errors import VolsegError
+from volseg.roi import box_chunks, clip_box, roi_box
 
 #: The most mask voxels read into memory (1 GiB as bytes); a larger mask: use a coarser level.
 MASK_VOXELS_MAX = 2 ** 30
-
-ROI_FIX = ("use z0:z1,y0:y1,x0:x1 in level-0 voxels, half-open, e.g. 0:128,256:512,: (open ends and "
-           "negative ends count as in Python slices)")
-_END = r"\s*(-?\d+)?\s*"
-
-
-def parse_roi(value) -> str | None:
-    """``--roi``: text ``z0:z1,y0:y1,x0:x1`` (or a list of three ``a:b`` items) -> canonical text.
-
-    Ends may be open (``:``, ``100:``) or negative (counted from the far end, as in Python).
-    None or ``none`` gives None. Positions are checked against the volume by :func:`roi_box`.
-    """
-    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
-        return None
-    parts = [str(v) for v in value] if isinstance(value, (list, tuple)) else str(value).split(",")
-    axes = []
-    for part in parts:
-        match = re.fullmatch(_END + ":" + _END, part)
-        if match is None:
-            raise VolsegError("--roi", f"{value!r} is not a box; {ROI_FIX}")
-        axes.append(tuple(None if g is None else int(g) for g in match.groups()))
-    if len(axes) != 3:
-        raise VolsegError("--roi", f"{value!r} has {len(axes)} axes, not 3 (z, y, x); {ROI_FIX}")
-    for name, (a, b) in zip("zyx", axes):
-        if a is not None and b is not None and (a >= 0) == (b >= 0) and b <= a:
-            raise VolsegError("--roi", f"{value!r} is empty along {name} ({a}:{b}); the end must be "
-                              f"greater than the start; {ROI_FIX}")
-    return ",".join(f"{'' if a is None else a}:{'' if b is None else b}" for a, b in axes)
-
-
-def roi_box(roi: str, shape: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """The (start, stop) of the canonical ``roi`` text in a volume of ``shape``.
-
-    Unlike a Python slice, an end outside the volume is an error, not clipped: a box that does
-    not fit is a mistake (another level's coordinates, say).
-    """
-    start, stop = [], []
-    for name, part, n in zip("zyx", roi.split(","), shape):
-        a_text, b_text = part.split(":")
-        a = int(a_text) if a_text else 0
-        b = int(b_text) if b_text else n
-        if not (-n <= a < n and -n <= b <= n):
-            raise VolsegError("--roi", f"{roi}: {name} range {part} lies outside the volume of shape "
-                              f"{'x'.join(map(str, shape))} ({name} has {n} voxels: 0..{n}); give level-0 "
-                              "voxel positions inside it")
-        a, b = a % n, (b + n if b < 0 else b)
-        if b <= a:
-            raise VolsegError("--roi", f"{roi}: {name} range {part} is empty in a volume of {n} voxels "
-                              f"along {name} ({a}:{b}); the end must be greater than the start")
-        start.append(a)
-        stop.append(b)
-    return tuple(start), tuple(stop)
-
 
 def parse_mask(value, level=None) -> tuple[str | None, int | None]:
     """``--mask MASK[@LEVEL]`` (and ``mask_level`` of a settings file) -> (path or URL, level)."""
@@ -175,24 +121,33 @@ class Support:
 
     Attributes
     ----------
-    keep : numpy.ndarray of bool
-        One entry per patch of the grid, shape ``plan.counts``.
+    keep : numpy.ndarray of bool or None
+        One entry per patch of the grid, shape ``plan.counts`` (None: every patch runs).
     start, stop : tuple of int
         The ROI box (the whole volume without ``--roi``); voxels outside are zeroed.
     """
 
-    keep: np.ndarray
+    keep: np.ndarray | None
     start: tuple
     stop: tuple
 
+    @classmethod
+    def recorded(cls, settings: dict | None) -> "Support | None":
+        """The box recorded in an output's settings (``roi``: [start, stop]), None without one:
+        ``volseg stitch`` of a patch store made with ``--roi`` computes and keeps only that box."""
+        roi = (settings or {}).get("roi")
+        return None if roi is None else cls(None, tuple(int(v) for v in roi[0]), tuple(int(v) for v in roi[1]))
+
     def patches(self, axis_index: Sequence[np.ndarray]) -> np.ndarray:
         """Which patches of the product of per-axis index arrays run (bool, that product's shape)."""
+        if self.keep is None:
+            return np.ones(tuple(len(i) for i in axis_index), bool)
         return self.keep[np.ix_(*[np.asarray(i) for i in axis_index])]
 
     def chunks(self, plan) -> list[tuple[int, int, int]]:
         """The output chunks to compute, C order: inside the box and overlapped by a running patch."""
-        ranges = [range(a // c, (b - 1) // c + 1) for a, b, c in zip(self.start, self.stop, plan.chunks)]
-        return [tuple(int(v) for v in ch) for ch in itertools.product(*ranges) if self.patches(plan.touching(ch)).any()]
+        return [ch for ch in box_chunks(self.start, self.stop, plan.chunks)
+                if self.keep is None or self.patches(plan.touching(ch)).any()]
 
     def groups(self, plan) -> list[tuple[int, int, int]]:
         """The patch groups holding a running patch, C order (the tasks of the patch-store mode)."""
@@ -200,12 +155,7 @@ class Support:
 
     def clip(self, block: np.ndarray, start: Sequence[int], stop: Sequence[int]) -> np.ndarray:
         """Zero the voxels of ``block`` ((C,) z, y, x at [start, stop)) outside the box, in place."""
-        inner = tuple(slice(min(max(s - a, 0), b - a), min(max(e - a, s - a, 0), b - a))
-                      for a, b, s, e in zip(start, stop, self.start, self.stop))
-        keep = np.zeros(block.shape[-3:], bool)
-        keep[inner] = True
-        block[..., ~keep] = 0
-        return block
+        return clip_box(block, start, stop, self.start, self.stop)
 
 
 def build_support(settings, plan, volume_shape) -> tuple[Support | None, dict]:
@@ -234,5 +184,4 @@ def build_support(settings, plan, volume_shape) -> tuple[Support | None, dict]:
     return Support(keep, tuple(start), tuple(stop)), facts
 
 
-__all__ = ["MASK_VOXELS_MAX", "Support", "build_support", "mask_factors", "mask_runs", "parse_mask", "parse_roi",
-           "read_mask", "roi_box"]
+__all__ = ["MASK_VOXELS_MAX", "Support", "build_support", "mask_factors", "mask_runs", "parse_mask", "read_mask"]
