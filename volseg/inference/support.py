@@ -22,6 +22,7 @@ once (refusing one over :data:`MASK_VOXELS_MAX` voxels) and reduces it to one bi
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -79,16 +80,21 @@ def read_mask(path: str, level: int | None, shape: Sequence[int]) -> tuple[np.nd
     from volseg.io.levels import resolve_level
 
     where = f"{path}@{level}" if level is not None else str(path)
-    located = resolve_level(path, level)
-    meta = read_meta(located)
+    try:
+        located = resolve_level(path, level)
+        meta = read_meta(located)
+    except VolsegError as exc:  # say which input it is: the volume's own errors read alike
+        raise VolsegError(exc.path, f"{exc.message} (--mask)") from None
     if len(meta.shape) != 3:
         raise VolsegError(where, f"the mask has {len(meta.shape)} dimensions {tuple(meta.shape)}; "
                           "it must be a 3D (z, y, x) volume")
     factors = mask_factors(meta.shape, shape, where)
     voxels = int(np.prod(meta.shape))
     if voxels > MASK_VOXELS_MAX:
-        raise VolsegError(where, f"the mask has {voxels} voxels (over {MASK_VOXELS_MAX} = 1 GiB in memory); "
-                          f"use a coarser level of it, e.g. {path}@{(level or 0) + 2}")
+        coarser = (level or 0) + max(1, math.ceil(math.log(voxels / MASK_VOXELS_MAX, 8)))  # 8x fewer per level
+        raise VolsegError(where, f"the mask has {voxels} voxels, more than the {MASK_VOXELS_MAX} "
+                          f"({MASK_VOXELS_MAX / 2 ** 30:g} GiB) read into memory; use a coarser level of it, "
+                          f"e.g. {path}@{coarser}")
     volume = open_volume(located)
     mask = np.zeros(tuple(meta.shape), bool)
     step = max(1, int((meta.chunks or meta.shape)[0]))
