@@ -152,3 +152,16 @@ def test_bad_mask_exits_2_with_one_line_and_writes_nothing(box, tmp_path, mask, 
                                  str(tmp_path / "out.zarr"), "--mask", mask, "--quiet"])
     one_error_line(r, needle)
     assert not list(tmp_path.iterdir()) and tree(box) == before
+
+
+def test_a_mask_at_a_url_selects_the_same_patches_as_the_local_copy(box):
+    from remote_servers import CountingServer
+
+    plan = Plan.build(SHAPE, (8, 8, 8), (4, 4, 4), (8, 8, 8))
+    local, _ = build_support(PredictSettings.parse(mask=f"{box / 'm.zarr'}@1"), plan, SHAPE)
+    with CountingServer(box) as server:
+        remote, facts = build_support(PredictSettings.parse(mask=f"{server.url}/m.zarr@1"), plan, SHAPE)
+        assert server.chunk_bytes() > 0
+        with pytest.raises(VolsegError, match="has no level 4"):
+            build_support(PredictSettings.parse(mask=f"{server.url}/m.zarr@4"), plan, SHAPE)
+    assert np.array_equal(remote.keep, local.keep) and facts["mask"] == f"{server.url}/m.zarr"
