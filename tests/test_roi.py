@@ -194,3 +194,26 @@ def test_bad_roi_exits_2_with_one_line_and_writes_nothing(box, tmp_path, command
     r = CliRunner().invoke(app, [str(a) for a in [*args, "-o", tmp_path / "out.zarr", f"--roi={roi}", "--quiet"]])
     one_error_line(r, "--roi", needle)
     assert not list(tmp_path.iterdir()) and tree(box) == before
+
+
+def test_a_negative_roi_start_reaches_the_cli_in_a_subprocess(box, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    volseg = str(Path(sys.executable).with_name("volseg"))
+    proc = subprocess.run([volseg, "predict", "run", "v.npy", "-o", str(tmp_path / "o.zarr"), "--stitch",
+                           "--patch", "8", "--roi", "-30:,:,:"], cwd=box, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and proc.stderr.splitlines() == [proc.stderr.strip()], proc.stderr
+    assert "error: --roi: -30:,:,:: z range -30: lies outside the volume of shape 20x20x16" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "o.zarr").exists()
+
+
+def test_roi_and_mask_are_refused_for_diffusion_runs(box, tmp_path, make_diffusion_run):
+    make_diffusion_run(tmp_path / "diff")
+    for option in (["--roi", ":8,:,:"], ["--mask", str(box / "v.npy")]):
+        r = CliRunner().invoke(app, ["predict", str(tmp_path / "diff"), str(box / "v.npy"), "-o",
+                                     str(tmp_path / "out.zarr"), "--patch", "8", "--quiet", *option])
+        one_error_line(r, option[0], "diffusion sampling runs over the whole volume")
+        assert not (tmp_path / "out.zarr").exists()
