@@ -5,18 +5,16 @@
 
 A random UNet (``ch`` 8, depth 2) predicts a random float32 OME-Zarr volume with ``--stitch``
 (patch ``--patch``, overlap 0.5, chunks of one patch, one worker) three ways at each
-``--batch-sizes`` value: the whole volume;
-``--mask`` with a support mask covering ``--fraction`` of the volume (a cube at the volume's
-corner, given as level ``--level`` of an OME-Zarr pyramid, the way a scroll's papyrus mask is
-given); ``--roi`` of that same cube. Times are wall seconds of :func:`volseg.predict` (model
-loading included, after one untimed warm-up run; the minimum over ``--repeats``). Checks: the
-masked output equals the full one
-byte for byte wherever every patch covering a voxel ran and is 0 where none did; the ROI output
-equals it inside the box and is 0 outside. The issue's target: the 10 % mask in at most 0.25 x
-the full time. A forward batch (``--batch-size`` patches of one patch group) runs whole when
-any of its patches is in the mask, so that every patch keeps the batch, and the bytes, of the
-full run; at batch 1 the patches run are exactly those in the mask. Prints one JSON object, then
-a table.
+``--batch-sizes`` value: the whole volume; ``--mask`` with a support mask covering ``--fraction``
+of the volume (a cube at the volume's corner, given as level ``--level`` of an OME-Zarr pyramid,
+the way a scroll's papyrus mask is given); ``--roi`` of that same cube. Times are wall seconds
+of :func:`volseg.predict` (model loading included, after one untimed warm-up run; the minimum
+over ``--repeats``). Checks: the masked output equals the full one byte for byte wherever every
+patch covering a voxel ran and is 0 where none did; the ROI output equals it inside the box and
+is 0 outside. The issue's target: the 10 % mask in at most 0.25 x the full time. A forward
+batch (``--batch-size`` patches of one patch group) runs whole when any of its patches is in the
+mask, so that every patch keeps the batch, and the bytes, of the full run; at batch 1 the
+patches run are exactly those in the mask. Prints one JSON object, then a table.
 """
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ from volseg.roi import box_chunks, clip_box, roi_box
 #: The most mask voxels read into memory (1 GiB as bytes); a larger mask: use a coarser level.
 MASK_VOXELS_MAX = 2 ** 30
 
+
 def parse_mask(value, level=None) -> tuple[str | None, int | None]:
     """``--mask MASK[@LEVEL]`` (and ``mask_level`` of a settings file) -> (path or URL, level)."""
     from volseg.io.levels import parse_level
