@@ -43,6 +43,10 @@ CLEANING = Bundle((
     ("fill_cavities", Annotated[Optional[int], typer.Option(
         "--fill-cavities", metavar="M", help="Then fill the cavities of at most M voxels of the hole-filled "
         "mask (slice holes can enclose new ones; default 0 = off).")], None),
+    ("roi", Annotated[Optional[str], typer.Option(
+        "--roi", metavar="Z0:Z1,Y0:Y1,X0:X1", help="Post-process only this box (voxels, half-open, as predict "
+        "--roi): the labels of the prediction with every voxel outside the box read as 0, kept inside the box; "
+        "0 outside, and only the chunks in the box are written.")], None),
 ), lambda **values: values)
 
 ReportOpt = Annotated[Optional[str], typer.Option(
@@ -72,6 +76,8 @@ def postprocess_command(
       volseg postprocess pred.zarr -o clean.zarr --open 0 --close 0   # as before the repairs
 
       volseg postprocess pred.zarr -o clean.zarr --plug-holes --topology-report left.json
+
+      volseg postprocess roi.zarr -o clean.zarr --roi 1000:1512,2000:2512,:   # the box of predict --roi
     """
     from volseg.postprocess import postprocess
 

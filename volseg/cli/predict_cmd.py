@@ -70,6 +70,14 @@ SETTINGS = Bundle((
     ("ignore_spacing", Annotated[bool, typer.Option(
         "--ignore-spacing", help="nnU-Net folder: predict even when the volume's spacing differs from the "
         "plans' target spacing.")], False),
+    ("roi", Annotated[Optional[str], typer.Option(
+        "--roi", metavar="Z0:Z1,Y0:Y1,X0:X1", help="Compute only this box (level-0 voxels, half-open; open or "
+        "negative ends as Python slices) on the whole volume's patch grid: equal to the full run inside it, "
+        "0 outside; the output keeps the volume's shape.")], None),
+    ("mask", Annotated[Optional[str], typer.Option(
+        "--mask", metavar="MASK[@LEVEL]", help="Run only the patches over nonzero voxels of this mask (any "
+        "volume, or level LEVEL of an OME-Zarr pyramid, at an integer scale of the volume); the rest is 0.")],
+     None),
 ), _settings)
 
 
@@ -107,6 +115,10 @@ def predict_command(
       volseg predict runs/unet scroll.zarr -o prob.zarr --stitch --postprocess labels.zarr
 
       volseg predict nnUNetTrainer__nnUNetPlans__3d_fullres scroll.zarr -o ink.zarr --folds 0,1 --tta
+
+      volseg predict runs/unet scroll.zarr -o roi.zarr --stitch --roi 1000:1512,2000:2512,:   # one box
+
+      volseg predict runs/unet scroll.zarr -o pred.zarr --stitch --mask papyrus.zarr@5   # masked patches only
     """
     from volseg.postprocess.chain import check_outputs, predict_then_postprocess
 

@@ -34,47 +34,62 @@ def group_outputs(setup: Setup, group: Sequence[int],
     """Model outputs of the patches owned by ``group``: (origins (n, 3), outputs (n, C, D, H, W), stats).
 
     With ``wanted`` (output chunks) only the :func:`forward_batches` holding a patch that
-    overlaps one of them are run (C order kept); else every patch of the group. The input box
-    covering those patches is read once (through the per-process chunk cache, so chunks shared
-    with neighbouring groups are decoded once); patches equal to ``skip_value`` everywhere get
-    the model's cached answer for a constant patch instead of a forward pass.
+    overlaps one of them are returned (C order kept); else every patch of the group. The input
+    box covering the patches run is read once (through the per-process chunk cache, so chunks
+    shared with neighbouring groups are decoded once); patches equal to ``skip_value``
+    everywhere get the model's cached answer for a constant patch instead of a forward pass.
+    Patches outside ``setup.support`` (``--roi``/``--mask``) are 0; a batch holding none of
+    them is not run, one holding some runs whole (so the others keep their batch and bytes).
     """
     plan = setup.plan
     idx = plan.owned(group)
     need = plan.needed(group, wanted)
+    keep = np.ones(need.shape, bool) if setup.support is None else setup.support.patches(idx)
     picked = [b for b in forward_batches(need.shape, setup.runner.batch_size) if need.ravel()[b].any()]
     P = plan.patch
     stats = {"patches": 0, "patches_skipped": 0, "groups": 1, "input_bytes_read": 0,
              "model_seconds": 0.0, "read_seconds": 0.0}
+    if setup.support is not None:
+        stats["patches_outside_support"] = 0
     if not picked:
         return np.zeros((0, 3), np.int64), np.zeros((0, setup.info.out_channels, *P), np.float32), stats
     comp = np.sort(np.concatenate(picked))
     origins = plan.origins(idx)[comp]
-    lo, hi = origins.min(0), origins.max(0) + np.asarray(P)
-    t0 = time.perf_counter()
-    box, nbytes = read_box(open_cached(setup.volume, setup.nan_value), lo, hi, plan.shape, key=setup.volume_key,
-                           chunks=setup.meta.chunks)
-    read_s = time.perf_counter() - t0
-    batch = np.stack([box[tuple(slice(o - l, o - l + p) for o, l, p in zip(origin, lo, P))]
-                      for origin in origins])[:, None].astype(np.float32, copy=False)
-    if setup.conditions:
-        batch = np.concatenate([batch, *condition_patches(setup, origins, lo, hi)], axis=1)
-    run = np.ones(len(origins), bool)
-    if setup.skip_value is not None:
-        run = ~np.all(batch.reshape(len(origins), -1) == setup.skip_value, axis=1)
     row = np.full(need.size, -1, np.int64)
     row[comp] = np.arange(len(comp))
-    out = np.empty((len(origins), setup.info.out_channels, *P), np.float32)
-    t0 = time.perf_counter()
-    for b in picked:
-        rows = row[b][run[row[b]]]
-        if len(rows):
-            out[rows] = setup.runner.predict(batch[rows])
-    if (~run).any():
-        out[~run] = setup.runner.background(setup.skip_value, P)[None]
-    stats.update({"patches": int(run.sum()), "patches_skipped": int((~run).sum()),
-                  "input_bytes_read": int(nbytes), "model_seconds": time.perf_counter() - t0,
-                  "read_seconds": read_s})
+    kept = keep.ravel()[comp]
+    runs = [b for b in picked if keep.ravel()[b].any()]
+    out = np.zeros((len(origins), setup.info.out_channels, *P), np.float32)
+    if runs:
+        read = np.sort(row[np.concatenate(runs)])  # the rows read and run: every row without support
+        pos = np.full(len(origins), -1, np.int64)
+        pos[read] = np.arange(len(read))
+        lo, hi = origins[read].min(0), origins[read].max(0) + np.asarray(P)
+        t0 = time.perf_counter()
+        box, nbytes = read_box(open_cached(setup.volume, setup.nan_value), lo, hi, plan.shape,
+                               key=setup.volume_key, chunks=setup.meta.chunks)
+        stats["read_seconds"] = time.perf_counter() - t0
+        batch = np.stack([box[tuple(slice(o - l, o - l + p) for o, l, p in zip(origin, lo, P))]
+                          for origin in origins[read]])[:, None].astype(np.float32, copy=False)
+        if setup.conditions:
+            batch = np.concatenate([batch, *condition_patches(setup, origins[read], lo, hi)], axis=1)
+        run = np.zeros(len(origins), bool)
+        run[read] = True
+        if setup.skip_value is not None:
+            run[read] = ~np.all(batch.reshape(len(read), -1) == setup.skip_value, axis=1)
+        t0 = time.perf_counter()
+        for b in runs:
+            rows = row[b][run[row[b]]]
+            if len(rows):
+                out[rows] = setup.runner.predict(batch[pos[rows]])
+        skipped = (pos >= 0) & ~run
+        if skipped.any():
+            out[skipped] = setup.runner.background(setup.skip_value, P)[None]
+        stats.update({"patches": int(run.sum()), "patches_skipped": int(skipped.sum()),
+                      "input_bytes_read": int(nbytes), "model_seconds": time.perf_counter() - t0})
+    out[~kept] = 0
+    if setup.support is not None:
+        stats["patches_outside_support"] = int((~kept).sum())
     return origins, out, stats
 
 
@@ -94,7 +109,10 @@ def _final_chunk(setup: Setup, output: str, spec: OutputSpec, chunk, pieces) -> 
     wv = np.zeros((setup.info.out_channels, *size), np.float32)
     w = np.zeros(size, np.float32)
     accumulate(wv, w, start, pieces)
-    write_chunk(output, chunk, plan, spec.convert(normalise(wv, w, where=f"chunk {tuple(chunk)}")))
+    values = normalise(wv, w, where=f"chunk {tuple(chunk)}")
+    if setup.support is not None:  # --roi: the fill value outside the box
+        setup.support.clip(values, start, stop)
+    write_chunk(output, chunk, plan, spec.convert(values))
     Markers(output).mark(chunk)
     return {"chunks": 1}
 
@@ -119,11 +137,15 @@ def predict_fused(setup: Setup, output: str, spec: OutputSpec, execution: Execut
     tile = setup.tile  # part of the settings: --part splits the chunks in tile order
     settings = {**setup.fingerprint, "command": "predict --stitch", "output": spec.settings(),
                 "tile": list(tile) if tile else None}
-    total = len(setup.plan.chunk_list())
+    order = tile_order(setup.plan, tile)
+    if setup.support is not None:  # --roi/--mask: only the chunks they select are tasks
+        chosen = set(setup.support.chunks(setup.plan))
+        order = [c for c in order if c in chosen]
+    total = len(order)
     out, markers, resumed = create_volume_output(output, plan=setup.plan, spec=spec, spacing=setup.meta.spacing,
                                                  unit=setup.meta.unit, settings=settings,
                                                  overwrite=execution.overwrite, total=total, record=record)
-    mine = select_part(tile_order(setup.plan, tile), execution.part)
+    mine = select_part(order, execution.part)
     todo = markers.todo(mine)
     group_stats: list = []
     with removed_if_empty(out, resumed or execution.part is not None):
@@ -147,14 +169,14 @@ def predict_store(setup: Setup, output: str, execution: Execution, *, record: st
     from volseg.inference.settings import SETTINGS_FILE
 
     plan = setup.plan
-    groups = plan.group_list()
     offsets, origins, row = {}, [], 0
-    for g in groups:
+    for g in plan.group_list():  # every patch has its row (a grid for stitch); --roi/--mask: some stay 0
         offsets[g] = row
         o = plan.origins(plan.owned(g))
         origins.append(o)
         row += len(o)
     origins = np.concatenate(origins)
+    groups = plan.group_list() if setup.support is None else setup.support.groups(plan)
     settings = {**setup.fingerprint, "command": "predict"}
 
     def create(tmp: Path, attrs: dict) -> None:

@@ -98,6 +98,10 @@ def predict(run, volume, output, settings: PredictSettings | None = None,
     check_complete(volume)  # an unfinished output (killed, one --part) is no input: its gaps read as 0
     shape = whole_shape(run) if settings.whole else None
     if shape is not None:
+        if settings.roi is not None or settings.mask is not None:
+            raise VolsegError("--roi" if settings.roi is not None else "--mask", f"{run} was trained on whole "
+                              "resized volumes and predicts the whole volume at once; --roi and --mask select "
+                              "patches of a patch-wise run (set `whole: false` in --config to run it patch-wise)")
         return predict_whole(run, volume, output, shape, settings, output_options, execution, predict_once=predict)
     setup = prepare(run, volume, settings, workers=execution.workers)
     guard_output(output, inputs=[run, volume], overwrite=execution.overwrite,
@@ -146,6 +150,9 @@ def _run_pass(setup, output, output_options: OutputOptions, execution: Execution
 
     settings = setup.settings
     if setup.info.kind == "diffusion":
+        if setup.support is not None:
+            raise VolsegError("--roi" if settings.roi is not None else "--mask", "applies to UNet predictions; "
+                              "diffusion sampling runs over the whole volume, drop it")
         from volseg.inference.diffusion_sampling import sample_volume
 
         return sample_volume(setup, output, output_options.spec(setup.info.out_channels, image=True),

@@ -102,6 +102,11 @@ class PredictSettings:
         the first foreground label, a label name, or ``argmax`` for nnU-Net's label map),
         whether to unpickle checkpoints the weights-only loader refuses, and the spacing policy
         (``check``: refuse a volume whose spacing differs from the plans', ``ignore``).
+    roi : str or None
+        ``--roi``: the box ``z0:z1,y0:y1,x0:x1`` (level-0 voxels) computed; the rest is 0
+        (:mod:`volseg.inference.support`).
+    mask, mask_level : str or None, int or None
+        ``--mask MASK[@LEVEL]``: only patches over the mask's nonzero voxels run.
     """
 
     patch: tuple[int, int, int] | None = None
@@ -126,6 +131,10 @@ class PredictSettings:
     label: str | None = None
     trust_checkpoint: bool = False
     spacing: str = "check"
+    # where predict computes (volseg.inference.support): recorded in fingerprints only when set
+    roi: str | None = None
+    mask: str | None = None
+    mask_level: int | None = None
 
     @classmethod
     def parse(cls, *, diffusion: DiffusionSettings | dict | None = None, **options) -> "PredictSettings":
@@ -135,6 +144,9 @@ class PredictSettings:
         from volseg.inference.column_tiles import parse_tile
         from volseg.io.finite import parse_nan_value
         from volseg.io.streaming import parse_chunks
+
+        from volseg.inference.support import parse_mask
+        from volseg.roi import parse_roi
 
         names = {f.name for f in dataclasses.fields(cls)} - {"diffusion"}
         unknown = sorted(set(options) - names)
@@ -147,13 +159,14 @@ class PredictSettings:
         skip = None if v["skip_value"] is None else parse_finite(v["skip_value"], "--skip-value")
         if not isinstance(diffusion, DiffusionSettings):
             diffusion = DiffusionSettings.parse(**(diffusion or {}))
+        mask, mask_level = parse_mask(v["mask"], v["mask_level"])
         return cls(patch, float(v["overlap"]),
                    parse_whole(v["batch_size"], "--batch-size", low=1, fix="e.g. --batch-size 4"),
                    bool(v["tta"]), bool(v["amp"]), str(v["device"]), bool(v["stitch"]),
                    parse_predict_blend(v["blend"]), parse_sigma_scale(v["sigma_scale"]), skip,
                    parse_chunks(v["chunks"]), bool(v["pad"]), parse_tile(v["tile"]),
                    parse_nan_value(v["nan_value"]), bool(v["whole"]), diffusion,
-                   **parse_nnunet_options(v))
+                   roi=parse_roi(v["roi"]), mask=mask, mask_level=mask_level, **parse_nnunet_options(v))
 
     def replace(self, **changes) -> "PredictSettings":
         """A copy with ``changes`` (already valid values, e.g. the resolved patch)."""
@@ -167,14 +180,18 @@ class PredictSettings:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "diffusion"
                and not (f.name in NNUNET_DEFAULTS and getattr(self, f.name) == NNUNET_DEFAULTS[f.name])}
         out.update(dataclasses.asdict(self.diffusion))
+        for name in ("roi", "mask", "mask_level"):  # only when set: files of other runs stay as they were
+            if out[name] is None:
+                del out[name]
         return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
 
     def fingerprint(self, *, model_sha256: str, volume: str, volume_stamp, volume_shape, stride, kind: str,
-                    conditions: tuple = ()) -> dict:
+                    conditions: tuple = (), support: dict | None = None) -> dict:
         """The settings a resumable output records and compares (keys and order as in 0.x outputs).
 
         ``self`` is the resolved object (patch, amp and chunks as run); the arguments are the
-        facts of this model and input.
+        facts of this model and input; ``support`` those of ``--roi``/``--mask``
+        (:func:`volseg.inference.support.build_support`), recorded only when set.
         """
         out: dict[str, Any] = {
             "model_sha256": model_sha256, "volume": volume, "volume_stamp": volume_stamp,
@@ -187,6 +204,7 @@ class PredictSettings:
             names, stamps = zip(*conditions)
             out["condition"] = list(names)
             out["condition_stamps"] = list(stamps)
+        out.update(support or {})  # only with --roi/--mask: other outputs keep their fingerprint
         return out
 
     def nnunet_options(self) -> dict:

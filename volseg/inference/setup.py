@@ -17,6 +17,7 @@ from volseg.inference.blend import Blender
 from volseg.inference.plan import Plan
 from volseg.inference.runner import Runner, model_info
 from volseg.inference.settings import PredictSettings
+from volseg.inference.support import Support, build_support
 
 
 def threads_per_worker(workers: int | None) -> int:
@@ -72,7 +73,8 @@ class Setup:
 
     ``settings`` is resolved (patch, amp, chunks as run); ``fingerprint`` the settings a
     resumable output records; ``tile`` the column tile in whole chunks (None: untiled);
-    ``conditions`` the paths of further input channels; ``volume_key`` the chunk-cache key.
+    ``conditions`` the paths of further input channels; ``volume_key`` the chunk-cache key;
+    ``support`` the patches and box of ``--roi``/``--mask`` (None: every patch, the whole volume).
     """
 
     run: str
@@ -87,6 +89,7 @@ class Setup:
     volume_key: str
     tile: tuple[int, int] | None = None
     conditions: tuple[str, ...] = ()
+    support: Support | None = None
 
     @property
     def skip_value(self) -> float | None:
@@ -169,16 +172,17 @@ def prepare(run, volume, settings: PredictSettings, *, workers: int | None = Non
                           "single-channel (z, y, x) volumes")
     conditions = tuple(condition_volumes(volume, names, meta.shape))
     plan = Plan.build(meta.shape, patch, stride, settings.chunks)
+    support, support_facts = build_support(settings, plan, meta.shape)
     # resolved: the patch run, the precision used (fp32 where --amp does not pay off), the plan's chunks
     resolved = settings.replace(patch=tuple(patch), amp=bool(runner.amp), chunks=tuple(plan.chunks))
     fingerprint = resolved.fingerprint(
         model_sha256=_digest(model_file), volume=volume if is_url(volume) else os.path.abspath(volume),
         volume_stamp=input_stamp(volume), volume_shape=meta.shape, stride=stride, kind=kind,
-        conditions=tuple(zip(names, (input_stamp(p) for p in conditions))))
+        conditions=tuple(zip(names, (input_stamp(p) for p in conditions))), support=support_facts)
     if settings.nan_value is not None:
         warn_replaced(volume, count_nonfinite(open_volume(volume)), settings.nan_value)
     return Setup(str(run), model_file, str(volume), info, meta, plan, runner, resolved, fingerprint,
-                 f"{volume_key(volume)}@{settings.nan_value}", tile_chunks(settings.tile, plan), conditions)
+                 f"{volume_key(volume)}@{settings.nan_value}", tile_chunks(settings.tile, plan), conditions, support)
 
 
 def _digest(path: str) -> str:

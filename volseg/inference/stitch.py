@@ -22,6 +22,7 @@ from volseg.geometry import as_slices
 from volseg.inference.blend import Blender, parse_blend, parse_sigma_scale
 from volseg.inference.engine import normalise
 from volseg.inference.plan import Plan
+from volseg.inference.support import Support
 from volseg.io.resume import Markers, finish_output, open_output, removed_if_empty
 from volseg.io.finite import check_array
 from volseg.inference.output import OUTPUT_DTYPES, OutputSpec, output_spec  # noqa: F401  (re-exported)
@@ -67,6 +68,7 @@ class _StitchJob:
     rows: np.ndarray
     blend: dict
     spec: OutputSpec
+    support: Support | None = None
 
     def __call__(self, chunk) -> dict:
         import zarr
@@ -88,7 +90,10 @@ class _StitchJob:
             values = check_array(np.asarray(patches[int(row)], np.float32), self.store, offset=tuple(origin),
                                  hint=f"patch {int(row)} holds non-finite predictions; predict it again")
             add_patch(wv, w, start, stop, origin, values, blender)
-        write_chunk(self.output, chunk, self.plan, self.spec.convert(normalise(wv, w)))
+        values = normalise(wv, w)
+        if self.support is not None:  # a store made with --roi: 0 outside its box
+            self.support.clip(values, start, stop)
+        write_chunk(self.output, chunk, self.plan, self.spec.convert(values))
         Markers(self.output).mark(chunk)
         return {"chunks": 1, "patches_read": len(rows)}
 
@@ -210,13 +215,15 @@ def stitch(store: str | os.PathLike, output: str | os.PathLike, *, blend: str | 
     settings = {"command": "stitch", "store": os.path.abspath(store),
                 "store_fingerprint": attrs.get("fingerprint"), "store_stamp": input_stamp(store), "blend": {"mode": mode, "sigma_scale": sigma},
                 "chunks": list(plan.chunks), "output": spec.settings()}
-    total = len(plan.chunk_list())
+    support = Support.recorded(attrs.get("settings"))  # predict --roi: that box only, as predict --stitch
+    grid = plan.chunk_list() if support is None else support.chunks(plan)
+    total = len(grid)
     out, out_markers, resumed = create_volume_output(output, plan=plan, spec=spec, spacing=attrs.get("spacing"),
                                                      unit=attrs.get("unit"), settings=settings,
                                                      overwrite=overwrite, total=total)
-    mine = select_part(plan.chunk_list(), part)
+    mine = select_part(grid, part)
     todo = out_markers.todo(mine)
-    job = _StitchJob(str(store), str(out), plan, rows, {"mode": mode, "sigma_scale": sigma}, spec)
+    job = _StitchJob(str(store), str(out), plan, rows, {"mode": mode, "sigma_scale": sigma}, spec, support)
     with removed_if_empty(out, resumed or part is not None), execution.executor() as executor:
         executor.map(functools.partial(_run_job, job), todo, description="stitching")
     complete = finish_output(output, out, total=total)

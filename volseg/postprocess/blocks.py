@@ -20,6 +20,7 @@ from volseg.errors import VolsegError
 from volseg.geometry import as_slices, chunk_bounds, chunk_counts, with_halo
 from volseg.io.boxes import read_box
 from volseg.postprocess.kernels import kept_block, smooth_values
+from volseg.roi import clip_box
 
 TABLES = "volseg_tables"
 #: Chunks whose kept masks a process keeps for the next tasks' halos (neighbouring tasks share 18
@@ -52,19 +53,25 @@ def source(path: str):
     return volume
 
 
-def read_block(path: str, start, stop) -> np.ndarray:
-    """The input's values in ``[start, stop)``."""
-    return read_box(source(path), start, stop, pad="none")
+def read_block(path: str, start, stop, box=None) -> np.ndarray:
+    """The input's values in ``[start, stop)``; with ``box`` (start, stop of ``--roi``) 0 outside
+    it (a block outside it is not read)."""
+    if box is None:
+        return read_box(source(path), start, stop, pad="none")
+    if any(a >= e or b <= s for a, b, s, e in zip(start, stop, *box)):
+        return np.zeros([b - a for a, b in zip(start, stop)], source(path).dtype)
+    return clip_box(np.require(read_box(source(path), start, stop, pad="none"), requirements="W"), start, stop, *box)
 
 
 def block_values(path: str, start, stop, shape, binarise) -> tuple[np.ndarray, np.ndarray]:
     """(raw values, values to binarise) of the block ``[start, stop)``: with smoothing, the block
-    is read with ``binarise.halo`` voxels of context, filtered, and cropped back."""
+    is read with ``binarise.halo`` voxels of context, filtered, and cropped back. With
+    ``binarise.box`` (``--roi``) the input reads as 0 outside that box."""
     if not binarise.smooth:
-        values = read_block(path, start, stop)
+        values = read_block(path, start, stop, binarise.box)
         return values, values
     lo, hi = with_halo(start, stop, binarise.halo, shape)
-    box = read_block(path, lo, hi)
+    box = read_block(path, lo, hi, binarise.box)
     inner = as_slices([s - a for s, a in zip(start, lo)], [t - a for t, a in zip(stop, lo)])
     return box[inner], smooth_values(box, binarise.smooth)[inner]
 

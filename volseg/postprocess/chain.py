@@ -47,5 +47,7 @@ def predict_then_postprocess(run, volume, output, settings, output_options, exec
     check_outputs(run, volume, output, labels, settings, execution)
     result = predict(run, volume, output, settings, output_options, execution)
     if labels is not None:
-        result["postprocess"] = postprocess(result["output"], labels, chunks=settings.chunks, execution=execution)
+        box = {"roi": settings.roi} if settings.roi is not None else {}  # --roi: the box's chunks only
+        result["postprocess"] = postprocess(result["output"], labels, chunks=settings.chunks, execution=execution,
+                                            **box)
     return result

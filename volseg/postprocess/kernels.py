@@ -61,11 +61,15 @@ class Binarise:
 
     ``smooth`` sigma > 0 first filters a probability map with a Gaussian of that standard
     deviation (voxels, :func:`smooth_values`); a block then needs :attr:`halo` voxels of context.
+
+    ``box`` (start, stop) of ``--roi``: the prediction reads as 0 outside it
+    (:func:`volseg.postprocess.blocks.block_values`).
     """
 
     threshold: float | None = None
     hysteresis: tuple[float, float] | None = None
     smooth: float = 0.0
+    box: tuple | None = None
 
     @property
     def halo(self) -> int:

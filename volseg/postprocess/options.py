@@ -11,6 +11,7 @@ import numpy as np
 from volseg.errors import VolsegError
 from volseg.postprocess.kernels import Binarise
 from volseg.postprocess.repairs import DEFAULT_CLOSE, DEFAULT_OPEN, Element, Repairs, parse_element
+from volseg.roi import parse_roi
 
 #: Default ``--min-size``: chosen with ``benchmarks/postprocess.py`` on synthetic scrolls.
 DEFAULT_MIN_SIZE = 200
@@ -86,11 +87,13 @@ class Options:
     open: Element = Element()
     plug_holes: bool = False
     fill_cavities: int = 0
+    roi: str | None = None  # --roi as given (volseg.roi.parse_roi); box: resolved by within()
+    box: tuple | None = None
 
     @classmethod
     def parse(cls, dtype, *, threshold=None, hysteresis=None, smooth=None, close=None,
               min_size=None, fill_holes=None, open=None, plug_holes=None, fill_cavities=None,
-              where: str = "input") -> "Options":
+              roi=None, where: str = "input") -> "Options":
         """Validate the options against the input's dtype (float: probabilities)."""
         hysteresis = parse_hysteresis(hysteresis)
         if threshold is not None and hysteresis is not None:
@@ -110,11 +113,19 @@ class Options:
                    _parse_size(fill_holes, DEFAULT_FILL_HOLES, "--fill-holes"),
                    parse_element(open, "--open", DEFAULT_OPEN),
                    DEFAULT_PLUG_HOLES if plug_holes is None else bool(plug_holes),
-                   _parse_size(fill_cavities, DEFAULT_FILL_CAVITIES, "--fill-cavities"))
+                   _parse_size(fill_cavities, DEFAULT_FILL_CAVITIES, "--fill-cavities"), parse_roi(roi))
+
+    def within(self, shape) -> "Options":
+        """These options with ``--roi`` resolved against the input's ``shape`` (itself without one)."""
+        import dataclasses
+
+        from volseg.roi import roi_box
+
+        return self if self.roi is None else dataclasses.replace(self, box=roi_box(self.roi, shape))
 
     @property
     def binarise(self) -> Binarise:
-        return Binarise(self.threshold, self.hysteresis, self.smooth)
+        return Binarise(self.threshold, self.hysteresis, self.smooth, self.box)
 
     @property
     def repairs(self) -> Repairs:
@@ -188,4 +199,5 @@ class Options:
                 "hysteresis": list(self.hysteresis) if self.hysteresis else None, "smooth": self.smooth,
                 **self.repairs.settings(),
                 "min_size": self.min_size, "fill_holes": self.fill_holes,
-                **({"fill_cavities": self.fill_cavities} if self.fill_cavities else {})}
+                **({"fill_cavities": self.fill_cavities} if self.fill_cavities else {}),
+                **({"roi": [list(self.box[0]), list(self.box[1])]} if self.box else {})}

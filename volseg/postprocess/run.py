@@ -30,6 +30,7 @@ from volseg.postprocess.blocks import (TABLES, block_values, cached_tables, clea
 from volseg.postprocess.holes import CAVITIES, HOLES, filled_chunk, holes_pass
 from volseg.postprocess.kernels import component_table, filled_block, summarise_block
 from volseg.postprocess.options import Options
+from volseg.roi import box_chunks, clip_box
 
 _BATCH_BLOCKS = 256
 
@@ -166,7 +167,10 @@ def _write_task(index, *, path, output, token, holes_token, chunks, shape, binar
     if cavities_token is not None:  # --fill-cavities: the cavities of that mask
         c = cached_tables(output, cavities_token, CAVITIES)
         out = out | filled_block(out, c["fill_bg"], int(c["bg_offsets"][index]))
-    zarr.open_array(os.path.join(output, "0"), mode="r+")[as_slices(start, stop)] = out.astype(np.uint8)
+    out = out.astype(np.uint8)
+    if binarise.box is not None:  # --roi: labels inside the box only
+        clip_box(out, start, stop, *binarise.box)
+    zarr.open_array(os.path.join(output, "0"), mode="r+")[as_slices(start, stop)] = out
     Markers(output).mark(index)
     return 1
 
@@ -204,7 +208,7 @@ def postprocess(pred: str | os.PathLike, output: str | os.PathLike, *, threshold
         voxels are kept: pass 2 then costs up to 27 labellings per chunk while R + N + 1 <= the
         chunk size. Default :data:`volseg.postprocess.options.DEFAULT_CLOSE`; 0 = none.
     **repairs
-        ``open``, ``plug_holes`` and ``fill_cavities`` below (passed on to
+        ``open``, ``plug_holes``, ``fill_cavities`` and ``roi`` below (passed on to
         :meth:`volseg.postprocess.options.Options.parse`, which refuses any other name).
     open : int, "Z,Y,X" or "box:Z,Y,X", optional
         Binary opening of the kept components (before the closing), same forms: removes
@@ -218,6 +222,13 @@ def postprocess(pred: str | os.PathLike, output: str | os.PathLike, *, threshold
         M: then the cavities of the result of ``fill_holes`` (filling 2D slice holes can
         enclose new ones) of at most M voxels are filled too (one more labelling pass).
         Default :data:`volseg.postprocess.options.DEFAULT_FILL_CAVITIES`; 0 = none.
+    roi : str, optional
+        ``z0:z1,y0:y1,x0:x1`` (:func:`volseg.roi.parse_roi`): the labels of the prediction with
+        every voxel outside this box read as 0, kept inside the box (0 outside). Components are
+        cut at the box (a component that leaves it is counted, kept or removed by its part
+        inside), smoothing sees 0 outside. Only the output chunks overlapping the box are
+        written and counted (the rest reads as the fill value 0), so it equals the whole
+        post-processing of such a masked prediction, restricted to the box.
     topology_report : path, optional
         JSON file listing the output chunks that, each taken alone, still hold tunnels (b1) or
         cavities (b2), with their (z, y, x) voxel coordinates, Euler characteristic and Betti
@@ -283,7 +294,7 @@ def _postprocess(pred, output, options: dict, *, chunks, topology_report, execut
                           option="--topology-report")
     check_complete(pred)
     meta = read_meta(pred)
-    opts = Options.parse(meta.dtype, where=str(pred), **options)
+    opts = Options.parse(meta.dtype, where=str(pred), **options).within(meta.shape)
     from volseg.io.remote import is_url
 
     path, shape = (pred if is_url(pred) else os.path.abspath(pred)), tuple(meta.shape)
@@ -301,6 +312,8 @@ def _postprocess(pred, output, options: dict, *, chunks, topology_report, execut
                       unit=meta.unit, attrs=attrs)
 
     grid = list(itertools.product(*(range(c) for c in chunk_counts(shape, chunks))))
+    if opts.box is not None:  # --roi: only the chunks in the box are written (the rest is fill, 0)
+        grid = box_chunks(*opts.box, chunks)
     out, markers, resumed = open_output(output, settings=settings, create=create, overwrite=overwrite,
                                         total=len(grid))
     if not resumed or load_tables(out) is None:
