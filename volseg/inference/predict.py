@@ -44,9 +44,10 @@ def predict(run, volume, output, settings: PredictSettings | None = None,
 
     Parameters
     ----------
-    run : path
+    run : path or sequence of paths
         Run directory (or ``model.pt``) of a trained UNet or diffusion model, or a model file
-        from ``volseg export``.
+        from ``volseg export``. Several UNet runs form an ensemble (with ``settings.stitch``):
+        their probabilities are averaged (:mod:`volseg.inference.ensemble`).
     volume : path or URL
         Any 3D volume :func:`volseg.io.open_volume` reads, (z, y, x).
     output : path or URL
@@ -72,6 +73,7 @@ def predict(run, volume, output, settings: PredictSettings | None = None,
     ...         *predict_options(patch=64, stitch=True, threshold=0.5))  # doctest: +SKIP
     {'output': 'pred.zarr', 'complete': True, 'mode': 'stitch', ...}
     """
+    from volseg.inference.ensemble import predict_ensemble, run_list
     from volseg.inference.setup import prepare
     from volseg.inference.whole import predict_whole, whole_shape
     from volseg.io.completion import check_complete
@@ -83,9 +85,13 @@ def predict(run, volume, output, settings: PredictSettings | None = None,
     execution = Execution.of(execution)
     t0 = time.perf_counter()
     output = local_path(output)  # file://: the local path, with every local guard and rename
+    runs = run_list(run)
     if settings.stitch:  # refuse a bad -o before loading anything (the kind is checked again below)
-        guard_output(output, inputs=[run, volume], kind="volume", overwrite=execution.overwrite)
+        guard_output(output, inputs=[*runs, volume], kind="volume", overwrite=execution.overwrite)
     check_complete(volume)  # an unfinished output (killed, one --part) is no input: its gaps read as 0
+    if len(runs) > 1:
+        return predict_ensemble(runs, volume, output, settings, output_options, execution)
+    run = runs[0]
     shape = whole_shape(run) if settings.whole else None
     if shape is not None:
         return predict_whole(run, volume, output, shape, settings, output_options, execution, predict_once=predict)

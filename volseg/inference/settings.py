@@ -96,6 +96,11 @@ class PredictSettings:
         Runs trained on whole resized volumes are run that way (False: patch-wise).
     diffusion : DiffusionSettings
         The sampler of diffusion runs.
+    tta_rotate : float
+        Also average over rotations by +/- this many degrees about z (:mod:`volseg.inference.tta`).
+    ensemble_mean : str
+        How an ensemble of runs averages its members' outputs: ``arithmetic`` or ``geometric``
+        (:mod:`volseg.inference.ensemble`).
     """
 
     patch: tuple[int, int, int] | None = None
@@ -114,6 +119,8 @@ class PredictSettings:
     nan_value: float | None = None
     whole: bool = True
     diffusion: DiffusionSettings = field(default_factory=DiffusionSettings)
+    tta_rotate: float = 0.0
+    ensemble_mean: str = "arithmetic"
 
     @classmethod
     def parse(cls, *, diffusion: DiffusionSettings | dict | None = None, **options) -> "PredictSettings":
@@ -121,6 +128,8 @@ class PredictSettings:
         from volseg.geometry import parse_size3, stride_from_overlap
         from volseg.inference.blend import parse_blend, parse_sigma_scale
         from volseg.inference.column_tiles import parse_tile
+        from volseg.inference.ensemble_mean import parse_ensemble_mean
+        from volseg.inference.tta import parse_tta_rotate
         from volseg.io.finite import parse_nan_value
         from volseg.io.streaming import parse_chunks
 
@@ -139,7 +148,8 @@ class PredictSettings:
                    parse_whole(v["batch_size"], "--batch-size", low=1, fix="e.g. --batch-size 4"),
                    bool(v["tta"]), bool(v["amp"]), str(v["device"]), bool(v["stitch"]), parse_blend(v["blend"]),
                    parse_sigma_scale(v["sigma_scale"]), skip, parse_chunks(v["chunks"]), bool(v["pad"]),
-                   parse_tile(v["tile"]), parse_nan_value(v["nan_value"]), bool(v["whole"]), diffusion)
+                   parse_tile(v["tile"]), parse_nan_value(v["nan_value"]), bool(v["whole"]), diffusion,
+                   parse_tta_rotate(v["tta_rotate"]), parse_ensemble_mean(v["ensemble_mean"]))
 
     def replace(self, **changes) -> "PredictSettings":
         """A copy with ``changes`` (already valid values, e.g. the resolved patch)."""
@@ -165,6 +175,8 @@ class PredictSettings:
             "chunks": list(self.chunks), "blend": self.blend_settings(), "pad": self.pad, "kind": kind}
         if self.nan_value is not None:
             out["nan_value"] = self.nan_value
+        if self.tta_rotate:  # only then: fingerprints without rotations stay as they were
+            out["tta_rotate"] = self.tta_rotate
         if conditions:  # only then: the settings of single-input runs stay as they were
             names, stamps = zip(*conditions)
             out["condition"] = list(names)

@@ -12,15 +12,17 @@ def check_outputs(run, volume, output, labels, settings, execution) -> None:
     :class:`~volseg.parallel.Execution`; ``labels`` (``--postprocess``) needs the whole stitched
     volume, so ``--stitch`` without ``--part``.
     """
+    from volseg.inference.ensemble import run_list
     from volseg.io.outputs import guard_output
 
+    runs = run_list(run)
     if labels is not None and (not settings.stitch or execution.part is not None):
         raise VolsegError("--postprocess", "needs the whole stitched volume: add --stitch and drop --part "
                           "(or run `volseg postprocess` once every part is done)")
     if settings.stitch:
-        guard_output(output, inputs=[run, volume], kind="volume", overwrite=execution.overwrite)
+        guard_output(output, inputs=[*runs, volume], kind="volume", overwrite=execution.overwrite)
     if labels is not None:
-        guard_output(labels, inputs=[run, volume, output], kind="volume", overwrite=execution.overwrite,
+        guard_output(labels, inputs=[*runs, volume, output], kind="volume", overwrite=execution.overwrite,
                      option="--postprocess")
 
 
