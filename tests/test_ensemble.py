@@ -132,3 +132,11 @@ def test_bad_ensembles_exit_2_with_one_error_line_and_write_nothing(ensemble, ma
         assert re.search(pattern, lines[0]), (args, lines[0])
         assert not out.exists() and not list(root.glob("bad.zarr*")), args
         assert tree(root) == before, args
+
+
+def test_a_run_infers_at_a_larger_patch_than_it_trained_at(ensemble, tmp_path):
+    root, a, _ = ensemble
+    _run_with_patch(a, 16)  # fully convolutional: any patch divisible by 2**depth = 4
+    result = predict(a, root / "single.zarr", tmp_path / "big.zarr", *_options(patch=24))
+    assert result["complete"] and read(tmp_path / "big.zarr").shape == (32, 28, 36)
+    assert '"patch": [24, 24, 24]' in json.dumps(zarr.open_group(str(tmp_path / "big.zarr"), mode="r").attrs.asdict())
