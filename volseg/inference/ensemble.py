@@ -185,7 +185,6 @@ def predict_ensemble(runs: Sequence[str], volume, output, settings: PredictSetti
     from volseg.io.outputs import guard_output
 
     t0 = time.perf_counter()
-    check_members(runs, settings)
     guard_output(output, inputs=[*runs, volume], kind="volume", overwrite=execution.overwrite)
     ens = prepare_ensemble(runs, volume, settings, workers=execution.workers)
     spec = output_options.spec(ens.info.out_channels, image=ens.info.image)
