@@ -17,6 +17,8 @@ MODULES = [
     "volseg.training.trainer",       # volseg train
     "volseg.inference.stitch",       # volseg stitch
     "volseg.inference.settings",     # volseg predict (settings, --config)
+    "volseg.inference.tta",          # volseg predict --tta / --tta-rotate
+    "volseg.inference.ensemble_mean",  # volseg predict RUN1 RUN2 --ensemble-mean
     "volseg.data.patchify_request",  # volseg patchify (modes)
     "volseg.parallel",               # --scheduler/--workers/--part
     "volseg.postprocess.run",        # volseg postprocess

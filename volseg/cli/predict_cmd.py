@@ -35,6 +35,12 @@ SETTINGS = Bundle((
     ("overlap", Annotated[float, typer.Option("--overlap", help="Fractional patch overlap in [0, 1).")], 0.5),
     ("batch_size", Annotated[int, typer.Option("--batch-size", help="Patches per forward pass.")], 4),
     ("tta", Annotated[bool, typer.Option("--tta", help="Average over all 8 axis-flip combinations.")], False),
+    ("tta_rotate", Annotated[float, typer.Option(
+        "--tta-rotate", metavar="DEG", help="Also average over rotations by +DEG and -DEG degrees about z (in "
+        "y/x; 0-45, e.g. 15): 3 forwards per patch, 24 with --tta.")], 0.0),
+    ("ensemble_mean", Annotated[str, typer.Option(
+        "--ensemble-mean", help="Several RUNs: average their probabilities as the arithmetic or geometric "
+        "mean.")], "arithmetic"),
     ("amp", Annotated[bool, typer.Option("--amp", help="Mixed precision (bf16 on CPU, fp16 on CUDA).")], False),
     ("device", DeviceOpt, "auto"),
     ("stitch", Annotated[bool, typer.Option("--stitch", help="Stream straight into a blended output volume.")], False),
@@ -84,9 +90,10 @@ SETTINGS = Bundle((
 @app.command("predict")
 @bundled(request=SETTINGS, execution=EXECUTION, remote=REMOTE)
 def predict_command(
-    run: Annotated[str, typer.Argument(help="Run directory (or model.pt) of a trained model, a model "
-                                       "file from `volseg export` (.onnx, .pt2, .ts), or an nnU-Net v2 model "
-                                       "folder (always written as the blended volume).")],
+    runs: Annotated[list[str], typer.Argument(metavar="RUN", help="Run directory (or model.pt) of a trained model, "
+                                              "a model file from `volseg export` (.onnx, .pt2, .ts), or an nnU-Net v2 "
+                                              "model folder (always blended); several UNet runs (with --stitch) are an "
+                                              "ensemble.")],
     volume: Annotated[str, typer.Argument(help="3D input volume (Zarr, OME-Zarr, TIFF, npy, NIfTI).")],
     output: Annotated[str, typer.Option("--output", "-o", callback=local_output,
                                         help="Patch store, or with --stitch an OME-Zarr volume.")],
@@ -96,36 +103,35 @@ def predict_command(
     json_out: JsonOpt = None,
     *, request, execution, remote,
 ) -> None:
-    """Run a trained model over every patch of VOLUME.
+    """Run a trained model (or an ensemble of several) over every patch of VOLUME.
 
     Examples:
 
       volseg predict runs/unet scroll.zarr -o pred.zarr --stitch --threshold 0.5
 
-      volseg predict runs/unet scroll.zarr -o patches.zarr && volseg stitch patches.zarr -o pred.zarr
-
       volseg predict runs/unet scroll.zarr -o pred.zarr --stitch --part 2/8   # job array share
-
-      volseg predict runs/unet scroll.zarr -o pred.zarr --stitch --tile 2048   # more memory, less recompute
 
       volseg predict unet.onnx scroll.zarr -o pred.zarr --stitch   # an exported model, run by onnxruntime
 
       volseg predict runs/unet scroll.zarr -o again.zarr --config pred.zarr/volseg-predict.yml   # repeat a run
-
-      volseg predict runs/unet scroll.zarr -o prob.zarr --stitch --postprocess labels.zarr
 
       volseg predict nnUNetTrainer__nnUNetPlans__3d_fullres scroll.zarr -o ink.zarr --folds 0,1 --tta
 
       volseg predict runs/unet scroll.zarr -o roi.zarr --stitch --roi 1000:1512,2000:2512,:   # one box
 
       volseg predict runs/unet scroll.zarr -o pred.zarr --stitch --mask papyrus.zarr@5   # masked patches only
+
+      volseg predict runs/a runs/b scroll.zarr -o prob.zarr --stitch   # ensemble: mean probability
+
+      volseg predict runs/unet scroll.zarr -o prob.zarr --stitch --tta --tta-rotate 15   # 24 views
     """
     from volseg.postprocess.chain import check_outputs, predict_then_postprocess
 
     settings, output_options = request
-    guard_json(json_out, inputs=[run, volume], outputs=[output, postprocess])
+    run = runs[0] if len(runs) == 1 else runs
+    guard_json(json_out, inputs=[*runs, volume], outputs=[output, postprocess])
     check_outputs(run, volume, output, postprocess, settings, execution)  # before the cache folder is made
-    remote.setup(inputs=[run, volume], outputs=[output, postprocess, json_out])
+    remote.setup(inputs=[*runs, volume], outputs=[output, postprocess, json_out])
     result = predict_then_postprocess(run, remote.at_level(volume, checked=True), output, settings,
                                       output_options, execution, labels=postprocess)
     done(result, json_out, wrote(result), quiet=execution.quiet)

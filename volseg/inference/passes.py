@@ -130,8 +130,13 @@ def _store_group(setup: Setup, store: str, offsets: dict, group) -> dict:
 
 
 def predict_fused(setup: Setup, output: str, spec: OutputSpec, execution: Execution, *,
-                  record: str | None = None) -> dict:
-    """Fused streaming into an OME-Zarr volume (``--stitch``); ``record``: the settings file's text."""
+                  record: str | None = None, tasks: tuple | None = None) -> dict:
+    """Fused streaming into an OME-Zarr volume (``--stitch``); ``record``: the settings file's text.
+
+    ``tasks``: ``(group_fn(b, wanted), final_fn(output, spec, c, pieces))`` in place of this
+    module's (an ensemble's, :mod:`volseg.inference.ensemble`, whose ``setup`` has the ``plan``,
+    ``tile``, ``meta`` and ``fingerprint`` of a :class:`Setup`).
+    """
     from volseg.geometry import select_part
 
     tile = setup.tile  # part of the settings: --part splits the chunks in tile order
@@ -154,9 +159,10 @@ def predict_fused(setup: Setup, output: str, spec: OutputSpec, execution: Execut
 
             with execution.executor() as executor, \
                     progress_bar("predicting", len(todo), quiet=execution.quiet) as bar:
-                _, group_stats = run_tiled(setup.plan, todo, functools.partial(_group_pieces, setup),
-                                           functools.partial(_final_chunk, setup, str(out), spec), tile=tile,
-                                           executor=executor, bar=bar)
+                group_fn, final_fn = tasks or (functools.partial(_group_pieces, setup),
+                                               functools.partial(_final_chunk, setup))
+                _, group_stats = run_tiled(setup.plan, todo, group_fn, functools.partial(final_fn, str(out), spec),
+                                           tile=tile, executor=executor, bar=bar)
     complete = finish_output(output, out, total=total)
     return {"output": str(output), "complete": complete, "mode": "stitch", "chunks_total": len(mine),
             "chunks_done_before": len(mine) - len(todo), "chunks_written": len(todo), **merge_stats(group_stats)}

@@ -46,12 +46,14 @@ def predict(run, volume, output, settings: PredictSettings | None = None,
 
     Parameters
     ----------
-    run : path
+    run : path or sequence of paths
         Run directory (or ``model.pt``) of a trained UNet or diffusion model, a model file
         from ``volseg export``, or an nnU-Net v2 model folder (plans.json, dataset.json,
         fold_K/): that one always writes the blended volume on nnU-Net's grid, equal to
         nnU-Net's predictor (:mod:`volseg.inference.nnunet_pass`; ``settings.folds``,
         ``checkpoint``, ``label``, ``trust_checkpoint``, ``spacing`` apply to it only).
+        Several UNet runs form an ensemble (with ``settings.stitch``): their probabilities are
+        averaged (:mod:`volseg.inference.ensemble`).
     volume : path or URL
         Any 3D volume :func:`volseg.io.open_volume` reads, (z, y, x).
     output : path or URL
@@ -77,6 +79,7 @@ def predict(run, volume, output, settings: PredictSettings | None = None,
     ...         *predict_options(patch=64, stitch=True, threshold=0.5))  # doctest: +SKIP
     {'output': 'pred.zarr', 'complete': True, 'mode': 'stitch', ...}
     """
+    from volseg.inference.ensemble import predict_ensemble, run_list
     from volseg.inference.setup import prepare
     from volseg.inference.whole import predict_whole, whole_shape
     from volseg.io.completion import check_complete
@@ -90,12 +93,19 @@ def predict(run, volume, output, settings: PredictSettings | None = None,
     execution = Execution.of(execution)
     t0 = time.perf_counter()
     output = local_path(output)  # file://: the local path, with every local guard and rename
-    if is_nnunet_folder(run):
-        return _predict_nnunet(run, volume, output, settings, output_options, execution, t0)
+    runs = run_list(run)
+    if len(runs) == 1 and is_nnunet_folder(runs[0]):
+        return _predict_nnunet(runs[0], volume, output, settings, output_options, execution, t0)
+    if any(is_nnunet_folder(r) for r in runs):
+        raise VolsegError(next(r for r in runs if is_nnunet_folder(r)), "an nnU-Net folder cannot be a member "
+                          "of an ensemble of runs; it ensembles its own folds (--folds)")
     check_volseg_run(settings)
     if settings.stitch:  # refuse a bad -o before loading anything (the kind is checked again below)
-        guard_output(output, inputs=[run, volume], kind="volume", overwrite=execution.overwrite)
+        guard_output(output, inputs=[*runs, volume], kind="volume", overwrite=execution.overwrite)
     check_complete(volume)  # an unfinished output (killed, one --part) is no input: its gaps read as 0
+    if len(runs) > 1:
+        return predict_ensemble(runs, volume, output, settings, output_options, execution)
+    run = runs[0]
     shape = whole_shape(run) if settings.whole else None
     if shape is not None:
         if settings.roi is not None or settings.mask is not None:

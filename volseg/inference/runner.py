@@ -8,7 +8,6 @@ model once, however many tasks it runs.
 
 from __future__ import annotations
 
-import itertools
 import os
 import threading
 from collections.abc import Callable
@@ -19,8 +18,6 @@ from volseg.errors import VolsegError
 
 _CACHE: dict = {}
 _LOCK = threading.Lock()
-_FLIP_SETS = [tuple(a for a, on in zip((2, 3, 4), bits) if on)
-              for bits in itertools.product((False, True), repeat=3)]
 
 
 def parse_batch_size(value: int) -> int:
@@ -73,12 +70,15 @@ class Runner:
         (:func:`volseg.models.precision.use_amp`); ``self.amp`` is what it runs.
     tta : bool
         Average the outputs over all 8 combinations of flipping the z, y and x axes.
+    rotate : float
+        Also average over rotations by +rotate and -rotate degrees about z
+        (:mod:`volseg.inference.tta`; 0 = none).
     threads : int, optional
         torch intra-op threads for this worker.
     """
 
     def __init__(self, model_path: str, *, device: str = "cpu", batch_size: int = 4,
-                 amp: bool = False, tta: bool = False, threads: int | None = None):
+                 amp: bool = False, tta: bool = False, threads: int | None = None, rotate: float = 0.0):
         self.model_path = str(model_path)
         self.device = str(device)
         self.batch_size = parse_batch_size(batch_size)
@@ -88,6 +88,7 @@ class Runner:
             amp = use_amp(self.device, True)
         self.amp = bool(amp)
         self.tta = bool(tta)
+        self.rotate = float(rotate)
         self.threads = threads
         self._background: dict = {}
 
@@ -98,6 +99,8 @@ class Runner:
     def _apply(self, fn: Callable, inputs: list[np.ndarray]) -> np.ndarray:
         """Run ``fn(*tensors) -> tensor`` over ``inputs`` (same batch length) in batches."""
         import torch
+
+        from volseg.inference.tta import augmented
 
         set_torch_threads(self.threads)
         device = torch.device(self.device)
@@ -110,13 +113,7 @@ class Runner:
             for lo in range(0, n, self.batch_size):
                 xs = [torch.as_tensor(np.ascontiguousarray(x[lo:lo + self.batch_size]),
                                       dtype=torch.float32).to(device) for x in inputs]
-                flips = _FLIP_SETS if self.tta else [()]
-                acc = None
-                for dims in flips:
-                    ys = fn(*[torch.flip(x, dims) if dims else x for x in xs]).float()
-                    ys = torch.flip(ys, dims) if dims else ys
-                    acc = ys if acc is None else acc + ys
-                outs.append((acc / len(flips)).cpu().numpy())
+                outs.append(augmented(fn, xs, flips=self.tta, rotate=self.rotate).cpu().numpy())
         return np.concatenate(outs, axis=0).astype(np.float32, copy=False)
 
     def predict(self, patches: np.ndarray) -> np.ndarray:

@@ -107,6 +107,11 @@ class PredictSettings:
         (:mod:`volseg.inference.support`).
     mask, mask_level : str or None, int or None
         ``--mask MASK[@LEVEL]``: only patches over the mask's nonzero voxels run.
+    tta_rotate : float
+        Also average over rotations by +/- this many degrees about z (:mod:`volseg.inference.tta`).
+    ensemble_mean : str
+        How an ensemble of runs averages its members' outputs: ``arithmetic`` or ``geometric``
+        (:mod:`volseg.inference.ensemble`).
     """
 
     patch: tuple[int, int, int] | None = None
@@ -135,6 +140,8 @@ class PredictSettings:
     roi: str | None = None
     mask: str | None = None
     mask_level: int | None = None
+    tta_rotate: float = 0.0
+    ensemble_mean: str = "arithmetic"
 
     @classmethod
     def parse(cls, *, diffusion: DiffusionSettings | dict | None = None, **options) -> "PredictSettings":
@@ -142,6 +149,8 @@ class PredictSettings:
         from volseg.geometry import parse_size3, stride_from_overlap
         from volseg.inference.blend import parse_predict_blend, parse_sigma_scale
         from volseg.inference.column_tiles import parse_tile
+        from volseg.inference.ensemble_mean import parse_ensemble_mean
+        from volseg.inference.tta import parse_tta_rotate
         from volseg.io.finite import parse_nan_value
         from volseg.io.streaming import parse_chunks
 
@@ -166,7 +175,9 @@ class PredictSettings:
                    parse_predict_blend(v["blend"]), parse_sigma_scale(v["sigma_scale"]), skip,
                    parse_chunks(v["chunks"]), bool(v["pad"]), parse_tile(v["tile"]),
                    parse_nan_value(v["nan_value"]), bool(v["whole"]), diffusion,
-                   roi=parse_roi(v["roi"]), mask=mask, mask_level=mask_level, **parse_nnunet_options(v))
+                   roi=parse_roi(v["roi"]), mask=mask, mask_level=mask_level,
+                   tta_rotate=parse_tta_rotate(v["tta_rotate"]),
+                   ensemble_mean=parse_ensemble_mean(v["ensemble_mean"]), **parse_nnunet_options(v))
 
     def replace(self, **changes) -> "PredictSettings":
         """A copy with ``changes`` (already valid values, e.g. the resolved patch)."""
@@ -200,6 +211,8 @@ class PredictSettings:
             "chunks": list(self.chunks), "blend": self.blend_settings(), "pad": self.pad, "kind": kind}
         if self.nan_value is not None:
             out["nan_value"] = self.nan_value
+        if self.tta_rotate:  # only then: fingerprints without rotations stay as they were
+            out["tta_rotate"] = self.tta_rotate
         if conditions:  # only then: the settings of single-input runs stay as they were
             names, stamps = zip(*conditions)
             out["condition"] = list(names)

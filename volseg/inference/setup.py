@@ -164,7 +164,7 @@ def prepare(run, volume, settings: PredictSettings, *, workers: int | None = Non
     check_patch_batch(patch, settings.batch_size)
     dev = str(resolve_device(settings.device))
     runner = Runner(model_file, device=dev, batch_size=settings.batch_size, amp=settings.amp, tta=settings.tta,
-                    threads=threads_per_worker(workers) if dev == "cpu" else None)
+                    threads=threads_per_worker(workers) if dev == "cpu" else None, rotate=settings.tta_rotate)
     info = ModelInfo.of(runner.model)
     names = [str(n) for n in cfg.get("condition") or []]
     if info.in_channels != 1 + len(names):

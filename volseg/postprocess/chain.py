@@ -12,18 +12,20 @@ def check_outputs(run, volume, output, labels, settings, execution) -> None:
     :class:`~volseg.parallel.Execution`; ``labels`` (``--postprocess``) needs the whole stitched
     volume, so ``--stitch`` without ``--part``.
     """
+    from volseg.inference.ensemble import run_list
     from volseg.inference.nnunet_setup import is_nnunet_folder
     from volseg.io.outputs import guard_output
 
-    if is_nnunet_folder(run):  # an nnU-Net folder always writes the blended volume
+    runs = run_list(run)
+    if len(runs) == 1 and is_nnunet_folder(runs[0]):  # an nnU-Net folder always writes the blended volume
         settings = settings.replace(stitch=True)
     if labels is not None and (not settings.stitch or execution.part is not None):
         raise VolsegError("--postprocess", "needs the whole stitched volume: add --stitch and drop --part "
                           "(or run `volseg postprocess` once every part is done)")
     if settings.stitch:
-        guard_output(output, inputs=[run, volume], kind="volume", overwrite=execution.overwrite)
+        guard_output(output, inputs=[*runs, volume], kind="volume", overwrite=execution.overwrite)
     if labels is not None:
-        guard_output(labels, inputs=[run, volume, output], kind="volume", overwrite=execution.overwrite,
+        guard_output(labels, inputs=[*runs, volume, output], kind="volume", overwrite=execution.overwrite,
                      option="--postprocess")
 
 
