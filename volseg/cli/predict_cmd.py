@@ -90,10 +90,8 @@ SETTINGS = Bundle((
 @app.command("predict")
 @bundled(request=SETTINGS, execution=EXECUTION, remote=REMOTE)
 def predict_command(
-    runs: Annotated[list[str], typer.Argument(metavar="RUN", help="Run directory (or model.pt) of a trained model, "
-                                              "a model file from `volseg export` (.onnx, .pt2, .ts), or an nnU-Net v2 "
-                                              "model folder (always blended); several UNet runs (with --stitch) are an "
-                                              "ensemble.")],
+    runs: Annotated[list[str], typer.Argument(metavar="RUN", help="Run directory, model.pt, `volseg export` file (.onnx, "
+                                              ".pt2, .ts) or nnU-Net v2 folder; several UNet runs: an ensemble.")],
     volume: Annotated[str, typer.Argument(help="3D input volume (Zarr, OME-Zarr, TIFF, npy, NIfTI).")],
     output: Annotated[str, typer.Option("--output", "-o", callback=local_output,
                                         help="Patch store, or with --stitch an OME-Zarr volume.")],
@@ -110,8 +108,6 @@ def predict_command(
       volseg predict runs/unet scroll.zarr -o pred.zarr --stitch --threshold 0.5
 
       volseg predict runs/unet scroll.zarr -o pred.zarr --stitch --part 2/8   # job array share
-
-      volseg predict unet.onnx scroll.zarr -o pred.zarr --stitch   # an exported model, run by onnxruntime
 
       volseg predict runs/unet scroll.zarr -o again.zarr --config pred.zarr/volseg-predict.yml   # repeat a run
 
