@@ -119,6 +119,7 @@ def _bad_cases(root, a, b, make_run, make_diffusion_run):
          r"^error: --ensemble-mean: 'median' is not a mean; use arithmetic or geometric$"),
         ([str(a), str(b), vol, "--stitch", "--tta-rotate", "60"], r"^error: --tta-rotate: must be in \[0, 45\] degrees"),
         ([str(a), str(root / "missing"), vol, "--stitch"], rf"^error: {root / 'missing'}"),
+        ([str(a), str(b), vol, "--stitch", "--roi", "0:8,:,:"], r"^error: --roi: 0:8,:,:: applies to one run"),
     ]
 
 

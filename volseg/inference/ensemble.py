@@ -86,6 +86,11 @@ class Ensemble:
     def info(self):
         return self.members[0].info
 
+    @property
+    def support(self):
+        """None: an ensemble computes every patch (``--roi``/``--mask`` are refused for it)."""
+        return None
+
 
 def _inputs(run, settings: PredictSettings) -> tuple[int, tuple[str, ...]]:
     """(input channels, condition names) a run's model takes, from its recorded configuration."""
@@ -103,6 +108,10 @@ def check_members(runs: Sequence[str], settings: PredictSettings) -> None:
     """Refuse an ensemble whose runs take different inputs (naming both), or that is not stitched."""
     from volseg.inference.whole import whole_shape
 
+    for option, value in (("--roi", settings.roi), ("--mask", settings.mask)):
+        if value is not None:
+            raise VolsegError(option, f"{value}: applies to one run, not to an ensemble of {len(runs)}; predict "
+                              "the box or mask with each run, or the ensemble over the whole volume")
     if not settings.stitch:
         raise VolsegError("RUN", f"{len(runs)} runs form an ensemble, which blends into one volume: add "
                           "--stitch (or predict each run into its own patch store)")
