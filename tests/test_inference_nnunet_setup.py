@@ -7,6 +7,7 @@ nnU-Net pads past the volume's faces. Folders are made by nnU-Net's trainer (tes
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -71,6 +72,9 @@ BAD = [  # (arguments with {names} from the fixture, what the error line holds)
     (["{run}", "{vol}", "--stitch", "--trust-checkpoint"], ["--trust-checkpoint", "nnU-Net"]),
     (["{run}", "{vol}", "--stitch", "--ignore-spacing"], ["--ignore-spacing", "nnU-Net"]),
     (["{run}", "{vol}", "--stitch", "--blend", "nnunet"], ["--blend", "nnU-Net"]),
+    (["{folder}", "{vol}", "--mask", "{vol}"], ["--mask", "--roi"]),
+    (["{folder}", "{vol}", "--tta-rotate", "15"], ["--tta-rotate", "--tta"]),
+    (["{folder}", "{vol}", "--roi", "0:50,:,:"], ["--roi", "50"]),
 ]
 
 
@@ -124,3 +128,23 @@ def test_ignore_spacing_runs_and_a_plain_zarr_warns(bad, tmp_path):
     assert result.exit_code == 0, result.stderr
     assert "records no voxel spacing" in result.stderr
     np.testing.assert_array_equal(read(tmp_path / "a.zarr"), read(tmp_path / "b.zarr"))
+
+
+def test_roi_equals_the_full_prediction_inside_the_box_and_is_0_outside(bad, tmp_path):
+    """--roi on an nnU-Net folder: the whole volume's crop box and grid, only the box's chunks."""
+    import zarr
+
+    ok("predict", bad["folder"], bad["vol"], "-o", tmp_path / "full.zarr", "--chunks", 8, "--label", "argmax")
+    ok("predict", bad["folder"], bad["vol"], "-o", tmp_path / "roi.zarr", "--chunks", 8, "--label", "argmax",
+       "--roi", "3:21,10:29,-15:", "--json", tmp_path / "roi.json")
+    full, roi = read(tmp_path / "full.zarr"), read(tmp_path / "roi.zarr")
+    box = (slice(3, 21), slice(10, 29), slice(25, 40))
+    assert roi.shape == full.shape and full[box].any()
+    np.testing.assert_array_equal(roi[box], full[box])
+    outside = np.ones(full.shape, bool)
+    outside[box] = False
+    assert not roi[outside].any()
+    summary = json.loads((tmp_path / "roi.json").read_text())
+    assert summary["chunks_total"] == summary["chunks_written"] == 3 * 3 * 2  # z 0-2, y 1-3, x 3-4 only
+    record = zarr.open_group(str(tmp_path / "roi.zarr"), mode="r").attrs["volseg"]["settings"]
+    assert record["roi"] == [[3, 10, 25], [21, 29, 40]]

@@ -142,6 +142,10 @@ def _final_chunk(job: NnunetJob, output: str, spec: OutputSpec, chunk, pieces) -
         block = job.model.segmentation(probs, axis=0).astype(np.uint8)
     else:
         block = spec.convert(probs)
+    if job.roi is not None:  # --roi: 0 outside the box
+        from volseg.roi import clip_box
+
+        block = clip_box(block, start, stop, *job.roi)
     write_chunk(output, chunk, job.plan, block)
     Markers(output).mark(chunk)
     return {"chunks": 1}
@@ -171,11 +175,17 @@ def predict_nnunet(job: NnunetJob, fingerprint: dict, tile, meta, output: str, s
 
     plan = job.plan
     settings = {**fingerprint, "command": "predict nnunet", "output": spec.settings()}
-    total = len(plan.chunk_list())
+    order = tile_order(plan, tile)
+    if job.roi is not None:  # --roi: only the box's chunks are tasks (and count for completion)
+        from volseg.roi import box_chunks
+
+        chosen = set(box_chunks(*job.roi, plan.chunks))
+        order = [c for c in order if c in chosen]
+    total = len(order)
     out, markers, resumed = create_volume_output(output, plan=plan, spec=spec, spacing=meta.spacing, unit=meta.unit,
                                                  settings=settings, overwrite=execution.overwrite, total=total,
                                                  record=record)
-    mine = select_part(tile_order(plan, tile), execution.part)
+    mine = select_part(order, execution.part)
     todo = markers.todo(mine)
     touched = [c for c in todo if plan.groups_for(c)]
     reached = set(touched)

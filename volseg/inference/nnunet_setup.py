@@ -62,6 +62,8 @@ class NnunetJob:
         Tiles per forward pass (1, as nnU-Net: batching changes the float32 rounding of the
         logits, which nnU-Net's float16 sums amplify), the NaN policy of the input and torch
         threads per worker.
+    roi : ((int, int, int), (int, int, int)) or None
+        ``--roi``: (start, stop) of the only box computed (on the whole volume's grid); 0 outside.
     """
 
     folder: str
@@ -79,6 +81,7 @@ class NnunetJob:
     batch_size: int
     nan_value: float | None
     threads: int | None
+    roi: tuple | None = None
 
     @property
     def model(self):
@@ -120,14 +123,17 @@ def check_options(settings, output_options) -> None:
     """Refuse the options that do not apply to an nnU-Net folder, naming each one."""
     refuse = {"--amp": settings.amp, "--skip-value": settings.skip_value is not None,
               "--samples": settings.diffusion.samples != 1, "--channel": output_options.channel is not None,
-              "--no-pad": not settings.pad, "--batch-size": settings.batch_size != 4}
+              "--no-pad": not settings.pad, "--batch-size": settings.batch_size != 4,
+              "--mask": settings.mask is not None, "--tta-rotate": bool(settings.tta_rotate)}
     why = {"--amp": "nnU-Net's predictor runs float32 on the CPU; drop --amp",
            "--skip-value": "nnU-Net predicts every tile of its crop; drop --skip-value",
            "--samples": "averaging samples applies to diffusion runs; drop --samples",
            "--channel": "an nnU-Net folder names its outputs: use --label NAME (or --label argmax)",
            "--no-pad": "nnU-Net pads small crops with zeros as it always does; drop --no-pad",
            "--batch-size": "nnU-Net runs one tile per forward pass, and a batch changes the logits' "
-                           "float32 rounding (7e-4 in probability measured); drop --batch-size"}
+                           "float32 rounding (7e-4 in probability measured); drop --batch-size",
+           "--mask": "nnU-Net predicts every tile of its crop box; use --roi for a box",
+           "--tta-rotate": "nnU-Net's TTA is its mirroring (--tta); drop --tta-rotate"}
     for option, bad in refuse.items():
         if bad:
             raise VolsegError(option, f"does not apply to an nnU-Net model folder: {why[option]}")
@@ -259,6 +265,7 @@ def prepare_nnunet(run, volume, settings, output_options, execution, executor):
     from volseg.io.outputs import input_stamp
     from volseg.io.remote import is_url, volume_key
     from volseg.models import resolve_device
+    from volseg.roi import roi_box
 
     check_options(settings, output_options)
     meta = read_meta(volume)
@@ -282,12 +289,13 @@ def prepare_nnunet(run, volume, settings, output_options, execution, executor):
 
         output_spec(model.out_channels, dtype=output_options.dtype, threshold=output_options.threshold,
                     channel=channel)
+    roi = None if settings.roi is None else roi_box(settings.roi, meta.shape)  # checked before the passes
     box, stats, mask = crop_and_stats(model, str(volume), meta, settings.nan_value, executor)
     plan = tile_plan(model, box, meta.shape, settings.overlap, settings.chunks)
     resolved = settings.replace(stitch=True, blend="nnunet", patch=plan.patch, chunks=plan.chunks)
     job = NnunetJob(folder, str(volume), f"{volume_key(volume)}@{settings.nan_value}", args, tuple(meta.shape),
                     tuple(meta.chunks), box, stats, mask, plan, tuple(model.transpose_forward), channel,
-                    1, settings.nan_value, threads)
+                    1, settings.nan_value, threads, roi)
     fingerprint = {
         "model": model.provenance(), "volume": volume if is_url(volume) else os.path.abspath(volume),
         "volume_stamp": input_stamp(volume), "volume_shape": list(meta.shape), "volume_spacing": list(meta.spacing),
@@ -299,6 +307,8 @@ def prepare_nnunet(run, volume, settings, output_options, execution, executor):
         "volseg_version": __version__, "tile": None}
     if settings.tile is not None:
         fingerprint["tile"] = list(settings.tile)
+    if roi is not None:  # only then: outputs without --roi keep their fingerprint
+        fingerprint["roi"] = [list(roi[0]), list(roi[1])]
     return job, fingerprint, resolved, tile_chunks(settings.tile, plan), meta
 
 
