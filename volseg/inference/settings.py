@@ -191,8 +191,9 @@ class PredictSettings:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "diffusion"
                and not (f.name in NNUNET_DEFAULTS and getattr(self, f.name) == NNUNET_DEFAULTS[f.name])}
         out.update(dataclasses.asdict(self.diffusion))
-        for name in ("roi", "mask", "mask_level"):  # only when set: files of other runs stay as they were
-            if out[name] is None:
+        for name, unset in (("roi", None), ("mask", None), ("mask_level", None), ("tta_rotate", 0.0),
+                            ("ensemble_mean", "arithmetic")):  # only when set: other runs' files stay as they were
+            if out[name] == unset:
                 del out[name]
         return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
 
