@@ -9,12 +9,12 @@ A random UNet (``ch`` 8, depth 2) predicts a random float32 OME-Zarr volume with
 of the volume (a cube at the volume's corner, given as level ``--level`` of an OME-Zarr pyramid,
 the way a scroll's papyrus mask is given); ``--roi`` of that same cube. Times are wall seconds
 of :func:`volseg.predict` (model loading included, after one untimed warm-up run; the minimum
-over ``--repeats``). Checks: the masked output equals the full one byte for byte wherever every
-patch covering a voxel ran and is 0 where none did; the ROI output equals it inside the box and
-is 0 outside. The issue's target: the 10 % mask in at most 0.25 x the full time. A forward
-batch (``--batch-size`` patches of one patch group) runs whole when any of its patches is in the
-mask, so that every patch keeps the batch, and the bytes, of the full run; at batch 1 the
-patches run are exactly those in the mask. Prints one JSON object, then a table.
+over ``--repeats``). Checks: the masked output equals the full one within 1e-6 wherever every
+patch covering a voxel ran (the masked patches run in batches of their own, which changes the
+float32 rounding) and is 0 where none did; the ROI output equals it byte for byte inside the
+box (a forward batch runs whole when any of its patches touches the box, so every patch keeps
+the batch of the full run) and is 0 outside. The issue's target: the 10 % mask in at most
+0.25 x the full time. Prints one JSON object, then a table.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def run(shape: int = 128, *, patch: int = 32, fraction: float = 0.1, level: int 
                              "patches": int(result["patches"]), "chunks": int(result["chunks_total"])})
             full, masked, boxed = (zarr.open_array(str(outs[k] / "0"))[:] for k in ("full", "mask", "roi"))
             checks[f"batch {batch}"] = {
-                "mask_equal_where_every_covering_patch_ran": bool(masked[every].tobytes() == full[every].tobytes()),
+                "mask_equal_where_every_covering_patch_ran": bool(np.abs(masked[every] - full[every]).max() <= 1e-6),
                 "mask_zero_where_no_covering_patch_ran": bool(not masked[~some].any()),
                 "roi_equal_inside": bool(boxed[inside].tobytes() == full[inside].tobytes()),
                 "roi_zero_outside": bool(not boxed[~inside].any())}
