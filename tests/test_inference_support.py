@@ -121,7 +121,7 @@ def test_mask_equals_the_full_run_where_every_covering_patch_ran_and_is_0_far_fr
             all_ran[sl] = False
     full, got = _read(box / "full.zarr"), _read(out)
     # the masked patches run in batches of their own: float32 rounding, not the full run's bytes
-    assert all_ran.any() and np.abs(got[all_ran] - full[all_ran]).max() <= 1e-6
+    assert all_ran.any() and np.abs(got[all_ran] - full[all_ran]).max() <= 1e-5
     assert not got[~any_ran].any() and got[any_ran].any()
     assert r["patches"] < support.keep.size / 2
 
