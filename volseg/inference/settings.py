@@ -77,7 +77,12 @@ class PredictSettings:
     overlap : float
         Fractional patch overlap in [0, 1).
     batch_size, tta, amp, device
-        Patches per forward pass, 8-flip mirroring TTA, autocast, ``auto|cpu|cuda|cuda:N``.
+        Patches per forward pass (None = ``auto``: chosen by the patch size,
+        :func:`volseg.inference.runtime.auto_batch_size`), 8-flip mirroring TTA, autocast,
+        ``auto|cpu|cuda|cuda:N``.
+    runtime : {"auto", "torch", "onnx"}
+        The engine that runs the model (:mod:`volseg.inference.runtime`). Like ``batch_size``
+        it is not part of the fingerprint: outputs agree within 1e-5 whatever it is.
     stitch : bool
         Stream into a blended volume (False: a patch store for ``volseg stitch``).
     blend, sigma_scale
@@ -100,7 +105,7 @@ class PredictSettings:
 
     patch: tuple[int, int, int] | None = None
     overlap: float = 0.5
-    batch_size: int = 4
+    batch_size: int | None = None
     tta: bool = False
     amp: bool = False
     device: str = "auto"
@@ -114,6 +119,7 @@ class PredictSettings:
     nan_value: float | None = None
     whole: bool = True
     diffusion: DiffusionSettings = field(default_factory=DiffusionSettings)
+    runtime: str = "auto"
 
     @classmethod
     def parse(cls, *, diffusion: DiffusionSettings | dict | None = None, **options) -> "PredictSettings":
@@ -121,6 +127,7 @@ class PredictSettings:
         from volseg.geometry import parse_size3, stride_from_overlap
         from volseg.inference.blend import parse_blend, parse_sigma_scale
         from volseg.inference.column_tiles import parse_tile
+        from volseg.inference.runtime import parse_batch_option, parse_runtime
         from volseg.io.finite import parse_nan_value
         from volseg.io.streaming import parse_chunks
 
@@ -136,10 +143,11 @@ class PredictSettings:
         if not isinstance(diffusion, DiffusionSettings):
             diffusion = DiffusionSettings.parse(**(diffusion or {}))
         return cls(patch, float(v["overlap"]),
-                   parse_whole(v["batch_size"], "--batch-size", low=1, fix="e.g. --batch-size 4"),
+                   parse_batch_option(v["batch_size"]),
                    bool(v["tta"]), bool(v["amp"]), str(v["device"]), bool(v["stitch"]), parse_blend(v["blend"]),
                    parse_sigma_scale(v["sigma_scale"]), skip, parse_chunks(v["chunks"]), bool(v["pad"]),
-                   parse_tile(v["tile"]), parse_nan_value(v["nan_value"]), bool(v["whole"]), diffusion)
+                   parse_tile(v["tile"]), parse_nan_value(v["nan_value"]), bool(v["whole"]), diffusion,
+                   parse_runtime(v["runtime"]))
 
     def replace(self, **changes) -> "PredictSettings":
         """A copy with ``changes`` (already valid values, e.g. the resolved patch)."""

@@ -16,6 +16,7 @@ from volseg.errors import VolsegError
 from volseg.inference.blend import Blender
 from volseg.inference.plan import Plan
 from volseg.inference.runner import Runner, model_info
+from volseg.inference.runtime import Runtime
 from volseg.inference.settings import PredictSettings
 
 
@@ -87,6 +88,12 @@ class Setup:
     volume_key: str
     tile: tuple[int, int] | None = None
     conditions: tuple[str, ...] = ()
+    runtime: Runtime | None = None
+
+    def run_facts(self) -> dict:
+        """What ran the model, as the predict result records it: runtime, layout, batch size."""
+        facts = self.runtime.to_dict() if self.runtime is not None else {}
+        return {**facts, "batch_size": self.runner.batch_size}
 
     @property
     def skip_value(self) -> float | None:
@@ -142,6 +149,7 @@ def prepare(run, volume, settings: PredictSettings, *, workers: int | None = Non
     from volseg.geometry import stride_from_overlap
     from volseg.inference.source import condition_volumes
     from volseg.inference.column_tiles import tile_chunks
+    from volseg.inference.runtime import auto_batch_size, choose_runtime
     from volseg.io import open_volume, read_meta
     from volseg.io.finite import count_nonfinite, warn_replaced
     from volseg.io.outputs import input_stamp
@@ -158,10 +166,13 @@ def prepare(run, volume, settings: PredictSettings, *, workers: int | None = Non
     patch = settings.patch or default_patch(payload)
     _check_patch(patch, model_depth(cfg), meta.shape, settings.pad)
     stride = stride_from_overlap(patch, settings.overlap)
-    check_patch_batch(patch, settings.batch_size)
     dev = str(resolve_device(settings.device))
-    runner = Runner(model_file, device=dev, batch_size=settings.batch_size, amp=settings.amp, tta=settings.tta,
-                    threads=threads_per_worker(workers) if dev == "cpu" else None)
+    batch = settings.batch_size or auto_batch_size(patch, dev)
+    check_patch_batch(patch, batch)
+    runtime = choose_runtime(settings.runtime, model_file, kind=kind, device=dev, amp=settings.amp)
+    runner = Runner(runtime.model_file, device=dev, batch_size=batch, amp=settings.amp, tta=settings.tta,
+                    threads=threads_per_worker(workers) if dev == "cpu" else None,
+                    channels_last=runtime.channels_last)
     info = ModelInfo.of(runner.model)
     names = [str(n) for n in cfg.get("condition") or []]
     if info.in_channels != 1 + len(names):
@@ -178,7 +189,7 @@ def prepare(run, volume, settings: PredictSettings, *, workers: int | None = Non
     if settings.nan_value is not None:
         warn_replaced(volume, count_nonfinite(open_volume(volume)), settings.nan_value)
     return Setup(str(run), model_file, str(volume), info, meta, plan, runner, resolved, fingerprint,
-                 f"{volume_key(volume)}@{settings.nan_value}", tile_chunks(settings.tile, plan), conditions)
+                 f"{volume_key(volume)}@{settings.nan_value}", tile_chunks(settings.tile, plan), conditions, runtime)
 
 
 def _digest(path: str) -> str:
