@@ -30,12 +30,13 @@ SETTINGS = Bundle((
         "--patch", help="Patch size N or DxHxW (default: the run's, else 64).")], None),
     ("overlap", Annotated[float, typer.Option("--overlap", help="Fractional patch overlap in [0, 1).")], 0.5),
     ("batch_size", Annotated[str, typer.Option(
-        "--batch-size", help="Patches per forward pass, or auto: about 1M voxels per pass (4 patches of 64^3), "
+        "--batch-size", metavar="N|auto", help="Patches per forward pass, or auto: about 1M voxels per pass (4 patches of 64^3), "
         "within the memory guard.")], "auto"),
     ("runtime", Annotated[str, typer.Option(
-        "--runtime", help="auto, torch or onnx (exports the run once to ONNX, cached per user by the "
+        "--runtime", metavar="auto|torch|onnx", help="auto, torch or onnx (exports the run once to ONNX, cached per user by the "
         "checkpoint's SHA-256, and runs it with onnxruntime). auto: torch in channels-last for a run, the "
-        "file's runtime for an exported model. Outputs agree within 1e-5 whichever runs.")], "auto"),
+        "file's runtime for an exported model. Not part of the output's settings: outputs agree to float32 "
+        "rounding whichever runs.")], "auto"),
     ("tta", Annotated[bool, typer.Option("--tta", help="Average over all 8 axis-flip combinations.")], False),
     ("amp", Annotated[bool, typer.Option("--amp", help="Mixed precision (bf16 on CPU, fp16 on CUDA).")], False),
     ("device", DeviceOpt, "auto"),
