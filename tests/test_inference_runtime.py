@@ -171,3 +171,19 @@ def test_cuda_runs_channels_last_with_cudnn_autotuning_and_matches_the_cpu(files
     assert conv.is_cuda and conv.is_contiguous(memory_format=torch.channels_last_3d)
     half = Runner(model, device="cuda:0", batch_size=2, amp=True, channels_last=True).predict(patches)
     assert half.dtype == np.float32 and np.abs(half - Runner(model).predict(patches)).max() < 1e-2
+
+
+def test_a_volume_of_one_chunk_runs_its_forwards_on_every_core(files, monkeypatch):
+    from volseg.inference.settings import PredictSettings
+    from volseg.inference.setup import prepare, threads_per_worker
+    from volseg.parallel import parse_workers
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    cores = parse_workers(None)
+    one = prepare(files / "run", str(files / "v.npy"), PredictSettings.parse(patch=16, chunks=64), workers=cores)
+    assert len(one.plan.chunk_list()) == 1 and one.runner.threads == cores  # one task: no idle cores
+    many = prepare(files / "run", str(files / "v.npy"), PredictSettings.parse(patch=16, chunks=8), workers=cores)
+    assert len(many.plan.chunk_list()) >= cores and many.runner.threads == 1
+    assert threads_per_worker(cores, tasks=1) == cores and threads_per_worker(1) == cores
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert threads_per_worker(cores, tasks=1) == 3

@@ -20,14 +20,17 @@ from volseg.inference.runtime import Runtime
 from volseg.inference.settings import PredictSettings
 
 
-def threads_per_worker(workers: int | None) -> int:
-    """torch threads per worker: ``OMP_NUM_THREADS`` when set, else cores // workers (at least 1)."""
+def threads_per_worker(workers: int | None, tasks: int | None = None) -> int:
+    """torch threads per worker: ``OMP_NUM_THREADS`` when set, else cores // busy workers (at
+    least 1), where a pass of ``tasks`` chunk tasks keeps at most that many workers busy (a
+    volume of one output chunk runs its forwards on all cores, not on one)."""
     from volseg.parallel import parse_workers
 
     env = os.environ.get("OMP_NUM_THREADS", "").strip()
     if env.isdigit() and int(env) > 0:
         return int(env)
-    return max(1, parse_workers(None) // parse_workers(workers))
+    busy = parse_workers(workers) if tasks is None else max(1, min(parse_workers(workers), int(tasks)))
+    return max(1, parse_workers(None) // busy)
 
 
 def default_patch(payload: dict) -> tuple:
@@ -170,8 +173,9 @@ def prepare(run, volume, settings: PredictSettings, *, workers: int | None = Non
     batch = settings.batch_size or auto_batch_size(patch, dev)
     check_patch_batch(patch, batch)
     runtime = choose_runtime(settings.runtime, model_file, kind=kind, device=dev, amp=settings.amp)
+    plan = Plan.build(meta.shape, patch, stride, settings.chunks)
     runner = Runner(runtime.model_file, device=dev, batch_size=batch, amp=settings.amp, tta=settings.tta,
-                    threads=threads_per_worker(workers) if dev == "cpu" else None,
+                    threads=threads_per_worker(workers, len(plan.chunk_list())) if dev == "cpu" else None,
                     channels_last=runtime.channels_last)
     info = ModelInfo.of(runner.model)
     names = [str(n) for n in cfg.get("condition") or []]
@@ -179,7 +183,6 @@ def prepare(run, volume, settings: PredictSettings, *, workers: int | None = Non
         raise VolsegError(run, f"the model expects {info.in_channels} input channels; predict feeds "
                           "single-channel (z, y, x) volumes")
     conditions = tuple(condition_volumes(volume, names, meta.shape))
-    plan = Plan.build(meta.shape, patch, stride, settings.chunks)
     # resolved: the patch run, the precision used (fp32 where --amp does not pay off), the plan's chunks
     resolved = settings.replace(patch=tuple(patch), amp=bool(runner.amp), chunks=tuple(plan.chunks))
     fingerprint = resolved.fingerprint(
