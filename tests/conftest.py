@@ -3,6 +3,7 @@
 * ``make_run(path, ...)``: a run directory holding a small, randomly initialised UNet3D.
 * ``make_diffusion_run(path, **schedule)``: the same for a tiny diffusion model (4 timesteps).
 * ``live_pieces``: counts objects alive at once (the memory probe of the fused/tiled passes).
+* ``model_cache`` (autouse): ``VOLSEG_MODEL_CACHE``, where ``--runtime onnx`` keeps its exports.
 
 The run factories are session-scoped fixtures returning plain functions, so module-scoped
 fixtures can use them too.
@@ -13,6 +14,15 @@ from __future__ import annotations
 import threading
 
 import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory):
+    """ONNX exports of ``--runtime onnx`` go to one folder per test session, not the user cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        folder = tmp_path_factory.mktemp("model-cache")
+        mp.setenv("VOLSEG_MODEL_CACHE", str(folder))
+        yield folder
 
 
 def _save_run(path, cfg, seed):

@@ -251,7 +251,7 @@ ROWS = [
     ("train-diverges-at-start", ["train", "{ps.zarr}", "-o", "OUT", "--lr", "1e30", "--steps", "4", *TRAIN],
      "no checkpoint was saved, so nothing is left"),
     ("postprocess-close-huge", ["postprocess", "{s.zarr}", "-o", "OUT", "--close", "100000", "--quiet"], "--close: 100000 is too large: repairing one 16x16x16 chunk"),
-    ("predict-patch-huge", ["predict", "{run}", "{v.npy}", "-o", "OUT", "--patch", "100000", "--device", "cpu"], "--patch: 100000x100000x100000 is too large: a batch of 4 patches"),
+    ("predict-patch-huge", ["predict", "{run}", "{v.npy}", "-o", "OUT", "--patch", "100000", "--device", "cpu"], "--patch: 100000x100000x100000 is too large: a batch of 1 patches"),
     ("synth-scroll-shape-huge", ["synth", "scroll", "-o", "OUT", "--shape", "100000"], "--shape: 100000x100000x100000 is too large"),
     ("synth-scan-shape-huge", ["synth", "scan", "-o", "OUT", "--shape", "16x16x100000000000"], "--shape: 16x16x100000000000 is too large"),
     ("predict-onnx-rank-4", ["predict", "{rank4.onnx}", "{v.npy}", "-o", "OUT", *PRED], "rank4.onnx: takes the input x ['n', 1, 'y', 'x'], not one (N, C, z, y, x) tensor"),

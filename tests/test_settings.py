@@ -14,7 +14,7 @@ from volseg.inference.settings import (DiffusionSettings, OutputOptions, Predict
 def test_defaults_are_the_cli_defaults():
     s = PredictSettings.parse()
     assert s == PredictSettings()
-    assert (s.patch, s.overlap, s.batch_size, s.blend, s.chunks, s.tile) == (None, 0.5, 4, "gaussian",
+    assert (s.patch, s.overlap, s.batch_size, s.blend, s.chunks, s.tile) == (None, 0.5, None, "gaussian",
                                                                                (128, 128, 128), (1024, 1024))
     assert s.diffusion == DiffusionSettings() and OutputOptions.parse() == OutputOptions()
 

@@ -33,7 +33,14 @@ SETTINGS = Bundle((
     ("patch", Annotated[Optional[str], typer.Option(
         "--patch", help="Patch size N or DxHxW (default: the run's, else 64).")], None),
     ("overlap", Annotated[float, typer.Option("--overlap", help="Fractional patch overlap in [0, 1).")], 0.5),
-    ("batch_size", Annotated[int, typer.Option("--batch-size", help="Patches per forward pass.")], 4),
+    ("batch_size", Annotated[str, typer.Option(
+        "--batch-size", metavar="N|auto", help="Patches per forward pass, or auto: about 1M voxels per pass (4 patches of 64^3), "
+        "within the memory guard.")], "auto"),
+    ("runtime", Annotated[str, typer.Option(
+        "--runtime", metavar="auto|torch|onnx", help="auto, torch or onnx (exports the run once to ONNX, cached per user by the "
+        "checkpoint's SHA-256, and runs it with onnxruntime). auto: torch in channels-last for a run, the "
+        "file's runtime for an exported model. Not part of the output's settings: outputs agree to float32 "
+        "rounding whichever runs.")], "auto"),
     ("tta", Annotated[bool, typer.Option("--tta", help="Average over all 8 axis-flip combinations.")], False),
     ("tta_rotate", Annotated[float, typer.Option(
         "--tta-rotate", metavar="DEG", help="Also average over rotations by +DEG and -DEG degrees about z (in "

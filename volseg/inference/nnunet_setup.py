@@ -123,8 +123,9 @@ def check_options(settings, output_options) -> None:
     """Refuse the options that do not apply to an nnU-Net folder, naming each one."""
     refuse = {"--amp": settings.amp, "--skip-value": settings.skip_value is not None,
               "--samples": settings.diffusion.samples != 1, "--channel": output_options.channel is not None,
-              "--no-pad": not settings.pad, "--batch-size": settings.batch_size != 4,
-              "--mask": settings.mask is not None, "--tta-rotate": bool(settings.tta_rotate)}
+              "--no-pad": not settings.pad, "--batch-size": settings.batch_size is not None,
+              "--mask": settings.mask is not None, "--tta-rotate": bool(settings.tta_rotate),
+              "--runtime": settings.runtime != "auto"}
     why = {"--amp": "nnU-Net's predictor runs float32 on the CPU; drop --amp",
            "--skip-value": "nnU-Net predicts every tile of its crop; drop --skip-value",
            "--samples": "averaging samples applies to diffusion runs; drop --samples",
@@ -133,7 +134,8 @@ def check_options(settings, output_options) -> None:
            "--batch-size": "nnU-Net runs one tile per forward pass, and a batch changes the logits' "
                            "float32 rounding (7e-4 in probability measured); drop --batch-size",
            "--mask": "nnU-Net predicts every tile of its crop box; use --roi for a box",
-           "--tta-rotate": "nnU-Net's TTA is its mirroring (--tta); drop --tta-rotate"}
+           "--tta-rotate": "nnU-Net's TTA is its mirroring (--tta); drop --tta-rotate",
+           "--runtime": "its folds run in torch, as nnU-Net's own predictor; drop --runtime"}
     for option, bad in refuse.items():
         if bad:
             raise VolsegError(option, f"does not apply to an nnU-Net model folder: {why[option]}")

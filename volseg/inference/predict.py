@@ -118,6 +118,7 @@ def predict(run, volume, output, settings: PredictSettings | None = None,
                  kind="volume" if settings.stitch or setup.info.kind == "diffusion" else "patches")
     record = settings_text(setup.settings, output_options, run=str(run), volume=str(volume))
     result = _run_pass(setup, output, output_options, execution, record)
+    result.update(setup.run_facts())
     result["seconds"] = round(time.perf_counter() - t0, 3)
     nbytes = int(np.prod(setup.meta.shape)) * setup.meta.dtype.itemsize
     result["input_bytes_read_per_byte"] = round(result.get("input_bytes_read", 0) / max(1, nbytes), 4)

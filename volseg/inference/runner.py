@@ -35,21 +35,25 @@ def set_torch_threads(threads: int | None) -> None:
         torch.set_num_threads(max(1, int(threads)))
 
 
-def cached_model(model_path: str, device: str, threads: int | None = None):
-    """The model of ``model_path`` on ``device``, loaded once per process and device.
+def cached_model(model_path: str, device: str, threads: int | None = None, *, channels_last: bool = False):
+    """The model of ``model_path`` on ``device``, loaded once per process, device and layout.
 
-    A run directory or ``model.pt`` gives the torch module of :func:`volseg.models.load_model`;
-    a file written by ``volseg export`` (``.onnx``, ``.pt2``, ``.ts``) an
+    A run directory or ``model.pt`` gives the torch module of :func:`volseg.models.load_model`
+    (in ``channels_last_3d`` when ``channels_last``, :mod:`volseg.inference.runtime`); a file
+    written by ``volseg export`` (``.onnx``, ``.pt2``, ``.ts``) an
     :class:`volseg.models.exported.ExportedModel`, called the same way.
     """
+    from volseg.inference.runtime import configure_device, prepare_module
     from volseg.models import load_model
     from volseg.models.exported import is_exported, load_exported
 
-    key = (os.path.abspath(str(model_path)), str(device))
+    exported = is_exported(model_path)
+    key = (os.path.abspath(str(model_path)), str(device), bool(channels_last and not exported))
     with _LOCK:
         if key not in _CACHE:
-            _CACHE[key] = (load_exported(model_path, device=device, threads=threads)
-                           if is_exported(model_path) else load_model(model_path, device=device))
+            configure_device(device)
+            _CACHE[key] = (load_exported(model_path, device=device, threads=threads) if exported
+                           else prepare_module(load_model(model_path, device=device), key[2]))
         return _CACHE[key]
 
 
@@ -75,10 +79,14 @@ class Runner:
         (:mod:`volseg.inference.tta`; 0 = none).
     threads : int, optional
         torch intra-op threads for this worker.
+    channels_last : bool
+        Run a torch module and its inputs in ``channels_last_3d``
+        (:func:`volseg.inference.runtime.channels_last_pays`); ignored for exported files.
     """
 
     def __init__(self, model_path: str, *, device: str = "cpu", batch_size: int = 4,
-                 amp: bool = False, tta: bool = False, threads: int | None = None, rotate: float = 0.0):
+                 amp: bool = False, tta: bool = False, threads: int | None = None, rotate: float = 0.0,
+                 channels_last: bool = False):
         self.model_path = str(model_path)
         self.device = str(device)
         self.batch_size = parse_batch_size(batch_size)
@@ -90,16 +98,18 @@ class Runner:
         self.tta = bool(tta)
         self.rotate = float(rotate)
         self.threads = threads
+        self.channels_last = bool(channels_last)
         self._background: dict = {}
 
     @property
     def model(self):
-        return cached_model(self.model_path, self.device, self.threads)
+        return cached_model(self.model_path, self.device, self.threads, channels_last=self.channels_last)
 
     def _apply(self, fn: Callable, inputs: list[np.ndarray]) -> np.ndarray:
         """Run ``fn(*tensors) -> tensor`` over ``inputs`` (same batch length) in batches."""
         import torch
 
+        from volseg.inference.runtime import as_layout
         from volseg.inference.tta import augmented
 
         set_torch_threads(self.threads)
@@ -111,8 +121,8 @@ class Runner:
                                   enabled=self.amp)
         with torch.inference_mode(), autocast:
             for lo in range(0, n, self.batch_size):
-                xs = [torch.as_tensor(np.ascontiguousarray(x[lo:lo + self.batch_size]),
-                                      dtype=torch.float32).to(device) for x in inputs]
+                xs = [as_layout(torch.as_tensor(np.ascontiguousarray(x[lo:lo + self.batch_size]),
+                                                dtype=torch.float32).to(device), self.channels_last) for x in inputs]
                 outs.append(augmented(fn, xs, flips=self.tta, rotate=self.rotate).cpu().numpy())
         return np.concatenate(outs, axis=0).astype(np.float32, copy=False)
 

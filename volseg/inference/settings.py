@@ -77,7 +77,12 @@ class PredictSettings:
     overlap : float
         Fractional patch overlap in [0, 1).
     batch_size, tta, amp, device
-        Patches per forward pass, 8-flip mirroring TTA, autocast, ``auto|cpu|cuda|cuda:N``.
+        Patches per forward pass (None = ``auto``: chosen by the patch size,
+        :func:`volseg.inference.runtime.auto_batch_size`), 8-flip mirroring TTA, autocast,
+        ``auto|cpu|cuda|cuda:N``.
+    runtime : {"auto", "torch", "onnx"}
+        The engine that runs the model (:mod:`volseg.inference.runtime`). Like ``batch_size``
+        it is not part of the fingerprint: outputs agree within 1e-5 whatever it is.
     stitch : bool
         Stream into a blended volume (False: a patch store for ``volseg stitch``).
     blend, sigma_scale
@@ -116,7 +121,7 @@ class PredictSettings:
 
     patch: tuple[int, int, int] | None = None
     overlap: float = 0.5
-    batch_size: int = 4
+    batch_size: int | None = None
     tta: bool = False
     amp: bool = False
     device: str = "auto"
@@ -142,6 +147,7 @@ class PredictSettings:
     mask_level: int | None = None
     tta_rotate: float = 0.0
     ensemble_mean: str = "arithmetic"
+    runtime: str = "auto"
 
     @classmethod
     def parse(cls, *, diffusion: DiffusionSettings | dict | None = None, **options) -> "PredictSettings":
@@ -151,6 +157,7 @@ class PredictSettings:
         from volseg.inference.column_tiles import parse_tile
         from volseg.inference.ensemble_mean import parse_ensemble_mean
         from volseg.inference.tta import parse_tta_rotate
+        from volseg.inference.runtime import parse_batch_option, parse_runtime
         from volseg.io.finite import parse_nan_value
         from volseg.io.streaming import parse_chunks
 
@@ -170,14 +177,15 @@ class PredictSettings:
             diffusion = DiffusionSettings.parse(**(diffusion or {}))
         mask, mask_level = parse_mask(v["mask"], v["mask_level"])
         return cls(patch, float(v["overlap"]),
-                   parse_whole(v["batch_size"], "--batch-size", low=1, fix="e.g. --batch-size 4"),
+                   parse_batch_option(v["batch_size"]),
                    bool(v["tta"]), bool(v["amp"]), str(v["device"]), bool(v["stitch"]),
                    parse_predict_blend(v["blend"]), parse_sigma_scale(v["sigma_scale"]), skip,
                    parse_chunks(v["chunks"]), bool(v["pad"]), parse_tile(v["tile"]),
                    parse_nan_value(v["nan_value"]), bool(v["whole"]), diffusion,
                    roi=parse_roi(v["roi"]), mask=mask, mask_level=mask_level,
                    tta_rotate=parse_tta_rotate(v["tta_rotate"]),
-                   ensemble_mean=parse_ensemble_mean(v["ensemble_mean"]), **parse_nnunet_options(v))
+                   ensemble_mean=parse_ensemble_mean(v["ensemble_mean"]), runtime=parse_runtime(v["runtime"]),
+                   **parse_nnunet_options(v))
 
     def replace(self, **changes) -> "PredictSettings":
         """A copy with ``changes`` (already valid values, e.g. the resolved patch)."""
@@ -192,7 +200,7 @@ class PredictSettings:
                and not (f.name in NNUNET_DEFAULTS and getattr(self, f.name) == NNUNET_DEFAULTS[f.name])}
         out.update(dataclasses.asdict(self.diffusion))
         for name, unset in (("roi", None), ("mask", None), ("mask_level", None), ("tta_rotate", 0.0),
-                            ("ensemble_mean", "arithmetic")):  # only when set: other runs' files stay as they were
+                            ("ensemble_mean", "arithmetic"), ("runtime", "auto")):  # only when set: other runs' files stay as they were
             if out[name] == unset:
                 del out[name]
         return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}

@@ -16,18 +16,22 @@ from volseg.errors import VolsegError
 from volseg.inference.blend import Blender
 from volseg.inference.plan import Plan
 from volseg.inference.runner import Runner, model_info
+from volseg.inference.runtime import Runtime
 from volseg.inference.settings import PredictSettings
 from volseg.inference.support import Support, build_support
 
 
-def threads_per_worker(workers: int | None) -> int:
-    """torch threads per worker: ``OMP_NUM_THREADS`` when set, else cores // workers (at least 1)."""
+def threads_per_worker(workers: int | None, tasks: int | None = None) -> int:
+    """torch threads per worker: ``OMP_NUM_THREADS`` when set, else cores // busy workers (at
+    least 1), where a pass of ``tasks`` chunk tasks keeps at most that many workers busy (a
+    volume of one output chunk runs its forwards on all cores, not on one)."""
     from volseg.parallel import parse_workers
 
     env = os.environ.get("OMP_NUM_THREADS", "").strip()
     if env.isdigit() and int(env) > 0:
         return int(env)
-    return max(1, parse_workers(None) // parse_workers(workers))
+    busy = parse_workers(workers) if tasks is None else max(1, min(parse_workers(workers), int(tasks)))
+    return max(1, parse_workers(None) // busy)
 
 
 def default_patch(payload: dict) -> tuple:
@@ -90,6 +94,12 @@ class Setup:
     tile: tuple[int, int] | None = None
     conditions: tuple[str, ...] = ()
     support: Support | None = None
+    runtime: Runtime | None = None
+
+    def run_facts(self) -> dict:
+        """What ran the model, as the predict result records it: runtime, layout, batch size."""
+        facts = self.runtime.to_dict() if self.runtime is not None else {}
+        return {**facts, "batch_size": self.runner.batch_size}
 
     @property
     def skip_value(self) -> float | None:
@@ -145,6 +155,7 @@ def prepare(run, volume, settings: PredictSettings, *, workers: int | None = Non
     from volseg.geometry import stride_from_overlap
     from volseg.inference.source import condition_volumes
     from volseg.inference.column_tiles import tile_chunks
+    from volseg.inference.runtime import auto_batch_size, choose_runtime
     from volseg.io import open_volume, read_meta
     from volseg.io.finite import count_nonfinite, warn_replaced
     from volseg.io.outputs import input_stamp
@@ -161,17 +172,20 @@ def prepare(run, volume, settings: PredictSettings, *, workers: int | None = Non
     patch = settings.patch or default_patch(payload)
     _check_patch(patch, model_depth(cfg), meta.shape, settings.pad)
     stride = stride_from_overlap(patch, settings.overlap)
-    check_patch_batch(patch, settings.batch_size)
     dev = str(resolve_device(settings.device))
-    runner = Runner(model_file, device=dev, batch_size=settings.batch_size, amp=settings.amp, tta=settings.tta,
-                    threads=threads_per_worker(workers) if dev == "cpu" else None, rotate=settings.tta_rotate)
+    batch = settings.batch_size or auto_batch_size(patch, dev)
+    check_patch_batch(patch, batch)
+    runtime = choose_runtime(settings.runtime, model_file, kind=kind, device=dev, amp=settings.amp)
+    plan = Plan.build(meta.shape, patch, stride, settings.chunks)
+    runner = Runner(runtime.model_file, device=dev, batch_size=batch, amp=settings.amp, tta=settings.tta,
+                    threads=threads_per_worker(workers, len(plan.chunk_list())) if dev == "cpu" else None,
+                    rotate=settings.tta_rotate, channels_last=runtime.channels_last)
     info = ModelInfo.of(runner.model)
     names = [str(n) for n in cfg.get("condition") or []]
     if info.in_channels != 1 + len(names):
         raise VolsegError(run, f"the model expects {info.in_channels} input channels; predict feeds "
                           "single-channel (z, y, x) volumes")
     conditions = tuple(condition_volumes(volume, names, meta.shape))
-    plan = Plan.build(meta.shape, patch, stride, settings.chunks)
     support, support_facts = build_support(settings, plan, meta.shape)
     # resolved: the patch run, the precision used (fp32 where --amp does not pay off), the plan's chunks
     resolved = settings.replace(patch=tuple(patch), amp=bool(runner.amp), chunks=tuple(plan.chunks))
@@ -182,7 +196,8 @@ def prepare(run, volume, settings: PredictSettings, *, workers: int | None = Non
     if settings.nan_value is not None:
         warn_replaced(volume, count_nonfinite(open_volume(volume)), settings.nan_value)
     return Setup(str(run), model_file, str(volume), info, meta, plan, runner, resolved, fingerprint,
-                 f"{volume_key(volume)}@{settings.nan_value}", tile_chunks(settings.tile, plan), conditions, support)
+                 f"{volume_key(volume)}@{settings.nan_value}", tile_chunks(settings.tile, plan), conditions,
+                 support, runtime)
 
 
 def _digest(path: str) -> str:
