@@ -91,6 +91,14 @@ SETTINGS = Bundle((
         "--mask", metavar="MASK[@LEVEL]", help="Run only the patches over nonzero voxels of this mask (any "
         "volume, or level LEVEL of an OME-Zarr pyramid, at an integer scale of the volume); the rest is 0.")],
      None),
+    # ONNX files that `volseg export` did not write (volseg.models.foreign)
+    ("normalize", Annotated[Optional[str], typer.Option(
+        "--normalize", metavar="zscore|ct:LOW,HIGH,MEAN,STD|none", help="Foreign ONNX file: normalize the raw "
+        "voxels before the graph: zscore (each patch and channel to mean 0, std 1), ct (clip to [LOW, HIGH], "
+        "then (x - MEAN) / STD, as nnU-Net's CTNormalization) or none (default).")], None),
+    ("activation", Annotated[Optional[str], typer.Option(
+        "--activation", metavar="sigmoid|softmax|none", help="Foreign ONNX file: apply to the graph's output "
+        "(softmax over channels); none (default) writes it as is.")], None),
 ), _settings)
 
 

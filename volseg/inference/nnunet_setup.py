@@ -125,7 +125,8 @@ def check_options(settings, output_options) -> None:
               "--samples": settings.diffusion.samples != 1, "--channel": output_options.channel is not None,
               "--no-pad": not settings.pad, "--batch-size": settings.batch_size is not None,
               "--mask": settings.mask is not None, "--tta-rotate": bool(settings.tta_rotate),
-              "--runtime": settings.runtime != "auto"}
+              "--runtime": settings.runtime != "auto", "--normalize": settings.normalize is not None,
+              "--activation": settings.activation is not None}
     why = {"--amp": "nnU-Net's predictor runs float32 on the CPU; drop --amp",
            "--skip-value": "nnU-Net predicts every tile of its crop; drop --skip-value",
            "--samples": "averaging samples applies to diffusion runs; drop --samples",
@@ -135,7 +136,9 @@ def check_options(settings, output_options) -> None:
                            "float32 rounding (7e-4 in probability measured); drop --batch-size",
            "--mask": "nnU-Net predicts every tile of its crop box; use --roi for a box",
            "--tta-rotate": "nnU-Net's TTA is its mirroring (--tta); drop --tta-rotate",
-           "--runtime": "its folds run in torch, as nnU-Net's own predictor; drop --runtime"}
+           "--runtime": "its folds run in torch, as nnU-Net's own predictor; drop --runtime",
+           "--normalize": "nnU-Net normalizes as its plans say; drop --normalize",
+           "--activation": "nnU-Net's outputs are probabilities (or --label argmax); drop --activation"}
     for option, bad in refuse.items():
         if bad:
             raise VolsegError(option, f"does not apply to an nnU-Net model folder: {why[option]}")

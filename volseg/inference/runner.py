@@ -35,8 +35,11 @@ def set_torch_threads(threads: int | None) -> None:
         torch.set_num_threads(max(1, int(threads)))
 
 
-def cached_model(model_path: str, device: str, threads: int | None = None, *, channels_last: bool = False):
-    """The model of ``model_path`` on ``device``, loaded once per process, device and layout.
+def cached_model(model_path: str, device: str, threads: int | None = None, *, channels_last: bool = False,
+                 foreign=None):
+    """The model of ``model_path`` on ``device``, loaded once per process, device, layout and
+    ``foreign`` options (:class:`volseg.models.foreign.Foreign`, for an ONNX file that ``volseg
+    export`` did not write).
 
     A run directory or ``model.pt`` gives the torch module of :func:`volseg.models.load_model`
     (in ``channels_last_3d`` when ``channels_last``, :mod:`volseg.inference.runtime`); a file
@@ -48,11 +51,11 @@ def cached_model(model_path: str, device: str, threads: int | None = None, *, ch
     from volseg.models.exported import is_exported, load_exported
 
     exported = is_exported(model_path)
-    key = (os.path.abspath(str(model_path)), str(device), bool(channels_last and not exported))
+    key = (os.path.abspath(str(model_path)), str(device), bool(channels_last and not exported), foreign)
     with _LOCK:
         if key not in _CACHE:
             configure_device(device)
-            _CACHE[key] = (load_exported(model_path, device=device, threads=threads) if exported
+            _CACHE[key] = (load_exported(model_path, device=device, threads=threads, foreign=foreign) if exported
                            else prepare_module(load_model(model_path, device=device), key[2]))
         return _CACHE[key]
 
@@ -82,11 +85,14 @@ class Runner:
     channels_last : bool
         Run a torch module and its inputs in ``channels_last_3d``
         (:func:`volseg.inference.runtime.channels_last_pays`); ignored for exported files.
+    foreign : volseg.models.foreign.Foreign, optional
+        Normalization, activation and patch of a foreign ONNX file, passed to every worker's
+        :func:`cached_model`.
     """
 
     def __init__(self, model_path: str, *, device: str = "cpu", batch_size: int = 4,
                  amp: bool = False, tta: bool = False, threads: int | None = None, rotate: float = 0.0,
-                 channels_last: bool = False):
+                 channels_last: bool = False, foreign=None):
         self.model_path = str(model_path)
         self.device = str(device)
         self.batch_size = parse_batch_size(batch_size)
@@ -99,11 +105,13 @@ class Runner:
         self.rotate = float(rotate)
         self.threads = threads
         self.channels_last = bool(channels_last)
+        self.foreign = foreign
         self._background: dict = {}
 
     @property
     def model(self):
-        return cached_model(self.model_path, self.device, self.threads, channels_last=self.channels_last)
+        return cached_model(self.model_path, self.device, self.threads, channels_last=self.channels_last,
+                            foreign=self.foreign)
 
     def _apply(self, fn: Callable, inputs: list[np.ndarray]) -> np.ndarray:
         """Run ``fn(*tensors) -> tensor`` over ``inputs`` (same batch length) in batches."""

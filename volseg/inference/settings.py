@@ -117,6 +117,10 @@ class PredictSettings:
     ensemble_mean : str
         How an ensemble of runs averages its members' outputs: ``arithmetic`` or ``geometric``
         (:mod:`volseg.inference.ensemble`).
+    normalize, activation : str or None
+        Foreign ONNX files only (:mod:`volseg.models.foreign`): ``zscore`` (per patch and channel),
+        ``ct:LOW,HIGH,MEAN,STD`` or ``none`` before the graph; ``sigmoid``, ``softmax`` or ``none``
+        after it. None = not given (then ``none``); any other run refuses them.
     """
 
     patch: tuple[int, int, int] | None = None
@@ -148,6 +152,9 @@ class PredictSettings:
     tta_rotate: float = 0.0
     ensemble_mean: str = "arithmetic"
     runtime: str = "auto"
+    # foreign ONNX files only (volseg.models.foreign); None = not given, recorded only when set
+    normalize: str | None = None
+    activation: str | None = None
 
     @classmethod
     def parse(cls, *, diffusion: DiffusionSettings | dict | None = None, **options) -> "PredictSettings":
@@ -160,6 +167,7 @@ class PredictSettings:
         from volseg.inference.runtime import parse_batch_option, parse_runtime
         from volseg.io.finite import parse_nan_value
         from volseg.io.streaming import parse_chunks
+        from volseg.models.foreign import parse_activation, parse_normalize
 
         from volseg.inference.support import parse_mask
         from volseg.roi import parse_roi
@@ -185,6 +193,7 @@ class PredictSettings:
                    roi=parse_roi(v["roi"]), mask=mask, mask_level=mask_level,
                    tta_rotate=parse_tta_rotate(v["tta_rotate"]),
                    ensemble_mean=parse_ensemble_mean(v["ensemble_mean"]), runtime=parse_runtime(v["runtime"]),
+                   normalize=parse_normalize(v["normalize"]), activation=parse_activation(v["activation"]),
                    **parse_nnunet_options(v))
 
     def replace(self, **changes) -> "PredictSettings":
@@ -200,7 +209,8 @@ class PredictSettings:
                and not (f.name in NNUNET_DEFAULTS and getattr(self, f.name) == NNUNET_DEFAULTS[f.name])}
         out.update(dataclasses.asdict(self.diffusion))
         for name, unset in (("roi", None), ("mask", None), ("mask_level", None), ("tta_rotate", 0.0),
-                            ("ensemble_mean", "arithmetic"), ("runtime", "auto")):  # only when set: other runs' files stay as they were
+                            ("ensemble_mean", "arithmetic"), ("runtime", "auto"), ("normalize", None),
+                            ("activation", None)):  # only when set: other runs' files stay as they were
             if out[name] == unset:
                 del out[name]
         return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
@@ -222,6 +232,9 @@ class PredictSettings:
             out["nan_value"] = self.nan_value
         if self.tta_rotate:  # only then: fingerprints without rotations stay as they were
             out["tta_rotate"] = self.tta_rotate
+        for name in ("normalize", "activation"):  # foreign ONNX files only: other fingerprints unchanged
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
         if conditions:  # only then: the settings of single-input runs stay as they were
             names, stamps = zip(*conditions)
             out["condition"] = list(names)

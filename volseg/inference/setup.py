@@ -115,19 +115,38 @@ class Setup:
         return Blender(plan.starts, plan.patch, self.settings.blend, sigma_scale=self.settings.sigma_scale)
 
 
-def _load(run, settings: PredictSettings) -> tuple[dict, str]:
-    """The run's payload and model file; a file from ``volseg export`` stands for its run."""
+def _load(run, settings: PredictSettings) -> tuple[dict, str, object]:
+    """The run's payload, model file and :class:`~volseg.models.foreign.Foreign` options (None but
+    for a foreign ONNX file); a file from ``volseg export`` stands for its run."""
     from volseg.models import load_run
     from volseg.models import model_file as run_model_file
-    from volseg.models.exported import exported_payload, is_exported
+    from volseg.models.exported import exported_payload, is_exported, load_exported
+    from volseg.models.foreign import FOREIGN_FORMAT, Foreign, foreign_patch
 
     if is_exported(run):
         payload = exported_payload(run)
         if settings.amp and payload["export"]["export_format"] == "onnx":
             raise VolsegError("--amp", "applies to torch models; an ONNX model runs in the precision "
                               "it was exported in")
-        return payload, str(run)
-    return load_run(run), str(run_model_file(run))
+        if payload["export"].get("format") == FOREIGN_FORMAT:
+            patch = foreign_patch(run, payload["export"]["patch"], settings.patch)
+            foreign = Foreign(settings.normalize or "none", settings.activation or "none", patch)
+            payload = load_exported(run, foreign=foreign).payload()  # output channels probed at the patch
+            payload["config"]["data"]["patch"] = list(patch)
+            return payload, str(run), foreign
+        refuse_foreign_options(settings, run)
+        return payload, str(run), None
+    refuse_foreign_options(settings, run)
+    return load_run(run), str(run_model_file(run)), None
+
+
+def refuse_foreign_options(settings: PredictSettings, run) -> None:
+    """``--normalize``/``--activation`` apply only to ONNX files ``volseg export`` did not write."""
+    for option, value in (("--normalize", settings.normalize), ("--activation", settings.activation)):
+        if value is not None:
+            raise VolsegError(option, f"applies to ONNX files that `volseg export` did not write; {run} is a "
+                              "volseg model, which normalizes its input and outputs probabilities itself: "
+                              f"drop {option}")
 
 
 def _check_patch(patch, depth: int, shape, pad: bool) -> None:
@@ -163,7 +182,7 @@ def prepare(run, volume, settings: PredictSettings, *, workers: int | None = Non
     from volseg.memlimit import check_patch_batch
     from volseg.models import model_depth, resolve_device
 
-    payload, model_file = _load(run, settings)
+    payload, model_file, foreign = _load(run, settings)
     cfg = dict(payload["model_config"])
     kind = "diffusion" if str(cfg.get("type", "unet")).lower() in ("diffusion", "sg") else "unet"
     meta = read_meta(volume)
@@ -179,7 +198,7 @@ def prepare(run, volume, settings: PredictSettings, *, workers: int | None = Non
     plan = Plan.build(meta.shape, patch, stride, settings.chunks)
     runner = Runner(runtime.model_file, device=dev, batch_size=batch, amp=settings.amp, tta=settings.tta,
                     threads=threads_per_worker(workers, len(plan.chunk_list())) if dev == "cpu" else None,
-                    rotate=settings.tta_rotate, channels_last=runtime.channels_last)
+                    rotate=settings.tta_rotate, channels_last=runtime.channels_last, foreign=foreign)
     info = ModelInfo.of(runner.model)
     names = [str(n) for n in cfg.get("condition") or []]
     if info.in_channels != 1 + len(names):

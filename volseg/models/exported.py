@@ -81,8 +81,12 @@ def _check_meta(path: Path, text: str | bytes | None) -> dict[str, Any]:
     return meta
 
 
-def _open(path: Path, device: str, threads: int | None):
-    """(metadata, callable on torch tensors, runtime name) of an exported file."""
+def _open(path: Path, device: str, threads: int | None, patch=None):
+    """(metadata, callable on torch tensors, runtime name) of an exported file.
+
+    An ONNX file without ``volseg`` metadata is a foreign one: its metadata is read from the
+    graph (:func:`volseg.models.foreign.foreign_meta`, probing with ``patch`` if needed).
+    """
     import torch
 
     fmt = SUFFIXES[path.suffix.lower()]
@@ -103,18 +107,23 @@ def _open(path: Path, device: str, threads: int | None):
         except Exception as exc:  # onnxruntime raises its own exception types
             raise VolsegError(path, f"is not a readable ONNX model ({type(exc).__name__}); "
                                     "export it again") from None
-        meta = _check_meta(path, session.get_modelmeta().custom_metadata_map.get(META_KEY))
+        text = session.get_modelmeta().custom_metadata_map.get(META_KEY)
+        meta = None if text is None else _check_meta(path, text)  # None: a foreign ONNX file
         inputs = session.get_inputs()
         if len(inputs) != 1 or len(inputs[0].shape) != 5:
             got = ", ".join(f"{i.name} {list(i.shape)}" for i in inputs) or "none"
-            raise VolsegError(path, f"takes the input {got}, not one (N, C, z, y, x) tensor; a volseg "
-                              "model has a single 5D input: export the model again with `volseg export`")
+            raise VolsegError(path, f"takes the input {got}, not one (N, C, z, y, x) tensor; predict runs "
+                              "ONNX models with a single 5D input: export the model with one such input")
         name = inputs[0].name
 
         def call(x):
             out = session.run(None, {name: x.detach().float().cpu().numpy()})[0]
             return torch.from_numpy(out).to(x.device)
 
+        if meta is None:
+            from volseg.models.foreign import foreign_meta
+
+            return foreign_meta(path, session, call, patch), call, RUNTIMES[fmt]
         return meta, call, RUNTIMES[fmt]
     files = {META_FILE: ""}
     try:
@@ -137,19 +146,30 @@ class ExportedModel:
     Parameters
     ----------
     path : path
-        A ``.onnx``, ``.pt2`` or ``.ts`` file written by ``volseg export``.
+        A ``.onnx``, ``.pt2`` or ``.ts`` file written by ``volseg export``, or any ONNX file with one
+        5D (N, C, z, y, x) input (a foreign one, see ``foreign``).
     device : str
         ``cpu`` or ``cuda[:N]`` (onnxruntime uses CUDA when its CUDA provider is installed).
     threads : int, optional
         Intra-op threads of the onnxruntime session.
+    foreign : volseg.models.foreign.Foreign, optional
+        For an ONNX file without ``volseg`` metadata (:mod:`volseg.models.foreign`): the
+        normalization and activation applied around the graph, and the patch of a probe forward.
+        Ignored for files from ``volseg export``.
     """
 
     def __init__(self, path: str | os.PathLike, *, device: str = "cpu",
-                 threads: int | None = None):
+                 threads: int | None = None, foreign=None):
+        from volseg.models.foreign import FOREIGN_FORMAT, Foreign, wrap
+
         self.path = Path(path)
-        self.meta, self._call, self.runtime = _open(self.path, str(device), threads)
+        self.meta, self._call, self.runtime = _open(self.path, str(device), threads,
+                                                    foreign.patch if foreign is not None else None)
+        self.foreign = self.meta.get("format") == FOREIGN_FORMAT
+        if self.foreign:
+            self._call = wrap(self._call, foreign or Foreign(), self.meta["batch"])
         self.in_channels = int(self.meta["in_channels"])
-        self.out_channels = int(self.meta["out_channels"])
+        self.out_channels = None if self.meta["out_channels"] is None else int(self.meta["out_channels"])
         self.depth = int(self.meta["depth"])
 
     def __call__(self, x):
@@ -170,6 +190,6 @@ def exported_payload(path: str | os.PathLike, *, meta: dict | None = None) -> di
 
 
 def load_exported(path: str | os.PathLike, *, device: str = "cpu",
-                  threads: int | None = None) -> ExportedModel:
-    """Open an exported model (see :class:`ExportedModel`)."""
-    return ExportedModel(path, device=device, threads=threads)
+                  threads: int | None = None, foreign=None) -> ExportedModel:
+    """Open an exported model, or a foreign ONNX file (see :class:`ExportedModel`)."""
+    return ExportedModel(path, device=device, threads=threads, foreign=foreign)
