@@ -65,8 +65,18 @@ def box(tmp_path_factory):
     return root, net, vol
 
 
-def _reference(net, vol) -> np.ndarray:
-    """The torch network's sliding window over volseg's grid and gaussian blend, CT + sigmoid around it."""
+def _ct(x):
+    low, high, mean, std = CT
+    return (np.clip(x, low, high) - mean) / std
+
+
+def _zscore(x):
+    return (x - x.mean()) / x.std()
+
+
+def _reference(net, vol, norm=_ct, act=torch.sigmoid) -> np.ndarray:
+    """The torch network's sliding window over volseg's grid and gaussian blend, ``norm`` applied to
+    each patch before it and ``act`` after it."""
     from volseg.geometry import stride_from_overlap
     from volseg.inference.blend import window
     from volseg.inference.plan import Plan
@@ -74,18 +84,17 @@ def _reference(net, vol) -> np.ndarray:
     patch = (PATCH,) * 3
     plan = Plan.build(vol.shape, patch, stride_from_overlap(patch, 0.5), (16, 16, 16))
     assert plan.domain == vol.shape  # no padding: every patch lies inside the volume
-    low, high, mean, std = CT
-    x = (np.clip(vol, low, high) - mean) / std
     w = window(patch, "gaussian", sigma_scale=0.125)
     acc = np.zeros((2, *vol.shape))
-    norm = np.zeros(vol.shape)
+    total = np.zeros(vol.shape)
     for z, y, xx in itertools.product(*plan.starts):
         box = np.s_[z:z + PATCH, y:y + PATCH, xx:xx + PATCH]
         with torch.inference_mode():
-            out = torch.sigmoid(net(torch.from_numpy(x[box].astype(np.float32))[None, None]))[0].numpy()
+            patch_in = torch.from_numpy(norm(vol[box].astype(np.float64)).astype(np.float32))[None, None]
+            out = act(net(patch_in))[0].numpy()
         acc[(slice(None), *box)] += out * w
-        norm[box] += w
-    return (acc / norm).astype(np.float32)
+        total[box] += w
+    return (acc / total).astype(np.float32)
 
 
 def _invoke(args):
@@ -99,19 +108,80 @@ def _read(path: Path) -> np.ndarray:
 NORM = "ct:" + ",".join(str(v) for v in CT)
 
 
-@pytest.mark.parametrize("name, patch", [("fixed.onnx", []), ("fixed.onnx", ["--patch", "16"]),
-                                         ("dynamic.onnx", ["--patch", "16"])])
-def test_foreign_onnx_equals_the_torch_networks_sliding_window(box, tmp_path, name, patch):
+@pytest.mark.parametrize("name, extra", [
+    ("fixed.onnx", []),  # batch 1 fixed in the graph: the runner's batches go through one by one
+    ("fixed.onnx", ["--patch", "16"]),
+    ("dynamic.onnx", ["--patch", "16"]),
+    ("dynamic.onnx", ["--patch", "16", "--scheduler", "processes", "--workers", "2"]),  # options reach workers
+])
+def test_foreign_onnx_equals_the_torch_networks_sliding_window(box, tmp_path, name, extra):
     root, net, vol = box
     out = tmp_path / "out.zarr"
+    workers = [] if "--workers" in extra else ["--workers", "1"]
     r = _invoke(["predict", root / name, root / "v.npy", "-o", out, "--stitch", "--chunks", "16", "--device",
-                 "cpu", "--workers", "1", "--quiet", "--normalize", NORM, "--activation", "sigmoid", "--channel", "1", *patch])
+                 "cpu", "--quiet", "--normalize", NORM, "--activation", "sigmoid", "--channel", "1", *workers,
+                 *extra])
     assert r.exit_code == 0, r.stderr + r.stdout
     ours = _read(out)
     assert ours.shape == vol.shape  # channel 1 of the graph's 2 output channels
     np.testing.assert_allclose(ours, _reference(net, vol)[1], atol=1e-4, rtol=0)
     text = (out / "volseg-predict.yml").read_text()
     assert "normalize: ct:-1000.0,1000.0,40.0,300.0" in text and "activation: sigmoid" in text
+
+
+def test_zscore_is_per_patch_and_softmax_over_channels(box, tmp_path):
+    root, net, vol = box
+    out = tmp_path / "out.zarr"
+    r = _invoke(["predict", root / "fixed.onnx", root / "v.npy", "-o", out, "--stitch", "--chunks", "16",
+                 "--device", "cpu", "--workers", "1", "--quiet", "--normalize", "zscore", "--activation", "softmax",
+                 "--channel", "0"])
+    assert r.exit_code == 0, r.stderr + r.stdout
+    want = _reference(net, vol, norm=_zscore, act=lambda y: torch.softmax(y, dim=1))[0]
+    np.testing.assert_allclose(_read(out), want, atol=1e-4, rtol=0)
+
+
+def test_the_options_are_recorded_only_when_given_and_a_resume_with_others_is_refused(box, tmp_path):
+    from volseg.inference.settings import PredictSettings
+
+    plain = PredictSettings.parse(patch=16)
+    assert not {"normalize", "activation"} & set(plain.to_dict())
+    facts = dict(model_sha256="0", volume="v", volume_stamp=None, volume_shape=(40, 40, 40), stride=(8, 8, 8),
+                 kind="unet")
+    assert not {"normalize", "activation"} & set(plain.fingerprint(**facts))
+    given = PredictSettings.parse(patch=16, normalize="ZSCORE", activation="none")
+    assert given.to_dict()["normalize"] == "zscore" and given.fingerprint(**facts)["activation"] == "none"
+    root, _, _ = box
+    out = tmp_path / "out.zarr"
+    base = ["predict", root / "fixed.onnx", root / "v.npy", "-o", out, "--stitch", "--chunks", "16", "--device",
+            "cpu", "--workers", "1", "--channel", "1"]
+    assert _invoke([*base, "--normalize", NORM]).exit_code == 0
+    again = _invoke([*base, "--config", out / "volseg-predict.yml"])  # the recorded settings resume it
+    assert again.exit_code == 0 and "resumed" in again.stdout, again.stderr
+    other = _invoke([*base, "--normalize", "zscore"])
+    assert other.exit_code == 2 and len(other.stderr.splitlines()) == 1, other.stderr
+    assert "exists with other settings: normalize='ct:-1000.0,1000.0,40.0,300.0' (now 'zscore')" in other.stderr
+
+
+def test_dynamic_output_channels_are_probed_and_a_dynamic_input_channel_is_refused(tmp_path):
+    from onnx import TensorProto, helper
+
+    from volseg.errors import VolsegError
+    from volseg.models.exported import load_exported
+    from volseg.models.foreign import Foreign
+
+    def save(name, channels):
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", channels, "z", "y", "x"])
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", "c", "z", "y", "x"])
+        graph = helper.make_graph([helper.make_node("Concat", ["x", "x", "x"], ["y"], axis=1)], "g", [x], [y])
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8),
+                  str(tmp_path / name))
+
+    save("probe.onnx", 1)
+    model = load_exported(tmp_path / "probe.onnx", foreign=Foreign(patch=(8, 8, 8)))
+    assert (model.in_channels, model.out_channels, model.depth) == (1, 3, 0)
+    save("c.onnx", "c_in")
+    with pytest.raises(VolsegError, match="dynamic channel dimension 'c_in'"):
+        load_exported(tmp_path / "c.onnx")
 
 
 def _digest(root: Path) -> dict:
