@@ -106,7 +106,7 @@ SETTINGS = Bundle((
 @bundled(request=SETTINGS, execution=EXECUTION, remote=REMOTE)
 def predict_command(
     runs: Annotated[list[str], typer.Argument(metavar="RUN", help="Run directory, model.pt, `volseg export` file (.onnx, "
-                                              ".pt2, .ts) or nnU-Net v2 folder; several UNet runs: an ensemble.")],
+                                              ".pt2, .ts), other .onnx (see --normalize) or nnU-Net v2 folder; several UNet runs: an ensemble.")],
     volume: Annotated[str, typer.Argument(help="3D input volume (Zarr, OME-Zarr, TIFF, npy, NIfTI).")],
     output: Annotated[str, typer.Option("--output", "-o", callback=local_output,
                                         help="Patch store, or with --stitch an OME-Zarr volume.")],

@@ -4,7 +4,8 @@
 module behind one call: a float (N, C, z, y, x) torch tensor of RAW voxel values in, the
 probabilities (N, out_channels, z, y, x) as a torch tensor out. It carries ``in_channels``,
 ``out_channels``, ``depth`` and the file's ``volseg`` metadata, which is what
-``volseg predict`` reads from a model.
+``volseg predict`` reads from a model. An ONNX file without that metadata (a foreign one) is
+read from its graph and run with the options of :mod:`volseg.models.foreign`.
 """
 
 from __future__ import annotations
