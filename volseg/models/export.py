@@ -233,19 +233,33 @@ def export_model(run: str | os.PathLike, output: str | os.PathLike, *, fmt: str 
                                "run it with `volseg predict RUN`)")
     meta = export_metadata(payload, source, name)
     model = load_model(source, device="cpu")
-    example = _example(meta, (2, 3, 4), batch=2)
+    result = write_checked(model, meta, target, name, output, _example, check=check)
+    result["seconds"] = round(time.perf_counter() - t0, 3)
+    return result
+
+
+def write_checked(model: torch.nn.Module, meta: dict[str, Any], target: Path, name: str,
+                  output: str | os.PathLike, example, *, check: bool = True) -> dict[str, Any]:
+    """Write ``model`` as ``name`` to a temporary sibling of ``target``, load it back, compare it
+    with ``model`` on an input of another shape (``max_abs_diff``) and only then rename it over
+    ``target``; ``example(meta, sides, batch)`` makes the raw inputs (sides in units of ``2**depth``).
+
+    Returns ``{"output", "format", "metadata", "max_abs_diff", "bytes"}``.
+    """
+    from volseg.io.identity import local_path
+
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f"{target.stem}.tmp-{os.getpid()}{target.suffix}")
     result = {"output": str(Path(local_path(os.fspath(output)))), "format": name, "metadata": meta,
               "max_abs_diff": None}
     try:
         with _quiet_exporters():
-            _WRITERS[name](model, example, meta, tmp)
+            _WRITERS[name](model, example(meta, (2, 3, 4), batch=2), meta, tmp)
         result["bytes"] = tmp.stat().st_size
         if check:  # the new file is loaded back and compared before it replaces anything
             from volseg.models.exported import load_exported
 
-            probe = _example(meta, (3, 2, 5), batch=1)
+            probe = example(meta, (3, 2, 5), batch=1)
             with torch.no_grad():
                 expected = model(probe)
                 got = load_exported(tmp)(probe)
@@ -253,5 +267,4 @@ def export_model(run: str | os.PathLike, output: str | os.PathLike, *, fmt: str 
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
-    result["seconds"] = round(time.perf_counter() - t0, 3)
     return result
