@@ -77,3 +77,21 @@ def test_zscore_folder_is_refused_and_nothing_written(tmp_path):
 def test_nnunet_options_on_a_run_are_refused(tmp_path):
     r = cli("export", tmp_path, "-o", tmp_path.parent / f"{tmp_path.name}-x.onnx", "--folds", "0")
     one_error_line(r, "not an nnU-Net model folder", "--folds")
+
+
+@pytest.mark.parametrize("suffix", [".pt2", ".ts"])
+def test_pt2_and_torchscript_of_one_fold_equal_that_fold(folder, tmp_path, suffix):
+    import torch
+
+    from volseg.models.exported import load_exported
+    from volseg.models.nnunet import NnunetModel
+    from volseg.models.nnunet.export import export_nnunet
+
+    result = export_nnunet(folder, tmp_path / f"fold1{suffix}", folds=[1])
+    assert result["max_abs_diff"] == 0.0 and result["metadata"]["nnunet"]["folds"] == ["1"]
+    model = NnunetModel(folder, folds=[1], tta=False)
+    raw = np.random.default_rng(4).normal(0.4, 2.0, size=(1, 1, 16, 16, 24)).astype(np.float32)
+    expected = model.probabilities(model.normalise(raw[0])[None]).numpy()
+    with torch.no_grad():
+        got = load_exported(result["output"])(torch.from_numpy(raw)).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-5)
