@@ -16,6 +16,9 @@ the source checkpoint and its SHA-256.
   deprecates TorchScript in favour of ``torch.export``; it is kept for older C++/LibTorch
   deployments.
 
+An nnU-Net v2 model folder is exported by :mod:`volseg.models.nnunet.export` (the CLI picks it
+for a folder), through the same :func:`write_checked`.
+
 Diffusion runs are refused: their prediction is a DDIM loop of about ten denoiser calls with
 patch blending at every step, which ``volseg predict RUN`` runs; a lone denoiser file would not
 be a model ``predict`` (or a user) can apply to a volume.
