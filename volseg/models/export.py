@@ -88,7 +88,7 @@ def export_metadata(payload: dict[str, Any], source: Path, fmt: str) -> dict[str
             "opset": OPSET if fmt == "onnx" else None}
 
 
-def _check_output(output: str | os.PathLike, run: Path, fmt: str | None, overwrite: bool) -> Path:
+def check_output(output: str | os.PathLike, run: Path, fmt: str | None, overwrite: bool) -> Path:
     """The checked output file (a ``file://`` URL as its local path): not empty, not the
     working directory, not in the run, its suffix the format's, and an existing file replaced
     only when it carries volseg's export mark and ``overwrite`` is given."""
@@ -226,7 +226,7 @@ def export_model(run: str | os.PathLike, output: str | os.PathLike, *, fmt: str 
     t0 = time.perf_counter()
     run = Path(local_path(os.fspath(run)))
     source = model_file(run)
-    target = _check_output(output, run, fmt, overwrite)
+    target = check_output(output, run, fmt, overwrite)
     name = parse_format(target, fmt)
     payload = load_run(source)
     kind = str(payload["model_config"].get("type", "unet")).lower()

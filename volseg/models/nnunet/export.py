@@ -166,11 +166,11 @@ def export_nnunet(folder: str | os.PathLike, output: str | os.PathLike, *, fmt: 
         each fold's weights sha256) and ``patch`` the plans' patch size (z, y, x).
     """
     from volseg.io.identity import local_path
-    from volseg.models.export import _check_output, parse_format, write_checked
+    from volseg.models.export import check_output, parse_format, write_checked
 
     t0 = time.perf_counter()
     folder = Path(local_path(os.fspath(folder)))
-    target = _check_output(output, folder, fmt, overwrite)
+    target = check_output(output, folder, fmt, overwrite)
     name = parse_format(target, fmt)
     model = NnunetModel(folder, folds=folds, checkpoint=checkpoint, tta=False, device="cpu", trust=trust)
     meta = nnunet_metadata(model, name)
