@@ -1,4 +1,5 @@
-"""``volseg export``: write a trained UNet as ONNX, torch.export (.pt2) or TorchScript."""
+"""``volseg export``: write a trained UNet run or an nnU-Net v2 model folder as ONNX, torch.export
+(.pt2) or TorchScript."""
 
 from __future__ import annotations
 
@@ -9,16 +10,25 @@ import typer
 from volseg.cli._app import app
 from volseg.cli._bundles import bundled
 from volseg.cli._common import JsonOpt, OverwriteOpt, QuietOpt, done, guard_json, local_output
+from volseg.errors import VolsegError
 
 
 @app.command("export")
 @bundled()
 def export_command(
-    run: Annotated[str, typer.Argument(help="Run directory (best.pt, else model.pt) or a run checkpoint.")],
+    run: Annotated[str, typer.Argument(help="Run directory (best.pt, else model.pt), a run checkpoint, or an "
+                                            "nnU-Net v2 model folder (Trainer__Plans__configuration).")],
     output: Annotated[str, typer.Option("--output", "-o", callback=local_output,
                                         help="Model file: .onnx, .pt2 or .ts.")],
     fmt: Annotated[str | None, typer.Option(
         "--format", help="onnx, pt2 (torch.export) or torchscript (default: from the suffix of -o).")] = None,
+    folds: Annotated[str | None, typer.Option(
+        "--folds", help="nnU-Net folder: folds whose logits are averaged, e.g. 0,1 (default: every fold present).")] = None,
+    checkpoint: Annotated[str, typer.Option(
+        "--checkpoint", help="nnU-Net folder: checkpoint_final.pth (final) or checkpoint_best.pth (best).")] = "final",
+    trust_checkpoint: Annotated[bool, typer.Option(
+        "--trust-checkpoint", help="nnU-Net folder: unpickle checkpoints the weights-only loader refuses "
+        "(runs code from the file: only for files you trust).")] = False,
     overwrite: OverwriteOpt = False,
     json_out: JsonOpt = None,
     quiet: QuietOpt = False,
@@ -28,17 +38,40 @@ def export_command(
     `volseg predict` accepts the exported file in place of the run (ONNX runs with onnxruntime:
     pip install "volseg\\[onnx]").
 
+    An nnU-Net folder exports its folds' mean logits with softmax (sigmoid for regions) and the
+    plans' CT normalisation inside, without mirroring; predicting the file blends probabilities on
+    volseg's grid, close to but not equal to nnU-Net: `volseg predict FOLDER` is the nnU-Net-equal
+    path. Folders normalised with per-image statistics (ZScore, RescaleTo01) are refused.
+
     Examples:
 
       volseg export runs/unet -o unet.onnx
 
       volseg export runs/unet -o unet.pt2
 
+      volseg export nnUNetTrainer__nnUNetPlans__3d_fullres -o ink.onnx --folds 0,1
+
       volseg predict unet.onnx scroll.zarr -o pred.zarr --stitch
     """
-    from volseg.models.export import export_model
+    from volseg.inference.settings import parse_folds
+    from volseg.models.nnunet.folder import is_model_folder
 
     guard_json(json_out, inputs=[run], outputs=[output])
-    result = export_model(run, output, fmt=fmt, overwrite=overwrite)
+    nnunet = is_model_folder(run)
+    if not nnunet and (folds is not None or checkpoint != "final" or trust_checkpoint):
+        raise VolsegError(run, "is not an nnU-Net model folder; --folds, --checkpoint and "
+                               "--trust-checkpoint apply to nnU-Net folders only: drop them")
+    if nnunet:
+        from volseg.models.nnunet.export import export_nnunet
+
+        choice = str(checkpoint).strip().lower()
+        if choice not in ("final", "best"):
+            raise VolsegError("--checkpoint", f"{checkpoint!r} is not final or best")
+        result = export_nnunet(run, output, fmt=fmt, folds=parse_folds(folds), checkpoint=choice,
+                               trust=trust_checkpoint, overwrite=overwrite)
+    else:
+        from volseg.models.export import export_model
+
+        result = export_model(run, output, fmt=fmt, overwrite=overwrite)
     done(result, json_out, f"wrote {result['output']} ({result['format']}, {result['bytes'] / 1e6:.1f} MB) in "
          f"{result['seconds']:.1f} s; max |exported - torch| = {result['max_abs_diff']:.2e}", quiet=quiet)

@@ -16,6 +16,9 @@ the source checkpoint and its SHA-256.
   deprecates TorchScript in favour of ``torch.export``; it is kept for older C++/LibTorch
   deployments.
 
+An nnU-Net v2 model folder is exported by :mod:`volseg.models.nnunet.export` (the CLI picks it
+for a folder), through the same :func:`write_checked`.
+
 Diffusion runs are refused: their prediction is a DDIM loop of about ten denoiser calls with
 patch blending at every step, which ``volseg predict RUN`` runs; a lone denoiser file would not
 be a model ``predict`` (or a user) can apply to a volume.
@@ -85,7 +88,7 @@ def export_metadata(payload: dict[str, Any], source: Path, fmt: str) -> dict[str
             "opset": OPSET if fmt == "onnx" else None}
 
 
-def _check_output(output: str | os.PathLike, run: Path, fmt: str | None, overwrite: bool) -> Path:
+def check_output(output: str | os.PathLike, run: Path, fmt: str | None, overwrite: bool) -> Path:
     """The checked output file (a ``file://`` URL as its local path): not empty, not the
     working directory, not in the run, its suffix the format's, and an existing file replaced
     only when it carries volseg's export mark and ``overwrite`` is given."""
@@ -223,7 +226,7 @@ def export_model(run: str | os.PathLike, output: str | os.PathLike, *, fmt: str 
     t0 = time.perf_counter()
     run = Path(local_path(os.fspath(run)))
     source = model_file(run)
-    target = _check_output(output, run, fmt, overwrite)
+    target = check_output(output, run, fmt, overwrite)
     name = parse_format(target, fmt)
     payload = load_run(source)
     kind = str(payload["model_config"].get("type", "unet")).lower()
@@ -233,19 +236,33 @@ def export_model(run: str | os.PathLike, output: str | os.PathLike, *, fmt: str 
                                "run it with `volseg predict RUN`)")
     meta = export_metadata(payload, source, name)
     model = load_model(source, device="cpu")
-    example = _example(meta, (2, 3, 4), batch=2)
+    result = write_checked(model, meta, target, name, output, _example, check=check)
+    result["seconds"] = round(time.perf_counter() - t0, 3)
+    return result
+
+
+def write_checked(model: torch.nn.Module, meta: dict[str, Any], target: Path, name: str,
+                  output: str | os.PathLike, example, *, check: bool = True) -> dict[str, Any]:
+    """Write ``model`` as ``name`` to a temporary sibling of ``target``, load it back, compare it
+    with ``model`` on an input of another shape (``max_abs_diff``) and only then rename it over
+    ``target``; ``example(meta, sides, batch)`` makes the raw inputs (sides in units of ``2**depth``).
+
+    Returns ``{"output", "format", "metadata", "max_abs_diff", "bytes"}``.
+    """
+    from volseg.io.identity import local_path
+
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f"{target.stem}.tmp-{os.getpid()}{target.suffix}")
     result = {"output": str(Path(local_path(os.fspath(output)))), "format": name, "metadata": meta,
               "max_abs_diff": None}
     try:
         with _quiet_exporters():
-            _WRITERS[name](model, example, meta, tmp)
+            _WRITERS[name](model, example(meta, (2, 3, 4), batch=2), meta, tmp)
         result["bytes"] = tmp.stat().st_size
         if check:  # the new file is loaded back and compared before it replaces anything
             from volseg.models.exported import load_exported
 
-            probe = _example(meta, (3, 2, 5), batch=1)
+            probe = example(meta, (3, 2, 5), batch=1)
             with torch.no_grad():
                 expected = model(probe)
                 got = load_exported(tmp)(probe)
@@ -253,5 +270,4 @@ def export_model(run: str | os.PathLike, output: str | os.PathLike, *, fmt: str 
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
-    result["seconds"] = round(time.perf_counter() - t0, 3)
     return result
