@@ -10,7 +10,6 @@ import typer
 from volseg.cli._app import app
 from volseg.cli._bundles import bundled
 from volseg.cli._common import JsonOpt, OverwriteOpt, QuietOpt, done, guard_json, local_output
-from volseg.errors import VolsegError
 
 
 @app.command("export")
@@ -36,42 +35,22 @@ def export_command(
     """Export a trained UNet run (input normalisation included; batch and z, y, x dynamic).
 
     `volseg predict` accepts the exported file in place of the run (ONNX runs with onnxruntime:
-    pip install "volseg\\[onnx]").
-
-    An nnU-Net folder exports its folds' mean logits with softmax (sigmoid for regions) and the
-    plans' CT normalisation inside, without mirroring; predicting the file blends probabilities on
-    volseg's grid, close to but not equal to nnU-Net: `volseg predict FOLDER` is the nnU-Net-equal
-    path. Folders normalised with per-image statistics (ZScore, RescaleTo01) are refused.
+    pip install "volseg\\[onnx]"). An nnU-Net folder exports its folds' mean logits, softmax and
+    CT normalisation (no mirroring); `volseg predict FOLDER` is the nnU-Net-equal path.
 
     Examples:
 
       volseg export runs/unet -o unet.onnx
-
-      volseg export runs/unet -o unet.pt2
 
       volseg export nnUNetTrainer__nnUNetPlans__3d_fullres -o ink.onnx --folds 0,1
 
       volseg predict unet.onnx scroll.zarr -o pred.zarr --stitch
     """
     from volseg.inference.settings import parse_folds
-    from volseg.models.nnunet.folder import is_model_folder
+    from volseg.models.nnunet.export import export_run_or_folder
 
     guard_json(json_out, inputs=[run], outputs=[output])
-    nnunet = is_model_folder(run)
-    if not nnunet and (folds is not None or checkpoint != "final" or trust_checkpoint):
-        raise VolsegError(run, "is not an nnU-Net model folder; --folds, --checkpoint and "
-                               "--trust-checkpoint apply to nnU-Net folders only: drop them")
-    if nnunet:
-        from volseg.models.nnunet.export import export_nnunet
-
-        choice = str(checkpoint).strip().lower()
-        if choice not in ("final", "best"):
-            raise VolsegError("--checkpoint", f"{checkpoint!r} is not final or best")
-        result = export_nnunet(run, output, fmt=fmt, folds=parse_folds(folds), checkpoint=choice,
-                               trust=trust_checkpoint, overwrite=overwrite)
-    else:
-        from volseg.models.export import export_model
-
-        result = export_model(run, output, fmt=fmt, overwrite=overwrite)
+    result = export_run_or_folder(run, output, fmt=fmt, folds=parse_folds(folds), checkpoint=checkpoint,
+                                  trust=trust_checkpoint, overwrite=overwrite)
     done(result, json_out, f"wrote {result['output']} ({result['format']}, {result['bytes'] / 1e6:.1f} MB) in "
          f"{result['seconds']:.1f} s; max |exported - torch| = {result['max_abs_diff']:.2e}", quiet=quiet)

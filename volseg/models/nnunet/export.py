@@ -178,3 +178,23 @@ def export_nnunet(folder: str | os.PathLike, output: str | os.PathLike, *, fmt: 
     result = write_checked(module, meta, target, name, output, _example, check=check)
     result["seconds"] = round(time.perf_counter() - t0, 3)
     return result
+
+
+def export_run_or_folder(run: str | os.PathLike, output: str | os.PathLike, *, fmt: str | None = None,
+                         folds: Sequence[int | str] | None = None, checkpoint: str = "final",
+                         trust: bool = False, overwrite: bool = False) -> dict[str, Any]:
+    """``volseg export``: :func:`export_nnunet` for an nnU-Net folder, else
+    :func:`volseg.models.export.export_model`, whose runs refuse the folder-only options."""
+    from volseg.models.nnunet.folder import is_model_folder
+
+    if not is_model_folder(run):
+        if folds is not None or checkpoint != "final" or trust:
+            raise VolsegError(run, "is not an nnU-Net model folder; --folds, --checkpoint and "
+                                   "--trust-checkpoint apply to nnU-Net folders only: drop them")
+        from volseg.models.export import export_model
+
+        return export_model(run, output, fmt=fmt, overwrite=overwrite)
+    choice = str(checkpoint).strip().lower()
+    if choice not in ("final", "best"):
+        raise VolsegError("--checkpoint", f"{checkpoint!r} is not final or best")
+    return export_nnunet(run, output, fmt=fmt, folds=folds, checkpoint=choice, trust=trust, overwrite=overwrite)
