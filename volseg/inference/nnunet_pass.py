@@ -46,7 +46,10 @@ def nnunet_spec(job: NnunetJob, output_options) -> OutputSpec:
 
 def _tile_logits(job: NnunetJob, image: np.ndarray, lo: np.ndarray, origins: np.ndarray) -> np.ndarray:
     """(n, folds, C, *patch) float32 logits of the tiles at ``origins`` of ``image`` (starting at ``lo``)."""
+    from volseg.inference.runner import set_torch_threads
+
     model, plan = job.model, job.plan
+    set_torch_threads(job.threads)  # per calling thread: a dask worker thread has its own OpenMP count
     back = tuple(int(a) for a in np.argsort(job.transpose))
     out = np.empty((len(origins), len(model.folds), model.out_channels, *plan.patch), np.float32)
     for first in range(0, len(origins), job.batch_size):

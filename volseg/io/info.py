@@ -27,8 +27,9 @@ def volume_info(path, *, channel: int | None = None, exact_bytes: int = EXACT_BY
         ``path``, ``format``, ``shape`` (z, y, x), ``dtype``, ``chunks``, ``levels``,
         ``level_shapes`` (OME-Zarr), ``spacing`` (z, y, x), ``unit``, ``nbytes``, ``min``,
         ``max``, ``range_sampled`` (bool), ``sampled_chunks`` and ``labels`` (the first NGFF
-        label image, or None); ``made_by`` for an nnU-Net prediction (what made it, see
-        :data:`MADE_BY_KEYS`). ``min``/``max`` are None when no finite value was seen.
+        label image, or None); ``made_by`` for a prediction (what made it: model hash or
+        provenance, patch, overlap, blend, TTA, input; :data:`MADE_BY_KEYS` for nnU-Net
+        folders, :data:`RUN_MADE_BY_KEYS` and the volseg version for the others). ``min``/``max`` are None when no finite value was seen.
 
     Examples
     --------
@@ -72,6 +73,10 @@ def volume_info(path, *, channel: int | None = None, exact_bytes: int = EXACT_BY
 #: The recorded settings of an nnU-Net prediction that ``info`` shows as ``made_by``.
 MADE_BY_KEYS = ("model", "volume", "volume_stamp", "volume_shape", "volume_spacing", "label", "tta", "overlap",
                 "blend", "patch", "crop_box", "normalization_stats", "spacing_policy", "volseg_version")
+#: The same for a prediction of a volseg run, an export, a foreign ONNX file or an ensemble.
+RUN_MADE_BY_KEYS = ("command", "kind", "model_sha256", "ensemble", "ensemble_mean", "volume", "volume_stamp",
+                    "volume_shape", "patch", "overlap", "stride", "tta", "tta_rotate", "amp", "blend", "pad", "chunks",
+                    "tile", "roi", "mask", "mask_level", "normalize", "activation", "nan_value", "samples", "output")
 
 
 def _made_by(path, meta) -> dict:
@@ -87,9 +92,29 @@ def _made_by(path, meta) -> dict:
     except (VolsegError, OSError, ValueError, KeyError):  # a level array inside a group: nothing recorded
         return {}
     settings = (attrs.get("volseg") or {}).get("settings") if isinstance(attrs.get("volseg"), dict) else None
-    if not isinstance(settings, dict) or settings.get("kind") != "nnunet":
+    if not isinstance(settings, dict):
         return {}
-    return {"made_by": {k: settings[k] for k in MADE_BY_KEYS if k in settings}}
+    if settings.get("kind") == "nnunet":
+        return {"made_by": {k: settings[k] for k in MADE_BY_KEYS if k in settings}}
+    if "model_sha256" not in settings and "ensemble" not in settings:
+        return {}
+    made = {k: settings[k] for k in RUN_MADE_BY_KEYS if k in settings}
+    version = _recorded_version(path)
+    if version:
+        made["volseg_version"] = version
+    return {"made_by": made}
+
+
+def _recorded_version(path) -> str | None:
+    """The volseg version named on the first line of the output's ``volseg-predict.yml``."""
+    import re
+
+    try:
+        with open(os.path.join(os.fspath(path), "volseg-predict.yml"), encoding="utf-8") as fh:
+            match = re.match(r"# volseg (\S+?):", fh.readline())
+    except OSError:
+        return None
+    return match.group(1) if match else None
 
 
 def _state(path) -> dict:
