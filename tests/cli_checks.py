@@ -30,3 +30,23 @@ def one_error_line(result, *needles):
     for needle in needles:
         assert needle in lines[0], lines[0]
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def reuse_click_command(app):
+    """Context manager: every ``CliRunner().invoke(app, ...)`` inside reuses one Click command
+    (CliRunner rebuilds it per call otherwise, which dominates a long table of quick calls)."""
+    import contextlib
+
+    import pytest
+    import typer.main
+    import typer.testing
+
+    command = typer.main.get_command(app)
+
+    @contextlib.contextmanager
+    def patched():
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(typer.testing, "_get_command", lambda a: command if a is app else typer.main.get_command(a))
+            yield
+
+    return patched()

@@ -23,7 +23,7 @@ from volseg.cli import app
 pytest.importorskip("nnunetv2", reason="nnunetv2 (the oracle) is in the dev extra: "
                                        "pip install -e '.[dev]' torch==2.13.0")
 
-from cli_checks import one_error_line, tree  # noqa: E402
+from cli_checks import reuse_click_command, one_error_line, tree  # noqa: E402
 from nnunet_folder import dataset_for, make_folder, plans_for, rewrite  # noqa: E402
 from test_nnunet_oracle import CASES, nnunet_predict, reference, tiles, volume  # noqa: E402
 
@@ -31,11 +31,7 @@ from test_nnunet_oracle import CASES, nnunet_predict, reference, tiles, volume  
 @pytest.fixture(autouse=True, scope="module")
 def _one_command():
     """Build the Click command once for the module (CliRunner builds it per call otherwise)."""
-    import typer.testing
-
-    command = typer.main.get_command(app)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(typer.testing, "_get_command", lambda a: command if a is app else typer.main.get_command(a))
+    with reuse_click_command(app):
         yield
 
 
