@@ -173,17 +173,54 @@ def test_cuda_runs_channels_last_with_cudnn_autotuning_and_matches_the_cpu(files
     assert half.dtype == np.float32 and np.abs(half - Runner(model).predict(patches)).max() < 1e-2
 
 
-def test_a_volume_of_one_chunk_runs_its_forwards_on_every_core(files, monkeypatch):
+def test_forwards_use_every_core_in_turns_or_share_them_between_processes(files, monkeypatch):
     from volseg.inference.settings import PredictSettings
     from volseg.inference.setup import prepare, threads_per_worker
     from volseg.parallel import parse_workers
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     cores = parse_workers(None)
-    one = prepare(files / "run", str(files / "v.npy"), PredictSettings.parse(patch=16, chunks=64), workers=cores)
+    # threads of one process take turns at the forwards (forward_turn), each with every core
+    for chunks in (64, 8):
+        setup = prepare(files / "run", str(files / "v.npy"), PredictSettings.parse(patch=16, chunks=chunks), workers=cores)
+        assert setup.runner.threads == cores
+    assert threads_per_worker(cores, scheduler="synchronous") == cores
+    # one process per worker: the cores are shared, except where fewer tasks than workers exist
+    one = prepare(files / "run", str(files / "v.npy"), PredictSettings.parse(patch=16, chunks=64), workers=cores,
+                  scheduler="processes")
     assert len(one.plan.chunk_list()) == 1 and one.runner.threads == cores  # one task: no idle cores
-    many = prepare(files / "run", str(files / "v.npy"), PredictSettings.parse(patch=16, chunks=8), workers=cores)
-    assert len(many.plan.chunk_list()) >= cores and many.runner.threads == 1
-    assert threads_per_worker(cores, tasks=1) == cores and threads_per_worker(1) == cores
+    many = prepare(files / "run", str(files / "v.npy"), PredictSettings.parse(patch=16, chunks=8), workers=cores,
+                   scheduler="processes")
+    assert len(many.plan.chunk_list()) >= cores and many.runner.threads == max(1, cores // cores)
+    assert threads_per_worker(cores, tasks=1, scheduler="processes") == cores
+    assert threads_per_worker(1, scheduler="distributed") == cores
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
-    assert threads_per_worker(cores, tasks=1) == 3
+    assert threads_per_worker(cores, tasks=1) == 3 and threads_per_worker(cores, scheduler="processes") == 3
+
+
+def test_cpu_forwards_take_turns_and_cuda_ones_do_not():
+    import threading
+
+    from volseg.inference.runner import forward_turn
+
+    inside, most = [0], [0]
+    lock = threading.Lock()
+
+    def work():
+        for _ in range(50):
+            with forward_turn("cpu"):
+                with lock:
+                    inside[0] += 1
+                    most[0] = max(most[0], inside[0])
+                threading.Event().wait(0.0005)
+                with lock:
+                    inside[0] -= 1
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert most[0] == 1
+    with forward_turn("cuda:0"), forward_turn("cuda:0"):  # no lock on CUDA: nested use does not block
+        pass

@@ -130,6 +130,15 @@ def exit_with_parent(parent: int, every: float = 0.5) -> None:
     threading.Thread(target=watch, name="volseg-exit-with-parent", daemon=True).start()
 
 
+def _init_worker(parent: int) -> None:
+    """Pool-worker initializer: the allocator of the command (:func:`volseg.allocator.tune`) and
+    :func:`exit_with_parent`."""
+    from volseg.allocator import tune
+
+    tune()
+    exit_with_parent(parent)
+
+
 class Executor:
     """The one task executor of a command, opened from an :class:`Execution`.
 
@@ -217,7 +226,7 @@ class Executor:
 
                 self._pool = self._stack.enter_context(
                     ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                        initializer=exit_with_parent, initargs=(os.getpid(),)))
+                                        initializer=_init_worker, initargs=(os.getpid(),)))
             options["pool"] = self._pool
         return options
 

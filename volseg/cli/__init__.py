@@ -25,5 +25,8 @@ from volseg.cli import demo_cmd  # noqa: E402,F401  demo
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: tunes the allocator (:mod:`volseg.allocator`), then runs the app."""
+    from volseg.allocator import tune
+
+    tune()  # before any worker thread allocates: glibc fixes its arena limit then
     app()

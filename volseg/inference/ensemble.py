@@ -131,10 +131,10 @@ def _names(conditions: tuple[str, ...]) -> str:
 
 
 def prepare_ensemble(runs: Sequence[str], volume, settings: PredictSettings, *,
-                     workers: int | None = None) -> Ensemble:
+                     workers: int | None = None, scheduler: str = "threads") -> Ensemble:
     """Validate and resolve every member (:func:`~volseg.inference.setup.prepare`) before any output exists."""
     check_members(runs, settings)
-    members = tuple(prepare(run, volume, settings, workers=workers) for run in runs)
+    members = tuple(prepare(run, volume, settings, workers=workers, scheduler=scheduler) for run in runs)
     first = members[0]
     for m in members[1:]:
         if m.info.out_channels != first.info.out_channels or m.info.image != first.info.image:
@@ -195,7 +195,7 @@ def predict_ensemble(runs: Sequence[str], volume, output, settings: PredictSetti
 
     t0 = time.perf_counter()
     guard_output(output, inputs=[*runs, volume], kind="volume", overwrite=execution.overwrite)
-    ens = prepare_ensemble(runs, volume, settings, workers=execution.workers)
+    ens = prepare_ensemble(runs, volume, settings, workers=execution.workers, scheduler=execution.scheduler)
     spec = output_options.spec(ens.info.out_channels, image=ens.info.image)
     resolved = ens.members[0].settings  # the patch stays as given: each member's own unless --patch
     record = settings_text(settings.replace(amp=resolved.amp, chunks=resolved.chunks), output_options,

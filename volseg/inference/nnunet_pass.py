@@ -46,7 +46,7 @@ def nnunet_spec(job: NnunetJob, output_options) -> OutputSpec:
 
 def _tile_logits(job: NnunetJob, image: np.ndarray, lo: np.ndarray, origins: np.ndarray) -> np.ndarray:
     """(n, folds, C, *patch) float32 logits of the tiles at ``origins`` of ``image`` (starting at ``lo``)."""
-    from volseg.inference.runner import set_torch_threads
+    from volseg.inference.runner import forward_turn, set_torch_threads
 
     model, plan = job.model, job.plan
     set_torch_threads(job.threads)  # per calling thread: a dask worker thread has its own OpenMP count
@@ -57,7 +57,8 @@ def _tile_logits(job: NnunetJob, image: np.ndarray, lo: np.ndarray, origins: np.
         batch = np.stack([image[tuple(slice(o - l, o - l + p) for o, l, p in zip(origin, lo, plan.patch))]
                           .transpose(job.transpose) for origin in rows])[:, None]
         for k in range(len(model.folds)):
-            logits = model.logits(batch, fold=k).cpu().numpy()
+            with forward_turn(job.device):
+                logits = model.logits(batch, fold=k).cpu().numpy()
             out[first:first + len(rows), k] = logits.transpose(0, 1, *(2 + b for b in back))
     return out
 

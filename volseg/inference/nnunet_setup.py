@@ -84,6 +84,11 @@ class NnunetJob:
     roi: tuple | None = None
 
     @property
+    def device(self) -> str:
+        """The resolved torch device of the forwards."""
+        return str(self.model_args[3])
+
+    @property
     def model(self):
         """The :class:`~volseg.models.nnunet.NnunetModel`, loaded once per process."""
         key = (self.folder, self.model_args)
@@ -277,7 +282,7 @@ def prepare_nnunet(run, volume, settings, output_options, execution, executor):
     if len(meta.shape) != 3:
         raise VolsegError(volume, f"has {len(meta.shape)} dimensions {meta.shape}; predict needs a 3D (z, y, x) volume")
     device = str(resolve_device(settings.device))
-    threads = threads_per_worker(execution.workers) if device == "cpu" else None
+    threads = threads_per_worker(execution.workers, scheduler=execution.scheduler) if device == "cpu" else None
     args = (settings.folds, settings.checkpoint, settings.tta, device, settings.trust_checkpoint)
     folder = os.path.abspath(os.fspath(run))  # provenance names the folder wherever the run started
     probe = NnunetJob(folder, str(volume), "", args, (), (), (), (), None, None, (), None, 1, None, threads)

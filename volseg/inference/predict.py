@@ -113,7 +113,7 @@ def predict(run, volume, output, settings: PredictSettings | None = None,
                               "resized volumes and predicts the whole volume at once; --roi and --mask select "
                               "patches of a patch-wise run (set `whole: false` in --config to run it patch-wise)")
         return predict_whole(run, volume, output, shape, settings, output_options, execution, predict_once=predict)
-    setup = prepare(run, volume, settings, workers=execution.workers)
+    setup = prepare(run, volume, settings, workers=execution.workers, scheduler=execution.scheduler)
     guard_output(output, inputs=[run, volume], overwrite=execution.overwrite,
                  kind="volume" if settings.stitch or setup.info.kind == "diffusion" else "patches")
     record = settings_text(setup.settings, output_options, run=str(run), volume=str(volume))

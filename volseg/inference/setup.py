@@ -21,15 +21,19 @@ from volseg.inference.settings import PredictSettings
 from volseg.inference.support import Support, build_support
 
 
-def threads_per_worker(workers: int | None, tasks: int | None = None) -> int:
-    """torch threads per worker: ``OMP_NUM_THREADS`` when set, else cores // busy workers (at
-    least 1), where a pass of ``tasks`` chunk tasks keeps at most that many workers busy (a
-    volume of one output chunk runs its forwards on all cores, not on one)."""
+def threads_per_worker(workers: int | None, tasks: int | None = None, *, scheduler: str = "threads") -> int:
+    """torch threads per worker: ``OMP_NUM_THREADS`` when set; else, where the workers are
+    threads of this process (``threads``, ``synchronous``), all cores, since they take turns at
+    the forwards (:func:`volseg.inference.runner.forward_turn`); else (one process per worker)
+    cores // busy workers (at least 1), where a pass of ``tasks`` chunk tasks keeps at most that
+    many workers busy (a volume of one output chunk runs its forwards on all cores, not on one)."""
     from volseg.parallel import parse_workers
 
     env = os.environ.get("OMP_NUM_THREADS", "").strip()
     if env.isdigit() and int(env) > 0:
         return int(env)
+    if scheduler in ("threads", "synchronous"):
+        return parse_workers(None)
     busy = parse_workers(workers) if tasks is None else max(1, min(parse_workers(workers), int(tasks)))
     return max(1, parse_workers(None) // busy)
 
@@ -160,10 +164,11 @@ def _check_patch(patch, depth: int, shape, pad: bool) -> None:
                           "--patch or allow mirror padding")
 
 
-def prepare(run, volume, settings: PredictSettings, *, workers: int | None = None) -> Setup:
+def prepare(run, volume, settings: PredictSettings, *, workers: int | None = None,
+            scheduler: str = "threads") -> Setup:
     """Validate a predict request (model, volume, patch, overlap, device) before any output exists.
 
-    ``workers`` sets the torch threads per worker on CPU (:func:`threads_per_worker`).
+    ``workers`` and ``scheduler`` set the torch threads per worker on CPU (:func:`threads_per_worker`).
 
     Examples
     --------
@@ -197,7 +202,8 @@ def prepare(run, volume, settings: PredictSettings, *, workers: int | None = Non
     runtime = choose_runtime(settings.runtime, model_file, kind=kind, device=dev, amp=settings.amp)
     plan = Plan.build(meta.shape, patch, stride, settings.chunks)
     runner = Runner(runtime.model_file, device=dev, batch_size=batch, amp=settings.amp, tta=settings.tta,
-                    threads=threads_per_worker(workers, len(plan.chunk_list())) if dev == "cpu" else None,
+                    threads=threads_per_worker(workers, len(plan.chunk_list()), scheduler=scheduler)
+                    if dev == "cpu" else None,
                     rotate=settings.tta_rotate, channels_last=runtime.channels_last, foreign=foreign)
     info = ModelInfo.of(runner.model)
     names = [str(n) for n in cfg.get("condition") or []]
