@@ -9,10 +9,14 @@ model forward's GFLOP/s against one convolution measured in the same run.
   process (wall time from start to exit: imports and model loading included), this tree and
   the ``--baseline`` commit (extracted with ``git archive``) interleaved ``--repeat`` times;
   medians. The two outputs are compared voxel for voxel (``max_abs_diff``).
-* **forward**: in this process, with all cores as torch threads, the model forward at 64^3 as
-  ``predict`` now runs it (the automatic batch, channels_last_3d) and as it ran before
-  (batch 4, contiguous), against one 32->32 3^3 convolution over 64^3 (batch 1, the faster of
-  the two layouts): the machine's practical limit. FLOPs from ``torch.utils.flop_counter``.
+* **forward**: in a worker thread of a fresh process (as ``predict``'s forwards run in the
+  scheduler's threads), with all cores as torch threads and the allocator as the command line
+  sets it (:mod:`volseg.allocator`), the model forward at 64^3 as ``predict`` now runs it (the
+  automatic batch, channels_last_3d) and as it ran before (batch 4, contiguous), against one
+  32->32 3^3 convolution over 64^3 (batch 1, the faster of the two layouts) measured in the same
+  process: the machine's practical limit. FLOPs from ``torch.utils.flop_counter``. The same
+  again in a process whose allocator is left as it is (``VOLSEG_MALLOC=system``,
+  ``allocator_untuned``): what the page faults of freed and re-allocated activations cost.
 * **batches**: seconds per patch and voxels per second against the batch for 64^3 patches
   (batch 1-8) in both layouts and 128^3 (batch 1, 2; contiguous at batch 1 only), and onnxruntime at 64^3 (``--no-onnx`` skips the export it needs):
   what ``--batch-size auto`` and ``--runtime auto`` are chosen from.
@@ -173,11 +177,8 @@ def onnx_rows(run: Path, repeat: int, batches=(1, 4)) -> list:
 def measure(args, tmp: Path) -> dict:
     import torch
 
-    from volseg.inference.runtime import auto_batch_size
     from volseg.io import write_volume
-    from volseg.models import load_model
 
-    torch.set_num_threads(os.cpu_count() or 1)
     run = make_run(tmp / "run")
     volume = tmp / "vol.zarr"
     rng = np.random.default_rng(0)
@@ -193,32 +194,69 @@ def measure(args, tmp: Path) -> dict:
     a, b = (zarr.open_array(str(tmp / f"{n}.zarr" / "0"), mode="r")[:] for n in trees)
     med = {n: statistics.median(r["seconds"] for r in rs) for n, rs in runs.items()}
 
-    model = load_model(run / "model.pt")
-    flops = forward_flops(model, (64, 64, 64))
-    batch = auto_batch_size((64, 64, 64))
-    now = timed_forward(model, 64, batch, True, args.forward_repeat)
-    before = timed_forward(model, 64, 4, False, args.forward_repeat)
-    conv = conv_limit(args.forward_repeat)
-    gflops = {"now": round(flops / now["seconds_per_patch"] / 1e9, 1),
-              "before": round(flops / before["seconds_per_patch"] / 1e9, 1)}
-    sweep = [timed_forward(model, p, b, cl, args.forward_repeat)
-             for p, b, cl in [(64, b, cl) for b in (1, 2, 4, 8) for cl in (False, True)]
-             + [(128, 1, False), (128, 1, True), (128, 2, True)]]
-    if args.onnx:
-        os.environ.setdefault("VOLSEG_MODEL_CACHE", str(tmp / "model-cache"))
-        sweep += onnx_rows(run, args.forward_repeat)
+    forward = forward_in_subprocess(args, run, tmp)
+    untuned = forward_in_subprocess(args, run, tmp, untuned=True)
     return {
         "benchmark": "predict_speed", "volume": [args.size] * 3, "baseline": args.baseline,
         "model": "unet (configs/unet3d.yml: ch 16, depth 3), random weights",
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                    "torch": torch.__version__, "torch_threads": torch.get_num_threads()},
+                    "torch": torch.__version__, "torch_threads": os.cpu_count()},
         "predict": {"runs": runs, "median_seconds": med, "speedup": round(med["baseline"] / med["this"], 3),
                     "max_abs_diff": float(np.abs(a.astype(np.float64) - b).max())},
-        "forward": {"gflop_per_patch_64": round(flops / 1e9, 2), "now": now, "before": before,
-                    "gflops_per_s": gflops, "conv_32_32_3_64": conv,
-                    "fraction_of_conv": round(gflops["now"] / conv["best_gflops_per_s"], 3)},
-        "batches": sweep,
+        "forward": forward["forward"], "batches": forward["batches"],
+        "allocator_untuned": {"forward": untuned["forward"], "batches": untuned["batches"]},
     }
+
+
+def forward_in_subprocess(args, run: Path, tmp: Path, *, untuned: bool = False) -> dict:
+    """:func:`forward_report` in a fresh process (``--forward-only``), allocator tuned or not."""
+    env = dict(os.environ, VOLSEG_MODEL_CACHE=str(tmp / "model-cache"))
+    if untuned:
+        env["VOLSEG_MALLOC"] = "system"
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--forward-only", str(run),
+           "--forward-repeat", str(args.forward_repeat)] + ([] if args.onnx and not untuned else ["--no-onnx"]) \
+        + (["--no-sweep"] if untuned else [])
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def forward_report(run: Path, args) -> dict:
+    """The forward, conv-limit and batch rows, measured in a worker thread of this process."""
+    import threading
+
+    import torch
+
+    from volseg.allocator import tune
+    from volseg.inference.runtime import auto_batch_size
+    from volseg.models import load_model
+
+    tuned = tune()
+    torch.set_num_threads(os.cpu_count() or 1)
+    result: dict = {}
+
+    def work() -> None:
+        torch.set_num_threads(os.cpu_count() or 1)  # OpenMP thread counts are per calling thread
+        model = load_model(run / "model.pt")
+        flops = forward_flops(model, (64, 64, 64))
+        now = timed_forward(model, 64, auto_batch_size((64, 64, 64)), True, args.forward_repeat)
+        before = timed_forward(model, 64, 4, False, args.forward_repeat)
+        conv = conv_limit(args.forward_repeat)
+        gflops = {"now": round(flops / now["seconds_per_patch"] / 1e9, 1),
+                  "before": round(flops / before["seconds_per_patch"] / 1e9, 1)}
+        sweep = [timed_forward(model, p, b, cl, args.forward_repeat)
+                 for p, b, cl in [(64, b, cl) for b in (1, 2, 4, 8) for cl in (False, True)]
+                 + [(128, 1, False), (128, 1, True), (128, 2, True)]] if args.sweep else []
+        if args.onnx:
+            sweep += onnx_rows(run, args.forward_repeat)
+        result.update(forward={"gflop_per_patch_64": round(flops / 1e9, 2), "allocator_tuned": tuned,
+                               "now": now, "before": before, "gflops_per_s": gflops, "conv_32_32_3_64": conv,
+                               "fraction_of_conv": round(gflops["now"] / conv["best_gflops_per_s"], 3)},
+                      batches=sweep)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+    return result
 
 
 def table(report: dict) -> str:
@@ -235,7 +273,13 @@ def table(report: dict) -> str:
               f"forward at 64^3 ({f['gflop_per_patch_64']} GFLOP per patch): now {f['gflops_per_s']['now']} GFLOP/s "
               f"(batch {f['now']['batch']}, {f['now']['layout']}), before {f['gflops_per_s']['before']} GFLOP/s; "
               f"one 32->32 3^3 convolution {f['conv_32_32_3_64']['best_gflops_per_s']} GFLOP/s: "
-              f"{100 * f['fraction_of_conv']:.0f}%", "",
+              f"{100 * f['fraction_of_conv']:.0f}%"]
+    u = report.get("allocator_untuned", {}).get("forward")
+    if u:
+        lines.append(f"allocator left as it is (VOLSEG_MALLOC=system): now {u['gflops_per_s']['now']} GFLOP/s, "
+                     f"before {u['gflops_per_s']['before']} GFLOP/s, convolution "
+                     f"{u['conv_32_32_3_64']['best_gflops_per_s']} GFLOP/s: {100 * u['fraction_of_conv']:.0f}%")
+    lines += ["",
               "| patch | batch | layout | s / patch | Mvoxel/s | load |", "|---|---|---|---|---|---|"]
     for r in report["batches"]:
         lines.append(f"| {r['patch']} | {r['batch']} | {r['layout']} | {r['seconds_per_patch']:.3f} | "
@@ -251,7 +295,13 @@ def main(argv=None) -> dict:
     parser.add_argument("--forward-repeat", type=int, default=3, help="timed calls per forward measurement")
     parser.add_argument("--no-onnx", dest="onnx", action="store_false", help="skip the onnxruntime rows")
     parser.add_argument("--json", default=str(HERE / "predict_speed.json"))
+    parser.add_argument("--forward-only", metavar="RUN", help=argparse.SUPPRESS)
+    parser.add_argument("--no-sweep", dest="sweep", action="store_false", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.forward_only:
+        report = forward_report(Path(args.forward_only), args)
+        print(json.dumps(report))
+        return report
     with tempfile.TemporaryDirectory(prefix="volseg-speed-") as tmp:
         t0 = time.perf_counter()
         report = measure(args, Path(tmp))

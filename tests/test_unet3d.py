@@ -106,3 +106,22 @@ def test_checkpointing_wraps_every_block(monkeypatch):
     with torch.no_grad():
         model.eval()(torch.randn(1, 1, 8, 8, 8))
     assert calls == []  # inference never checkpoints
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_inference_in_place_gives_the_training_forward_s_values_bit_for_bit(channels_last):
+    torch.manual_seed(3)
+    model = UNet3D(1, 2, features=8, depth=2, norm_mean=10.0, norm_std=2.0).eval()
+    x = 10 + 2 * torch.randn(2, 1, 16, 16, 16)
+    if channels_last:
+        model.to(memory_format=torch.channels_last_3d)
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    kept = x.clone()
+    with torch.enable_grad():
+        expected = model(x)
+    with torch.inference_mode():
+        got = model(x)
+    with torch.no_grad():
+        again = model(x)
+    assert torch.equal(got, expected.detach()) and torch.equal(again, got)
+    assert torch.equal(x, kept)  # the input (an identity shortcut's operand) is left alone
