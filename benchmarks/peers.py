@@ -13,8 +13,11 @@ time from start to exit (imports and model loading included: what a user waits f
 * ``monai``: MONAI's ``sliding_window_inference`` on the volume in memory with the same patch
   (64^3), overlap (0.5), gaussian blending (sigma 0.125 of the patch) and batch 4, calling the
   torch module as loaded. Skipped with a note where MONAI is not installed.
+* ``monai_tuned``: the same with the C allocator tuned as volseg's command line tunes it
+  (:mod:`volseg.allocator`): what MONAI gains from that alone.
 * ``raw``: the model forward alone over the same patches, in the layout and batch volseg runs
-  (``volseg.inference.runtime``): the floor of any sliding-window tool on this network.
+  (``volseg.inference.runtime``) and with the allocator tuned: the floor of any sliding-window
+  tool on this network.
 
 The network is volseg's default UNet (``configs/unet3d.yml``, random weights, seed 0). An
 nnU-Net contestant (``nnUNetPredictor`` on a model folder, against ``volseg predict`` of the
@@ -115,7 +118,9 @@ def raw(args) -> dict:
 
 
 #: name -> the function its child process runs (a new contestant is one more entry).
-CONTESTANTS = {"volseg": volseg_predict, "monai": monai, "raw": raw}
+CONTESTANTS = {"volseg": volseg_predict, "monai": monai, "monai_tuned": monai, "raw": raw}
+#: Contestants whose process tunes the allocator first, as the ``volseg`` command line does.
+TUNED = ("volseg", "monai_tuned", "raw")
 
 
 def child(argv) -> None:
@@ -123,6 +128,10 @@ def child(argv) -> None:
     for name in ("name", "run", "volume", "out"):
         p.add_argument(f"--{name}")
     args = p.parse_args(argv)
+    if args.name in TUNED:
+        from volseg.allocator import tune
+
+        tune()
     result = CONTESTANTS[args.name](args)
     result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print("RESULT " + json.dumps(result))
