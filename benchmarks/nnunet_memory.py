@@ -62,15 +62,16 @@ def _compare(folder: Path, tmp: Path, side: int, mirror: str, args, env: dict) -
     from volseg.inference.nnunet_grid import steps
 
     n_s, n_rss = measured([sys.executable, "-c", NNUNET, str(folder), str(tmp / f"v{side}.npy"),
-                           str(tmp / f"n{side}.npy"), mirror], env)
+                           str(tmp / f"n{side}.npy"), mirror], env) if "nnunet" in args.tools else (None, None)
     out = tmp / f"o{side}{mirror}.zarr"
     v_s, v_rss = measured([str(Path(sys.executable).with_name("volseg")), "predict", str(folder),
                            str(tmp / f"v{side}.zarr"), "-o", str(out), "--chunks", str(args.chunks),
                            "--tile", str(args.tile), "--quiet"] + (["--tta"] if mirror == "on" else []), env)
-    diff = float(np.abs(zarr.open_array(str(out / "0"), mode="r")[:] - np.load(tmp / f"n{side}.npy")).max())
+    diff = (float(np.abs(zarr.open_array(str(out / "0"), mode="r")[:] - np.load(tmp / f"n{side}.npy")).max())
+            if n_s is not None else None)
     forwards = int(np.prod([len(s) for s in steps((side,) * 3, (args.patch,) * 3, 0.5)])) * (8 if mirror == "on" else 1)
     return {"side": side, "voxels": side**3, "mirror": mirror, "forwards": forwards,
-            "nnunet_seconds": round(n_s, 1), "nnunet_forwards_per_s": round(forwards / n_s, 2),
+            "nnunet_seconds": n_s and round(n_s, 1), "nnunet_forwards_per_s": n_s and round(forwards / n_s, 2),
             "nnunet_peak_rss_bytes": n_rss, "volseg_seconds": round(v_s, 1),
             "volseg_forwards_per_s": round(forwards / v_s, 2), "volseg_peak_rss_bytes": v_rss, "max_abs_diff": diff}
 
@@ -83,6 +84,8 @@ def main(argv=None) -> int:
     ap.add_argument("--tile", type=int, default=128, help="volseg --tile")
     ap.add_argument("--mirror", nargs="+", default=["off"], choices=["off", "on"],
                     help="nnU-Net's mirroring (volseg --tta) off, on, or both; 'on' runs 8 forwards per tile")
+    ap.add_argument("--tools", nargs="+", default=["nnunet", "volseg"], choices=["nnunet", "volseg"],
+                    help="run nnU-Net's predictor too (default), or volseg alone (its time and memory only)")
     ap.add_argument("--json", default=None, help="also write the JSON object to this file")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT / "tests"))
@@ -109,9 +112,10 @@ def main(argv=None) -> int:
     last = [r for r in rows if r["side"] == args.sides[1] and r["mirror"] == args.mirror[0]][0]
     result = {"patch": args.patch, "chunks": args.chunks, "tile": args.tile, "folds": 1, "mirror": args.mirror,
               "cpus": os.cpu_count(), "load_average_before": round(os.getloadavg()[0], 2), "rows": rows,
-              "nnunet_rss_growth": round(last["nnunet_peak_rss_bytes"] / first["nnunet_peak_rss_bytes"], 2),
-              "volseg_rss_growth": round(last["volseg_peak_rss_bytes"] / first["volseg_peak_rss_bytes"], 2),
-              "volseg_time_ratio_larger": round(last["volseg_seconds"] / last["nnunet_seconds"], 3)}
+              "volseg_rss_growth": round(last["volseg_peak_rss_bytes"] / first["volseg_peak_rss_bytes"], 2)}
+    if "nnunet" in args.tools:
+        result.update(nnunet_rss_growth=round(last["nnunet_peak_rss_bytes"] / first["nnunet_peak_rss_bytes"], 2),
+                      volseg_time_ratio_larger=round(last["volseg_seconds"] / last["nnunet_seconds"], 3))
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:

@@ -198,7 +198,8 @@ def test_forwards_use_every_core_in_turns_or_share_them_between_processes(files,
     assert threads_per_worker(cores, tasks=1) == 3 and threads_per_worker(cores, scheduler="processes") == 3
 
 
-def test_cpu_forwards_take_turns_and_cuda_ones_do_not():
+@pytest.mark.parametrize("threads", [None, 2])
+def test_cpu_forwards_on_several_threads_take_turns(threads):
     import threading
 
     from volseg.inference.runner import forward_turn
@@ -208,7 +209,7 @@ def test_cpu_forwards_take_turns_and_cuda_ones_do_not():
 
     def work():
         for _ in range(50):
-            with forward_turn("cpu"):
+            with forward_turn("cpu", threads):
                 with lock:
                     inside[0] += 1
                     most[0] = max(most[0], inside[0])
@@ -216,11 +217,17 @@ def test_cpu_forwards_take_turns_and_cuda_ones_do_not():
                 with lock:
                     inside[0] -= 1
 
-    threads = [threading.Thread(target=work) for _ in range(4)]
-    for t in threads:
+    workers = [threading.Thread(target=work) for _ in range(4)]
+    for t in workers:
         t.start()
-    for t in threads:
+    for t in workers:
         t.join()
     assert most[0] == 1
-    with forward_turn("cuda:0"), forward_turn("cuda:0"):  # no lock on CUDA: nested use does not block
+
+
+def test_single_threaded_and_cuda_forwards_run_side_by_side():
+    from volseg.inference.runner import forward_turn
+
+    # no lock: nested use does not block (OMP_NUM_THREADS=1 workers, CUDA streams)
+    with forward_turn("cpu", 1), forward_turn("cpu", 1), forward_turn("cuda:0"), forward_turn("cuda:0"):
         pass

@@ -57,7 +57,7 @@ def _tile_logits(job: NnunetJob, image: np.ndarray, lo: np.ndarray, origins: np.
         batch = np.stack([image[tuple(slice(o - l, o - l + p) for o, l, p in zip(origin, lo, plan.patch))]
                           .transpose(job.transpose) for origin in rows])[:, None]
         for k in range(len(model.folds)):
-            with forward_turn(job.device):
+            with forward_turn(job.device, job.threads):
                 logits = model.logits(batch, fold=k).cpu().numpy()
             out[first:first + len(rows), k] = logits.transpose(0, 1, *(2 + b for b in back))
     return out

@@ -37,14 +37,20 @@ def set_torch_threads(threads: int | None) -> None:
         torch.set_num_threads(max(1, int(threads)))
 
 
-def forward_turn(device: str):
-    """A context in which this thread runs a forward pass on ``device``: on CPU one at a time
-    per process, so the worker threads of ``--scheduler threads`` take turns at the forwards
-    with all the process's cores as torch threads (:func:`volseg.inference.setup.threads_per_worker`)
-    while the others read, blend and write. One forward on 2 threads in ``channels_last_3d``
-    runs 1.3x the patches per second of two single-threaded ones (``benchmarks/predict_speed.py``).
-    A no-op on CUDA."""
-    return _TURN if str(device) == "cpu" else contextlib.nullcontext()
+def forward_turn(device: str, threads: int | None = None):
+    """A context in which this thread runs a forward pass on ``device`` with ``threads`` torch
+    threads (None: torch's default, all cores).
+
+    A CPU forward on more than one thread runs one at a time per process: the worker threads of
+    ``--scheduler threads`` take turns at the forwards with all the process's cores
+    (:func:`volseg.inference.setup.threads_per_worker`) while the others read, blend and write.
+    On a quiet machine one forward on 2 threads in ``channels_last_3d`` runs 1.3x the patches
+    per second of two single-threaded ones side by side (``benchmarks/predict_speed.py``).
+    Single-threaded forwards (``OMP_NUM_THREADS=1``) run side by side, as before; so do CUDA ones.
+    """
+    if str(device) == "cpu" and (threads is None or int(threads) > 1):
+        return _TURN
+    return contextlib.nullcontext()
 
 
 def cached_model(model_path: str, device: str, threads: int | None = None, *, channels_last: bool = False,
@@ -143,7 +149,7 @@ class Runner:
             for lo in range(0, n, self.batch_size):
                 xs = [as_layout(torch.as_tensor(np.ascontiguousarray(x[lo:lo + self.batch_size]),
                                                 dtype=torch.float32).to(device), self.channels_last) for x in inputs]
-                with forward_turn(self.device):
+                with forward_turn(self.device, self.threads):
                     outs.append(augmented(fn, xs, flips=self.tta, rotate=self.rotate).cpu().numpy())
         return np.concatenate(outs, axis=0).astype(np.float32, copy=False)
 
