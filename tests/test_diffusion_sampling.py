@@ -78,7 +78,8 @@ def test_fewer_sampling_steps_and_refusals(drun, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("samples", [1, 2, 4])
+@pytest.mark.timeout(900)  # samples=4: about 4 minutes on 2 busy cores
+@pytest.mark.parametrize("samples", [1, 4])  # 4 samples over 7x7x5 patches of 8
 def test_diffusion_killed_midway_resumes_to_the_same_volume(drun, tmp_path, samples):
     import os
     import signal
