@@ -170,7 +170,8 @@ def test_one_sample_is_todays_output_and_samples_are_seeded(drun, tmp_path):
     (["--samples", "2", "--unet"], "error: --samples: 2: averaging samples applies to diffusion runs"),
     # every step of every chain blends across patches: a job-array part cannot run alone
     (["--samples", "4", "--part", "1/2"], "error: --part: diffusion sampling needs every chunk of step k before "
-                                          "step k+1"),
+                                          "step k+1, and the chains of --samples step together, so it cannot be "
+                                          "split into independent parts; run one job (use --scheduler distributed"),
 ])
 def test_bad_samples_exit_2_with_one_line(drun, tmp_path, make_run, args, needle):
     from typer.testing import CliRunner
