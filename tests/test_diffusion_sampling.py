@@ -1,11 +1,13 @@
 """Patch-wise DDIM over a whole volume: equals whole-volume sampling for one patch, is seeded by
-position only (threads vs processes, workers), and refuses what it cannot do."""
+position only (threads vs processes, workers), shows no seams over many patches (the seam measure
+of the UNet, test_seams.py), resumes after a kill, and refuses what it cannot do."""
 
 import numpy as np
 import pytest
 import torch
 import zarr
 
+from seam_checks import HARD_CUT, NO_SEAM, smooth_field, train_diffusion
 from volseg.inference.settings import predict_options
 from volseg.errors import VolsegError
 from volseg.geometry import chunk_bounds, chunk_indices
@@ -76,7 +78,8 @@ def test_fewer_sampling_steps_and_refusals(drun, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("samples", [1, 2])
+@pytest.mark.timeout(900)  # samples=4: about 4 minutes on 2 busy cores
+@pytest.mark.parametrize("samples", [1, 4])  # 4 samples over 7x7x5 patches of 8
 def test_diffusion_killed_midway_resumes_to_the_same_volume(drun, tmp_path, samples):
     import os
     import signal
@@ -165,6 +168,10 @@ def test_one_sample_is_todays_output_and_samples_are_seeded(drun, tmp_path):
     (["--samples", "0"], "error: --samples: must be a whole number >= 1, got 0"),
     (["--samples", "-2"], "error: --samples: must be a whole number >= 1, got -2"),
     (["--samples", "2", "--unet"], "error: --samples: 2: averaging samples applies to diffusion runs"),
+    # every step of every chain blends across patches: a job-array part cannot run alone
+    (["--samples", "4", "--part", "1/2"], "error: --part: diffusion sampling needs every chunk of step k before "
+                                          "step k+1, and the chains of --samples step together, so it cannot be "
+                                          "split into independent parts; run one job (use --scheduler distributed"),
 ])
 def test_bad_samples_exit_2_with_one_line(drun, tmp_path, make_run, args, needle):
     from typer.testing import CliRunner
@@ -181,3 +188,40 @@ def test_bad_samples_exit_2_with_one_line(drun, tmp_path, make_run, args, needle
     lines = r.stderr.strip().splitlines()
     assert r.exit_code == 2 and len(lines) == 1 and lines[0].startswith(needle), r.stderr
     assert "Traceback" not in r.output and not out.exists()
+    assert np.array_equal(np.load(vol_path), drun[2])
+
+
+@pytest.fixture(scope="module")
+def smooth_samples(tmp_path_factory):
+    """An x0 model trained briefly on a smooth translation, a 16x24x24 smooth condition (3x5x5
+    patches of 8 at the default overlap 0.5) and its ``--samples 4`` output on one worker."""
+    root = tmp_path_factory.mktemp("seams")
+    run = train_diffusion(root / "run")
+    np.save(root / "c.npy", smooth_field(3, (16, 24, 24)))
+    kw = {"patch": 8, "chunks": 8, "seed": 5, "samples": 4, "device": "cpu", "quiet": True}
+    predict(run, root / "c.npy", root / "one.zarr", *predict_options(workers=1, **kw))
+    return run, root / "c.npy", root / "one.zarr", kw
+
+
+def test_samples_over_many_patches_show_no_seams(smooth_samples, tmp_path):
+    from volseg.metrics.seams import seam_ratio
+
+    run, cond, out, kw = smooth_samples
+    hard = tmp_path / "hard.zarr"  # the same patches side by side, each voxel from one patch
+    predict(run, cond, hard, *predict_options(overlap=0.0, **kw))
+    for sub in ("", "uncertainty"):
+        blended = seam_ratio(zarr.open_array(str(out / sub / "0"), mode="r"), (8, 8, 8), (4, 4, 4))
+        cut = seam_ratio(zarr.open_array(str(hard / sub / "0"), mode="r"), (8, 8, 8), (8, 8, 8))
+        assert blended < NO_SEAM and cut > HARD_CUT, (sub, blended, cut)
+
+
+def test_samples_over_many_patches_do_not_depend_on_workers_or_scheduler(smooth_samples, tmp_path):
+    run, cond, out, kw = smooth_samples
+    # other torch thread counts round the samples differently (about 1e-6 of their values); the
+    # standard deviation is a difference of samples, so that rounding carries over in output units
+    scale = np.abs(read(out)).max()
+    for name, options in (("threads", {"workers": 2}), ("processes", {"workers": 2, "scheduler": "processes"})):
+        predict(run, cond, tmp_path / f"{name}.zarr", *predict_options(**options, **kw))
+        for sub in ("", "uncertainty"):
+            a, b = read(out / sub), read(tmp_path / f"{name}.zarr" / sub)
+            assert a.shape == (16, 24, 24) and np.abs(a - b).max() <= 1e-5 * scale, (name, sub)

@@ -238,8 +238,9 @@ def sample_volume(setup, output, spec, execution, *, record: str | None = None) 
     from volseg.progress import progress_bar
 
     if execution.part is not None:
-        raise VolsegError("--part", "diffusion sampling needs every chunk of step k before step k+1, so it "
-                          "cannot be split into independent parts; run one job (use --scheduler "
+        chains = ", and the chains of --samples step together" if setup.settings.diffusion.samples > 1 else ""
+        raise VolsegError("--part", f"diffusion sampling needs every chunk of step k before step k+1{chains}, so "
+                          "it cannot be split into independent parts; run one job (use --scheduler "
                           "distributed or tcp://HOST:PORT to spread it over a cluster)")
     if setup.skip_value is not None:
         raise VolsegError("--skip-value", "applies to segmentation models only; drop it for a diffusion run")
