@@ -6,28 +6,33 @@ made local so that chunks repaired with a halo equal the repair of the whole vol
 
 For each axis ``a`` (the sheet's normal direction, taken in turn as z, y and x) and each *slab*
 of ``D`` voxels along ``a`` (every start position, so nothing depends on a grid; ``D`` from
-:func:`depths`), every column (one (u, v) position of the plane across ``a``) is
+:func:`depths`), a column (one (u, v) position of the plane across ``a``) is *empty* when it
+holds no foreground in the slab. A *hole* is an 8-connected set of empty columns of at most
+``N`` columns and at most :func:`extent` columns across along u and v whose rim (the 8
+neighbours of its columns) passes three checks:
 
-* **empty**: no foreground in the slab;
-* **sheet**: exactly one run of foreground, at least one voxel away from both slab faces: the
-  column crosses one sheet, whose height map is the run's centre and thickness its length;
-* **other**: two runs or more (two wraps, a fold) or a run touching a slab face (the slab cuts
-  a sheet, or the sheet lies along ``a``).
+* every rim column holds foreground, at least one voxel away from both slab faces (the slab
+  does not cut the sheet); the column's first and last voxel give the sheet's faces there and
+  their mean its height map;
+* the centres of neighbouring rim columns differ by at most :data:`MAX_STEP` voxels (no step,
+  no fold);
+* the foreground of the columns within 2 of the hole, between the rim's lowest and highest
+  voxel (and one more each side), is one 26-connected piece: one sheet. Two wraps crossing the
+  rim columns are two pieces there (unless already joined right at the hole), so the gap
+  between them is never filled; a rim column holding two runs of one sheet (the rounded edge
+  of a hole that thins the sheet from inside) passes.
 
-A *hole* is an 8-connected set of empty columns of at most ``N`` columns, at most
-:func:`extent` columns across along u and v, enclosed by sheet columns only (its rim: the 8
-neighbours of its columns) whose runs form one 26-connected piece and whose centres differ by
-at most :data:`MAX_STEP` voxels between neighbouring columns. Each hole column gets a run from
-the harmonic interpolation (the discrete Laplace equation, :func:`harmonic`) of the rim's first
-and last voxels, rounded: a plane's hole gets the plane's position back, a curved sheet's the
-smoothest surface through its rim.
+Each hole column gets a run from the harmonic interpolation (the discrete Laplace equation,
+:func:`harmonic`) of the rim's first and last voxels, rounded: a plane's hole gets the plane's
+position back, a curved sheet's the smoothest surface through its rim; each rim column's inner
+gap is filled too (so the rounded edge leaves no cavity).
 
-Why gaps between wraps stay open: a filled run lies in the slab, at least one voxel from its
-faces, in hole columns (empty in the slab) or next to the rim columns (whose only foreground
-is the sheet's run), so every foreground voxel it touches belongs to the rim's sheet; and a rim
-column crossing two wraps is never a sheet column. Everything is decided on the input mask and
-the fills of all holes, slabs and axes are added together, so the result at a voxel depends on
-the mask within :func:`reach` voxels only. Axis order (z, y, x); sizes in voxels.
+Why gaps between wraps stay open: every filled voxel lies between the rim's lowest and highest
+voxel, in a hole column (empty in the slab) or a rim column, so every foreground voxel it
+touches lies within 2 columns of the hole in those rows: the one sheet of the last check.
+Everything is decided on the input mask and the fills of all holes, slabs and axes are added
+together, so the result at a voxel depends on the mask within :func:`reach` voxels only.
+Axis order (z, y, x); sizes in voxels.
 """
 
 from __future__ import annotations
@@ -66,7 +71,7 @@ def reach(max_area: int) -> int:
     """Voxels of context the repair reads around a voxel, along every axis (0: off)."""
     if max_area <= 0:
         return 0
-    return max(depths(max_area)[-1] - 1, extent(max_area) + 1)
+    return max(depths(max_area)[-1] - 1, extent(max_area) + 2)
 
 
 def parse_max_area(value, default: int = 0) -> int:
@@ -143,15 +148,15 @@ def _fill_axis(m: np.ndarray, out: np.ndarray, max_area: int) -> None:
             s3 = starts[:, None, None]
             runs = cum[starts + depth - 1] - cum[starts] + m[starts]
             empty = runs == 0
-            sheet = (runs == 1) & (nxt[starts] - s3 >= 1) & (prv[starts + depth - 1] - s3 <= depth - 2)
+            inside = (runs >= 1) & (nxt[starts] - s3 >= 1) & (prv[starts + depth - 1] - s3 <= depth - 2)
             labels, count = ndimage.label(empty, structure=_PLANE8)
             if count == 0:
                 continue
             reject = np.bincount(labels.ravel(), minlength=count + 1) > max_area
-            for edge in (labels[:, 0], labels[:, -1], labels[:, :, 0], labels[:, :, -1]):
+            for edge in (labels[:, :2], labels[:, -2:], labels[:, :, :2], labels[:, :, -2:]):
                 reject[edge] = True                           # may go on beyond the array
-            near = ndimage.binary_dilation(~empty & ~sheet, structure=_PLANE8)
-            reject[labels[near]] = True                       # a rim column that is no sheet column
+            near = ndimage.binary_dilation(~empty & ~inside, structure=_PLANE8)
+            reject[labels[near]] = True                       # a rim column cut by a slab face
             reject[0] = True
             if reject.all():
                 continue
@@ -160,18 +165,19 @@ def _fill_axis(m: np.ndarray, out: np.ndarray, max_area: int) -> None:
                 zs, ys, xs = objects[label - 1]
                 if ys.stop - ys.start > extent(max_area) or xs.stop - xs.start > extent(max_area):
                     continue
-                box = (slice(ys.start - 1, ys.stop + 1), slice(xs.start - 1, xs.stop + 1))
+                box = (slice(ys.start - 2, ys.stop + 2), slice(xs.start - 2, xs.stop + 2))
                 hole = labels[(zs.start, *box)] == label
                 start = int(starts[zs.start])
                 _fill_hole(m, out, hole, box, nxt[start][box], prv[start + depth - 1][box], seen)
 
 
 def _fill_hole(m, out, hole, box, first, last, seen: set) -> None:
-    """Check the rim of one hole (``hole`` in the columns ``box``; ``first``/``last``: each
-    column's first and last foreground voxel in the slab) and fill it."""
+    """Check the rim of one hole (``hole`` in the columns ``box``, 2 columns around it;
+    ``first``/``last``: each column's first and last foreground voxel in the slab) and fill it."""
     from scipy import ndimage
 
     rim = ndimage.binary_dilation(hole, structure=np.ones((3, 3), bool)) & ~hole
+    ring = ndimage.binary_dilation(hole, structure=np.ones((5, 5), bool)) & ~hole
     first, last = first.astype(np.int64), last.astype(np.int64)
     key = (box[0].start, box[1].start, hole.shape, hole.tobytes(), first[rim].tobytes(), last[rim].tobytes())
     if key in seen:                                   # the same hole and rim in another slab
@@ -185,13 +191,14 @@ def _fill_hole(m, out, hole, box, first, last, seen: set) -> None:
         if (np.abs(centre2[a] - centre2[b])[both] > 2 * MAX_STEP).any():
             return                                    # a step or a fold: not one smooth sheet
     lo, hi = int(first[rim].min()), int(last[rim].max())
-    runs = m[(slice(lo, hi + 1), *box)] & rim
-    if ndimage.label(runs, structure=np.ones((3, 3, 3), bool))[1] != 1:
-        return                                        # the rim's runs are not one sheet
+    near = m[(slice(lo - 1, hi + 2), *box)] & ring   # every voxel next to a filled one, and more
+    if ndimage.label(near, structure=np.ones((3, 3, 3), bool))[1] != 1:
+        return                                        # not one sheet within 2 columns of the hole
     top, bottom = (np.rint(v) for v in harmonic(hole, first, last))
     heights = np.arange(lo, hi + 1)[:, None]
     target = out[(slice(lo, hi + 1), *box)]
     target[:, hole] |= (heights >= top) & (heights <= bottom)
+    target[:, rim] |= (heights >= first[rim]) & (heights <= last[rim])   # a rim column's inner gap
 
 
 def harmonic(hole: np.ndarray, *values: np.ndarray) -> list[np.ndarray]:
