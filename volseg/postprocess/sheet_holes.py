@@ -14,8 +14,8 @@ neighbours of its columns) passes three checks:
 * every rim column holds foreground, at least one voxel away from both slab faces (the slab
   does not cut the sheet); the column's first and last voxel give the sheet's faces there and
   their mean its height map;
-* the centres of neighbouring rim columns differ by at most :data:`MAX_STEP` voxels (no step,
-  no fold);
+* the spans (first to last voxel) of neighbouring rim columns overlap or touch along ``a``
+  (no step between two sheets at different heights);
 * the foreground of the columns within 2 of the hole, between the rim's lowest and highest
   voxel (and one more each side), is one 26-connected piece: one sheet. Two wraps crossing the
   rim columns are two pieces there (unless already joined right at the hole), so the gap
@@ -43,8 +43,6 @@ import numpy as np
 
 from volseg.errors import VolsegError
 
-#: Largest difference of the run centres of two neighbouring rim columns (voxels): one sheet.
-MAX_STEP = 2
 #: Largest ``--fill-sheet-holes`` (a hole of 100 x 100 voxels).
 MAX_AREA = 10_000
 #: Slab depths tried, voxels along the normal: a hole is found when a slab holds its rim's runs
@@ -183,13 +181,13 @@ def _fill_hole(m, out, hole, box, first, last, seen: set) -> None:
     if key in seen:                                   # the same hole and rim in another slab
         return
     seen.add(key)
-    centre2 = np.where(rim, first + last, 0)          # twice the run centre
     for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
-        a = (slice(0, centre2.shape[0] - dy), slice(max(0, -dx), centre2.shape[1] - max(0, dx)))
-        b = (slice(dy, None), slice(max(0, dx), centre2.shape[1] + min(0, dx)))
+        a = (slice(0, rim.shape[0] - dy), slice(max(0, -dx), rim.shape[1] - max(0, dx)))
+        b = (slice(dy, None), slice(max(0, dx), rim.shape[1] + min(0, dx)))
         both = rim[a] & rim[b]
-        if (np.abs(centre2[a] - centre2[b])[both] > 2 * MAX_STEP).any():
-            return                                    # a step or a fold: not one smooth sheet
+        apart = (first[a] > last[b] + 1) | (first[b] > last[a] + 1)
+        if (apart & both).any():
+            return                                    # a step: neighbouring spans do not meet
     lo, hi = int(first[rim].min()), int(last[rim].max())
     near = m[(slice(lo - 1, hi + 2), *box)] & ring   # every voxel next to a filled one, and more
     if ndimage.label(near, structure=np.ones((3, 3, 3), bool))[1] != 1:
