@@ -128,6 +128,24 @@ def test_a_hole_in_a_cylinder_wall_is_filled_on_the_wall():
         assert betti_numbers(out) == (1, 1, 0)
 
 
+@pytest.mark.parametrize("shift", [(1, 0, 0), (0, 1, 0), (0, 0, 1), (3, 2, 5)])
+def test_the_repair_moves_with_the_volume(shift):
+    # a one-column hole whose four neighbours lie at heights 8, 8, 9, 9: its interpolated
+    # height 8.5 is a tie, filled the same way wherever the hole lies (a chunk's box and the
+    # whole volume put it at other indices)
+    height = np.full((20, 20), 8)
+    height[:, 11:] = 9
+    height[11:, 10] = 9
+    vol = np.zeros((20, 20, 20), bool)
+    np.put_along_axis(vol, height[None], True, axis=0)
+    vol[:, 10, 10] = False
+    vol |= _wavy((20, 20, 20), seed=4) & (np.arange(20)[:, None, None] > 13)
+    moved = fill_sheet_holes(np.pad(vol, [(s, 0) for s in shift]), 16)
+    out = fill_sheet_holes(vol, 16)
+    np.testing.assert_array_equal(moved[tuple(slice(s, None) for s in shift)], out)
+    assert out[9, 10, 10] and not out[8, 10, 10]              # 8.5 rounds half up, to 9
+
+
 def test_harmonic_interpolation_keeps_a_plane_and_its_bounds():
     hole = np.zeros((9, 9), bool)
     hole[2:7, 3:6] = True

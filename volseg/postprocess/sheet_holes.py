@@ -192,7 +192,9 @@ def _fill_hole(m, out, hole, box, first, last, seen: set) -> None:
     near = m[(slice(lo - 1, hi + 2), *box)] & ring   # every voxel next to a filled one, and more
     if ndimage.label(near, structure=np.ones((3, 3, 3), bool))[1] != 1:
         return                                        # not one sheet within 2 columns of the hole
-    top, bottom = (np.rint(v) for v in harmonic(hole, first, last))
+    # heights relative to the rim's lowest voxel, rounded half up: the same numbers wherever the
+    # hole lies in the array (a chunk's box or the whole volume), so the same voxels are filled
+    top, bottom = (lo + np.floor(v + 0.5) for v in harmonic(hole, first - lo, last - lo))
     heights = np.arange(lo, hi + 1)[:, None]
     target = out[(slice(lo, hi + 1), *box)]
     target[:, hole] |= (heights >= top) & (heights <= bottom)
