@@ -174,13 +174,13 @@ def _fill_hole(m, out, hole, box, first, last, seen: set) -> None:
     ``first``/``last``: each column's first and last foreground voxel in the slab) and fill it."""
     from scipy import ndimage
 
-    rim = ndimage.binary_dilation(hole, structure=np.ones((3, 3), bool)) & ~hole
-    ring = ndimage.binary_dilation(hole, structure=np.ones((5, 5), bool)) & ~hole
+    rim = _grown(hole, 1) & ~hole
     first, last = first.astype(np.int64), last.astype(np.int64)
     key = (box[0].start, box[1].start, hole.shape, hole.tobytes(), first[rim].tobytes(), last[rim].tobytes())
     if key in seen:                                   # the same hole and rim in another slab
         return
     seen.add(key)
+    ring = _grown(hole, 2) & ~hole
     for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
         a = (slice(0, rim.shape[0] - dy), slice(max(0, -dx), rim.shape[1] - max(0, dx)))
         b = (slice(dy, None), slice(max(0, dx), rim.shape[1] + min(0, dx)))
@@ -199,6 +199,18 @@ def _fill_hole(m, out, hole, box, first, last, seen: set) -> None:
     target = out[(slice(lo, hi + 1), *box)]
     target[:, hole] |= (heights >= top) & (heights <= bottom)
     target[:, rim] |= (heights >= first[rim]) & (heights <= last[rim])   # a rim column's inner gap
+
+
+def _grown(mask: np.ndarray, r: int) -> np.ndarray:
+    """``mask`` dilated by a (2r + 1) square (a small 2D array; ``mask`` is 0 within r of its
+    border)."""
+    out = mask.copy()
+    h, w = mask.shape
+    for dy in range(-r, r + 1):
+        for dx in range(-r, r + 1):
+            out[max(0, dy):h + min(0, dy), max(0, dx):w + min(0, dx)] |= \
+                mask[max(0, -dy):h + min(0, -dy), max(0, -dx):w + min(0, -dx)]
+    return out
 
 
 def harmonic(hole: np.ndarray, *values: np.ndarray) -> list[np.ndarray]:
