@@ -34,6 +34,10 @@ CLEANING = Bundle((
     ("plug_holes", Annotated[Optional[bool], typer.Option(
         "--plug-holes/--no-plug-holes", help="Plug one-voxel holes through sheets by a 2x2x2 lookup table, "
         "after the closing (default off).")], None),
+    ("fill_sheet_holes", Annotated[Optional[str], typer.Option(
+        "--fill-sheet-holes", metavar="N", help="Fill holes of at most N voxels of area through a sheet along "
+        "its interpolated height map, after the plugging; never where two wraps meet the hole "
+        "(default 0 = off).")], None),
     ("min_size", Annotated[Optional[int], typer.Option(
         "--min-size", help="Remove 26-connected components of fewer voxels, whole volume (default 200; 0 = off).")],
      None),

@@ -9,7 +9,8 @@ Each step acts on the previous step's result, in this order:
 3. the local repairs of the kept mask K (:class:`volseg.postprocess.repairs.Repairs`, the volume
    padded with its edge values): ``--open`` (opening), ``--close`` (closing with a ball,
    ellipsoid or box, :func:`close_mask` for a ball), ``--plug-holes`` (one-voxel holes by a
-   2 x 2 x 2 lookup table): M = repairs(K);
+   2 x 2 x 2 lookup table), ``--fill-sheet-holes`` (large holes through a sheet filled along its
+   height map, :mod:`volseg.postprocess.sheet_holes`): M = repairs(K);
 4. ``--fill-holes N``: fill the holes of M: the 2D holes of at most N pixels of every axis-aligned
    slice (:func:`fill_slice_holes`: tunnels through sheets) and the *cavities* of M, the
    6-connected background components of M with at most N voxels that do not touch the volume
@@ -30,6 +31,7 @@ import numpy as np
 
 from volseg.metrics import components as cc
 from volseg.postprocess.repairs import DEFAULT_CLOSE, DEFAULT_OPEN, Repairs, parse_element
+from volseg.postprocess.sheet_holes import parse_max_area
 
 _TRUNCATE = 4.0    # Gaussian kernel radius in standard deviations (scipy's default)
 
@@ -211,7 +213,7 @@ def summarise_background(mask: np.ndarray, *, start, stop, shape) -> dict:
 def postprocess_array(values: np.ndarray, *, threshold: float | None = None,
                       hysteresis: tuple[float, float] | None = None, smooth: float = 0.0,
                       close=DEFAULT_CLOSE, min_size: int = 0, fill_holes: int = 0, open=DEFAULT_OPEN,
-                      plug_holes: bool = False, fill_cavities: int = 0) -> np.ndarray:
+                      plug_holes: bool = False, fill_cavities: int = 0, fill_sheet_holes: int = 0) -> np.ndarray:
     """Whole-volume reference of ``volseg postprocess`` (in memory, for checks and small data).
 
     Parameters
@@ -242,6 +244,10 @@ def postprocess_array(values: np.ndarray, *, threshold: float | None = None,
     fill_cavities : int
         Last, fill the cavities of at most this many voxels of the result (those the slice
         holes enclosed; :func:`cavities`); 0: none.
+    fill_sheet_holes : int
+        After the plugging (before ``fill_holes``), fill holes of at most this many columns
+        through a sheet along its interpolated height map
+        (:func:`volseg.postprocess.sheet_holes.fill_sheet_holes`); 0: none.
 
     Returns
     -------
@@ -258,8 +264,9 @@ def postprocess_array(values: np.ndarray, *, threshold: float | None = None,
         keep &= np.bincount(labels[strong].ravel(), minlength=n + 1) > 0
     keep[0] = False
     out = keep[labels]                                   # step 2: the kept components
-    repairs = Repairs(parse_element(close, "--close"), parse_element(open, "--open"), bool(plug_holes))
-    out = repairs.whole(out)                             # step 3: opening, closing, plugging
+    repairs = Repairs(parse_element(close, "--close"), parse_element(open, "--open"), bool(plug_holes),
+                      parse_max_area(fill_sheet_holes))
+    out = repairs.whole(out)                             # step 3: opening, closing, plugging, sheet holes
     if fill_holes > 0:                                   # step 4: holes of the repaired mask
         out = fill_slice_holes(out, fill_holes) | cavities(out, fill_holes)
     if fill_cavities > 0:                                # step 5: cavities of that result

@@ -11,6 +11,7 @@ import numpy as np
 from volseg.errors import VolsegError
 from volseg.postprocess.kernels import Binarise
 from volseg.postprocess.repairs import DEFAULT_CLOSE, DEFAULT_OPEN, Element, Repairs, parse_element
+from volseg.postprocess.sheet_holes import check_chunks, parse_max_area
 from volseg.roi import parse_roi
 
 #: Default ``--min-size``: chosen with ``benchmarks/postprocess.py`` on synthetic scrolls.
@@ -22,6 +23,9 @@ DEFAULT_FILL_HOLES = 16
 DEFAULT_FILL_CAVITIES = 0
 #: Default ``--plug-holes`` (one-voxel hole plugging by the 2x2x2 lookup table).
 DEFAULT_PLUG_HOLES = False
+#: Default ``--fill-sheet-holes`` (largest hole through a sheet filled along it, voxels of area;
+#: 0 = off), chosen with ``benchmarks/repairs.py``.
+DEFAULT_FILL_SHEET_HOLES = 0
 #: Default ``--smooth`` of a float (probability) input: Gaussian sigma in voxels, chosen with
 #: ``benchmarks/postprocess.py --prediction`` on demo predictions. Integer (label) inputs: 0.
 DEFAULT_SMOOTH = 1.0
@@ -87,14 +91,22 @@ class Options:
     open: Element = Element()
     plug_holes: bool = False
     fill_cavities: int = 0
+    fill_sheet_holes: int = 0
     roi: str | None = None  # --roi as given (volseg.roi.parse_roi); box: resolved by within()
     box: tuple | None = None
 
     @classmethod
     def parse(cls, dtype, *, threshold=None, hysteresis=None, smooth=None, close=None,
-              min_size=None, fill_holes=None, open=None, plug_holes=None, fill_cavities=None,
-              roi=None, where: str = "input") -> "Options":
-        """Validate the options against the input's dtype (float: probabilities)."""
+              min_size=None, fill_holes=None, open=None, where: str = "input", **more) -> "Options":
+        """Validate the options against the input's dtype (float: probabilities).
+
+        ``more``: ``plug_holes``, ``fill_cavities``, ``fill_sheet_holes`` and ``roi`` (None: the
+        default); any other name is refused with a TypeError, as a misspelt keyword would be.
+        """
+        unknown = set(more) - {"plug_holes", "fill_cavities", "fill_sheet_holes", "roi"}
+        if unknown:
+            raise TypeError(f"Options.parse() got unexpected keyword arguments {sorted(unknown)}")
+        plug_holes = more.get("plug_holes")
         hysteresis = parse_hysteresis(hysteresis)
         if threshold is not None and hysteresis is not None:
             raise VolsegError("--threshold", "give either --threshold or --hysteresis, not both")
@@ -113,7 +125,8 @@ class Options:
                    _parse_size(fill_holes, DEFAULT_FILL_HOLES, "--fill-holes"),
                    parse_element(open, "--open", DEFAULT_OPEN),
                    DEFAULT_PLUG_HOLES if plug_holes is None else bool(plug_holes),
-                   _parse_size(fill_cavities, DEFAULT_FILL_CAVITIES, "--fill-cavities"), parse_roi(roi))
+                   _parse_size(more.get("fill_cavities"), DEFAULT_FILL_CAVITIES, "--fill-cavities"),
+                   parse_max_area(more.get("fill_sheet_holes"), DEFAULT_FILL_SHEET_HOLES), parse_roi(more.get("roi")))
 
     def within(self, shape) -> "Options":
         """These options with ``--roi`` resolved against the input's ``shape`` (itself without one)."""
@@ -129,8 +142,8 @@ class Options:
 
     @property
     def repairs(self) -> Repairs:
-        """The local repairs of the kept mask (opening, closing, plugging)."""
-        return Repairs(self.close, self.open, self.plug_holes)
+        """The local repairs of the kept mask (opening, closing, plugging, sheet holes)."""
+        return Repairs(self.close, self.open, self.plug_holes, self.fill_sheet_holes)
 
     def check_range(self, lo: float, hi: float, *, where: str) -> None:
         """Refuse a threshold that leaves nothing (or everything) foreground on data in [lo, hi]."""
@@ -169,22 +182,30 @@ class Options:
         values read with the smoothing's context (float32, smoothed copy, int64 labels: 16 B per
         voxel), and with repairs (``--close``, ``--open``, ``--plug-holes``, reach R per axis)
         or ``--fill-holes N`` the kept-mask box of the chunk plus R + N + 1 voxels, padded by R
-        (4 boolean copies) and the structuring elements (8 B per voxel of their boxes while
-        they are built)."""
+        (4 boolean copies; with ``--fill-sheet-holes``, 6 B more per voxel for its run tables)
+        and the structuring elements (8 B per voxel of their boxes while they are built)."""
         reach, n = self.repairs.reach, (self.fill_holes if holes else 0)
         read = math.prod(min(s, c + 2 * self.binarise.halo) for s, c in zip(shape, chunks))
         need = 16 * read
         if any(reach) or n:
-            need += 4 * math.prod(min(s, c + 2 * (r + n + 1)) + 2 * r for s, c, r in zip(shape, chunks, reach))
+            per_voxel = 4 + (6 if self.fill_sheet_holes else 0)
+            need += per_voxel * math.prod(min(s, c + 2 * (r + n + 1)) + 2 * r for s, c, r in zip(shape, chunks, reach))
         for element in (self.close, self.open):
             if element.active:
                 need += 8 * math.prod(2 * r + 1 for r in element.reach)
         return need
 
     def check_memory(self, shape, chunks) -> None:
-        """Refuse a ``--close`` or ``--fill-holes`` whose chunk box cannot fit in memory."""
+        """Refuse a ``--close`` or ``--fill-holes`` whose chunk box cannot fit in memory, and a
+        ``--fill-sheet-holes`` that reads beyond the neighbouring chunks."""
         from volseg.memlimit import check_memory
 
+        if self.fill_sheet_holes:
+            check_chunks(self.fill_sheet_holes, shape, chunks)
+            check_memory(self.task_bytes(shape, chunks, holes=False), option="--fill-sheet-holes",
+                         value=self.fill_sheet_holes, what=f"filling the sheet holes of one "
+                         f"{'x'.join(map(str, chunks))} chunk with its context",
+                         fix="use smaller --chunks or a hole size of tens to hundreds of voxels")
         element = self.close if self.close.active or not self.open.active else self.open
         name = "--close" if element is self.close else "--open"
         check_memory(self.task_bytes(shape, chunks, holes=False), option=name, value=element.text(),

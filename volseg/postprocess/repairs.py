@@ -1,4 +1,5 @@
-"""Local repairs of a kept mask: anisotropic opening / closing and one-voxel hole plugging.
+"""Local repairs of a kept mask: anisotropic opening / closing, one-voxel hole plugging and
+large holes filled along the sheet.
 
 Every repair here is local: the result at a voxel depends only on the mask within
 :attr:`Repairs.reach` voxels along each axis. So a chunk repaired in a box grown by the reach
@@ -12,7 +13,9 @@ Structuring elements (:func:`parse_element`, ``--close`` and ``--open``):
 * ``box:Z,Y,X`` (or ``box:S``): a box of odd side lengths centred on the voxel.
 
 Plugging (``--plug-holes``) fills one-voxel holes by a 2 x 2 x 2 lookup table
-(:data:`PLUG_TABLE`, :func:`plug_rule`). Axis order (z, y, x); sizes in voxels.
+(:data:`PLUG_TABLE`, :func:`plug_rule`). ``--fill-sheet-holes N`` then fills holes of up to N
+columns through a sheet along its interpolated height map
+(:func:`volseg.postprocess.sheet_holes.fill_sheet_holes`). Axis order (z, y, x); sizes in voxels.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from volseg.errors import VolsegError
+from volseg.postprocess.sheet_holes import fill_sheet_holes, reach as sheet_reach
 
 #: Default ``--open`` and ``--close``: a line of 3 voxels along z (a sheet of a scroll rolled
 #: around the z axis contains such lines), chosen with ``benchmarks/repairs.py`` on the oracles.
@@ -177,25 +181,29 @@ def plug_holes(mask: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Repairs:
-    """The local repairs applied to the kept mask, in this order: opening, closing, plugging.
+    """The local repairs applied to the kept mask, in this order: opening, closing, plugging,
+    sheet holes.
 
     * ``opening`` O: ``dilate(erode(K, O), O)``: removes bridges and spurs thinner than O;
     * ``closing`` C: ``M | erode(dilate(M, C), C)``: closes gaps and holes about 2 C wide;
-    * ``plug``: :func:`plug_holes`.
+    * ``plug``: :func:`plug_holes`;
+    * ``sheet_holes`` N: holes of up to N columns through a sheet, filled along the sheet
+      (:func:`volseg.postprocess.sheet_holes.fill_sheet_holes`); 0: off.
     """
 
     closing: Element = Element()
     opening: Element = Element()
     plug: bool = False
+    sheet_holes: int = 0
 
     @property
     def active(self) -> bool:
-        return self.closing.active or self.opening.active or self.plug
+        return self.closing.active or self.opening.active or self.plug or self.sheet_holes > 0
 
     @property
     def reach(self) -> tuple[int, int, int]:
         """Voxels of context the repairs read around a voxel, per axis (z, y, x)."""
-        return tuple(2 * c + 2 * o + int(self.plug)
+        return tuple(2 * c + 2 * o + int(self.plug) + sheet_reach(self.sheet_holes)
                      for c, o in zip(self.closing.reach, self.opening.reach))
 
     def apply(self, mask: np.ndarray) -> np.ndarray:
@@ -211,6 +219,8 @@ class Repairs:
             out = out | ndimage.binary_erosion(ndimage.binary_dilation(out, fp), fp)
         if self.plug:
             out = plug_holes(out)
+        if self.sheet_holes > 0:
+            out = fill_sheet_holes(out, self.sheet_holes)
         return out
 
     def box(self, box: np.ndarray, lo, hi, shape) -> np.ndarray:
@@ -233,11 +243,14 @@ class Repairs:
 
     def settings(self) -> dict:
         """The repairs for an output's settings: ``close`` as before (an int for a ball), and
-        ``open``/``plug_holes`` only when used, so outputs made before them keep resuming."""
+        ``open``/``plug_holes``/``fill_sheet_holes`` only when used, so outputs made before them
+        keep resuming."""
         c = self.closing
         out: dict = {"close": c.size[0] if c.kind == "ball" and len(set(c.size)) == 1 else c.text()}
         if self.opening.active:
             out["open"] = self.opening.text()
         if self.plug:
             out["plug_holes"] = True
+        if self.sheet_holes:
+            out["fill_sheet_holes"] = self.sheet_holes
         return out

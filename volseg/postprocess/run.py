@@ -208,7 +208,7 @@ def postprocess(pred: str | os.PathLike, output: str | os.PathLike, *, threshold
         voxels are kept: pass 2 then costs up to 27 labellings per chunk while R + N + 1 <= the
         chunk size. Default :data:`volseg.postprocess.options.DEFAULT_CLOSE`; 0 = none.
     **repairs
-        ``open``, ``plug_holes``, ``fill_cavities`` and ``roi`` below (passed on to
+        ``open``, ``plug_holes``, ``fill_sheet_holes``, ``fill_cavities`` and ``roi`` below (passed on to
         :meth:`volseg.postprocess.options.Options.parse`, which refuses any other name).
     open : int, "Z,Y,X" or "box:Z,Y,X", optional
         Binary opening of the kept components (before the closing), same forms: removes
@@ -218,6 +218,13 @@ def postprocess(pred: str | os.PathLike, output: str | os.PathLike, *, threshold
         Plug one-voxel holes through sheets by the 2 x 2 x 2 lookup table
         (:func:`volseg.postprocess.repairs.plug_holes`), after the closing. Default
         :data:`volseg.postprocess.options.DEFAULT_PLUG_HOLES`.
+    fill_sheet_holes : int, optional
+        N: after the plugging, holes of at most N columns (voxels of hole area) through a sheet
+        are filled along the sheet's interpolated height map, never where the rim crosses two
+        wraps (:func:`volseg.postprocess.sheet_holes.fill_sheet_holes`); its reach
+        (:func:`volseg.postprocess.sheet_holes.reach`, 12 voxels for N = 25) joins the repairs'
+        halo and must not exceed the chunk. Default
+        :data:`volseg.postprocess.options.DEFAULT_FILL_SHEET_HOLES`; 0 = none.
     fill_cavities : int, optional
         M: then the cavities of the result of ``fill_holes`` (filling 2D slice holes can
         enclose new ones) of at most M voxels are filled too (one more labelling pass).
