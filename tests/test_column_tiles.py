@@ -98,7 +98,9 @@ def test_tiled_parts_together_equal_one_run_and_need_the_same_tile(ref, tmp_path
                                                  runtime=runtime, **KW))
     assert p1["chunks_written"] + p2["chunks_written"] == 50 and p2["chunks_done_before"] == 0
     assert p1["runtime"] == p2["runtime"] == ("torch" if runtime == "auto" else "onnxruntime")
-    same(read(out), expected, runtime)
+    # part 2 ran its forwards on another thread count (one per process, not all cores in turns):
+    # float32 sums in another order, so within 1e-5, as between runtimes
+    same(read(out), expected, "onnx")
 
 
 @pytest.mark.parametrize("runtime", ["auto", "onnx"])

@@ -269,3 +269,18 @@ def test_empty_and_complex_volumes_are_refused_by_every_reader(tmp_path, kind, d
         with pytest.raises(VolsegError, match=expect.replace("(", r"\(").replace(")", r"\)")) as err:
             read(path)
         assert err.value.path == str(path)
+
+
+def test_npy_files_open_from_many_threads_at_once(tmp_path):
+    # np.load's header parse (ast.literal_eval) raced between threads on CPython < 3.11.8 (gh-106905)
+    from concurrent.futures import ThreadPoolExecutor
+
+    from volseg.io import open_volume
+
+    paths = []
+    for i in range(8):
+        np.save(tmp_path / f"v{i}.npy", np.full((4, 5, 6), i, np.float32))
+        paths.append(tmp_path / f"v{i}.npy")
+    with ThreadPoolExecutor(8) as pool:
+        sums = list(pool.map(lambda p: float(np.asarray(open_volume(p)).sum()), paths * 25))
+    assert sums == [i * 120.0 for i in range(8)] * 25

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -308,13 +309,24 @@ class _FolderSource(_Source):
         return out
 
 
+#: np.load parses a .npy header with ast.literal_eval, and CPython before 3.11.8 / 3.12.1 keeps
+#: the AST constructor's recursion depth in one counter for all threads (gh-106905): two worker
+#: threads opening a .npy at once could fail with "AST constructor recursion depth mismatch".
+_NPY_HEADER_LOCK = threading.Lock()
+
+
+def _load_npy(path):
+    with _NPY_HEADER_LOCK:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+
+
 class _NpySource(_Source):
     """A ``.npy`` file, memory-mapped (never unpickled); 4D arrays are (c, z, y, x)."""
 
     @classmethod
     def open(cls, path, channel):
         try:
-            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+            arr = _load_npy(path)
         except Exception as exc:
             raise VolsegError(path, f"is not a readable .npy array ({type(exc).__name__}: {exc})") from None
         if arr.dtype.hasobject or arr.dtype.fields is not None:
@@ -324,7 +336,7 @@ class _NpySource(_Source):
 
     def _read(self, key):
         if self._handle is None:
-            self._handle = np.load(self.path, mmap_mode="r", allow_pickle=False)
+            self._handle = _load_npy(self.path)
         arr = self._handle
         if self.opts["channel"] is not None:
             arr = arr[self.opts["channel"]]
