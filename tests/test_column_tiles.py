@@ -98,8 +98,8 @@ def test_tiled_parts_together_equal_one_run_and_need_the_same_tile(ref, tmp_path
                                                  runtime=runtime, **KW))
     assert p1["chunks_written"] + p2["chunks_written"] == 50 and p2["chunks_done_before"] == 0
     assert p1["runtime"] == p2["runtime"] == ("torch" if runtime == "auto" else "onnxruntime")
-    # part 2 ran its forwards on another thread count (one per process, not all cores in turns):
-    # float32 sums in another order, so within 1e-5, as between runtimes
+    # part 2 may run its forwards on another thread count than part 1 (one per process where
+    # part 1's threads take turns with all cores): float32 sums in another order, so within 1e-5
     same(read(out), expected, "onnx")
 
 

@@ -180,11 +180,21 @@ def test_forwards_use_every_core_in_turns_or_share_them_between_processes(files,
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     cores = parse_workers(None)
-    # threads of one process take turns at the forwards (forward_turn), each with every core
-    for chunks in (64, 8):
-        setup = prepare(files / "run", str(files / "v.npy"), PredictSettings.parse(patch=16, chunks=chunks), workers=cores)
-        assert setup.runner.threads == cores
+    # threads of one process take turns at large forwards (forward_turn), each with every core
+    assert threads_per_worker(cores, 8, scheduler="threads", voxels=None) == cores
+    # 16^3 patches (8 per pass: 32768 voxels) are small: side by side, except for one task
+    one = prepare(files / "run", str(files / "v.npy"), PredictSettings.parse(patch=16, chunks=64), workers=cores)
+    many = prepare(files / "run", str(files / "v.npy"), PredictSettings.parse(patch=16, chunks=8), workers=cores)
+    assert len(one.plan.chunk_list()) == 1 and one.runner.threads == cores
+    assert len(many.plan.chunk_list()) >= cores and many.runner.threads == max(1, cores // cores)
     assert threads_per_worker(cores, scheduler="synchronous") == cores
+    # small forwards (below TURN_VOXELS, e.g. nnU-Net's 32^3 tiles one at a time) run
+    # single-threaded side by side instead
+    from volseg.inference.setup import TURN_VOXELS
+
+    assert threads_per_worker(cores, scheduler="threads", voxels=TURN_VOXELS) == cores
+    assert threads_per_worker(cores, scheduler="threads", voxels=32 ** 3) == max(1, cores // cores)
+    assert threads_per_worker(cores, 1, scheduler="threads", voxels=32 ** 3) == cores  # one task
     # one process per worker: the cores are shared, except where fewer tasks than workers exist
     one = prepare(files / "run", str(files / "v.npy"), PredictSettings.parse(patch=16, chunks=64), workers=cores,
                   scheduler="processes")

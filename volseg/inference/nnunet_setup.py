@@ -17,6 +17,7 @@ axes and are permuted back here. Units voxels.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -303,6 +304,9 @@ def prepare_nnunet(run, volume, settings, output_options, execution, executor):
     box, stats, mask = crop_and_stats(model, str(volume), meta, settings.nan_value, executor)
     plan = tile_plan(model, box, meta.shape, settings.overlap, settings.chunks)
     resolved = settings.replace(stitch=True, blend="nnunet", patch=plan.patch, chunks=plan.chunks)
+    if device == "cpu":  # one tile per forward: small tiles run single-threaded side by side
+        threads = threads_per_worker(execution.workers, len(plan.chunk_list()), scheduler=execution.scheduler,
+                                     voxels=math.prod(plan.patch))
     job = NnunetJob(folder, str(volume), f"{volume_key(volume)}@{settings.nan_value}", args, tuple(meta.shape),
                     tuple(meta.chunks), box, stats, mask, plan, tuple(model.transpose_forward), channel,
                     1, settings.nan_value, threads, roi)
