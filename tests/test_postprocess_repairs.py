@@ -9,6 +9,7 @@ from scipy.ndimage import gaussian_filter
 from typer.testing import CliRunner
 
 from cli_checks import one_error_line, tree
+from repair_checks import assert_box_equals_whole, streamed_equals_whole
 from volseg.parallel import Execution
 from volseg.cli import app
 from volseg.errors import VolsegError
@@ -154,15 +155,7 @@ def test_anisotropic_closing_acts_along_its_axes_only():
        corner=st.tuples(st.integers(0, 14), st.integers(0, 14), st.integers(0, 14)))
 def test_repairs_of_a_box_equal_the_whole_volume(seed, close, open_, plug, corner):
     vol = np.random.default_rng(seed).random((20, 22, 18)) < 0.45
-    repairs = Repairs(parse_element(close, "--close"), parse_element(open_, "--open"), plug)
-    whole = repairs.whole(vol)
-    start = [min(c, s - 4) for c, s in zip(corner, vol.shape)]
-    stop = [a + 5 for a in start]
-    lo = [max(0, a - r) for a, r in zip(start, repairs.reach)]
-    hi = [min(s, b + r) for b, r, s in zip(stop, repairs.reach, vol.shape)]
-    box = repairs.box(vol[tuple(slice(a, b) for a, b in zip(lo, hi))], lo, hi, vol.shape)
-    inner = tuple(slice(a - b, c - b) for a, c, b in zip(start, stop, lo))
-    np.testing.assert_array_equal(box[inner], whole[tuple(slice(a, b) for a, b in zip(start, stop))])
+    assert_box_equals_whole(Repairs(parse_element(close, "--close"), parse_element(open_, "--open"), plug), vol, corner)
 
 
 @pytest.mark.parametrize("chunks,kw", [
@@ -173,12 +166,7 @@ def test_repairs_of_a_box_equal_the_whole_volume(seed, close, open_, plug, corne
 ])
 def test_streamed_repairs_equal_the_whole_array(tmp_path, chunks, kw):
     vol = _sheets(1).astype(np.uint8)
-    write_volume(tmp_path / "v.zarr", vol, chunks=8)
-    options = dict(min_size=0, fill_holes=0) | kw
-    r = postprocess(tmp_path / "v.zarr", tmp_path / "o.zarr", chunks=chunks,
-                    execution=Execution.parse(scheduler="synchronous", quiet=True), **options)
-    ref = postprocess_array(vol, **options)
-    np.testing.assert_array_equal(_read(tmp_path / "o.zarr"), ref)
+    r, ref = streamed_equals_whole(tmp_path, vol, chunks, dict(min_size=0, fill_holes=0) | kw)
     assert r["complete"] and (ref != (vol > 0)).any()        # the repairs changed something
 
 

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from cli_checks import one_error_line, tree
+from repair_checks import assert_box_equals_whole, streamed_equals_whole
 from volseg.cli import app
 from volseg.errors import VolsegError
 from volseg.io import write_volume
@@ -178,16 +179,7 @@ def test_off_leaves_the_repairs_and_their_settings_as_before():
 @given(seed=st.integers(0, 1000), area=st.sampled_from([9, 16, 25]), plug=st.booleans(),
        corner=st.tuples(st.integers(0, 25), st.integers(0, 29), st.integers(0, 27)))
 def test_repairs_of_a_box_equal_the_whole_volume(seed, area, plug, corner):
-    vol = _wavy(seed=seed)
-    repairs = Repairs(plug=plug, sheet_holes=area)
-    whole = repairs.whole(vol)
-    start = [min(c, s - 4) for c, s in zip(corner, vol.shape)]
-    stop = [a + 5 for a in start]
-    lo = [max(0, a - r) for a, r in zip(start, repairs.reach)]
-    hi = [min(s, b + r) for b, r, s in zip(stop, repairs.reach, vol.shape)]
-    box = repairs.box(vol[tuple(slice(a, b) for a, b in zip(lo, hi))], lo, hi, vol.shape)
-    inner = tuple(slice(a - b, c - b) for a, c, b in zip(start, stop, lo))
-    np.testing.assert_array_equal(box[inner], whole[tuple(slice(a, b) for a, b in zip(start, stop))])
+    assert_box_equals_whole(Repairs(plug=plug, sheet_holes=area), _wavy(seed=seed), corner)
 
 
 @pytest.mark.parametrize("chunks,kw", [
@@ -197,12 +189,8 @@ def test_repairs_of_a_box_equal_the_whole_volume(seed, area, plug, corner):
 ])
 def test_streamed_sheet_holes_equal_the_whole_array(tmp_path, chunks, kw):
     vol = _wavy(seed=1).astype(np.uint8)
-    write_volume(tmp_path / "v.zarr", vol, chunks=8)
     options = dict(min_size=0, fill_holes=0, open=0, close=0) | kw
-    r = postprocess(tmp_path / "v.zarr", tmp_path / "o.zarr", chunks=chunks,
-                    execution=Execution.parse(scheduler="synchronous", quiet=True), **options)
-    ref = postprocess_array(vol, **options)
-    np.testing.assert_array_equal(_read(tmp_path / "o.zarr"), ref)
+    r, ref = streamed_equals_whole(tmp_path, vol, chunks, options)
     without = postprocess_array(vol, **(options | {"fill_sheet_holes": 0}))
     assert r["complete"] and (ref & ~without).sum() > 20       # the holes were filled
 

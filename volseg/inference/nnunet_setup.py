@@ -283,10 +283,9 @@ def prepare_nnunet(run, volume, settings, output_options, execution, executor):
     if len(meta.shape) != 3:
         raise VolsegError(volume, f"has {len(meta.shape)} dimensions {meta.shape}; predict needs a 3D (z, y, x) volume")
     device = str(resolve_device(settings.device))
-    threads = threads_per_worker(execution.workers, scheduler=execution.scheduler) if device == "cpu" else None
     args = (settings.folds, settings.checkpoint, settings.tta, device, settings.trust_checkpoint)
     folder = os.path.abspath(os.fspath(run))  # provenance names the folder wherever the run started
-    probe = NnunetJob(folder, str(volume), "", args, (), (), (), (), None, None, (), None, 1, None, threads)
+    probe = NnunetJob(folder, str(volume), "", args, (), (), (), (), None, None, (), None, 1, None, None)
     model = probe.model
     model.check_channels(1, volume)
     channel = None if settings.label == "argmax" else model.label_channel(settings.label)
@@ -304,9 +303,9 @@ def prepare_nnunet(run, volume, settings, output_options, execution, executor):
     box, stats, mask = crop_and_stats(model, str(volume), meta, settings.nan_value, executor)
     plan = tile_plan(model, box, meta.shape, settings.overlap, settings.chunks)
     resolved = settings.replace(stitch=True, blend="nnunet", patch=plan.patch, chunks=plan.chunks)
-    if device == "cpu":  # one tile per forward: small tiles run single-threaded side by side
-        threads = threads_per_worker(execution.workers, len(plan.chunk_list()), scheduler=execution.scheduler,
-                                     voxels=math.prod(plan.patch))
+    # one tile per forward: small tiles run single-threaded side by side (threads_per_worker)
+    threads = (threads_per_worker(execution.workers, len(plan.chunk_list()), scheduler=execution.scheduler,
+                                  voxels=math.prod(plan.patch)) if device == "cpu" else None)
     job = NnunetJob(folder, str(volume), f"{volume_key(volume)}@{settings.nan_value}", args, tuple(meta.shape),
                     tuple(meta.chunks), box, stats, mask, plan, tuple(model.transpose_forward), channel,
                     1, settings.nan_value, threads, roi)
