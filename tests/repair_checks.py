@@ -33,3 +33,20 @@ def streamed_equals_whole(tmp_path, vol: np.ndarray, chunks, options: dict) -> t
     ref = postprocess_array(vol, **options)
     np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "o.zarr" / "0"), mode="r")[:], ref)
     return r, ref
+
+
+def refused_by_postprocess(tmp_path, vol: np.ndarray, args: list, needles) -> None:
+    """``volseg postprocess IN -o OUT ARGS`` exits 2 with one ``error:`` line holding ``needles``,
+    writes nothing and leaves the input as it was."""
+    from typer.testing import CliRunner
+
+    from cli_checks import one_error_line, tree
+    from volseg.cli import app
+
+    write_volume(tmp_path / "in.zarr", vol, chunks=8)
+    before = tree(tmp_path / "in.zarr")
+    out = tmp_path / "out.zarr"
+    one_error_line(CliRunner().invoke(app, ["postprocess", str(tmp_path / "in.zarr"), "-o", str(out),
+                                            "--quiet"] + args), *needles)
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["in.zarr"]
+    assert tree(tmp_path / "in.zarr") == before
