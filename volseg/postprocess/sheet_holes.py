@@ -202,15 +202,10 @@ def _fill_hole(m, out, hole, box, first, last, seen: set) -> None:
 
 
 def _grown(mask: np.ndarray, r: int) -> np.ndarray:
-    """``mask`` dilated by a (2r + 1) square (a small 2D array; ``mask`` is 0 within r of its
-    border)."""
-    out = mask.copy()
-    h, w = mask.shape
-    for dy in range(-r, r + 1):
-        for dx in range(-r, r + 1):
-            out[max(0, dy):h + min(0, dy), max(0, dx):w + min(0, dx)] |= \
-                mask[max(0, -dy):h + min(0, -dy), max(0, -dx):w + min(0, -dx)]
-    return out
+    """``mask`` dilated by a (2r + 1) square, background outside (a small 2D array)."""
+    from scipy import ndimage
+
+    return ndimage.maximum_filter(mask, size=2 * r + 1, mode="constant", cval=False)
 
 
 def harmonic(hole: np.ndarray, *values: np.ndarray) -> list[np.ndarray]:
